@@ -1,0 +1,62 @@
+//! The `wansteer` binary: one command, a subcommand per role.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// SD-WAN intelligent traffic steering: measure every WAN line, classify flows by
+/// application, steer each traffic class onto the line that meets its SLA.
+#[derive(Debug, Parser)]
+#[command(name = "wansteer", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the central controller (path solver, rule push, REST API, dashboard).
+    Controller(wansteer_controller::cli::ControllerArgs),
+    /// Run a branch/hub agent, classify a capture, or clean up what wansteer installed.
+    Agent(wansteer_agent::cli::AgentArgs),
+    /// Build the network-namespace lab, impair lines, run scenarios and the demo.
+    Lab(wansteer_lab::cli::LabArgs),
+    /// Check a policy file, or show what changing it would do.
+    Policy(wansteer_policies::cli::PolicyArgs),
+    /// Send or reflect STAMP line-measurement probes.
+    Probe(wansteer_probes::cli::ProbeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WANSTEER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Controller(args) => wansteer_controller::cli::run(args).await,
+            Command::Agent(args) => wansteer_agent::cli::run(args).await,
+            Command::Lab(args) => wansteer_lab::cli::run(args).await,
+            Command::Policy(args) => wansteer_policies::cli::run(args).await,
+            Command::Probe(args) => wansteer_probes::cli::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
