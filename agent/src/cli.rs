@@ -1,12 +1,30 @@
-//! `wansteer agent` command line.
+//! `wansteer agent` command line: the daemon, or one of its tools.
 
 use std::process::ExitCode;
 
-/// Run the branch/hub agent, classify captures, or clean up.
+/// Run the agent daemon (with a controller, or standalone from a policy), or a tool.
 #[derive(Debug, clap::Args)]
-pub struct AgentArgs {}
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
+    #[command(flatten)]
+    daemon: crate::dataplane::cli::DaemonArgs,
+}
 
-/// Runs the subcommand.
-pub async fn run(_args: AgentArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`wansteer agent` is not built yet")
+#[derive(Debug, clap::Subcommand)]
+enum AgentCommand {
+    /// Classify the flows of a pcap/pcapng capture and print them.
+    Classify(crate::classifier::cli::ClassifyArgs),
+    /// Remove everything wansteer installed (nft table, ip rules, routes, qdiscs), nothing else.
+    Cleanup(crate::dataplane::cli::CleanupArgs),
+}
+
+/// Runs `wansteer agent …`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(AgentCommand::Classify(args)) => crate::classifier::cli::run(args).await,
+        Some(AgentCommand::Cleanup(args)) => crate::dataplane::cli::run_cleanup(args).await,
+        None => crate::dataplane::cli::run_daemon(args.daemon).await,
+    }
 }

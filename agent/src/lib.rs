@@ -4,4 +4,6 @@
 //! routing, HTB) from a `RuleSet` by reconciliation, fails over locally when a line dies,
 //! and talks to the controller. Decision logic is pure; kernel and socket I/O are thin.
 
+pub mod classifier;
 pub mod cli;
+pub mod dataplane;

@@ -1,0 +1,3 @@
+//! Flow classification: policy matches and DPI over a bidirectional flow table.
+
+pub mod cli;
