@@ -7,3 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod model;
+pub mod units;
+
+pub use model::Policy;
