@@ -6,8 +6,10 @@
 //! words an operator reads.
 #![forbid(unsafe_code)]
 
+pub mod check;
 pub mod cli;
 pub mod model;
 pub mod units;
 
+pub use check::{Checked, Diagnostic, Severity, check_file, check_source};
 pub use model::Policy;
