@@ -183,3 +183,91 @@ pub fn diff_command(old: &Path, new: &Path, json: bool) -> (String, u8) {
     out.push_str(&diff::render(&changes));
     (out, 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    const GOOD: &str = "sites:\n  - name: s\n    kind: branch\n    lines:\n      - { name: mpls, transport: mpls, interface: wan0, up: 10mbit, down: 10mbit }\nclasses:\n  - name: default\n    priority: 1\n";
+
+    #[test]
+    fn check_fails_only_when_some_file_has_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(dir.path(), "good.yaml", GOOD);
+        let bad = write(
+            dir.path(),
+            "bad.yaml",
+            &GOOD.replace("priority: 1", "priorty: 1"),
+        );
+        let (text, status) = check_command(std::slice::from_ref(&good), false, false);
+        assert_eq!((text.as_str(), status), ("1 file ok, 0 warnings\n", 0));
+        let (text, status) = check_command(&[good, bad], false, false);
+        assert_eq!(status, 1);
+        assert!(
+            text.contains("bad.yaml:8:5: error: unknown key `priorty` in a class"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("1 error, 0 warnings in 1 of 2 files: policy refused\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_output_lists_every_file_and_diagnostic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = write(
+            dir.path(),
+            "bad.yaml",
+            &GOOD.replace("10mbit, down", "10 furlongs, down"),
+        );
+        let (text, status) = check_command(&[bad], true, false);
+        assert_eq!(status, 1);
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(report["ok"], false);
+        assert_eq!(report["errors"], 1);
+        let diagnostic = &report["files"][0]["diagnostics"][0];
+        assert_eq!(diagnostic["line"], 5);
+        assert_eq!(diagnostic["severity"], "error");
+        assert!(diagnostic["hint"].as_str().unwrap().contains("50mbit"));
+    }
+
+    #[test]
+    fn warnings_fail_only_when_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "w.yaml",
+            &format!("{GOOD}timers: {{ hold_down: 0s }}\n"),
+        );
+        assert_eq!(
+            check_command(std::slice::from_ref(&path), false, false).1,
+            0
+        );
+        assert_eq!(check_command(&[path], false, true).1, 1);
+    }
+
+    #[test]
+    fn diff_refuses_a_policy_that_does_not_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = write(dir.path(), "old.yaml", GOOD);
+        let new = write(
+            dir.path(),
+            "new.yaml",
+            &GOOD.replace("interface: wan0", "interface: wan0, cost: -1"),
+        );
+        let (text, status) = diff_command(&old, &new, false);
+        assert_eq!(status, 1);
+        assert!(text.contains("negative cost"), "{text}");
+        assert!(text.contains("does not pass"), "{text}");
+        let same = diff_command(&old, &old, false);
+        assert!(same.0.ends_with("no changes\n"), "{}", same.0);
+        assert_eq!(same.1, 0);
+    }
+}

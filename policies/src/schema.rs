@@ -792,3 +792,52 @@ fn placeholder(shape: &Shape) -> Value {
 pub fn keys(shape: &StructShape) -> Vec<&'static str> {
     shape.fields.iter().map(|field| field.key).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_structs(shape: &'static StructShape, found: &mut Vec<&'static StructShape>) {
+        if found.iter().any(|known| std::ptr::eq(*known, shape)) {
+            return;
+        }
+        found.push(shape);
+        for field in shape.fields {
+            let mut inner = &field.shape;
+            loop {
+                match inner {
+                    Shape::Struct(structure) => {
+                        all_structs(structure, found);
+                        break;
+                    }
+                    Shape::List(item) | Shape::Optional(item) => inner = item,
+                    Shape::Scalar(_) => break,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../README.md");
+        let mut structs = Vec::new();
+        all_structs(&POLICY, &mut structs);
+        assert_eq!(structs.len(), 10);
+        for structure in structs {
+            for key in keys(structure) {
+                if structure.noun == "policy" {
+                    assert!(
+                        readme.contains(&format!("\n{key}:")),
+                        "README lacks top-level `{key}`"
+                    );
+                } else {
+                    assert!(
+                        readme.contains(&format!("| `{key}` |")),
+                        "README's {} table lacks `{key}`",
+                        structure.noun
+                    );
+                }
+            }
+        }
+    }
+}
