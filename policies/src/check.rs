@@ -55,15 +55,32 @@ pub struct Checked {
     pub warnings: Vec<Diagnostic>,
 }
 
+/// What a check may know beyond the file itself.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// The classifier's application catalogue. When given, `apps` entries outside it are
+    /// errors (with "did you mean"); when not, only their syntax is checked.
+    pub known_apps: Option<Vec<String>>,
+}
+
 /// Checks policy text; `file` names it in diagnostics. On failure every error is returned
 /// (with warnings after them), sorted by position.
+pub fn check_source(file: &str, text: &str) -> Result<Checked, Vec<Diagnostic>> {
+    check_source_with(file, text, &CheckOptions::default())
+}
+
+/// [`check_source`] with extra knowledge, such as the classifier's app catalogue.
 ///
 /// Three passes: the YAML is parsed into a located tree (a syntax error stops here); the
 /// tree is walked against the policy's shape, collecting every structural problem; the
 /// policy is then read into the model (with placeholders where values were broken) and
 /// the semantic rules of [`crate::validate`] run over it, so a misspelt key and a steering
 /// entry naming a missing line are reported in one go.
-pub fn check_source(file: &str, text: &str) -> Result<Checked, Vec<Diagnostic>> {
+pub fn check_source_with(
+    file: &str,
+    text: &str,
+    options: &CheckOptions,
+) -> Result<Checked, Vec<Diagnostic>> {
     let diagnostic = |pos: Pos, severity, message: String, hint: Option<String>| Diagnostic {
         file: file.to_string(),
         line: pos.line,
@@ -132,7 +149,7 @@ pub fn check_source(file: &str, text: &str) -> Result<Checked, Vec<Diagnostic>> 
     };
     if let Some(policy) = &policy {
         let places = Places(&walked.places);
-        for finding in validate::validate(policy, &places) {
+        for finding in validate::validate(policy, &places, options.known_apps.as_deref()) {
             let moot = std::iter::once(&finding.path)
                 .chain(&finding.related)
                 .any(|path| touches_broken(path, &walked.broken))
@@ -234,5 +251,77 @@ pub fn check_file(path: &Path) -> Result<Checked, Vec<Diagnostic>> {
             message: format!("cannot read the policy: {error}"),
             hint: None,
         }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = "sites:
+  - name: s
+    kind: branch
+    lines:
+      - { name: mpls, transport: mpls, interface: wan0, up: 10mbit, down: 10mbit }
+classes:
+  - name: saas
+    priority: 2
+    dscp: AF21
+    match: [{ apps: [m365, salesfroce] }]
+  - name: default
+    priority: 3
+";
+
+    #[test]
+    fn apps_are_checked_against_a_catalogue_when_one_is_given() {
+        assert!(check_source("p.yaml", POLICY).is_ok());
+        let options = CheckOptions {
+            known_apps: Some(vec!["m365".into(), "salesforce".into(), "teams".into()]),
+        };
+        let errors = check_source_with("p.yaml", POLICY, &options).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].line, errors[0].column), (10, 28));
+        assert_eq!(
+            errors[0].message,
+            "the classifier knows no application `salesfroce`"
+        );
+        assert_eq!(
+            errors[0].hint.as_deref(),
+            Some("did you mean `salesforce`?")
+        );
+    }
+
+    #[test]
+    fn a_broken_value_does_not_hide_unrelated_cross_checks() {
+        // The line's capacity is broken; the class still steers to a line no site has.
+        let text = POLICY.replace("up: 10mbit", "up: lots").replace(
+            "priority: 2",
+            "priority: 2\n    steering: { prefer: [mpsl] }",
+        );
+        let errors = check_source("p.yaml", &text).unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "`lots` is not a bit rate",
+                "class `saas` prefers line `mpsl`, which no site has"
+            ]
+        );
+    }
+
+    #[test]
+    fn findings_about_broken_names_are_held_back() {
+        // With the only line's name broken, "prefers a line no site has" would be a guess.
+        let text = POLICY.replace("name: mpls,", "name: [mpls],").replace(
+            "priority: 2",
+            "priority: 2\n    steering: { prefer: [mpls] }",
+        );
+        let errors = check_source("p.yaml", &text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0]
+                .message
+                .contains("expected a name or text, found a list")
+        );
     }
 }

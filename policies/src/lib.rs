@@ -17,5 +17,7 @@ mod suggest;
 pub mod units;
 pub mod validate;
 
-pub use check::{Checked, Diagnostic, Severity, check_file, check_source};
+pub use check::{
+    CheckOptions, Checked, Diagnostic, Severity, check_file, check_source, check_source_with,
+};
 pub use model::Policy;
