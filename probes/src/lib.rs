@@ -4,6 +4,26 @@
 //! pure estimators over their timestamps (RTT percentiles, RFC 3550 and RFC 5481 jitter,
 //! loss with confidence bounds over short and long windows) and the `LineHealth` state
 //! machine (fail fast, recover slowly, dampen flaps). Sockets live only in thin tokio tasks.
+//!
+//! Main types: [`packet::SenderPacket`] / [`packet::ReflectorPacket`] (wire codec),
+//! [`tracker::ProbeTracker`] (probes and replies → [`tracker::Evidence`]),
+//! [`health::LineHealth`] (evidence → transitions, judged against a [`health::Sla`]),
+//! [`monitor::LineMonitor`] (the sans-IO core of one line's prober) and
+//! [`tasks::spawn_sender`] / [`tasks::run_reflector`] (the tokio driver the agent embeds).
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod health;
+pub mod monitor;
+pub mod net;
+pub mod packet;
+pub mod reflector;
+pub mod sim;
+pub mod stats;
+pub mod tasks;
+pub mod tracker;
+
+pub use health::{Dampening, HealthConfig, LineHealth, Sla};
+pub use monitor::{LineMonitor, MonitorConfig};
+pub use tasks::{SenderConfig, SenderHandle, run_reflector, spawn_sender};
+pub use tracker::{Evidence, TrackerConfig};

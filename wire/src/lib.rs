@@ -9,4 +9,5 @@
 /// Protocol version carried in every message envelope; bump on incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+pub mod report;
 pub mod ruleset;

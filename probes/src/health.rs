@@ -1,0 +1,401 @@
+//! `LineHealth`: the per-line, per-SLA state machine (`Up` / `Degraded` / `Down`).
+//!
+//! Fail fast, recover slowly, dampen flaps:
+//! - `Down` the moment `outage_probes` consecutive probes are overdue (a timer, not a window).
+//! - `Degraded` the moment the evidence *confidently* breaks the SLA: the Wilson lower
+//!   bound of loss above the limit (short or long window), median RTT or RFC 3550 jitter
+//!   above their limits over the short window.
+//! - Back to `Up` only after a whole hold-down in which every check stayed inside the
+//!   hysteresis band (`recover_margin` × limit, long-window loss estimate), and only when
+//!   flap dampening (penalty, half-life, reuse threshold) does not suppress the line.
+//!
+//! Pure: `evaluate(&Evidence)` in, `Option<HealthTransition>` out. Every transition
+//! carries its reasons as data.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use wansteer_wire::report::{HealthReason, HealthState, HealthTransition, WindowSummary};
+
+use crate::tracker::Evidence;
+
+/// The SLA of one traffic class, as the health machine needs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sla {
+    /// SLA class name ("voice", "default", …).
+    pub name: String,
+    /// Highest acceptable loss, as a fraction (0.01 = 1%).
+    pub loss_limit: f64,
+    /// Highest acceptable median round-trip time.
+    pub rtt_limit: Option<Duration>,
+    /// Highest acceptable RFC 3550 jitter (over RTT).
+    pub jitter_limit: Option<Duration>,
+}
+
+impl Sla {
+    /// An SLA with only a loss limit.
+    pub fn loss_only(name: impl Into<String>, loss_limit: f64) -> Self {
+        Self {
+            name: name.into(),
+            loss_limit,
+            rtt_limit: None,
+            jitter_limit: None,
+        }
+    }
+
+    /// Checks the limits are usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.loss_limit > 0.0 && self.loss_limit < 1.0) {
+            return Err(format!(
+                "SLA {}: loss limit {} is not a fraction in (0, 1)",
+                self.name, self.loss_limit
+            ));
+        }
+        for (what, limit) in [("rtt", self.rtt_limit), ("jitter", self.jitter_limit)] {
+            if limit.is_some_and(|l| l.is_zero()) {
+                return Err(format!(
+                    "SLA {}: {what} limit must be above zero",
+                    self.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Flap dampening, after BGP route-flap damping (RFC 2439): each failure adds a penalty
+/// that decays with a half-life; above `suppress` the line may not come back `Up` until
+/// the penalty has decayed to `reuse`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dampening {
+    /// Penalty added on every transition out of `Up`.
+    pub penalty_per_flap: f64,
+    /// Penalty halves over this time.
+    pub half_life: Duration,
+    /// At or above this, the line is suppressed.
+    pub suppress: f64,
+    /// A suppressed line is released at or below this.
+    pub reuse: f64,
+    /// Longest suppression: the penalty is capped so it decays to `reuse` within this.
+    pub max_suppress: Duration,
+}
+
+impl Default for Dampening {
+    fn default() -> Self {
+        Self {
+            penalty_per_flap: 1000.0,
+            half_life: Duration::from_secs(60),
+            suppress: 2500.0,
+            reuse: 750.0,
+            max_suppress: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Timers and margins of the health machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// Consecutive overdue probes that make an outage.
+    pub outage_probes: u32,
+    /// Consecutive answers that end an outage (to `Degraded`, then hold-down).
+    pub answers_to_leave_down: u32,
+    /// Fewest probes with known fate before loss is judged on a window.
+    pub min_probes: u32,
+    /// Fewest RTT samples before latency and jitter are judged.
+    pub min_rtt_samples: u32,
+    /// Recovery needs every metric at or below `recover_margin` × its limit (the
+    /// hysteresis band between breach and recovery).
+    pub recover_margin: f64,
+    /// Time every check must stay clean before `Degraded` goes `Up`.
+    pub hold_down: Duration,
+    /// Flap dampening.
+    pub dampening: Dampening,
+    /// State before any evidence.
+    pub initial: HealthState,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            outage_probes: 3,
+            answers_to_leave_down: 3,
+            min_probes: 20,
+            min_rtt_samples: 10,
+            recover_margin: 0.8,
+            hold_down: Duration::from_secs(10),
+            dampening: Dampening::default(),
+            initial: HealthState::Down,
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Checks the values are usable.
+    pub fn validate(&self) -> Result<(), String> {
+        let d = &self.dampening;
+        if self.outage_probes == 0 {
+            return Err("outage_probes must be at least 1".into());
+        }
+        if !(self.recover_margin > 0.0 && self.recover_margin <= 1.0) {
+            return Err(format!(
+                "recover_margin {} must be in (0, 1]",
+                self.recover_margin
+            ));
+        }
+        if d.half_life.is_zero() || !(d.reuse > 0.0 && d.reuse < d.suppress) {
+            return Err("dampening needs a half-life and 0 < reuse < suppress".into());
+        }
+        Ok(())
+    }
+}
+
+/// Health of one line for one SLA class.
+#[derive(Debug, Clone)]
+pub struct LineHealth {
+    line: String,
+    sla: Sla,
+    config: HealthConfig,
+    state: HealthState,
+    /// Start of the current clean streak while `Degraded`.
+    clean_since: Option<Duration>,
+    penalty: f64,
+    penalty_at: Duration,
+    suppressed: bool,
+}
+
+impl LineHealth {
+    /// A machine in `config.initial`.
+    pub fn new(line: impl Into<String>, sla: Sla, config: HealthConfig) -> Self {
+        Self {
+            line: line.into(),
+            state: config.initial,
+            sla,
+            config,
+            clean_since: None,
+            penalty: 0.0,
+            penalty_at: Duration::ZERO,
+            suppressed: false,
+        }
+    }
+
+    /// Current state.
+    pub fn state(&self) -> HealthState {
+        self.state
+    }
+
+    /// The SLA judged.
+    pub fn sla(&self) -> &Sla {
+        &self.sla
+    }
+
+    /// Flap penalty as of the last evaluation.
+    pub fn penalty(&self) -> f64 {
+        self.penalty
+    }
+
+    /// Held away from `Up` by dampening.
+    pub fn suppressed(&self) -> bool {
+        self.suppressed
+    }
+
+    /// Judges the evidence; returns the transition if the state changes.
+    pub fn evaluate(&mut self, ev: &Evidence) -> Option<HealthTransition> {
+        self.decay(ev.now);
+        let outage = ev.missing >= self.config.outage_probes;
+        let (to, reasons) = match self.state {
+            HealthState::Up | HealthState::Degraded if outage => {
+                (HealthState::Down, vec![self.outage_reason(ev)])
+            }
+            HealthState::Up => {
+                let breaches = self.breaches(ev);
+                if breaches.is_empty() {
+                    return None;
+                }
+                (HealthState::Degraded, breaches)
+            }
+            HealthState::Degraded => {
+                if !self.breaches(ev).is_empty() || !self.clean(ev) {
+                    self.clean_since = None;
+                    return None;
+                }
+                let since = *self.clean_since.get_or_insert(ev.now);
+                let held = ev.now.saturating_sub(since);
+                if held < self.config.hold_down {
+                    return None;
+                }
+                if self.suppressed {
+                    if self.penalty > self.config.dampening.reuse {
+                        return None;
+                    }
+                    self.suppressed = false;
+                }
+                let mut reasons = vec![HealthReason::HeldDown {
+                    held_ms: held.as_millis() as u64,
+                }];
+                reasons.extend(self.within(ev));
+                (HealthState::Up, reasons)
+            }
+            HealthState::Down => {
+                if outage || ev.answered_run < self.config.answers_to_leave_down {
+                    return None;
+                }
+                self.clean_since = None;
+                (
+                    HealthState::Degraded,
+                    vec![HealthReason::Answering {
+                        answered: ev.answered_run,
+                    }],
+                )
+            }
+        };
+        Some(self.transition(ev.now, to, reasons))
+    }
+
+    fn transition(
+        &mut self,
+        now: Duration,
+        to: HealthState,
+        reasons: Vec<HealthReason>,
+    ) -> HealthTransition {
+        let from = self.state;
+        if from == HealthState::Up {
+            self.add_penalty();
+        }
+        if to != HealthState::Degraded {
+            self.clean_since = None;
+        }
+        self.state = to;
+        HealthTransition {
+            line: self.line.clone(),
+            sla: self.sla.name.clone(),
+            at_unix_ms: 0,
+            elapsed_ms: now.as_millis() as u64,
+            from,
+            to,
+            reasons,
+        }
+    }
+
+    fn decay(&mut self, now: Duration) {
+        let dt = now.saturating_sub(self.penalty_at).as_secs_f64();
+        let half_life = self.config.dampening.half_life.as_secs_f64();
+        self.penalty *= 0.5f64.powf(dt / half_life);
+        self.penalty_at = now;
+    }
+
+    fn add_penalty(&mut self) {
+        let d = &self.config.dampening;
+        let ceiling = d.reuse * 2f64.powf(d.max_suppress.as_secs_f64() / d.half_life.as_secs_f64());
+        self.penalty = (self.penalty + d.penalty_per_flap).min(ceiling);
+        if self.penalty >= d.suppress {
+            self.suppressed = true;
+        }
+    }
+
+    fn outage_reason(&self, ev: &Evidence) -> HealthReason {
+        HealthReason::Outage {
+            missing: ev.missing,
+            silent_ms: ev.silent.as_millis() as u64,
+        }
+    }
+
+    /// Confident breaches of the SLA (empty when none).
+    fn breaches(&self, ev: &Evidence) -> Vec<HealthReason> {
+        let mut reasons = Vec::new();
+        for w in [&ev.short, &ev.long] {
+            if w.probes >= self.config.min_probes && w.loss.lower > self.sla.loss_limit {
+                reasons.push(self.loss_reason(w, true));
+                break;
+            }
+        }
+        if let Some((p50, limit)) = self.rtt(&ev.short)
+            && p50 > limit
+        {
+            reasons.push(self.rtt_reason(&ev.short, p50, limit, true));
+        }
+        if let Some((jitter, limit)) = self.jitter(&ev.short)
+            && jitter > limit
+        {
+            reasons.push(self.jitter_reason(&ev.short, jitter, limit, true));
+        }
+        reasons
+    }
+
+    /// Every metric inside the hysteresis band, with enough evidence to say so.
+    fn clean(&self, ev: &Evidence) -> bool {
+        let m = self.config.recover_margin;
+        let long = &ev.long;
+        let loss_ok = long.probes >= self.config.min_probes
+            && long.loss.ratio <= self.sla.loss_limit * m
+            && ev.missing == 0;
+        let rtt_ok = self.sla.rtt_limit.is_none()
+            || self
+                .rtt(&ev.short)
+                .is_some_and(|(p50, limit)| p50 <= limit * m);
+        let jitter_ok = self.sla.jitter_limit.is_none()
+            || self
+                .jitter(&ev.short)
+                .is_some_and(|(j, limit)| j <= limit * m);
+        loss_ok && rtt_ok && jitter_ok
+    }
+
+    /// The evidence for a recovery, as reasons with `breached: false`.
+    fn within(&self, ev: &Evidence) -> Vec<HealthReason> {
+        let mut reasons = vec![self.loss_reason(&ev.long, false)];
+        if let Some((p50, limit)) = self.rtt(&ev.short) {
+            reasons.push(self.rtt_reason(&ev.short, p50, limit, false));
+        }
+        if let Some((jitter, limit)) = self.jitter(&ev.short) {
+            reasons.push(self.jitter_reason(&ev.short, jitter, limit, false));
+        }
+        reasons
+    }
+
+    /// (median RTT, limit) in ms when there is a limit and enough samples.
+    fn rtt(&self, w: &WindowSummary) -> Option<(f64, f64)> {
+        let limit = self.sla.rtt_limit?.as_secs_f64() * 1e3;
+        let rtt = w.rtt_ms.as_ref()?;
+        (w.probes.saturating_sub(w.lost) >= self.config.min_rtt_samples).then_some((rtt.p50, limit))
+    }
+
+    /// (jitter, limit) in ms when there is a limit and enough samples.
+    fn jitter(&self, w: &WindowSummary) -> Option<(f64, f64)> {
+        let limit = self.sla.jitter_limit?.as_secs_f64() * 1e3;
+        let jitter = w.jitter_ms?;
+        (w.probes.saturating_sub(w.lost) >= self.config.min_rtt_samples).then_some((jitter, limit))
+    }
+
+    fn loss_reason(&self, w: &WindowSummary, breached: bool) -> HealthReason {
+        HealthReason::Loss {
+            window_ms: w.window_ms,
+            probes: w.probes,
+            estimate: w.loss,
+            limit: self.sla.loss_limit,
+            breached,
+        }
+    }
+
+    fn rtt_reason(&self, w: &WindowSummary, p50: f64, limit: f64, breached: bool) -> HealthReason {
+        HealthReason::Rtt {
+            window_ms: w.window_ms,
+            p50_ms: p50,
+            limit_ms: limit,
+            breached,
+        }
+    }
+
+    fn jitter_reason(
+        &self,
+        w: &WindowSummary,
+        jitter: f64,
+        limit: f64,
+        breached: bool,
+    ) -> HealthReason {
+        HealthReason::Jitter {
+            window_ms: w.window_ms,
+            jitter_ms: jitter,
+            limit_ms: limit,
+            breached,
+        }
+    }
+}
