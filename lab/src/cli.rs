@@ -1,5 +1,13 @@
 //! `wansteer lab` command line.
 
+/// `println!` that does not panic when stdout is a closed pipe (`wansteer lab stats | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
@@ -316,7 +324,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 all.push(control::request(&state.socket(l), &Request::Status)?.into_result()?);
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                say!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 all.iter().for_each(print_status);
             }
@@ -372,9 +380,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 bail!("no reply from {addr} ({count} probes sent)");
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                say!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
-                println!(
+                say!(
                     "{} probes to {addr}: received {}, loss {:.1}%, rtt min/median/mean/p95/max = {:.2}/{:.2}/{:.2}/{:.2}/{:.2} ms, stddev {:.2} ms",
                     stats.sent,
                     stats.received,
@@ -407,9 +415,9 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             })
             .await??;
             if json {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                say!("{}", serde_json::to_string_pretty(&result)?);
             } else {
-                println!(
+                say!(
                     "TCP (cubic) to {addr}: {:.2} Mbit/s over {:.1} s",
                     result.bits_per_second / 1e6,
                     result.window.as_secs_f64()
@@ -483,7 +491,7 @@ async fn up(file: &Path, prefix: Option<String>, detach: bool) -> anyhow::Result
             return Err(e);
         }
         print_summary(&state, build_time);
-        println!("running in the background; remove with `wansteer lab down --prefix {prefix}`");
+        say!("running in the background; remove with `wansteer lab down --prefix {prefix}`");
         return Ok(ExitCode::SUCCESS);
     }
     let started = start_emulators(&state).and_then(|e| state.save().map(|_| e));
@@ -495,7 +503,7 @@ async fn up(file: &Path, prefix: Option<String>, detach: bool) -> anyhow::Result
         }
     };
     print_summary(&state, build_time);
-    println!("press Ctrl-C to remove the lab");
+    say!("press Ctrl-C to remove the lab");
     wait_for_shutdown().await;
     drop(emulators);
     let t = Instant::now();
@@ -599,13 +607,13 @@ fn down(prefix: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
     for run in &runs {
         stop_owner(run);
         lab::teardown(&run.plan)?;
-        println!("removed lab {} ({})", run.prefix, run.plan.topology);
+        say!("removed lab {} ({})", run.prefix, run.plan.topology);
     }
     if all {
         let stray = lab::stray_namespaces();
         if !stray.is_empty() {
             netns::delete(&stray)?;
-            println!("removed {} stray namespaces", stray.len());
+            say!("removed {} stray namespaces", stray.len());
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -628,10 +636,10 @@ fn stop_owner(run: &LabState) {
 fn list() -> anyhow::Result<ExitCode> {
     let runs = LabState::all();
     if runs.is_empty() {
-        println!("no lab running");
+        say!("no lab running");
     }
     for run in runs {
-        println!(
+        say!(
             "{}  {} ({})  {} namespaces  lines: {}",
             run.prefix,
             run.plan.topology,
@@ -647,7 +655,7 @@ fn list() -> anyhow::Result<ExitCode> {
     }
     let stray = lab::stray_namespaces();
     if !stray.is_empty() {
-        println!(
+        say!(
             "stray namespaces (remove with `lab down --all`): {}",
             stray.join(", ")
         );
@@ -656,7 +664,7 @@ fn list() -> anyhow::Result<ExitCode> {
 }
 
 fn print_summary(state: &LabState, build_time: Duration) {
-    println!(
+    say!(
         "lab {} ({}) up in {:.2} s: {} namespaces",
         state.prefix,
         state.plan.topology,
@@ -665,10 +673,10 @@ fn print_summary(state: &LabState, build_time: Duration) {
     );
     for ns in &state.plan.namespaces {
         let addrs: Vec<String> = ns.addresses.iter().map(|a| a.to_string()).collect();
-        println!("  {:<14} {:<24} {}", ns.node, ns.name, addrs.join(" "));
+        say!("  {:<14} {:<24} {}", ns.node, ns.name, addrs.join(" "));
     }
     for l in &state.plan.lines {
-        println!("  line {:<10} {}", l.id, describe(&l.baseline));
+        say!("  line {:<10} {}", l.id, describe(&l.baseline));
     }
 }
 
@@ -707,7 +715,7 @@ fn describe(i: &Impairment) -> String {
 fn print_status(s: &LineStatus) {
     for (name, d) in [("up", &s.up), ("down", &s.down)] {
         let c = &d.counters;
-        println!(
+        say!(
             "{:<10} {:<4} {}\n           rx {} sent {} delayed {} queued {} dropped {} (loss {}, queue {}, outage {}) backlog {:.1}ms max-queue {:.1}ms",
             s.line,
             name,

@@ -286,3 +286,63 @@ fn rate_limit_caps_tcp_throughput() {
     assert!(up.queued > 0, "a saturated line queues: {up:?}");
     assert!(up.max_queue_delay_us <= ms(50) + 2000, "{up:?}");
 }
+
+#[test]
+fn voice_receiver_accounts_for_what_the_line_did() {
+    use wansteer_lab::voice::cli::{receive, send};
+    let lab = TestLab::up(ONE_LINE, "v");
+    lab.warm_up();
+    lab.change(ImpairmentChange {
+        delay_us: Some(ms(15)),
+        ..Default::default()
+    });
+    lab.emulator()
+        .apply(&Request::Change {
+            target: Target::Up,
+            change: ImpairmentChange {
+                loss: Some(Loss::Random { p: 0.10 }),
+                ..Default::default()
+            },
+        })
+        .into_result()
+        .expect("change");
+    let before = lab.emulator().status().up.counters.dropped_loss;
+    let to = SocketAddr::new(lab.addr("hub-srv", false), 0);
+    let rx_socket = netns::run_in(&lab.ns("hub-srv"), || std::net::UdpSocket::bind(to))
+        .unwrap()
+        .unwrap();
+    let target = rx_socket.local_addr().unwrap();
+    let tx_socket = netns::run_in(&lab.ns("br-pc"), || std::net::UdpSocket::bind("0.0.0.0:0"))
+        .unwrap()
+        .unwrap();
+    rx_socket.set_nonblocking(true).unwrap();
+    tx_socket.set_nonblocking(true).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (sent, summary) = runtime.block_on(async {
+        let rx = tokio::net::UdpSocket::from_std(rx_socket).unwrap();
+        let tx = tokio::net::UdpSocket::from_std(tx_socket).unwrap();
+        let (sent, summary) = tokio::join!(
+            send(&tx, target, 7, Some(Duration::from_secs(3))),
+            receive(&rx, Some(Duration::from_millis(3300)), |_| {})
+        );
+        (sent.unwrap(), summary.unwrap())
+    });
+    let dropped = lab.emulator().status().up.counters.dropped_loss - before;
+    assert!(
+        (145..=155).contains(&sent),
+        "50 packets/s for 3 s: sent {sent}"
+    );
+    // The receiver's loss is exactly what the emulator dropped (the last packets are all
+    // in within the receiver's extra 300 ms).
+    assert_eq!(summary.lost + (u64::from(sent) - summary.expected), dropped);
+    assert_eq!(summary.received + dropped, u64::from(sent));
+    let latency = summary.latency_ms.expect("packets arrived");
+    assert!(
+        (15.0..18.0).contains(&latency),
+        "one-way latency {latency} ms"
+    );
+    assert!(summary.mos < 4.3, "10% loss costs MOS: {summary:?}");
+}
