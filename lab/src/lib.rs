@@ -1,7 +1,18 @@
 //! The network-namespace lab.
 //!
-//! Builds topologies of namespaces and veths, runs a userspace WAN emulator (delay, jitter,
-//! loss, rate, outage) in each line's namespace, generates traffic that reports what a user
-//! would feel, runs scenario files with expectations, and writes reports with plots.
+//! Builds topologies of namespaces and veths ([`topology`], [`lab`], [`netns`]), runs a
+//! userspace WAN emulator (delay, jitter, loss, rate, outage) in each line's namespace
+//! ([`emulator`]), and generates traffic that reports what a user would feel ([`voice`]).
+//!
+//! Unsafe code is limited to the few system calls std does not wrap: `setns` (enter a
+//! namespace), AF_PACKET socket options, `prctl` timer slack, `kill`, `clock_gettime`.
 
+pub mod bulk;
 pub mod cli;
+pub mod echo;
+pub mod emulator;
+pub mod lab;
+pub mod netns;
+pub mod topology;
+pub mod units;
+pub mod voice;
