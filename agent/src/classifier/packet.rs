@@ -1,0 +1,273 @@
+//! Packet decoding: one captured frame in, the few fields classification needs out.
+//!
+//! Link layers are peeled by hand (Ethernet with 802.1Q/QinQ tags, Linux SLL and SLL2,
+//! BSD loopback/NULL, raw IP) because they are a handful of fixed offsets; IPv4/IPv6 and
+//! the transport header are left to etherparse's lax slicer, which tolerates the truncated
+//! frames that snap-length-limited captures contain. Nothing here allocates or panics.
+
+use std::net::IpAddr;
+
+use etherparse::{LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+/// Link-layer header types (tcpdump.org LINKTYPE_* values) the decoder understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkType {
+    /// BSD loopback: a 4-byte address family in host byte order (LINKTYPE_NULL, 0; LOOP, 108).
+    Null,
+    Ethernet,
+    /// Raw IPv4 or IPv6 without a link header (LINKTYPE_RAW 101, IPV4 228, IPV6 229).
+    RawIp,
+    /// Linux cooked capture v1 (113).
+    LinuxSll,
+    /// Linux cooked capture v2 (276).
+    LinuxSll2,
+}
+
+impl LinkType {
+    /// The link type for a LINKTYPE_* number, or `None` when it carries no IP we decode.
+    pub fn from_linktype(number: u32) -> Option<LinkType> {
+        match number {
+            0 | 108 => Some(LinkType::Null),
+            1 => Some(LinkType::Ethernet),
+            101 | 228 | 229 | 12 | 14 => Some(LinkType::RawIp),
+            113 => Some(LinkType::LinuxSll),
+            276 => Some(LinkType::LinuxSll2),
+            _ => None,
+        }
+    }
+}
+
+/// IP protocol numbers the classifier treats specially.
+pub mod ip_proto {
+    pub const ICMP: u8 = 1;
+    pub const IGMP: u8 = 2;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const GRE: u8 = 47;
+    pub const ESP: u8 = 50;
+    pub const AH: u8 = 51;
+    pub const ICMPV6: u8 = 58;
+    pub const SCTP: u8 = 132;
+}
+
+/// TCP flags the flow table cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpInfo {
+    pub seq: u32,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+}
+
+/// The fields of one packet that classification uses, borrowing the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PacketView<'a> {
+    /// Innermost 802.1Q VLAN id, if tagged.
+    pub vlan: Option<u16>,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// IP protocol number (6 TCP, 17 UDP, …).
+    pub proto: u8,
+    /// Ports for TCP/UDP/SCTP; 0 otherwise.
+    pub sport: u16,
+    pub dport: u16,
+    /// DSCP from the IP header.
+    pub dscp: u8,
+    /// Length of the IP packet as sent (header included), for byte accounting.
+    pub ip_len: u32,
+    /// Transport payload as captured (may be shorter than sent when the capture truncated it).
+    pub payload: &'a [u8],
+    pub tcp: Option<TcpInfo>,
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+
+fn be16(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
+}
+
+/// Finds the IP header behind the link layer: `(vlan, ip bytes)`.
+fn strip_link(link: LinkType, frame: &[u8]) -> Option<(Option<u16>, &[u8])> {
+    match link {
+        LinkType::RawIp => Some((None, frame)),
+        LinkType::Null => {
+            // Address family in the capturing host's byte order: 2 is IPv4; 24, 28, 30 IPv6.
+            let family = frame.get(..4)?;
+            let le = u32::from_le_bytes([family[0], family[1], family[2], family[3]]);
+            let be = u32::from_be_bytes([family[0], family[1], family[2], family[3]]);
+            let is_ip = |af: u32| matches!(af, 2 | 24 | 28 | 30);
+            if is_ip(le) || is_ip(be) {
+                Some((None, frame.get(4..)?))
+            } else {
+                None
+            }
+        }
+        LinkType::Ethernet => strip_ethertype(be16(frame, 12)?, frame.get(14..)?),
+        LinkType::LinuxSll => strip_ethertype(be16(frame, 14)?, frame.get(16..)?),
+        LinkType::LinuxSll2 => strip_ethertype(be16(frame, 0)?, frame.get(20..)?),
+    }
+}
+
+/// Follows VLAN tags until an IP ethertype.
+fn strip_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Option<(Option<u16>, &[u8])> {
+    let mut vlan = None;
+    for _ in 0..4 {
+        match ethertype {
+            ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Some((vlan, rest)),
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
+                vlan = Some(be16(rest, 0)? & 0x0fff);
+                ethertype = be16(rest, 2)?;
+                rest = rest.get(4..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Decodes one frame of the given link type. `None` for non-IP frames and for frames too
+/// broken to name a flow (a truncated IP header, a non-first fragment without ports).
+pub fn decode(link: LinkType, frame: &[u8]) -> Option<PacketView<'_>> {
+    let (vlan, ip) = strip_link(link, frame)?;
+    let sliced = LaxSlicedPacket::from_ip(ip).ok()?;
+    let (src, dst, proto, dscp, ip_len, fragmented, ip_payload) = match sliced.net.as_ref()? {
+        LaxNetSlice::Ipv4(v4) => {
+            let header = v4.header();
+            (
+                IpAddr::V4(header.source_addr()),
+                IpAddr::V4(header.destination_addr()),
+                v4.payload().ip_number.0,
+                header.dcp().value(),
+                u32::from(header.total_len()),
+                v4.is_payload_fragmented(),
+                v4.payload().payload,
+            )
+        }
+        LaxNetSlice::Ipv6(v6) => {
+            let header = v6.header();
+            (
+                IpAddr::V6(header.source_addr()),
+                IpAddr::V6(header.destination_addr()),
+                v6.payload().ip_number.0,
+                header.traffic_class() >> 2,
+                u32::from(header.payload_length()) + 40,
+                v6.is_payload_fragmented(),
+                v6.payload().payload,
+            )
+        }
+        LaxNetSlice::Arp(_) => return None,
+    };
+    let mut view = PacketView {
+        vlan,
+        src,
+        dst,
+        proto,
+        sport: 0,
+        dport: 0,
+        dscp,
+        ip_len,
+        payload: &[],
+        tcp: None,
+    };
+    match sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            view.sport = tcp.source_port();
+            view.dport = tcp.destination_port();
+            view.payload = tcp.payload();
+            view.tcp = Some(TcpInfo {
+                seq: tcp.sequence_number(),
+                syn: tcp.syn(),
+                fin: tcp.fin(),
+                rst: tcp.rst(),
+            });
+        }
+        Some(TransportSlice::Udp(udp)) => {
+            view.sport = udp.source_port();
+            view.dport = udp.destination_port();
+            view.payload = udp.payload();
+        }
+        Some(_) => view.payload = ip_payload,
+        None => {
+            if matches!(proto, ip_proto::TCP | ip_proto::UDP) {
+                // A later fragment, or a header cut short by the snap length: no ports.
+                if fragmented || ip_payload.len() < 8 {
+                    return None;
+                }
+            }
+            if proto == ip_proto::SCTP {
+                view.sport = be16(ip_payload, 0)?;
+                view.dport = be16(ip_payload, 2)?;
+                view.payload = ip_payload.get(12..).unwrap_or(&[]);
+            } else {
+                view.payload = ip_payload;
+            }
+        }
+    }
+    Some(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::PacketBuilder;
+
+    fn udp_frame(vlan: Option<u16>) -> Vec<u8> {
+        let builder = PacketBuilder::ethernet2([1; 6], [2; 6]);
+        let builder = match vlan {
+            Some(id) => builder
+                .single_vlan(etherparse::VlanId::try_new(id).unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+            None => builder.ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64),
+        };
+        let builder = builder.udp(5060, 5061);
+        let mut out = Vec::new();
+        builder.write(&mut out, b"INVITE sip:x").unwrap();
+        out
+    }
+
+    #[test]
+    fn ethernet_udp_with_and_without_vlan() {
+        let plain = udp_frame(None);
+        let view = decode(LinkType::Ethernet, &plain).unwrap();
+        assert_eq!((view.sport, view.dport, view.proto), (5060, 5061, 17));
+        assert_eq!(view.vlan, None);
+        assert_eq!(view.payload, b"INVITE sip:x");
+        let tagged = udp_frame(Some(1506));
+        let view = decode(LinkType::Ethernet, &tagged).unwrap();
+        assert_eq!(view.vlan, Some(1506));
+        assert_eq!(view.payload, b"INVITE sip:x");
+    }
+
+    #[test]
+    fn other_link_types_reach_the_same_ip_packet() {
+        let eth = udp_frame(None);
+        let ip = &eth[14..];
+        let raw = decode(LinkType::RawIp, ip).unwrap();
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend_from_slice(ip);
+        let mut sll = vec![0u8; 14];
+        sll.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        sll.extend_from_slice(ip);
+        let mut sll2 = ETHERTYPE_IPV4.to_be_bytes().to_vec();
+        sll2.extend_from_slice(&[0u8; 18]);
+        sll2.extend_from_slice(ip);
+        assert_eq!(decode(LinkType::Null, &null).unwrap(), raw);
+        assert_eq!(decode(LinkType::LinuxSll, &sll).unwrap(), raw);
+        assert_eq!(decode(LinkType::LinuxSll2, &sll2).unwrap(), raw);
+        assert_eq!(raw.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn non_ip_and_truncated_frames_are_skipped() {
+        let mut arp = udp_frame(None);
+        arp[12] = 0x08;
+        arp[13] = 0x06;
+        assert!(decode(LinkType::Ethernet, &arp).is_none());
+        assert!(decode(LinkType::Ethernet, &udp_frame(None)[..20]).is_none());
+        assert!(decode(LinkType::Ethernet, &[]).is_none());
+    }
+}
