@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use wansteer_agent::dataplane::kernel::KernelError;
+use wansteer_agent::dataplane::nft::FlowKey;
 use wansteer_agent::dataplane::reconcile::cleanup;
 use wansteer_agent::dataplane::{
     Dataplane, DataplaneError, FailoverState, Kernel, LineEvent, RuleSetError,
@@ -38,6 +39,8 @@ fn sh(args: &[&str]) -> String {
 struct Lab {
     site: String,
     far: String,
+    /// A LAN host behind the site (10.1.0.2), whose traffic the site forwards.
+    lan: String,
 }
 
 impl Lab {
@@ -47,9 +50,11 @@ impl Lab {
         let lab = Lab {
             site: format!("wstS{tag}"),
             far: format!("wstF{tag}"),
+            lan: format!("wstL{tag}"),
         };
         sh(&["ip", "netns", "add", &lab.site]);
         sh(&["ip", "netns", "add", &lab.far]);
+        sh(&["ip", "netns", "add", &lab.lan]);
         let (site, far) = (lab.site.as_str(), lab.far.as_str());
         for (wan, peer) in [("wan0", "w0"), ("wan1", "w1")] {
             sh(&[
@@ -90,6 +95,55 @@ impl Lab {
             sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
             sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
         }
+        let lan = lab.lan.as_str();
+        sh(&[
+            "ip", "-n", site, "link", "add", "lan0", "type", "veth", "peer", "name", "l0", "netns",
+            lan,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            site,
+            "addr",
+            "add",
+            "10.1.0.1/24",
+            "dev",
+            "lan0",
+        ]);
+        sh(&["ip", "-n", site, "link", "set", "lan0", "up"]);
+        sh(&["ip", "-n", lan, "addr", "add", "10.1.0.2/24", "dev", "l0"]);
+        sh(&["ip", "-n", lan, "link", "set", "l0", "up"]);
+        sh(&[
+            "ip", "-n", lan, "route", "add", "default", "via", "10.1.0.1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            site,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            site,
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.lan0.rp_filter=0",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            far,
+            "route",
+            "add",
+            "10.1.0.0/24",
+            "via",
+            "10.100.1.2",
+        ]);
         // Without a route in main the socket fails before nft can mark the packet.
         sh(&[
             "ip",
@@ -147,14 +201,23 @@ impl Lab {
         for _ in 0..count {
             socket.send_to(b"wansteer test payload", target).unwrap();
         }
-        let after = self.far_counts();
-        after
-            .into_iter()
-            .map(|(name, n)| {
-                let delta = n - before.get(&name).copied().unwrap_or(0);
-                (name, delta)
-            })
-            .collect()
+        // HTB may hold a burst back for a few ms: wait until every datagram is counted.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let after = self.far_counts();
+            let delta: BTreeMap<String, u64> = after
+                .into_iter()
+                .map(|(name, n)| {
+                    let delta = n - before.get(&name).copied().unwrap_or(0);
+                    (name, delta)
+                })
+                .collect();
+            let arrived = delta["w0"] + delta["w1"];
+            if arrived >= count as u64 || std::time::Instant::now() > deadline {
+                return delta;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// Everything a user would compare to see whether the kernel state changed.
@@ -193,7 +256,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for ns in [&self.site, &self.far] {
+        for ns in [&self.site, &self.far, &self.lan] {
             let pids = Command::new("ip").args(["netns", "pids", ns]).output();
             if let Ok(pids) = pids {
                 for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
@@ -601,4 +664,74 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
     let restored = dp.apply_from_controller(ruleset(3)).unwrap();
     assert_eq!(restored.route_commands, 2, "{restored:?}");
     assert_eq!(lab.send(&socket, 5020, 10)["w0"], 10);
+}
+
+#[test]
+fn forwarded_lan_traffic_is_steered_marked_and_shaped() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let host = socket_in(&lab.lan);
+
+    let htb_voice = lab.htb_packets("wan0", 1);
+    let voice = lab.send(&host, 5030, 30);
+    assert_eq!(
+        (voice["w0"], voice["w1"], voice["ef"]),
+        (30, 0, 30),
+        "{voice:?}"
+    );
+    assert!(
+        lab.htb_packets("wan0", 1) >= htb_voice + 30,
+        "priority set in postrouting sticks for forwarded packets"
+    );
+    let bulk = lab.send(&host, 5130, 30);
+    assert_eq!((bulk["w0"], bulk["w1"], bulk["ef"]), (0, 30, 0), "{bulk:?}");
+
+    dp.on_line_event(
+        &LineEvent {
+            line: "mpls".into(),
+            up: false,
+        },
+        tokio::time::Instant::now(),
+    )
+    .unwrap();
+    let voice = lab.send(&host, 5030, 30);
+    assert_eq!(
+        (voice["w0"], voice["w1"], voice["ef"]),
+        (0, 30, 30),
+        "{voice:?}"
+    );
+}
+
+#[test]
+fn a_dpi_verdict_reclassifies_a_running_flow() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let host = socket_in(&lab.lan);
+    // Port 5900 matches no static rule: default class, on mpls.
+    assert_eq!(lab.send(&host, 5900, 10)["w0"], 10);
+
+    let flow = FlowKey {
+        source: "10.1.0.2".parse().unwrap(),
+        destination: "10.200.0.1".parse().unwrap(),
+        protocol: 17,
+        source_port: host.local_addr().unwrap().port(),
+        destination_port: 5900,
+    };
+    dp.add_dpi_verdict(&flow, "bulk", std::time::Duration::from_secs(60))
+        .unwrap();
+    let after = lab.send(&host, 5900, 10);
+    assert_eq!(
+        (after["w0"], after["w1"]),
+        (0, 10),
+        "the classifier's verdict wins: {after:?}"
+    );
+    // A flow the verdict does not name stays where it was.
+    let other = socket_in(&lab.lan);
+    assert_eq!(lab.send(&other, 5900, 10)["w0"], 10);
+    assert!(matches!(
+        dp.add_dpi_verdict(&flow, "video", std::time::Duration::from_secs(60)),
+        Err(DataplaneError::UnknownClass(_))
+    ));
 }
