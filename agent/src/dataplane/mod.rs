@@ -1,3 +1,49 @@
-//! The data plane: `RuleSet` → nftables, policy routing and HTB, by reconciliation.
+//! The data plane: a `RuleSet` becomes nftables classification, per-class policy routing
+//! and HTB shaping in the kernel, by reconciliation.
+//!
+//! The flow is pure until the last step: [`validate`] refuses a bad rule set, [`desired`]
+//! compiles it (plus the set of lines seen down) into the kernel state wansteer wants,
+//! [`nft`], [`routing`] and [`htb`] each diff one subsystem's listing against that and
+//! produce the minimal commands, and [`reconcile::Dataplane`] runs them through the thin
+//! [`kernel`] layer. [`failover`] decides local fast failover and fail-back, [`moved`]
+//! which conntrack entries must go when a class leaves a line, [`standalone`] turns a
+//! policy file into a rule set when no controller is there.
+//!
+//! Everything installed is tagged so it can be adopted after a restart and purged by
+//! `wansteer agent cleanup`: the nft table `inet wansteer`, ip rules and routes with
+//! protocol [`ROUTE_PROTOCOL`] in the priority range from [`RULE_PRIORITY_BASE`], and root
+//! HTB qdiscs with handle [`HTB_MAJOR`]`:`.
 
 pub mod cli;
+pub mod desired;
+pub mod failover;
+pub mod htb;
+pub mod kernel;
+pub mod moved;
+pub mod nft;
+pub mod reconcile;
+pub mod routing;
+pub mod standalone;
+pub mod validate;
+
+pub use desired::{DesiredState, compile};
+pub use failover::{FailoverState, LineEvent};
+pub use kernel::Kernel;
+pub use reconcile::{ApplyReport, Dataplane, DataplaneError};
+pub use validate::RuleSetError;
+
+/// The nft table (family `inet`) that holds every wansteer rule.
+pub const NFT_TABLE: &str = "wansteer";
+/// The bits of the packet and conntrack mark that carry the class (marks 1..=255).
+pub const CLASS_MARK_MASK: u32 = 0xff;
+/// ip rules of class `mark` sit at `RULE_PRIORITY_BASE + mark` (range 21001..=21255).
+pub const RULE_PRIORITY_BASE: u32 = 21000;
+/// Class `mark` routes in table `ROUTE_TABLE_BASE + mark`.
+pub const ROUTE_TABLE_BASE: u32 = 21000;
+/// Route and rule protocol number that marks an entry as wansteer's.
+pub const ROUTE_PROTOCOL: u8 = 201;
+/// Major handle of the root HTB qdisc wansteer puts on each WAN egress ("WS").
+pub const HTB_MAJOR: u16 = 0x5753;
+/// Minor of the HTB class under the root that holds the whole line rate; class marks
+/// (≤ 0xff) never collide with it.
+pub const HTB_LINE_MINOR: u16 = 0x100;

@@ -1,0 +1,171 @@
+//! The kernel state wansteer wants, compiled from a rule set and the lines seen down.
+//!
+//! Pure: plain data in, plain data out. Each subsystem module diffs its part against the
+//! kernel's listing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use wansteer_wire::ruleset::{ClassRoute, RuleSet};
+
+use super::htb::{HtbClass, Shaper};
+use super::nft::NftPlan;
+use super::routing::{Family, IpRule, RouteKey, RouteTarget};
+use super::validate::{RuleSetError, validate};
+use super::{HTB_LINE_MINOR, ROUTE_TABLE_BASE, RULE_PRIORITY_BASE};
+
+/// The smallest HTB rate wansteer installs (a class with a 0% guarantee still needs one).
+pub const MIN_HTB_RATE_BPS: u64 = 8_000;
+
+/// Everything wansteer wants in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredState {
+    pub nft: NftPlan,
+    pub rules: BTreeSet<IpRule>,
+    pub routes: BTreeMap<RouteKey, RouteTarget>,
+    /// Root HTB per egress interface.
+    pub shapers: BTreeMap<String, Shaper>,
+    /// Which line carries each (class, destination) now, after failover.
+    pub placements: BTreeMap<(String, IpNet), Placement>,
+}
+
+/// Where one (class, destination) goes now, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub mark: u32,
+    pub line: String,
+    /// True when the primary is down and a backup carries the class.
+    pub failed_over: bool,
+}
+
+/// The line a route uses when `avoided` lines are down: the primary if it is up, else the
+/// first backup that is up; when every line is down the primary stays (nothing is better).
+pub fn effective_line<'a>(route: &'a ClassRoute, avoided: &BTreeSet<String>) -> &'a str {
+    std::iter::once(&route.primary)
+        .chain(&route.backups)
+        .find(|line| !avoided.contains(*line))
+        .unwrap_or(&route.primary)
+}
+
+/// The table class `mark` routes in.
+pub fn class_table(mark: u32) -> u32 {
+    ROUTE_TABLE_BASE + mark
+}
+
+/// Compiles a validated rule set; `avoided` are the lines to route around (seen down).
+pub fn compile(
+    ruleset: &RuleSet,
+    avoided: &BTreeSet<String>,
+) -> Result<DesiredState, RuleSetError> {
+    validate(ruleset)?;
+    let nft = NftPlan::from_ruleset(ruleset);
+
+    let mut rules = BTreeSet::new();
+    for class in &ruleset.classes {
+        for family in [Family::V4, Family::V6] {
+            rules.insert(IpRule {
+                family,
+                priority: RULE_PRIORITY_BASE + class.mark,
+                mark: class.mark,
+                table: class_table(class.mark),
+            });
+        }
+    }
+
+    let mut routes = BTreeMap::new();
+    let mut placements = BTreeMap::new();
+    for route in &ruleset.routes {
+        let class = ruleset.class(&route.class).expect("validated");
+        let line_name = effective_line(route, avoided);
+        let line = ruleset.line(line_name).expect("validated");
+        let via = match route.destination {
+            IpNet::V4(_) => line.gateway,
+            IpNet::V6(_) => line.gateway6.map(IpAddr::V6),
+        };
+        routes.insert(
+            RouteKey {
+                table: class_table(class.mark),
+                destination: route.destination.trunc(),
+            },
+            RouteTarget {
+                via,
+                device: line.interface.clone(),
+            },
+        );
+        placements.insert(
+            (route.class.clone(), route.destination.trunc()),
+            Placement {
+                mark: class.mark,
+                line: line_name.to_string(),
+                failed_over: line_name != route.primary,
+            },
+        );
+    }
+
+    let default_mark = ruleset
+        .class(&ruleset.default_class)
+        .expect("validated")
+        .mark;
+    let mut shapers = BTreeMap::new();
+    for line in &ruleset.lines {
+        let mut classes = BTreeMap::new();
+        classes.insert(
+            HTB_LINE_MINOR,
+            HtbClass {
+                parent: None,
+                rate_bps: line.rate_bps,
+                ceil_bps: line.rate_bps,
+                prio: 0,
+            },
+        );
+        for share in &line.shares {
+            let class = ruleset.class(&share.class).expect("validated");
+            let ceil = share.ceil_bps.min(line.rate_bps).max(MIN_HTB_RATE_BPS);
+            classes.insert(
+                class.mark as u16,
+                HtbClass {
+                    parent: Some(HTB_LINE_MINOR),
+                    rate_bps: share.rate_bps.clamp(MIN_HTB_RATE_BPS, ceil),
+                    ceil_bps: ceil,
+                    prio: htb_prio(class.priority),
+                },
+            );
+        }
+        // Unclassified packets (ARP, marked probes) land in the default class: make sure
+        // it exists even when the rule set gives it no share on this line.
+        classes
+            .entry(default_mark as u16)
+            .or_insert_with(|| HtbClass {
+                parent: Some(HTB_LINE_MINOR),
+                rate_bps: MIN_HTB_RATE_BPS,
+                ceil_bps: line.rate_bps.max(MIN_HTB_RATE_BPS),
+                prio: htb_prio(
+                    ruleset
+                        .class(&ruleset.default_class)
+                        .expect("validated")
+                        .priority,
+                ),
+            });
+        shapers.insert(
+            line.interface.clone(),
+            Shaper {
+                default_minor: default_mark as u16,
+                classes,
+            },
+        );
+    }
+
+    Ok(DesiredState {
+        nft,
+        rules,
+        routes,
+        shapers,
+        placements,
+    })
+}
+
+/// HTB knows priorities 0..=7 (0 first); class priority 1 is served first.
+fn htb_prio(priority: u8) -> u8 {
+    priority.saturating_sub(1).min(7)
+}

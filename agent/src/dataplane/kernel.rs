@@ -1,0 +1,281 @@
+//! The thin I/O layer: runs `nft`, `ip`, `tc` and `conntrack` in the agent's network
+//! namespace (or a named one, for tests and the lab) and reports their errors verbatim.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// A kernel call that failed, with the tool's own words.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("`{command}` printed JSON that does not parse: {source}")]
+    Json {
+        command: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Where kernel calls go: this process's namespace, or a named one (`ip netns`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kernel {
+    netns: Option<String>,
+}
+
+impl Kernel {
+    /// The namespace the agent runs in.
+    pub fn here() -> Self {
+        Kernel { netns: None }
+    }
+
+    /// A named network namespace (as `ip netns` knows it).
+    pub fn in_netns(name: impl Into<String>) -> Self {
+        Kernel {
+            netns: Some(name.into()),
+        }
+    }
+
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    fn command(&self, program: &str) -> Command {
+        match (&self.netns, program) {
+            (Some(ns), "ip" | "tc") => {
+                let mut command = Command::new(program);
+                command.args(["-n", ns]);
+                command
+            }
+            (Some(ns), _) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            (None, _) => Command::new(program),
+        }
+    }
+
+    /// Runs a tool with optional stdin; returns stdout.
+    fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, KernelError> {
+        let output = self.run_raw(program, args, stdin)?;
+        if !output.status.success() {
+            return Err(KernelError::Failed {
+                command: format!("{program} {}", args.join(" ")),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn run_raw(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<std::process::Output, KernelError> {
+        let mut command = self.command(program);
+        command.args(args);
+        command
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| KernelError::Spawn {
+            program: program.to_string(),
+            source,
+        })?;
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin was piped");
+            pipe.write_all(input.as_bytes())
+                .map_err(|source| KernelError::Spawn {
+                    program: program.to_string(),
+                    source,
+                })?;
+        }
+        child
+            .wait_with_output()
+            .map_err(|source| KernelError::Spawn {
+                program: program.to_string(),
+                source,
+            })
+    }
+
+    fn json(&self, program: &str, args: &[&str]) -> Result<Value, KernelError> {
+        let text = self.run(program, args, None)?;
+        if text.trim().is_empty() {
+            return Ok(Value::Array(vec![]));
+        }
+        serde_json::from_str(&text).map_err(|source| KernelError::Json {
+            command: format!("{program} {}", args.join(" ")),
+            source,
+        })
+    }
+
+    /// `nft -j list table inet <table>`; `None` when the table does not exist.
+    pub fn nft_list_table(&self, table: &str) -> Result<Option<Value>, KernelError> {
+        match self.json("nft", &["-j", "list", "table", "inet", table]) {
+            Ok(listing) => Ok(Some(listing)),
+            Err(KernelError::Failed { stderr, .. })
+                if stderr.contains("No such file or directory") =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// One atomic `nft -j -f -` transaction.
+    pub fn nft_apply(&self, document: &Value) -> Result<(), KernelError> {
+        self.run("nft", &["-j", "-f", "-"], Some(&document.to_string()))
+            .map(drop)
+    }
+
+    /// One atomic `nft -f -` transaction in nft's text syntax.
+    pub fn nft_text(&self, script: &str) -> Result<(), KernelError> {
+        self.run("nft", &["-f", "-"], Some(script)).map(drop)
+    }
+
+    /// `ip -j <args>`.
+    pub fn ip_json(&self, args: &[&str]) -> Result<Value, KernelError> {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        self.json("ip", &all)
+    }
+
+    /// `ip -batch -`: one process, one netlink socket, commands in order; stops at the
+    /// first failure. Lines may start with `-4 ` or `-6 ` (a batch line cannot carry the
+    /// family itself): they run as one batch per family, each in order.
+    pub fn ip_batch(&self, commands: &[String]) -> Result<(), KernelError> {
+        self.ip_batches(commands, false)
+    }
+
+    /// Like [`Kernel::ip_batch`] but every command runs even if some fail, and "already
+    /// gone" is not an error (idempotent deletes).
+    pub fn ip_batch_force(&self, commands: &[String]) -> Result<(), KernelError> {
+        self.ip_batches(commands, true)
+    }
+
+    fn ip_batches(&self, commands: &[String], force: bool) -> Result<(), KernelError> {
+        let mut by_family: Vec<(&str, String)> = Vec::new();
+        for command in commands {
+            let (family, rest) = match command.split_once(' ') {
+                Some((flag @ ("-4" | "-6"), rest)) => (flag, rest),
+                _ => ("-4", command.as_str()),
+            };
+            match by_family.iter_mut().find(|(f, _)| *f == family) {
+                Some((_, text)) => {
+                    text.push_str(rest);
+                    text.push('\n');
+                }
+                None => by_family.push((family, format!("{rest}\n"))),
+            }
+        }
+        for (family, text) in by_family {
+            let mut args = vec![family];
+            if force {
+                args.push("-force");
+            }
+            args.extend(["-batch", "-"]);
+            match self.run("ip", &args, Some(&text)) {
+                Err(KernelError::Failed { stderr, .. }) if force && only_already_gone(&stderr) => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tc_json(&self, args: &[&str]) -> Result<Value, KernelError> {
+        let mut all = vec!["-j"];
+        all.extend_from_slice(args);
+        self.json("tc", &all)
+    }
+
+    pub fn tc_text(&self, args: &[&str]) -> Result<String, KernelError> {
+        self.run("tc", args, None)
+    }
+
+    pub fn tc_batch(&self, commands: &[String]) -> Result<(), KernelError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        self.run("tc", &["-batch", "-"], Some(&(commands.join("\n") + "\n")))
+            .map(drop)
+    }
+
+    /// `tc -force -batch -`, tolerating "already gone".
+    pub fn tc_batch_force(&self, commands: &[String]) -> Result<(), KernelError> {
+        if commands.is_empty() {
+            return Ok(());
+        }
+        match self.run(
+            "tc",
+            &["-force", "-batch", "-"],
+            Some(&(commands.join("\n") + "\n")),
+        ) {
+            Err(KernelError::Failed { stderr, .. }) if only_already_gone(&stderr) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Does a network interface of this name exist?
+    pub fn interface_exists(&self, name: &str) -> Result<bool, KernelError> {
+        match self.ip_json(&["link", "show", "dev", name]) {
+            Ok(_) => Ok(true),
+            Err(KernelError::Failed { stderr, .. }) if stderr.contains("does not exist") => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `conntrack -D <args>`; returns how many entries went. Zero matches is not an error.
+    pub fn conntrack_delete(&self, args: &[&str]) -> Result<u64, KernelError> {
+        let mut all = vec!["-D"];
+        all.extend_from_slice(args);
+        let deleted = |text: &str| {
+            text.split_whitespace()
+                .zip(text.split_whitespace().skip(1))
+                .find(|(_, next)| *next == "flow")
+                .and_then(|(count, _)| count.parse().ok())
+        };
+        let output = self.run_raw("conntrack", &all, None)?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match deleted(&stderr) {
+            Some(count) => Ok(count),
+            None => Err(KernelError::Failed {
+                command: format!("conntrack {}", all.join(" ")),
+                stderr: stderr.trim().to_string(),
+            }),
+        }
+    }
+}
+
+/// True when every error line of a forced batch says the object was already gone.
+fn only_already_gone(stderr: &str) -> bool {
+    stderr
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with("Command failed"))
+        .all(|line| {
+            line.contains("No such file or directory")
+                || line.contains("No such process")
+                || line.contains("Cannot find")
+                || line.contains("Cannot delete qdisc with handle of zero")
+        })
+}

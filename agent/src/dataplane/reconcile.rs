@@ -1,0 +1,351 @@
+//! The reconciler: reads what the kernel has, diffs it against the compiled rule set and
+//! applies only the difference, in an order that never leaves a packet without a path:
+//! nft first (one atomic transaction; if it fails nothing else was touched), then HTB,
+//! then new and moved routes, then rules, then stale rules and routes, then conntrack
+//! entries of flows that changed line.
+//!
+//! Local failover takes a faster road: it recompiles with the dead line avoided and
+//! replaces only the routes that differ from what this process last installed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use wansteer_wire::ruleset::RuleSet;
+
+use super::desired::{DesiredState, compile};
+use super::failover::{FailoverChange, FailoverState, LineEvent};
+use super::kernel::{Kernel, KernelError};
+use super::moved::{MovedFlows, moved_flows};
+use super::nft::{FlowKey, NftListing};
+use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
+use super::validate::RuleSetError;
+use super::{NFT_TABLE, htb, nft};
+
+/// Why applying failed. A refused rule set changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("rule set refused: {0}")]
+    RuleSet(#[from] RuleSetError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("no rule set applied yet")]
+    NoRuleSet,
+    #[error("unknown class `{0}`")]
+    UnknownClass(String),
+}
+
+/// What one apply changed (all zero when the kernel already matched).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub nft_commands: usize,
+    pub qdisc_commands: usize,
+    pub rule_commands: usize,
+    pub route_commands: usize,
+    pub flows_moved: Vec<MovedFlows>,
+    pub conntrack_entries_deleted: u64,
+}
+
+impl ApplyReport {
+    /// Number of kernel changes made.
+    pub fn changes(&self) -> usize {
+        self.nft_commands
+            + self.qdisc_commands
+            + self.rule_commands
+            + self.route_commands
+            + self.flows_moved.len()
+    }
+}
+
+/// What `cleanup` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub nft_table: bool,
+    pub rules: usize,
+    pub routes: usize,
+    pub qdiscs: usize,
+}
+
+/// The kernel as the listings show it (only what wansteer owns).
+#[derive(Debug, Clone, Default)]
+pub struct KernelState {
+    pub nft: Option<NftListing>,
+    pub rules: BTreeSet<IpRule>,
+    pub routes: BTreeMap<RouteKey, RouteTarget>,
+    pub shapers: BTreeMap<String, htb::ListedShaper>,
+}
+
+impl KernelState {
+    /// Reads everything wansteer owns; `devices` are also read when not (yet) ours.
+    pub fn read(kernel: &Kernel, devices: &BTreeSet<String>) -> Result<Self, KernelError> {
+        let nft = kernel
+            .nft_list_table(NFT_TABLE)?
+            .map(|listing| NftListing::parse(&listing));
+        let mut rules = BTreeSet::new();
+        let mut routes = BTreeMap::new();
+        for family in [Family::V4, Family::V6] {
+            rules.extend(routing::parse_rules(
+                family,
+                &kernel.ip_json(&[family.flag(), "rule", "show"])?,
+            ));
+            let protocol = super::ROUTE_PROTOCOL.to_string();
+            routes.extend(routing::parse_routes(
+                family,
+                &kernel.ip_json(&[
+                    family.flag(),
+                    "route",
+                    "show",
+                    "table",
+                    "all",
+                    "proto",
+                    &protocol,
+                ])?,
+            ));
+        }
+        let roots = htb::owned_roots(&kernel.tc_json(&["qdisc", "show"])?);
+        let mut shapers = BTreeMap::new();
+        for device in roots.keys().chain(devices.iter()) {
+            let listed = match roots.get(device) {
+                Some(default) => htb::ListedShaper {
+                    root_default: Some(*default),
+                    classes: htb::parse_classes(
+                        &kernel.tc_text(&["class", "show", "dev", device])?,
+                    ),
+                },
+                None => htb::ListedShaper::default(),
+            };
+            shapers.insert(device.clone(), listed);
+        }
+        Ok(KernelState {
+            nft,
+            rules,
+            routes,
+            shapers,
+        })
+    }
+}
+
+/// The agent's data plane: one owner of all kernel changes.
+#[derive(Debug)]
+pub struct Dataplane {
+    kernel: Kernel,
+    failover: FailoverState,
+    ruleset: Option<RuleSet>,
+    /// Routes as this process last installed them (the failover fast path diffs these).
+    routes: BTreeMap<RouteKey, RouteTarget>,
+}
+
+impl Dataplane {
+    pub fn new(kernel: Kernel, failover: FailoverState) -> Self {
+        Dataplane {
+            kernel,
+            failover,
+            ruleset: None,
+            routes: BTreeMap::new(),
+        }
+    }
+
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// The rule set in force.
+    pub fn ruleset(&self) -> Option<&RuleSet> {
+        self.ruleset.as_ref()
+    }
+
+    /// Lines currently routed around.
+    pub fn avoided_lines(&self) -> &BTreeSet<String> {
+        self.failover.avoided()
+    }
+
+    /// Compiles and checks a rule set against this host without changing anything.
+    pub fn check(&self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
+        let desired = compile(ruleset, self.failover.avoided())?;
+        for line in &ruleset.lines {
+            if !self.kernel.interface_exists(&line.interface)? {
+                return Err(RuleSetError::MissingInterface {
+                    line: line.name.clone(),
+                    interface: line.interface.clone(),
+                }
+                .into());
+            }
+        }
+        Ok(desired)
+    }
+
+    /// Makes the kernel match `ruleset` (with failed lines still avoided). A refused rule
+    /// set or a failing nft transaction leaves the previous state in place.
+    pub fn apply(&mut self, ruleset: RuleSet) -> Result<ApplyReport, DataplaneError> {
+        let desired = self.check(&ruleset)?;
+        let report = self.reconcile(&desired)?;
+        self.ruleset = Some(ruleset);
+        self.routes = desired.routes;
+        Ok(report)
+    }
+
+    /// A rule set from the controller: its word also ends local failovers of lines that
+    /// are up again.
+    pub fn apply_from_controller(
+        &mut self,
+        ruleset: RuleSet,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let desired = self.check(&ruleset)?;
+        drop(desired);
+        self.failover.on_controller_rules();
+        self.apply(ruleset)
+    }
+
+    fn reconcile(&self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let devices: BTreeSet<String> = desired.shapers.keys().cloned().collect();
+        let current = KernelState::read(&self.kernel, &devices)?;
+        let mut report = ApplyReport::default();
+
+        let nft_commands = nft::diff(&desired.nft, current.nft.as_ref());
+        report.nft_commands = nft_commands.len();
+        if !nft_commands.is_empty() {
+            self.kernel.nft_apply(&nft::batch(nft_commands))?;
+        }
+
+        let mut tc_commands = Vec::new();
+        let mut tc_deletes = Vec::new();
+        for (device, listed) in &current.shapers {
+            match desired.shapers.get(device) {
+                Some(shaper) => tc_commands.extend(htb::diff(device, shaper, listed)),
+                None if listed.root_default.is_some() => tc_deletes.push(htb::delete_root(device)),
+                None => {}
+            }
+        }
+        report.qdisc_commands = tc_commands.len() + tc_deletes.len();
+        self.kernel.tc_batch(&tc_commands)?;
+        self.kernel.tc_batch_force(&tc_deletes)?;
+
+        let changes = routing::diff(
+            &desired.rules,
+            &desired.routes,
+            &current.rules,
+            &current.routes,
+        );
+        report.rule_commands = changes.rule_adds.len() + changes.rule_deletes.len();
+        report.route_commands = changes.upserts.len() + changes.route_deletes.len();
+        let additions: Vec<String> = changes
+            .upserts
+            .iter()
+            .chain(&changes.rule_adds)
+            .cloned()
+            .collect();
+        self.kernel.ip_batch(&additions)?;
+        let removals: Vec<String> = changes
+            .rule_deletes
+            .iter()
+            .chain(&changes.route_deletes)
+            .cloned()
+            .collect();
+        self.kernel.ip_batch_force(&removals)?;
+
+        report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
+        report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved)?;
+        Ok(report)
+    }
+
+    fn delete_flows(&self, moved: &[MovedFlows]) -> Result<u64, KernelError> {
+        let mut deleted = 0;
+        for flows in moved {
+            let args = flows.conntrack_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            deleted += self.kernel.conntrack_delete(&args)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Recompiles with the current avoided lines and replaces only the routes that differ
+    /// from what was last installed, then moves the affected flows.
+    fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
+        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
+        let desired = compile(ruleset, self.failover.avoided())?;
+        let (upserts, deletes) = routing::diff_routes(&desired.routes, &self.routes);
+        self.kernel.ip_batch(&upserts)?;
+        self.kernel.ip_batch_force(&deletes)?;
+        let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
+        self.routes = desired.routes;
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved)?;
+        Ok(ApplyReport {
+            route_commands: upserts.len() + deletes.len(),
+            flows_moved,
+            conntrack_entries_deleted,
+            ..ApplyReport::default()
+        })
+    }
+
+    /// A line's health changed. Down: every route on it moves to its first healthy backup
+    /// now. Up: nothing yet (see [`FailoverState`]).
+    pub fn on_line_event(
+        &mut self,
+        event: &LineEvent,
+        now: tokio::time::Instant,
+    ) -> Result<ApplyReport, DataplaneError> {
+        match self.failover.on_event(event, now) {
+            Some(FailoverChange::Avoid(_)) if self.ruleset.is_some() => self.reroute(),
+            _ => Ok(ApplyReport::default()),
+        }
+    }
+
+    /// Standalone fail-back of lines whose hold-down ran out.
+    pub fn on_tick(&mut self, now: tokio::time::Instant) -> Result<ApplyReport, DataplaneError> {
+        if self.failover.on_tick(now).is_empty() || self.ruleset.is_none() {
+            return Ok(ApplyReport::default());
+        }
+        self.reroute()
+    }
+
+    /// When [`Dataplane::on_tick`] next has something to do.
+    pub fn next_deadline(&self) -> Option<tokio::time::Instant> {
+        self.failover.next_deadline()
+    }
+
+    /// Puts a DPI verdict into the nft map: this flow is `class` for `timeout`.
+    pub fn add_dpi_verdict(
+        &self,
+        flow: &FlowKey,
+        class: &str,
+        timeout: Duration,
+    ) -> Result<(), DataplaneError> {
+        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
+        let mark = ruleset
+            .class(class)
+            .ok_or_else(|| DataplaneError::UnknownClass(class.to_string()))?
+            .mark;
+        let Some(element) = nft::dpi_element(flow, mark, timeout.as_secs()) else {
+            return Ok(());
+        };
+        Ok(self.kernel.nft_text(&element)?)
+    }
+}
+
+/// Removes everything wansteer owns (nft table, tagged rules and routes, its root HTB
+/// qdiscs) and nothing else. Safe to run twice.
+pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
+    let current = KernelState::read(kernel, &BTreeSet::new())?;
+    let mut report = CleanupReport::default();
+    if current.nft.is_some() {
+        match kernel.nft_apply(&nft::delete_table()) {
+            Ok(()) => report.nft_table = true,
+            Err(KernelError::Failed { stderr, .. }) if stderr.contains("No such file") => {}
+            Err(error) => return Err(error),
+        }
+    }
+    let rules: Vec<String> = current.rules.iter().map(routing::delete_rule).collect();
+    let routes: Vec<String> = current.routes.keys().map(routing::delete_route).collect();
+    report.rules = rules.len();
+    report.routes = routes.len();
+    kernel.ip_batch_force(&rules)?;
+    kernel.ip_batch_force(&routes)?;
+    let qdiscs: Vec<String> = current
+        .shapers
+        .iter()
+        .filter(|(_, listed)| listed.root_default.is_some())
+        .map(|(device, _)| htb::delete_root(device))
+        .collect();
+    report.qdiscs = qdiscs.len();
+    kernel.tc_batch_force(&qdiscs)?;
+    Ok(report)
+}

@@ -1,0 +1,258 @@
+//! Policy routing: `ip rule fwmark <mark>/0xff lookup <table>` per class and per family,
+//! and per-class tables holding one route per destination via the chosen line.
+//!
+//! Desired entries, parsers for `ip -j rule`/`ip -j route` listings, and the minimal
+//! `ip -batch` commands between them. A line change is one `route replace` (atomic: no
+//! packet finds the table without a route). Deletes come last and only touch entries
+//! tagged with wansteer's protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{CLASS_MARK_MASK, ROUTE_PROTOCOL};
+
+/// IPv4 or IPv6 (`ip -4` / `ip -6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn flag(self) -> &'static str {
+        match self {
+            Family::V4 => "-4",
+            Family::V6 => "-6",
+        }
+    }
+
+    pub fn of(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+/// `ip rule add priority P fwmark M/0xff table T protocol 201`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpRule {
+    pub family: Family,
+    pub priority: u32,
+    pub mark: u32,
+    pub table: u32,
+}
+
+impl IpRule {
+    fn spec(&self) -> String {
+        format!(
+            "priority {} fwmark {:#x}/{:#x} table {} protocol {}",
+            self.priority, self.mark, CLASS_MARK_MASK, self.table, ROUTE_PROTOCOL
+        )
+    }
+}
+
+/// A route's identity: the table and the destination.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteKey {
+    pub table: u32,
+    pub destination: IpNet,
+}
+
+/// Where a route sends packets.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteTarget {
+    pub via: Option<IpAddr>,
+    pub device: String,
+}
+
+impl fmt::Display for RouteTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(via) = self.via {
+            write!(f, "via {via} ")?;
+        }
+        write!(f, "dev {}", self.device)
+    }
+}
+
+/// The `ip -batch` line that installs or moves a route.
+pub fn replace_route(key: &RouteKey, target: &RouteTarget) -> String {
+    format!(
+        "{} route replace {} {} proto {} table {}",
+        Family::of(&key.destination).flag(),
+        key.destination,
+        target,
+        ROUTE_PROTOCOL,
+        key.table
+    )
+}
+
+/// The `ip -batch` line that removes a route.
+pub fn delete_route(key: &RouteKey) -> String {
+    format!(
+        "{} route del {} proto {} table {}",
+        Family::of(&key.destination).flag(),
+        key.destination,
+        ROUTE_PROTOCOL,
+        key.table
+    )
+}
+
+pub fn add_rule(rule: &IpRule) -> String {
+    format!("{} rule add {}", rule.family.flag(), rule.spec())
+}
+
+pub fn delete_rule(rule: &IpRule) -> String {
+    format!("{} rule del {}", rule.family.flag(), rule.spec())
+}
+
+fn number(value: &Value) -> Option<u32> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => {
+            if let Some(hex) = s.strip_prefix("0x") {
+                u32::from_str_radix(hex, 16).ok()
+            } else {
+                s.parse().ok()
+            }
+        }
+        _ => None,
+    }
+}
+
+/// wansteer's rules from `ip -j -4|-6 rule show` (tagged with its protocol).
+pub fn parse_rules(family: Family, listing: &Value) -> BTreeSet<IpRule> {
+    let mut rules = BTreeSet::new();
+    for entry in listing.as_array().into_iter().flatten() {
+        if entry.get("protocol").and_then(number) != Some(u32::from(ROUTE_PROTOCOL)) {
+            continue;
+        }
+        let (Some(priority), Some(mark), Some(table)) = (
+            entry.get("priority").and_then(number),
+            entry.get("fwmark").and_then(number),
+            entry.get("table").and_then(number),
+        ) else {
+            continue;
+        };
+        rules.insert(IpRule {
+            family,
+            priority,
+            mark,
+            table,
+        });
+    }
+    rules
+}
+
+/// Routes from `ip -j -4|-6 route show table all proto 201`.
+pub fn parse_routes(family: Family, listing: &Value) -> BTreeMap<RouteKey, RouteTarget> {
+    let mut routes = BTreeMap::new();
+    for entry in listing.as_array().into_iter().flatten() {
+        let Some(table) = entry.get("table").and_then(number) else {
+            continue;
+        };
+        let Some(dst) = entry.get("dst").and_then(Value::as_str) else {
+            continue;
+        };
+        let destination = match (dst, family) {
+            ("default", Family::V4) => "0.0.0.0/0".parse().ok(),
+            ("default", Family::V6) => "::/0".parse().ok(),
+            (dst, _) => dst
+                .parse::<IpNet>()
+                .ok()
+                .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from)),
+        };
+        let Some(destination) = destination else {
+            continue;
+        };
+        let via = entry
+            .get("gateway")
+            .and_then(Value::as_str)
+            .and_then(|gw| gw.parse().ok());
+        let device = entry
+            .get("dev")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        routes.insert(RouteKey { table, destination }, RouteTarget { via, device });
+    }
+    routes
+}
+
+/// The route commands, split so new routes go in before the rules that use them and
+/// old routes go out after.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingChanges {
+    pub upserts: Vec<String>,
+    pub rule_adds: Vec<String>,
+    pub rule_deletes: Vec<String>,
+    pub route_deletes: Vec<String>,
+}
+
+impl RoutingChanges {
+    pub fn len(&self) -> usize {
+        self.upserts.len()
+            + self.rule_adds.len()
+            + self.rule_deletes.len()
+            + self.route_deletes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All commands in the order they must run.
+    pub fn in_order(&self) -> Vec<String> {
+        self.upserts
+            .iter()
+            .chain(&self.rule_adds)
+            .chain(&self.rule_deletes)
+            .chain(&self.route_deletes)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Diff of routes only (the failover fast path uses this against its own last state).
+pub fn diff_routes(
+    desired: &BTreeMap<RouteKey, RouteTarget>,
+    current: &BTreeMap<RouteKey, RouteTarget>,
+) -> (Vec<String>, Vec<String>) {
+    let upserts = desired
+        .iter()
+        .filter(|(key, target)| current.get(key) != Some(target))
+        .map(|(key, target)| replace_route(key, target))
+        .collect();
+    let deletes = current
+        .keys()
+        .filter(|key| !desired.contains_key(key))
+        .map(delete_route)
+        .collect();
+    (upserts, deletes)
+}
+
+/// Everything that differs between the desired and the listed rules and routes.
+pub fn diff(
+    desired_rules: &BTreeSet<IpRule>,
+    desired_routes: &BTreeMap<RouteKey, RouteTarget>,
+    current_rules: &BTreeSet<IpRule>,
+    current_routes: &BTreeMap<RouteKey, RouteTarget>,
+) -> RoutingChanges {
+    let (upserts, route_deletes) = diff_routes(desired_routes, current_routes);
+    RoutingChanges {
+        upserts,
+        rule_adds: desired_rules
+            .difference(current_rules)
+            .map(add_rule)
+            .collect(),
+        rule_deletes: current_rules
+            .difference(desired_rules)
+            .map(delete_rule)
+            .collect(),
+        route_deletes,
+    }
+}

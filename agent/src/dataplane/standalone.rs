@@ -1,0 +1,188 @@
+//! Standalone mode: no controller, so the agent compiles the policy into a rule set for
+//! its own site — static per-class line preference (steering `prefer`, then each line's
+//! own preference, never the `never` lines), HTB shares from the policy's percentages,
+//! and routes to every other site's LAN with the rest of the allowed lines as backups.
+
+use ipnet::IpNet;
+use wansteer_policies::model::{Line, Policy};
+use wansteer_wire::ruleset::{
+    ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
+};
+
+/// Why a policy cannot be run standalone at a site.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandaloneError {
+    #[error("the policy has no site `{site}` (it has: {known})")]
+    UnknownSite { site: String, known: String },
+    #[error("the policy has more than 255 classes")]
+    TooManyClasses,
+    #[error("the policy names no default class")]
+    NoDefaultClass,
+    #[error("class `{class}` may use none of site `{site}`'s lines")]
+    NoLine { class: String, site: String },
+    #[error("no other site has a LAN prefix, so site `{0}` has nowhere to steer to")]
+    NoDestination(String),
+}
+
+/// Compiles `policy` into the sealed rule set site `site` runs.
+pub fn compile_policy(
+    policy: &Policy,
+    site: &str,
+    version: u64,
+) -> Result<RuleSet, StandaloneError> {
+    let here = policy
+        .site(site)
+        .ok_or_else(|| StandaloneError::UnknownSite {
+            site: site.to_string(),
+            known: policy
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    if policy.classes.len() > 255 {
+        return Err(StandaloneError::TooManyClasses);
+    }
+    let default_class = policy
+        .default_class()
+        .ok_or(StandaloneError::NoDefaultClass)?
+        .name
+        .clone();
+
+    let classes: Vec<ClassSpec> = policy
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(index, class)| {
+            let mut spec = ClassSpec {
+                name: class.name.clone(),
+                mark: index as u32 + 1,
+                priority: class.priority,
+                dscp: class.dscp.0,
+                matches: Vec::new(),
+                apps: Vec::new(),
+                domains: Vec::new(),
+            };
+            for rule in &class.matches {
+                if rule.apps.is_empty() && rule.domains.is_empty() {
+                    spec.matches.push(StaticMatch {
+                        prefixes: rule.prefixes.clone(),
+                        ports: rule
+                            .ports
+                            .iter()
+                            .map(|p| PortSpan {
+                                first: p.first,
+                                last: p.last,
+                            })
+                            .collect(),
+                        protocols: rule.protocols.iter().map(|p| p.number()).collect(),
+                        dscp: rule.dscp.iter().map(|d| d.0).collect(),
+                    });
+                } else {
+                    // Application and domain rules need the classifier (DPI verdicts).
+                    spec.apps.extend(rule.apps.iter().cloned());
+                    spec.domains.extend(rule.domains.iter().cloned());
+                }
+            }
+            spec
+        })
+        .collect();
+
+    let lines: Vec<LineSpec> = here
+        .lines
+        .iter()
+        .map(|line| {
+            let rate = line.up.bps();
+            LineSpec {
+                name: line.name.clone(),
+                interface: line.interface.clone(),
+                gateway: line.gateway,
+                gateway6: line.gateway6,
+                rate_bps: rate,
+                shares: policy
+                    .classes
+                    .iter()
+                    .filter(|class| !class.steering.never.iter().any(|e| line.is_named_by(e)))
+                    .map(|class| ClassShare {
+                        class: class.name.clone(),
+                        rate_bps: (rate as f64 * class.bandwidth.guaranteed.fraction()) as u64,
+                        ceil_bps: (rate as f64 * class.bandwidth.ceiling.fraction()) as u64,
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+
+    let destinations: Vec<IpNet> = policy
+        .sites
+        .iter()
+        .filter(|other| other.name != here.name)
+        .flat_map(|other| other.lan.iter().copied())
+        .collect();
+    if destinations.is_empty() {
+        return Err(StandaloneError::NoDestination(site.to_string()));
+    }
+
+    let mut routes = Vec::new();
+    for class in &policy.classes {
+        let order = line_order(&here.lines, &class.steering.prefer, &class.steering.never);
+        let Some((primary, backups)) = order.split_first() else {
+            return Err(StandaloneError::NoLine {
+                class: class.name.clone(),
+                site: site.to_string(),
+            });
+        };
+        let reason = format!(
+            "standalone: static preference {}",
+            order
+                .iter()
+                .map(|line| line.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" > ")
+        );
+        for destination in &destinations {
+            routes.push(ClassRoute {
+                class: class.name.clone(),
+                destination: *destination,
+                primary: primary.name.clone(),
+                backups: backups.iter().map(|line| line.name.clone()).collect(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    Ok(RuleSet {
+        site: site.to_string(),
+        version,
+        hash: String::new(),
+        classes,
+        default_class,
+        lines,
+        routes,
+    }
+    .seal())
+}
+
+/// The site's lines a class may use, best first: the class's `prefer` entries in order,
+/// then the rest by the lines' own preference (then cost, then name); `never` lines out.
+fn line_order<'a>(lines: &'a [Line], prefer: &[String], never: &[String]) -> Vec<&'a Line> {
+    let mut allowed: Vec<&Line> = lines
+        .iter()
+        .filter(|line| !never.iter().any(|entry| line.is_named_by(entry)))
+        .collect();
+    allowed.sort_by(|a, b| {
+        let rank = |line: &Line| {
+            prefer
+                .iter()
+                .position(|entry| line.is_named_by(entry))
+                .unwrap_or(usize::MAX)
+        };
+        rank(a)
+            .cmp(&rank(b))
+            .then(a.preference.cmp(&b.preference))
+            .then(a.cost.total_cmp(&b.cost))
+            .then(a.name.cmp(&b.name))
+    });
+    allowed
+}
