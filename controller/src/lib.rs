@@ -7,3 +7,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod compile;
+pub mod graph;
+pub mod lp;
+pub mod plan;
+pub mod solver;

@@ -1,0 +1,206 @@
+//! The rule compiler: from the policy and the planner's placements to one site's
+//! `RuleSet` — class specs (mark, DSCP, static matches), per-line HTB rates that follow the
+//! measured demand placed on each line, and per-class routes with their backups and reasons.
+//!
+//! Pure: plain data in, a sealed `RuleSet` out. Versions are the planner's business.
+
+use std::collections::BTreeMap;
+
+use wansteer_policies::Policy;
+use wansteer_policies::model::{Class, MatchRule};
+use wansteer_wire::ruleset::{
+    ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
+};
+
+/// HTB rates are rounded up to this fraction of the line, so small demand wiggles do not
+/// produce a new rule set every second.
+pub const RATE_STEP_FRACTION: f64 = 0.02;
+/// Headroom on top of measured demand, so a class can grow before the next plan.
+pub const DEMAND_HEADROOM: f64 = 1.25;
+
+/// The class specs every site shares, in policy (match) order; mark = position + 1.
+pub fn class_specs(policy: &Policy) -> Vec<ClassSpec> {
+    policy
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(position, class)| ClassSpec {
+            name: class.name.clone(),
+            mark: position as u32 + 1,
+            priority: class.priority,
+            dscp: class.dscp.0,
+            matches: class.matches.iter().filter_map(static_match).collect(),
+            apps: dedup(class.matches.iter().flat_map(|m| m.apps.iter().cloned())),
+            domains: dedup(class.matches.iter().flat_map(|m| m.domains.iter().cloned())),
+        })
+        .collect()
+}
+
+fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut items: Vec<String> = items.collect();
+    items.sort();
+    items.dedup();
+    items
+}
+
+/// The part of a match rule the kernel can do alone. A rule that also names apps or
+/// domains needs the classifier, so it yields no static match (it would over-match).
+fn static_match(rule: &MatchRule) -> Option<StaticMatch> {
+    if !rule.apps.is_empty() || !rule.domains.is_empty() || rule.is_catch_all() {
+        return None;
+    }
+    Some(StaticMatch {
+        prefixes: rule.prefixes.clone(),
+        ports: rule
+            .ports
+            .iter()
+            .map(|p| PortSpan {
+                first: p.first,
+                last: p.last,
+            })
+            .collect(),
+        protocols: rule.protocols.iter().map(|p| p.number()).collect(),
+        dscp: rule.dscp.iter().map(|d| d.0).collect(),
+    })
+}
+
+/// HTB rates for one line: strict priority order, each class gets its measured load plus
+/// headroom, at least its guaranteed share and at most its ceiling, until the line is full.
+/// `load_bps` is indexed like `policy.classes`.
+pub fn line_shares(line_bps: u64, classes: &[Class], load_bps: &[f64]) -> Vec<ClassShare> {
+    let line = line_bps as f64;
+    let step = (line * RATE_STEP_FRACTION).max(1.0);
+    let mut order: Vec<usize> = (0..classes.len()).collect();
+    order.sort_by_key(|&i| (classes[i].priority, i));
+    // Guaranteed shares first (the policy's validation keeps their sum within the line;
+    // if not, scale them down), then demand above them in priority order.
+    let guaranteed: Vec<f64> = classes
+        .iter()
+        .map(|c| line * c.bandwidth.guaranteed.fraction())
+        .collect();
+    let total_guaranteed: f64 = guaranteed.iter().sum();
+    let scale = if total_guaranteed > line {
+        line / total_guaranteed
+    } else {
+        1.0
+    };
+    let mut rates: Vec<f64> = guaranteed.iter().map(|g| g * scale).collect();
+    let mut left = line - rates.iter().sum::<f64>();
+    for &i in &order {
+        let ceiling = line * classes[i].bandwidth.ceiling.fraction();
+        let want = ((load_bps[i] * DEMAND_HEADROOM / step).ceil() * step).min(ceiling);
+        let extra = (want - rates[i]).max(0.0).min(left);
+        rates[i] += extra;
+        left -= extra;
+    }
+    classes
+        .iter()
+        .enumerate()
+        .map(|(i, class)| {
+            // HTB needs a non-zero rate; one step keeps an idle class alive.
+            let rate = rates[i].max(step.min(line)).round() as u64;
+            let ceil = (line * class.bandwidth.ceiling.fraction()).round() as u64;
+            ClassShare {
+                class: class.name.clone(),
+                rate_bps: rate.min(ceil.max(1)),
+                ceil_bps: ceil.max(rate.min(line_bps)),
+            }
+        })
+        .collect()
+}
+
+/// Everything the compiler needs about one site.
+#[derive(Debug, Clone)]
+pub struct SiteInput<'a> {
+    pub policy: &'a Policy,
+    pub specs: &'a [ClassSpec],
+    pub site: &'a str,
+    /// Per line name: load per class (indexed like `policy.classes`), bits per second.
+    pub line_loads: BTreeMap<String, Vec<f64>>,
+    pub routes: Vec<ClassRoute>,
+}
+
+/// Builds and seals one site's rule set (version 0; the planner numbers versions).
+pub fn compile_site(input: SiteInput<'_>) -> Option<RuleSet> {
+    let site = input.policy.site(input.site)?;
+    let idle = vec![0.0; input.policy.classes.len()];
+    let lines = site
+        .lines
+        .iter()
+        .map(|line| {
+            let loads = input.line_loads.get(&line.name).unwrap_or(&idle);
+            LineSpec {
+                name: line.name.clone(),
+                interface: line.interface.clone(),
+                gateway: line.gateway,
+                gateway6: line.gateway6,
+                rate_bps: line.up.bps(),
+                shares: line_shares(line.up.bps(), &input.policy.classes, loads),
+            }
+        })
+        .collect();
+    let mut routes = input.routes;
+    routes
+        .sort_by(|a, b| (a.class.as_str(), a.destination).cmp(&(b.class.as_str(), b.destination)));
+    let default_class = input
+        .policy
+        .default_class()
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    Some(
+        RuleSet {
+            site: site.name.clone(),
+            version: 0,
+            hash: String::new(),
+            classes: input.specs.to_vec(),
+            default_class,
+            lines,
+            routes,
+        }
+        .seal(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wansteer_policies::model::Bandwidth;
+    use wansteer_policies::units::Percent;
+
+    fn class(name: &str, priority: u8, guaranteed: f64, ceiling: f64) -> Class {
+        Class {
+            name: name.into(),
+            priority,
+            dscp: Default::default(),
+            matches: vec![],
+            sla: None,
+            steering: Default::default(),
+            bandwidth: Bandwidth {
+                guaranteed: Percent(guaranteed),
+                ceiling: Percent(ceiling),
+            },
+        }
+    }
+
+    #[test]
+    fn shares_follow_demand_within_guarantee_and_ceiling() {
+        let classes = [class("voice", 1, 10.0, 30.0), class("bulk", 5, 0.0, 100.0)];
+        // 100 Mbit/s line; voice uses 2 Mbit/s, bulk 40 Mbit/s.
+        let shares = line_shares(100_000_000, &classes, &[2e6, 40e6]);
+        assert_eq!(shares[0].rate_bps, 10_000_000, "guarantee is the floor");
+        assert_eq!(shares[0].ceil_bps, 30_000_000);
+        assert_eq!(shares[1].rate_bps, 50_000_000, "40M × 1.25 headroom");
+        // Voice demand grows past its guarantee: its rate follows, capped by the ceiling.
+        let shares = line_shares(100_000_000, &classes, &[50e6, 40e6]);
+        assert_eq!(shares[0].rate_bps, 30_000_000);
+        assert!(shares.iter().map(|s| s.rate_bps).sum::<u64>() <= 100_000_000);
+    }
+
+    #[test]
+    fn higher_priority_gets_the_line_first_when_it_is_short() {
+        let classes = [class("bulk", 5, 0.0, 100.0), class("video", 2, 0.0, 100.0)];
+        let shares = line_shares(10_000_000, &classes, &[9e6, 9e6]);
+        assert!(shares[1].rate_bps > shares[0].rate_bps);
+        assert!(shares.iter().map(|s| s.rate_bps).sum::<u64>() <= 10_000_000 + 200_000);
+    }
+}

@@ -1,0 +1,1314 @@
+//! The planner: policy, live line measurements and per-class demand in; per-site rule sets
+//! and decisions (each with its reason as data) out. Holds what it decided last time, so
+//! classes move only when they must (line down, SLA breach, capacity) or when a better
+//! path clears the policy's `min_improvement` after the hold-down.
+//!
+//! For each (source site, destination site, class) — a *commodity* — the candidate paths
+//! are tunnels between a line of the source and a line of the destination in one cloud
+//! (MPLS only between a branch and a hub/DC), and two-tunnel paths through a hub or DC.
+//! Candidates that use a `never` line or a down line are dropped, those that break the SLA
+//! are kept only when no path meets it (least bad first). What is left is ordered by
+//! settledness, the class's `prefer` list, line preference, cost and quality, hysteresis
+//! puts the incumbent first when it may not move yet, and [`crate::solver::alloc`] fits
+//! the demand to the capacities with strict priority between classes.
+//!
+//! Which commodities exist: every branch → every hub/DC with LAN prefixes, every pair when
+//! the policy has at most [`FULL_MESH_UP_TO`] sites, plus every pair with measured demand.
+//!
+//! A plan after a few line reports re-solves only the commodities those lines touch, against
+//! the capacity the others leave; it falls back to a full solve when the change is broad or
+//! the re-placed demand no longer fits. Time is an input: nothing here reads a clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use wansteer_policies::Policy;
+use wansteer_policies::model::SiteKind;
+use wansteer_wire::ruleset::{ClassRoute, ClassSpec, RuleSet};
+
+use crate::compile::{SiteInput, class_specs, compile_site};
+use crate::graph::{
+    At, Cloud, GraphError, LineChange, LineId, LineMeasurement, LinkGraph, Quality, SiteId,
+};
+use crate::solver::alloc::{self, Allocation, Commodity, PathId, Paths};
+use crate::solver::sla::{Metric, SlaBounds, format_metric, score};
+
+/// Policies with at most this many sites get routes between every pair of sites.
+pub const FULL_MESH_UP_TO: usize = 64;
+/// Candidate paths kept per site pair (best quality first).
+pub const CANDIDATES_PER_PAIR: usize = 24;
+/// A re-solve touching more than this share of commodities is done in full.
+const INCREMENTAL_SHARE: f64 = 0.25;
+/// Carried demand this close to the demand counts as carried (bits per second).
+const CARRIED_SLACK: f64 = 1.0;
+
+/// Measured demand of one class from one site to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassDemand {
+    pub site: String,
+    pub class: String,
+    pub destination: String,
+    pub bps: f64,
+}
+
+/// What kind of reason moved (or placed) a class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    /// First placement of this class towards this destination.
+    Initial,
+    /// A line of the old path went down.
+    LineDown,
+    /// The old path broke the class's SLA.
+    SlaBreach,
+    /// The policy forbids the old path now (`never`).
+    Forbidden,
+    /// The old path lacks room for the class's demand.
+    Capacity,
+    /// A better path cleared `min_improvement` after the hold-down.
+    Improvement,
+    /// A more preferred line is usable again and has stayed up for the hold-down.
+    PreferenceRestored,
+    /// The old path is no longer among the candidates (e.g. a line was removed).
+    PathGone,
+    /// Nothing the class may use is up: no route.
+    NoPath,
+}
+
+/// One number behind a reason: `site/line` (or a path), the metric, its value and limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub subject: String,
+    pub metric: String,
+    pub value: f64,
+    pub limit: Option<f64>,
+    pub unit: String,
+}
+
+/// Why a class is where it is: a kind, words for people, and the numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub kind: ReasonKind,
+    pub text: String,
+    pub evidence: Vec<Evidence>,
+}
+
+/// A class moved (or was placed, or lost its route) for one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub site: String,
+    pub class: String,
+    pub destination: String,
+    pub from_line: Option<String>,
+    pub to_line: Option<String>,
+    /// The new path as `site/line` hops (empty when there is none).
+    pub path: Vec<String>,
+    pub reason: Reason,
+    pub at: At,
+}
+
+/// Counters of one planning run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanStats {
+    /// True when everything was re-solved, false for an incremental run.
+    pub full: bool,
+    pub commodities: usize,
+    /// Commodities re-solved in this run.
+    pub resolved: usize,
+    pub demand_bps: f64,
+    pub carried_bps: f64,
+}
+
+/// The outcome of one run: the rule sets that changed (new versions) and the decisions.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub rulesets: BTreeMap<String, RuleSet>,
+    pub decisions: Vec<Decision>,
+    pub stats: PlanStats,
+}
+
+/// A read-only view of the planner's last solver problem.
+#[derive(Debug, Clone, Copy)]
+pub struct ProblemView<'a> {
+    pub capacity: &'a [f64],
+    pub paths: &'a Paths,
+    pub commodities: &'a [Commodity],
+    pub allocation: Option<&'a Allocation>,
+}
+
+/// Why a demand report was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DemandError {
+    #[error("unknown site `{0}`")]
+    UnknownSite(String),
+    #[error("unknown class `{0}`")]
+    UnknownClass(String),
+    #[error("demand must be a finite, non-negative rate")]
+    BadRate,
+}
+
+/// Up to four lines: a tunnel is `[source line, destination line]`, a hub path
+/// `[source line, hub in-line, hub out-line, destination line]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct PathKey {
+    lines: [LineId; 4],
+    len: u8,
+}
+
+impl PathKey {
+    fn lines(&self) -> &[LineId] {
+        &self.lines[..self.len as usize]
+    }
+    fn first(&self) -> LineId {
+        self.lines[0]
+    }
+    fn arcs(&self) -> ([u32; 4], usize) {
+        let l = self.lines;
+        // Arc 2·l is the line's upstream, 2·l + 1 its downstream.
+        if self.len == 2 {
+            ([2 * l[0], 2 * l[1] + 1, 0, 0], 2)
+        } else {
+            ([2 * l[0], 2 * l[1] + 1, 2 * l[2], 2 * l[3] + 1], 4)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PathInfo {
+    key: PathKey,
+    via: Option<SiteId>,
+    quality: Quality,
+    cost: f64,
+    score: f64,
+}
+
+#[derive(Debug, Clone)]
+struct ClassRules {
+    name: String,
+    level: u8,
+    sla: SlaBounds,
+    /// Per line: named by the class's `never` list.
+    never: Vec<bool>,
+    /// Per line: position in the class's `prefer` list (unlisted = list length).
+    rank: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Pair {
+    src: SiteId,
+    dst: SiteId,
+    paths: Vec<PathId>,
+    commodities: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct CommodityState {
+    pair: usize,
+    class: usize,
+    demand: f64,
+    placed: Option<PathKey>,
+    placed_at: At,
+    /// Where the current route reads from: the chosen path's info.
+    chosen: Option<PathInfo>,
+    backups: Vec<LineId>,
+    route_reason: String,
+    /// True while no candidate meets the SLA.
+    degraded: bool,
+}
+
+/// The planner: state between runs.
+#[derive(Debug)]
+pub struct Planner {
+    policy: Policy,
+    graph: LinkGraph,
+    classes: Vec<ClassRules>,
+    specs: Vec<ClassSpec>,
+    transit_sites: Vec<SiteId>,
+    demand: HashMap<(SiteId, SiteId, usize), f64>,
+    pairs: Vec<Pair>,
+    pair_index: HashMap<(SiteId, SiteId), usize>,
+    pairs_of_site: Vec<Vec<usize>>,
+    commodities: Vec<CommodityState>,
+    engine: Vec<Commodity>,
+    paths: Paths,
+    infos: Vec<PathInfo>,
+    allocation: Option<Allocation>,
+    capacity: Vec<f64>,
+    /// Per site: the commodities whose path transits it.
+    transit: Vec<BTreeSet<usize>>,
+    rulesets: Vec<Option<RuleSet>>,
+    dirty_lines: BTreeSet<LineId>,
+    dirty_commodities: BTreeSet<usize>,
+    revisits: BTreeMap<At, BTreeSet<usize>>,
+    line_revisits: BTreeMap<At, BTreeSet<LineId>>,
+    needs_full: bool,
+}
+
+impl Planner {
+    pub fn new(policy: Policy) -> Planner {
+        let graph = LinkGraph::new(&policy);
+        let mut planner = Planner {
+            classes: Vec::new(),
+            specs: class_specs(&policy),
+            transit_sites: Vec::new(),
+            demand: HashMap::new(),
+            pairs: Vec::new(),
+            pair_index: HashMap::new(),
+            pairs_of_site: vec![Vec::new(); graph.sites.len()],
+            commodities: Vec::new(),
+            engine: Vec::new(),
+            paths: Paths::new(),
+            infos: Vec::new(),
+            allocation: None,
+            capacity: Vec::new(),
+            transit: vec![BTreeSet::new(); graph.sites.len()],
+            rulesets: vec![None; graph.sites.len()],
+            dirty_lines: BTreeSet::new(),
+            dirty_commodities: BTreeSet::new(),
+            revisits: BTreeMap::new(),
+            line_revisits: BTreeMap::new(),
+            needs_full: true,
+            graph,
+            policy,
+        };
+        planner.index_policy();
+        planner.build_commodities();
+        planner
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn graph(&self) -> &LinkGraph {
+        &self.graph
+    }
+
+    /// The current rule set of a site (the last one a plan produced).
+    pub fn ruleset(&self, site: &str) -> Option<&RuleSet> {
+        let id = self.graph.site_id(site)?;
+        self.rulesets[id as usize].as_ref()
+    }
+
+    /// The site whose LAN holds this address (most specific prefix), for mapping flow
+    /// destinations onto sites.
+    pub fn site_of(&self, address: std::net::IpAddr) -> Option<&str> {
+        self.graph
+            .sites
+            .iter()
+            .flat_map(|site| site.lan.iter().map(move |net| (net, site)))
+            .filter(|(net, _)| net.contains(&address))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, site)| site.name.as_str())
+    }
+
+    /// Records one line measurement; a bad report changes nothing.
+    pub fn update_measurement(&mut self, m: LineMeasurement) -> Result<LineChange, GraphError> {
+        let (line, change) = self.graph.apply(&m)?;
+        if change != LineChange::None {
+            self.dirty_lines.insert(line);
+        }
+        if change == LineChange::Health {
+            if let Some(at) = self.graph.settles_at(line) {
+                self.line_revisits.entry(at).or_default().insert(line);
+            }
+            if let Some(at) = self.graph.reuse_at(line) {
+                self.line_revisits.entry(at).or_default().insert(line);
+            }
+        }
+        Ok(change)
+    }
+
+    /// Records the measured demand of one class between two sites.
+    pub fn update_demand(&mut self, d: ClassDemand) -> Result<(), DemandError> {
+        let src = self
+            .graph
+            .site_id(&d.site)
+            .ok_or_else(|| DemandError::UnknownSite(d.site.clone()))?;
+        let dst = self
+            .graph
+            .site_id(&d.destination)
+            .ok_or_else(|| DemandError::UnknownSite(d.destination.clone()))?;
+        let class = self
+            .policy
+            .classes
+            .iter()
+            .position(|c| c.name == d.class)
+            .ok_or_else(|| DemandError::UnknownClass(d.class.clone()))?;
+        if !d.bps.is_finite() || d.bps < 0.0 {
+            return Err(DemandError::BadRate);
+        }
+        if src == dst {
+            return Ok(());
+        }
+        self.demand.insert((src, dst, class), d.bps);
+        match self.pair_index.get(&(src, dst)).and_then(|&p| {
+            self.pairs[p]
+                .commodities
+                .iter()
+                .find(|&&c| self.commodities[c].class == class)
+        }) {
+            Some(&commodity) => {
+                if self.commodities[commodity].demand != d.bps {
+                    self.commodities[commodity].demand = d.bps;
+                    self.engine[commodity].demand = d.bps;
+                    self.dirty_commodities.insert(commodity);
+                }
+            }
+            None => {
+                // A new commodity: rebuild the set and re-solve in full.
+                self.build_commodities();
+                self.needs_full = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans at `now`: re-solves what changed since the last run and returns the new rule
+    /// sets and the decisions.
+    pub fn plan(&mut self, now: At) -> Plan {
+        for line in self.graph.decay(now) {
+            self.dirty_lines.insert(line);
+        }
+        let due_lines: Vec<At> = self
+            .line_revisits
+            .range(..=now)
+            .map(|(at, _)| *at)
+            .collect();
+        for at in due_lines {
+            if let Some(lines) = self.line_revisits.remove(&at) {
+                self.dirty_lines.extend(lines);
+            }
+        }
+        let due: Vec<At> = self.revisits.range(..=now).map(|(at, _)| *at).collect();
+        for at in due {
+            if let Some(commodities) = self.revisits.remove(&at) {
+                self.dirty_commodities.extend(commodities);
+            }
+        }
+        let mut plan = Plan::default();
+        let affected = if self.needs_full {
+            None
+        } else {
+            self.affected()
+        };
+        let touched_sites = match affected {
+            Some(affected) => match self.solve_incremental(&affected, now, &mut plan) {
+                Some(sites) => {
+                    plan.stats.resolved = affected.len();
+                    sites
+                }
+                None => self.solve_full(now, &mut plan),
+            },
+            None => self.solve_full(now, &mut plan),
+        };
+        self.dirty_lines.clear();
+        self.dirty_commodities.clear();
+        self.needs_full = false;
+        self.compile(&touched_sites, &mut plan);
+        plan.stats.commodities = self.commodities.len();
+        plan.stats.demand_bps = self.commodities.iter().map(|c| c.demand).sum();
+        plan.stats.carried_bps = self.allocation.as_ref().map_or(0.0, |a| {
+            (0..self.commodities.len()).map(|i| a.carried(i)).sum()
+        });
+        plan
+    }
+
+    /// The solver problem as last built (capacities per arc, candidate paths, commodities
+    /// in allocator order) and its allocation, for comparing against the LP reference.
+    pub fn problem(&self) -> ProblemView<'_> {
+        ProblemView {
+            capacity: &self.capacity,
+            paths: &self.paths,
+            commodities: &self.engine,
+            allocation: self.allocation.as_ref(),
+        }
+    }
+
+    /// The earliest time a plan would change something without new input (a hold-down or
+    /// dampening ends), so the service can schedule the next run.
+    pub fn next_wakeup(&self) -> Option<At> {
+        let commodities = self.revisits.keys().next().copied();
+        let lines = self.line_revisits.keys().next().copied();
+        match (commodities, lines) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn index_policy(&mut self) {
+        let lines = &self.graph.lines;
+        self.classes = self
+            .policy
+            .classes
+            .iter()
+            .map(|class| ClassRules {
+                name: class.name.clone(),
+                level: class.priority,
+                sla: SlaBounds::from_policy(class.sla.as_ref()),
+                never: lines
+                    .iter()
+                    .map(|line| {
+                        let policy_line = &self.policy.sites[line.site as usize]
+                            .lines
+                            .iter()
+                            .find(|l| l.name == line.name)
+                            .expect("graph lines come from the policy");
+                        class
+                            .steering
+                            .never
+                            .iter()
+                            .any(|e| policy_line.is_named_by(e))
+                    })
+                    .collect(),
+                rank: lines
+                    .iter()
+                    .map(|line| {
+                        let policy_line = self.policy.sites[line.site as usize]
+                            .lines
+                            .iter()
+                            .find(|l| l.name == line.name)
+                            .expect("graph lines come from the policy");
+                        class
+                            .steering
+                            .prefer
+                            .iter()
+                            .position(|e| policy_line.is_named_by(e))
+                            .unwrap_or(class.steering.prefer.len()) as u32
+                    })
+                    .collect(),
+            })
+            .collect();
+        self.transit_sites = self
+            .graph
+            .sites
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.kind, SiteKind::Hub | SiteKind::Dc))
+            .map(|(i, _)| i as SiteId)
+            .collect();
+        self.capacity = self
+            .graph
+            .lines
+            .iter()
+            .flat_map(|line| [line.up_bps, line.down_bps])
+            .collect();
+    }
+
+    /// (Re)builds the set of commodities, keeping incumbents of those that stay.
+    fn build_commodities(&mut self) {
+        let sites = &self.graph.sites;
+        let mut wanted: BTreeSet<(SiteId, SiteId)> = BTreeSet::new();
+        let full_mesh = sites.len() <= FULL_MESH_UP_TO;
+        for (src, site) in sites.iter().enumerate() {
+            for (dst, other) in sites.iter().enumerate() {
+                if src == dst || other.lan.is_empty() {
+                    continue;
+                }
+                let to_hub = site.kind == SiteKind::Branch && other.kind != SiteKind::Branch;
+                if full_mesh || to_hub {
+                    wanted.insert((src as SiteId, dst as SiteId));
+                }
+            }
+        }
+        for &(src, dst, _) in self.demand.keys() {
+            wanted.insert((src, dst));
+        }
+        let old: HashMap<(SiteId, SiteId, usize), CommodityState> = self
+            .commodities
+            .drain(..)
+            .map(|c| {
+                let pair = &self.pairs[c.pair];
+                ((pair.src, pair.dst, c.class), c)
+            })
+            .collect();
+        self.pairs.clear();
+        self.pair_index.clear();
+        self.pairs_of_site = vec![Vec::new(); sites.len()];
+        self.engine.clear();
+        for (src, dst) in wanted {
+            let pair_id = self.pairs.len();
+            let mut pair = Pair {
+                src,
+                dst,
+                ..Pair::default()
+            };
+            for (class, rules) in self.classes.iter().enumerate() {
+                let demand = self.demand.get(&(src, dst, class)).copied().unwrap_or(0.0);
+                let state = match old.get(&(src, dst, class)) {
+                    Some(previous) => CommodityState {
+                        pair: pair_id,
+                        demand,
+                        ..previous.clone()
+                    },
+                    None => CommodityState {
+                        pair: pair_id,
+                        class,
+                        demand,
+                        placed: None,
+                        placed_at: Duration::ZERO,
+                        chosen: None,
+                        backups: Vec::new(),
+                        route_reason: String::new(),
+                        degraded: false,
+                    },
+                };
+                pair.commodities.push(self.commodities.len());
+                self.commodities.push(state);
+                self.engine.push(Commodity {
+                    level: rules.level,
+                    demand,
+                    paths: Vec::new(),
+                });
+            }
+            self.pair_index.insert((src, dst), pair_id);
+            self.pairs_of_site[src as usize].push(pair_id);
+            self.pairs_of_site[dst as usize].push(pair_id);
+            self.pairs.push(pair);
+        }
+        self.transit = vec![BTreeSet::new(); sites.len()];
+        self.allocation = None;
+    }
+
+    /// Commodities to re-solve for the changes since the last run, or `None` when a full
+    /// solve is cheaper.
+    fn affected(&self) -> Option<Vec<usize>> {
+        let mut pairs: BTreeSet<usize> = BTreeSet::new();
+        for &line in &self.dirty_lines {
+            let site = self.graph.line(line).site;
+            if self.transit_sites.contains(&site) {
+                return None;
+            }
+            pairs.extend(&self.pairs_of_site[site as usize]);
+        }
+        let mut commodities: BTreeSet<usize> = self.dirty_commodities.clone();
+        for pair in pairs {
+            commodities.extend(&self.pairs[pair].commodities);
+        }
+        if commodities.len() as f64 > INCREMENTAL_SHARE * self.commodities.len() as f64 {
+            return None;
+        }
+        Some(commodities.into_iter().collect())
+    }
+
+    fn solve_full(&mut self, now: At, plan: &mut Plan) -> BTreeSet<SiteId> {
+        plan.stats.full = true;
+        plan.stats.resolved = self.commodities.len();
+        self.paths = Paths::new();
+        self.infos.clear();
+        for pair in 0..self.pairs.len() {
+            self.enumerate_pair(pair);
+        }
+        for commodity in 0..self.commodities.len() {
+            self.engine[commodity].paths = self.order_candidates(commodity, now);
+        }
+        let allocation = alloc::allocate(&self.capacity, &self.paths, &self.engine);
+        self.allocation = Some(allocation);
+        self.transit = vec![BTreeSet::new(); self.graph.sites.len()];
+        let mut touched = BTreeSet::new();
+        for commodity in 0..self.commodities.len() {
+            self.settle(commodity, now, plan, &mut touched);
+        }
+        // Every site is compiled after a full solve (a no-op when its content is unchanged).
+        (0..self.graph.sites.len() as SiteId).collect()
+    }
+
+    /// Re-places only `affected` against what the others leave. `None` when that does not
+    /// fit (then a full solve follows, from the same incumbents).
+    fn solve_incremental(
+        &mut self,
+        affected: &[usize],
+        now: At,
+        plan: &mut Plan,
+    ) -> Option<BTreeSet<SiteId>> {
+        let mut allocation = self.allocation.clone()?;
+        let pairs: BTreeSet<usize> = affected.iter().map(|&c| self.commodities[c].pair).collect();
+        for &commodity in affected {
+            for (path, amount) in std::mem::take(&mut allocation.flows[commodity]) {
+                for &arc in self.paths.arcs(path) {
+                    allocation.residual[arc as usize] += amount;
+                }
+            }
+        }
+        for pair in pairs {
+            self.enumerate_pair(pair);
+        }
+        let mut by_level: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
+        for &commodity in affected {
+            self.engine[commodity].paths = self.order_candidates(commodity, now);
+            by_level
+                .entry(self.engine[commodity].level)
+                .or_default()
+                .push(commodity);
+        }
+        for members in by_level.values() {
+            alloc::allocate_level(&self.paths, &self.engine, members, &mut allocation);
+        }
+        let short = affected.iter().any(|&c| {
+            !self.engine[c].paths.is_empty()
+                && allocation.carried(c) + CARRIED_SLACK < self.engine[c].demand
+        });
+        if short {
+            return None;
+        }
+        self.allocation = Some(allocation);
+        let mut touched = BTreeSet::new();
+        for &commodity in affected {
+            self.settle(commodity, now, plan, &mut touched);
+        }
+        Some(touched)
+    }
+
+    /// Candidate paths of one pair, best quality first, appended to the path store.
+    fn enumerate_pair(&mut self, pair: usize) {
+        let (src, dst) = (self.pairs[pair].src, self.pairs[pair].dst);
+        let mut found: Vec<PathInfo> = Vec::new();
+        for &a in &self.graph.sites[src as usize].lines {
+            for &b in &self.graph.sites[dst as usize].lines {
+                if self.tunnel(src, a, dst, b) {
+                    found.push(self.path_info(&[a, b], None));
+                }
+            }
+        }
+        for &hub in &self.transit_sites {
+            if hub == src || hub == dst {
+                continue;
+            }
+            let hub_lines = &self.graph.sites[hub as usize].lines;
+            let ins: Vec<(LineId, LineId)> = self.graph.sites[src as usize]
+                .lines
+                .iter()
+                .flat_map(|&a| hub_lines.iter().map(move |&x| (a, x)))
+                .filter(|&(a, x)| self.tunnel(src, a, hub, x))
+                .collect();
+            let outs: Vec<(LineId, LineId)> = hub_lines
+                .iter()
+                .flat_map(|&y| {
+                    self.graph.sites[dst as usize]
+                        .lines
+                        .iter()
+                        .map(move |&b| (y, b))
+                })
+                .filter(|&(y, b)| self.tunnel(hub, y, dst, b))
+                .collect();
+            if ins.len() * outs.len() <= 16 {
+                for &(a, x) in &ins {
+                    for &(y, b) in &outs {
+                        found.push(self.path_info(&[a, x, y, b], Some(hub)));
+                    }
+                }
+            } else {
+                // Many combinations: per source line the best way in, per destination line
+                // the best way out.
+                let best = |pairs: &[(LineId, LineId)], hub_side_first: bool| {
+                    let mut best: BTreeMap<LineId, (LineId, f64)> = BTreeMap::new();
+                    for &(p, q) in pairs {
+                        let (outer, hub_line) = if hub_side_first { (q, p) } else { (p, q) };
+                        let s = score(self.graph.quality(hub_line));
+                        let entry = best.entry(outer).or_insert((hub_line, s));
+                        if s < entry.1 {
+                            *entry = (hub_line, s);
+                        }
+                    }
+                    best
+                };
+                let best_in = best(&ins, false);
+                let best_out = best(&outs, true);
+                for (&a, &(x, _)) in &best_in {
+                    for (&b, &(y, _)) in &best_out {
+                        found.push(self.path_info(&[a, x, y, b], Some(hub)));
+                    }
+                }
+            }
+        }
+        found.sort_by(|p, q| {
+            (p.score + p.cost * 1e-3)
+                .total_cmp(&(q.score + q.cost * 1e-3))
+                .then(p.key.cmp(&q.key))
+        });
+        found.truncate(CANDIDATES_PER_PAIR);
+        let mut ids = Vec::with_capacity(found.len());
+        for info in found {
+            let (arcs, len) = info.key.arcs();
+            ids.push(self.paths.push(&arcs[..len]));
+            self.infos.push(info);
+        }
+        self.pairs[pair].paths = ids;
+    }
+
+    /// True when line `a` of site `x` and line `b` of site `y` form a usable tunnel.
+    fn tunnel(&self, x: SiteId, a: LineId, y: SiteId, b: LineId) -> bool {
+        let (la, lb) = (self.graph.line(a), self.graph.line(b));
+        if la.cloud != lb.cloud || !self.graph.usable(a) || !self.graph.usable(b) {
+            return false;
+        }
+        let branch = |s: SiteId| self.graph.sites[s as usize].kind == SiteKind::Branch;
+        !(la.cloud == Cloud::Mpls && branch(x) && branch(y))
+    }
+
+    fn path_info(&self, lines: &[LineId], via: Option<SiteId>) -> PathInfo {
+        let mut key = PathKey {
+            lines: [0; 4],
+            len: lines.len() as u8,
+        };
+        key.lines[..lines.len()].copy_from_slice(lines);
+        let mut quality = Quality::default();
+        let mut cost = 0.0;
+        for &line in lines {
+            quality = quality.then(self.graph.quality(line));
+            cost += self.graph.line(line).cost;
+        }
+        PathInfo {
+            key,
+            via,
+            quality,
+            cost,
+            score: score(quality),
+        }
+    }
+
+    /// Preference key of a path for a class: lower is better.
+    fn preference(&self, class: &ClassRules, info: &PathInfo, now: At) -> (bool, u32, u32, f64) {
+        let first = info.key.first();
+        let unsettled = info
+            .key
+            .lines()
+            .iter()
+            .any(|&l| !self.graph.settled(l, now));
+        (
+            unsettled,
+            class.rank[first as usize],
+            self.graph.line(first).preference,
+            info.cost,
+        )
+    }
+
+    /// The commodity's candidates in the order the allocator should try them, with the
+    /// incumbent first when hysteresis keeps it.
+    fn order_candidates(&mut self, commodity: usize, now: At) -> Vec<PathId> {
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
+        let pair = &self.pairs[state.pair];
+        let allowed: Vec<PathId> = pair
+            .paths
+            .iter()
+            .copied()
+            .filter(|&p| {
+                self.infos[p as usize]
+                    .key
+                    .lines()
+                    .iter()
+                    .all(|&l| !class.never[l as usize])
+            })
+            .collect();
+        let (mut feasible, rest): (Vec<PathId>, Vec<PathId>) = allowed
+            .iter()
+            .partition(|&&p| class.sla.met_by(self.infos[p as usize].quality));
+        let degraded = feasible.is_empty();
+        if degraded {
+            feasible = rest;
+            feasible.sort_by(|&p, &q| {
+                let (p, q) = (&self.infos[p as usize], &self.infos[q as usize]);
+                class
+                    .sla
+                    .violation(p.quality)
+                    .total_cmp(&class.sla.violation(q.quality))
+                    .then(p.score.total_cmp(&q.score))
+            });
+        } else {
+            feasible.sort_by(|&p, &q| {
+                let (pi, qi) = (&self.infos[p as usize], &self.infos[q as usize]);
+                let (a, b) = (
+                    self.preference(class, pi, now),
+                    self.preference(class, qi, now),
+                );
+                (a.0, a.1, a.2)
+                    .cmp(&(b.0, b.1, b.2))
+                    .then(a.3.total_cmp(&b.3))
+                    .then(pi.score.total_cmp(&qi.score))
+                    .then(pi.key.cmp(&qi.key))
+            });
+        }
+        // Hysteresis: keep the incumbent in front unless a move is due.
+        if let (Some(placed), Some(&best)) = (state.placed, feasible.first()) {
+            let position = feasible
+                .iter()
+                .position(|&p| self.infos[p as usize].key == placed);
+            if let Some(position) = position.filter(|&p| p > 0) {
+                let incumbent = self.infos[feasible[position] as usize];
+                let best_info = self.infos[best as usize];
+                let hold_down = self.graph.timers().hold_down.0;
+                let held = now.saturating_sub(state.placed_at) < hold_down;
+                let a = self.preference(class, &best_info, now);
+                let b = self.preference(class, &incumbent, now);
+                let preferred = (a.0, a.1, a.2) < (b.0, b.1, b.2)
+                    || ((a.0, a.1, a.2) == (b.0, b.1, b.2) && a.3 < b.3);
+                let min_improvement = self.policy.timers.min_improvement.fraction();
+                let better_enough = (a.0, a.1, a.2) == (b.0, b.1, b.2)
+                    && best_info.score <= incumbent.score * (1.0 - min_improvement);
+                // Degraded incumbents (no SLA-compliant path) move freely towards less bad.
+                if !degraded && (held || !(preferred || better_enough)) {
+                    let kept = feasible.remove(position);
+                    feasible.insert(0, kept);
+                    if held && (preferred || better_enough) {
+                        let at = state.placed_at + hold_down;
+                        self.revisits.entry(at).or_default().insert(commodity);
+                    }
+                }
+            }
+        }
+        self.commodities[commodity].degraded = degraded;
+        feasible
+    }
+
+    /// Reads the allocator's result for one commodity: route, backups, decision.
+    fn settle(
+        &mut self,
+        commodity: usize,
+        now: At,
+        plan: &mut Plan,
+        touched: &mut BTreeSet<SiteId>,
+    ) {
+        let allocation = self.allocation.as_ref().expect("allocated before settling");
+        let ordered = &self.engine[commodity].paths;
+        let chosen_path = allocation
+            .main_path(commodity)
+            .or_else(|| allocation.flows[commodity].first().map(|f| f.0))
+            .or_else(|| ordered.first().copied());
+        let carried = allocation.carried(commodity);
+        let chosen = chosen_path.map(|p| self.infos[p as usize]);
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
+        let pair = &self.pairs[state.pair];
+        // Backups: other first lines, from the ordered candidates, then any allowed path.
+        let mut backups: Vec<LineId> = Vec::new();
+        if let Some(chosen) = chosen {
+            let allowed_rest = pair.paths.iter().copied().filter(|&p| {
+                self.infos[p as usize]
+                    .key
+                    .lines()
+                    .iter()
+                    .all(|&l| !class.never[l as usize])
+            });
+            for p in ordered.iter().copied().chain(allowed_rest) {
+                let first = self.infos[p as usize].key.first();
+                if first != chosen.key.first() && !backups.contains(&first) {
+                    backups.push(first);
+                }
+            }
+        }
+        let new_key = chosen.map(|c| c.key);
+        let old_key = state.placed;
+        let old_via = state.chosen.and_then(|c| c.via);
+        let src = pair.src;
+        if new_key != old_key {
+            let reason = self.move_reason(commodity, chosen, carried, now);
+            let state = &self.commodities[commodity];
+            let pair = &self.pairs[state.pair];
+            plan.decisions.push(Decision {
+                site: self.graph.sites[pair.src as usize].name.clone(),
+                class: self.classes[state.class].name.clone(),
+                destination: self.graph.sites[pair.dst as usize].name.clone(),
+                from_line: old_key.map(|k| self.graph.line(k.first()).name.clone()),
+                to_line: new_key.map(|k| self.graph.line(k.first()).name.clone()),
+                path: new_key
+                    .map(|k| {
+                        k.lines()
+                            .iter()
+                            .map(|&l| self.graph.line_label(l))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                reason,
+                at: now,
+            });
+            let state = &mut self.commodities[commodity];
+            state.placed = new_key;
+            state.placed_at = now;
+        }
+        let route_reason = match chosen {
+            Some(info) => self.route_reason(commodity, &info, carried),
+            None => "no usable path".to_string(),
+        };
+        let new_via = chosen.and_then(|c| c.via);
+        let state = &mut self.commodities[commodity];
+        let changed_route =
+            state.route_reason != route_reason || state.backups != backups || new_key != old_key;
+        state.chosen = chosen;
+        state.backups = backups;
+        state.route_reason = route_reason;
+        if let Some(hub) = old_via {
+            self.transit[hub as usize].remove(&commodity);
+            touched.insert(hub);
+        }
+        if let Some(hub) = new_via {
+            self.transit[hub as usize].insert(commodity);
+            touched.insert(hub);
+        }
+        if changed_route || self.engine[commodity].demand > 0.0 {
+            touched.insert(src);
+        }
+    }
+
+    fn route_reason(&self, commodity: usize, info: &PathInfo, carried: f64) -> String {
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
+        let mut text = self.graph.line(info.key.first()).name.clone();
+        if let Some(hub) = info.via {
+            text.push_str(" via ");
+            text.push_str(&self.graph.sites[hub as usize].name);
+        }
+        text.push_str(": ");
+        let checks: Vec<String> = class
+            .sla
+            .checks(info.quality)
+            .map(|(metric, value, bound)| {
+                let relation = if value <= bound { "≤" } else { ">" };
+                format!(
+                    "{} {} {relation} {}",
+                    metric.as_str(),
+                    format_metric(metric, value),
+                    format_metric(metric, bound)
+                )
+            })
+            .collect();
+        if checks.is_empty() {
+            text.push_str(&format!(
+                "no SLA; latency {}",
+                format_metric(Metric::Latency, info.quality.latency_ms)
+            ));
+        } else {
+            text.push_str(&checks.join(", "));
+        }
+        if state.degraded {
+            text.push_str(" (no path meets the SLA; least bad)");
+        }
+        if carried + CARRIED_SLACK < state.demand {
+            text.push_str(&format!(
+                "; capacity short: {:.1} of {:.1} Mbit/s carried",
+                carried / 1e6,
+                state.demand / 1e6
+            ));
+        }
+        text
+    }
+
+    /// Why a commodity left its old path (or got its first one).
+    fn move_reason(
+        &self,
+        commodity: usize,
+        chosen: Option<PathInfo>,
+        carried: f64,
+        now: At,
+    ) -> Reason {
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
+        let line_label = |l: LineId| self.graph.line_label(l);
+        let Some(chosen) = chosen else {
+            return Reason {
+                kind: ReasonKind::NoPath,
+                text: format!("{}: no line the class may use is up", class.name),
+                evidence: Vec::new(),
+            };
+        };
+        let Some(old) = state.placed else {
+            return Reason {
+                kind: ReasonKind::Initial,
+                text: format!(
+                    "{} placed on {}: {}",
+                    class.name,
+                    line_label(chosen.key.first()),
+                    self.route_reason(commodity, &chosen, carried)
+                ),
+                evidence: quality_evidence(
+                    &class.sla,
+                    &line_label(chosen.key.first()),
+                    chosen.quality,
+                ),
+            };
+        };
+        let old_name = line_label(old.first());
+        let new_name = line_label(chosen.key.first());
+        if let Some(&down) = old.lines().iter().find(|&&l| !self.graph.usable(l)) {
+            return Reason {
+                kind: ReasonKind::LineDown,
+                text: format!(
+                    "{} off {old_name}: {} is down; now on {new_name}",
+                    class.name,
+                    line_label(down)
+                ),
+                evidence: vec![Evidence {
+                    subject: line_label(down),
+                    metric: "health".into(),
+                    value: 0.0,
+                    limit: None,
+                    unit: "up".into(),
+                }],
+            };
+        }
+        if let Some(&never) = old.lines().iter().find(|&&l| class.never[l as usize]) {
+            return Reason {
+                kind: ReasonKind::Forbidden,
+                text: format!(
+                    "{} off {old_name}: policy says never on {}",
+                    class.name,
+                    line_label(never)
+                ),
+                evidence: Vec::new(),
+            };
+        }
+        let old_quality = self.path_info(old.lines(), None).quality;
+        let breaches = class.sla.breaches(old_quality);
+        if let Some(&(metric, value, bound)) = breaches.first() {
+            return Reason {
+                kind: ReasonKind::SlaBreach,
+                text: format!(
+                    "{} off {old_name}: {} {} > {}; now on {new_name} ({})",
+                    class.name,
+                    metric.as_str(),
+                    format_metric(metric, value),
+                    format_metric(metric, bound),
+                    format_metric(
+                        metric,
+                        match metric {
+                            Metric::Latency => chosen.quality.latency_ms,
+                            Metric::Loss => chosen.quality.loss,
+                            Metric::Jitter => chosen.quality.jitter_ms,
+                        }
+                    )
+                ),
+                evidence: breaches
+                    .iter()
+                    .map(|&(metric, value, bound)| Evidence {
+                        subject: old_name.clone(),
+                        metric: metric.as_str().into(),
+                        value,
+                        limit: Some(bound),
+                        unit: unit(metric).into(),
+                    })
+                    .collect(),
+            };
+        }
+        let still_candidate = self.pairs[state.pair]
+            .paths
+            .iter()
+            .any(|&p| self.infos[p as usize].key == old);
+        if !still_candidate {
+            return Reason {
+                kind: ReasonKind::PathGone,
+                text: format!(
+                    "{} off {old_name}: the path is no longer a candidate; now on {new_name}",
+                    class.name
+                ),
+                evidence: Vec::new(),
+            };
+        }
+        let ordered_first = self.engine[commodity]
+            .paths
+            .first()
+            .map(|&p| self.infos[p as usize].key);
+        if ordered_first == Some(old) || carried + CARRIED_SLACK < state.demand {
+            return Reason {
+                kind: ReasonKind::Capacity,
+                text: format!(
+                    "{} off {old_name}: no room for {:.1} Mbit/s; now on {new_name}",
+                    class.name,
+                    state.demand / 1e6
+                ),
+                evidence: vec![Evidence {
+                    subject: old_name.clone(),
+                    metric: "demand".into(),
+                    value: state.demand,
+                    limit: None,
+                    unit: "bit/s".into(),
+                }],
+            };
+        }
+        let old_info = self.path_info(old.lines(), None);
+        let a = self.preference(class, &chosen, now);
+        let b = self.preference(class, &old_info, now);
+        if (a.0, a.1, a.2) < (b.0, b.1, b.2) {
+            return Reason {
+                kind: ReasonKind::PreferenceRestored,
+                text: format!(
+                    "{} back on preferred {new_name} from {old_name}: its lines and the class have been settled for the {} hold-down",
+                    class.name, self.policy.timers.hold_down
+                ),
+                evidence: vec![Evidence {
+                    subject: new_name,
+                    metric: "preference_rank".into(),
+                    value: f64::from(a.1),
+                    limit: Some(f64::from(b.1)),
+                    unit: "rank".into(),
+                }],
+            };
+        }
+        Reason {
+            kind: ReasonKind::Improvement,
+            text: format!(
+                "{} to {new_name} from {old_name}: score {:.1} ms vs {:.1} ms clears the {} threshold",
+                class.name, chosen.score, old_info.score, self.policy.timers.min_improvement
+            ),
+            evidence: vec![
+                Evidence {
+                    subject: new_name,
+                    metric: "score".into(),
+                    value: chosen.score,
+                    limit: None,
+                    unit: "ms".into(),
+                },
+                Evidence {
+                    subject: old_name,
+                    metric: "score".into(),
+                    value: old_info.score,
+                    limit: None,
+                    unit: "ms".into(),
+                },
+            ],
+        }
+    }
+
+    /// Compiles the touched sites; changed content gets the next version.
+    fn compile(&mut self, sites: &BTreeSet<SiteId>, plan: &mut Plan) {
+        let allocation = self.allocation.as_ref();
+        let mut by_src: HashMap<SiteId, Vec<usize>> = HashMap::new();
+        if sites.len() == self.graph.sites.len() {
+            for (i, state) in self.commodities.iter().enumerate() {
+                by_src
+                    .entry(self.pairs[state.pair].src)
+                    .or_default()
+                    .push(i);
+            }
+        } else {
+            for &site in sites {
+                let mine: Vec<usize> = self.pairs_of_site[site as usize]
+                    .iter()
+                    .filter(|&&p| self.pairs[p].src == site)
+                    .flat_map(|&p| self.pairs[p].commodities.iter().copied())
+                    .collect();
+                by_src.insert(site, mine);
+            }
+        }
+        let class_count = self.policy.classes.len();
+        for &site in sites {
+            let site_name = &self.graph.sites[site as usize].name;
+            let mut loads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let mut routes: BTreeMap<(usize, IpNet), (f64, ClassRoute)> = BTreeMap::new();
+            let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
+            let transit = self.transit[site as usize].iter().copied();
+            for commodity in own.iter().copied().chain(transit) {
+                let state = &self.commodities[commodity];
+                let Some(chosen) = state.chosen else { continue };
+                let is_own = self.pairs[state.pair].src == site;
+                // At the source the first line carries the class; at a hub the out-line.
+                let line = if is_own {
+                    chosen.key.lines[0]
+                } else {
+                    chosen.key.lines[2]
+                };
+                if let Some(allocation) = allocation {
+                    for &(path, amount) in &allocation.flows[commodity] {
+                        let key = self.infos[path as usize].key;
+                        let on = if is_own {
+                            key.lines[0]
+                        } else if key.len == 4 {
+                            key.lines[2]
+                        } else {
+                            continue;
+                        };
+                        let name = &self.graph.line(on).name;
+                        loads
+                            .entry(name.clone())
+                            .or_insert_with(|| vec![0.0; class_count])[state.class] += amount;
+                    }
+                }
+                let backups: Vec<String> = if is_own {
+                    state
+                        .backups
+                        .iter()
+                        .map(|&l| self.graph.line(l).name.clone())
+                        .collect()
+                } else {
+                    self.graph.sites[site as usize]
+                        .lines
+                        .iter()
+                        .filter(|&&l| l != line && self.graph.usable(l))
+                        .map(|&l| self.graph.line(l).name.clone())
+                        .collect()
+                };
+                let weight = if is_own { f64::INFINITY } else { state.demand };
+                let dst = self.pairs[state.pair].dst;
+                for &prefix in &self.graph.sites[dst as usize].lan {
+                    let entry = routes.entry((state.class, prefix));
+                    let candidate = ClassRoute {
+                        class: self.classes[state.class].name.clone(),
+                        destination: prefix,
+                        primary: self.graph.line(line).name.clone(),
+                        backups: backups.clone(),
+                        reason: if is_own {
+                            state.route_reason.clone()
+                        } else {
+                            format!(
+                                "transit for {}: {}",
+                                self.graph.sites[self.pairs[state.pair].src as usize].name,
+                                state.route_reason
+                            )
+                        },
+                    };
+                    match entry {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert((weight, candidate));
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut o) => {
+                            if weight > o.get().0 {
+                                o.insert((weight, candidate));
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(mut ruleset) = compile_site(SiteInput {
+                policy: &self.policy,
+                specs: &self.specs,
+                site: site_name,
+                line_loads: loads,
+                routes: routes.into_values().map(|(_, r)| r).collect(),
+            }) else {
+                continue;
+            };
+            let previous = &self.rulesets[site as usize];
+            if previous.as_ref().is_some_and(|p| p.hash == ruleset.hash) {
+                continue;
+            }
+            ruleset.version = previous.as_ref().map_or(1, |p| p.version + 1);
+            plan.rulesets.insert(site_name.clone(), ruleset.clone());
+            self.rulesets[site as usize] = Some(ruleset);
+        }
+    }
+}
+
+fn unit(metric: Metric) -> &'static str {
+    match metric {
+        Metric::Latency | Metric::Jitter => "ms",
+        Metric::Loss => "fraction",
+    }
+}
+
+fn quality_evidence(sla: &SlaBounds, subject: &str, quality: Quality) -> Vec<Evidence> {
+    [
+        (Metric::Latency, quality.latency_ms, sla.latency_ms),
+        (Metric::Loss, quality.loss, sla.loss),
+        (Metric::Jitter, quality.jitter_ms, sla.jitter_ms),
+    ]
+    .into_iter()
+    .map(|(metric, value, limit)| Evidence {
+        subject: subject.to_string(),
+        metric: metric.as_str().into(),
+        value,
+        limit,
+        unit: unit(metric).into(),
+    })
+    .collect()
+}
