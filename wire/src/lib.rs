@@ -10,3 +10,4 @@
 pub const PROTOCOL_VERSION: u32 = 1;
 
 pub mod ruleset;
+pub mod session;
