@@ -18,12 +18,13 @@ use super::*;
 
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-/// `None` ends the current push stream.
-type Script = mpsc::UnboundedSender<Option<(String, String)>>;
+/// One scripted SSE event (name, data); `None` ends the current push stream.
+type Step = Option<(String, String)>;
+type Script = mpsc::UnboundedSender<Step>;
 
 #[derive(Clone)]
 struct Fake {
-    script: Arc<Mutex<mpsc::UnboundedReceiver<Option<(String, String)>>>>,
+    script: Arc<Mutex<mpsc::UnboundedReceiver<Step>>>,
     registers: mpsc::UnboundedSender<Register>,
     rules_hashes: mpsc::UnboundedSender<Option<String>>,
     acks: mpsc::UnboundedSender<Ack>,
