@@ -112,8 +112,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "controller listening");
-    crate::api::serve(listener, controller.clone(), shutdown_signal()).await?;
-    controller.flush()?;
+    let closing = controller.clone();
+    crate::api::serve(listener, controller.clone(), async move {
+        shutdown_signal().await;
+        closing.begin_shutdown();
+    })
+    .await?;
+    controller.close()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,7 @@ use crate::service::{Controller, StreamGuard};
 
 struct StreamState {
     rx: watch::Receiver<Option<Arc<RuleSet>>>,
+    closing: watch::Receiver<bool>,
     /// Hash the agent runs; only the first event compares against it.
     have_hash: Option<String>,
     first: bool,
@@ -50,14 +51,21 @@ pub fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let state = StreamState {
         rx: controller.subscribe(site),
+        closing: controller.closing(),
         have_hash,
         first: true,
         _guard: controller.stream_opened(site),
     };
     let events = futures::stream::unfold(state, |mut state| async move {
         loop {
-            if !state.first && state.rx.changed().await.is_err() {
+            if *state.closing.borrow() {
                 return None;
+            }
+            if !state.first {
+                tokio::select! {
+                    changed = state.rx.changed() => changed.ok()?,
+                    _ = state.closing.wait_for(|closing| *closing) => return None,
+                }
             }
             let current = state.rx.borrow_and_update().clone();
             let Some(rule_set) = current else {

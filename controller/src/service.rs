@@ -163,6 +163,8 @@ struct Shared {
     planner: mpsc::Sender<PlannerInput>,
     apply_lock: tokio::sync::Mutex<()>,
     report_interval: Duration,
+    /// Set once at shutdown: push streams and the planner task end.
+    closing: watch::Sender<bool>,
 }
 
 /// Handle to the running controller; cheap to clone.
@@ -295,10 +297,12 @@ impl Controller {
             planner: planner_tx,
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
+            closing: watch::Sender::new(false),
         });
         let controller = Controller { shared };
         let task = PlannerTask {
-            controller: controller.clone(),
+            controller: Arc::downgrade(&controller.shared),
+            closing: controller.shared.closing.subscribe(),
             planner,
             interval: config.plan_interval,
         };
@@ -322,9 +326,20 @@ impl Controller {
         &self.shared.audit
     }
 
-    /// Makes the store durable; call before exiting.
-    pub fn flush(&self) -> Result<(), crate::store::StoreError> {
-        self.shared.store.flush()
+    /// Ends every push stream and the planner (so a graceful HTTP shutdown can finish).
+    pub fn begin_shutdown(&self) {
+        self.shared.closing.send_replace(true);
+    }
+
+    /// Follows the shutdown flag (push streams end when it turns true).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.shared.closing.subscribe()
+    }
+
+    /// Shuts down and releases the store, durably; call before exiting.
+    pub fn close(&self) -> Result<(), crate::store::StoreError> {
+        self.begin_shutdown();
+        self.shared.store.close()
     }
 
     // ----- policy -----
@@ -792,7 +807,9 @@ impl Drop for StreamGuard {
 }
 
 struct PlannerTask {
-    controller: Controller,
+    /// Weak, so the task never keeps a closed controller alive.
+    controller: std::sync::Weak<Shared>,
+    closing: watch::Receiver<bool>,
     planner: Box<dyn Planning>,
     interval: Duration,
 }
@@ -804,10 +821,12 @@ impl PlannerTask {
             self.plan();
         }
         let mut dirty = false;
+        let mut closing = self.closing.clone();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = closing.wait_for(|closing| *closing) => break,
                 input = rx.recv() => {
                     let Some(input) = input else { break };
                     let mut batch = vec![input];
@@ -841,7 +860,10 @@ impl PlannerTask {
     }
 
     fn plan(&mut self) -> Vec<String> {
+        let Some(shared) = self.controller.upgrade() else {
+            return Vec::new();
+        };
         let plan = self.planner.plan(now_ms());
-        self.controller.publish(plan)
+        Controller { shared }.publish(plan)
     }
 }

@@ -99,18 +99,17 @@ pub struct Loaded {
     pub decisions: Vec<DecisionRecord>,
 }
 
-/// The redb file.
+/// The redb file; closed explicitly at shutdown so a successor can open it at once.
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    db: std::sync::Mutex<Option<Database>>,
 }
 
 impl Store {
     /// Opens or creates `dir/state.redb` with every table present.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let db = Database::create(dir.join(STORE_FILE)).map_err(err("open"))?;
-        let store = Store { db };
-        let txn = store.db.begin_write().map_err(err("create tables"))?;
+        let txn = db.begin_write().map_err(err("create tables"))?;
         {
             txn.open_table(POLICIES).map_err(err("create tables"))?;
             txn.open_table(RULE_SETS).map_err(err("create tables"))?;
@@ -118,73 +117,101 @@ impl Store {
             txn.open_table(DECISIONS).map_err(err("create tables"))?;
         }
         txn.commit().map_err(err("create tables"))?;
-        Ok(store)
+        Ok(Store {
+            db: std::sync::Mutex::new(Some(db)),
+        })
+    }
+
+    fn with_db<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError {
+                what,
+                message: "the store is closed".into(),
+            }),
+        }
+    }
+
+    /// Makes everything durable and releases the file.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
     }
 
     /// Reads everything; `decisions` keeps at most the newest `max_decisions`.
     pub fn load(&self, max_decisions: usize) -> Result<Loaded, StoreError> {
-        let txn = self.db.begin_read().map_err(err("load"))?;
-        let mut loaded = Loaded::default();
-        for row in txn
-            .open_table(POLICIES)
-            .map_err(err("load policies"))?
-            .iter()
-            .map_err(err("load policies"))?
-        {
-            let (_, value) = row.map_err(err("load policies"))?;
-            loaded
-                .policies
-                .push(serde_json::from_str(value.value()).map_err(err("decode policy"))?);
-        }
-        for row in txn
-            .open_table(RULE_SETS)
-            .map_err(err("load rule sets"))?
-            .iter()
-            .map_err(err("load rule sets"))?
-        {
-            let (_, value) = row.map_err(err("load rule sets"))?;
-            loaded
-                .rule_sets
-                .push(serde_json::from_str(value.value()).map_err(err("decode rule set"))?);
-        }
-        for row in txn
-            .open_table(AGENTS)
-            .map_err(err("load agents"))?
-            .iter()
-            .map_err(err("load agents"))?
-        {
-            let (_, value) = row.map_err(err("load agents"))?;
-            loaded
-                .agents
-                .push(serde_json::from_str(value.value()).map_err(err("decode agent"))?);
-        }
-        let decisions = txn.open_table(DECISIONS).map_err(err("load decisions"))?;
-        for row in decisions
-            .iter()
-            .map_err(err("load decisions"))?
-            .rev()
-            .take(max_decisions)
-        {
-            let (_, value) = row.map_err(err("load decisions"))?;
-            loaded
-                .decisions
-                .push(serde_json::from_str(value.value()).map_err(err("decode decision"))?);
-        }
-        loaded.decisions.reverse();
-        Ok(loaded)
+        self.with_db("load", |db| {
+            let txn = db.begin_read().map_err(err("load"))?;
+            let mut loaded = Loaded::default();
+            for row in txn
+                .open_table(POLICIES)
+                .map_err(err("load policies"))?
+                .iter()
+                .map_err(err("load policies"))?
+            {
+                let (_, value) = row.map_err(err("load policies"))?;
+                loaded
+                    .policies
+                    .push(serde_json::from_str(value.value()).map_err(err("decode policy"))?);
+            }
+            for row in txn
+                .open_table(RULE_SETS)
+                .map_err(err("load rule sets"))?
+                .iter()
+                .map_err(err("load rule sets"))?
+            {
+                let (_, value) = row.map_err(err("load rule sets"))?;
+                loaded
+                    .rule_sets
+                    .push(serde_json::from_str(value.value()).map_err(err("decode rule set"))?);
+            }
+            for row in txn
+                .open_table(AGENTS)
+                .map_err(err("load agents"))?
+                .iter()
+                .map_err(err("load agents"))?
+            {
+                let (_, value) = row.map_err(err("load agents"))?;
+                loaded
+                    .agents
+                    .push(serde_json::from_str(value.value()).map_err(err("decode agent"))?);
+            }
+            let decisions = txn.open_table(DECISIONS).map_err(err("load decisions"))?;
+            for row in decisions
+                .iter()
+                .map_err(err("load decisions"))?
+                .rev()
+                .take(max_decisions)
+            {
+                let (_, value) = row.map_err(err("load decisions"))?;
+                loaded
+                    .decisions
+                    .push(serde_json::from_str(value.value()).map_err(err("decode decision"))?);
+            }
+            loaded.decisions.reverse();
+            Ok(loaded)
+        })
     }
 
     /// Records a new policy version and the rule sets it produced, durably, in one commit.
     pub fn save_policy(&self, policy: &PolicyVersion) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("save policy"))?;
-        {
-            let mut table = txn.open_table(POLICIES).map_err(err("save policy"))?;
-            let json = serde_json::to_string(policy).expect("policy versions serialise");
-            table
-                .insert(policy.version, json.as_str())
-                .map_err(err("save policy"))?;
-        }
-        txn.commit().map_err(err("save policy"))
+        self.with_db("save policy", |db| {
+            let txn = db.begin_write().map_err(err("save policy"))?;
+            {
+                let mut table = txn.open_table(POLICIES).map_err(err("save policy"))?;
+                let json = serde_json::to_string(policy).expect("policy versions serialise");
+                table
+                    .insert(policy.version, json.as_str())
+                    .map_err(err("save policy"))?;
+            }
+            txn.commit().map_err(err("save policy"))
+        })
     }
 
     /// Records the rule sets just published, durably.
@@ -192,32 +219,36 @@ impl Store {
         &self,
         rule_sets: impl IntoIterator<Item = &'a RuleSet>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("save rule sets"))?;
-        {
-            let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
-            for rule_set in rule_sets {
-                let json = serde_json::to_string(rule_set).expect("rule sets serialise");
-                table
-                    .insert(rule_set.site.as_str(), json.as_str())
-                    .map_err(err("save rule sets"))?;
+        self.with_db("save rule sets", |db| {
+            let txn = db.begin_write().map_err(err("save rule sets"))?;
+            {
+                let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
+                for rule_set in rule_sets {
+                    let json = serde_json::to_string(rule_set).expect("rule sets serialise");
+                    table
+                        .insert(rule_set.site.as_str(), json.as_str())
+                        .map_err(err("save rule sets"))?;
+                }
             }
-        }
-        txn.commit().map_err(err("save rule sets"))
+            txn.commit().map_err(err("save rule sets"))
+        })
     }
 
     /// Records an agent's registry entry (without fsync).
     pub fn save_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(err("save agent"))?;
-        txn.set_durability(Durability::None)
-            .map_err(err("save agent"))?;
-        {
-            let mut table = txn.open_table(AGENTS).map_err(err("save agent"))?;
-            let json = serde_json::to_string(agent).expect("agent records serialise");
-            table
-                .insert(agent.site.as_str(), json.as_str())
+        self.with_db("save agent", |db| {
+            let mut txn = db.begin_write().map_err(err("save agent"))?;
+            txn.set_durability(Durability::None)
                 .map_err(err("save agent"))?;
-        }
-        txn.commit().map_err(err("save agent"))
+            {
+                let mut table = txn.open_table(AGENTS).map_err(err("save agent"))?;
+                let json = serde_json::to_string(agent).expect("agent records serialise");
+                table
+                    .insert(agent.site.as_str(), json.as_str())
+                    .map_err(err("save agent"))?;
+            }
+            txn.commit().map_err(err("save agent"))
+        })
     }
 
     /// Appends decisions after `next_seq` (without fsync); returns the next free sequence.
@@ -226,35 +257,41 @@ impl Store {
         mut next_seq: u64,
         decisions: &[DecisionRecord],
     ) -> Result<u64, StoreError> {
-        let mut txn = self.db.begin_write().map_err(err("save decisions"))?;
-        txn.set_durability(Durability::None)
-            .map_err(err("save decisions"))?;
-        {
-            let mut table = txn.open_table(DECISIONS).map_err(err("save decisions"))?;
-            for decision in decisions {
-                let json = serde_json::to_string(decision).expect("decisions serialise");
-                table
-                    .insert(next_seq, json.as_str())
-                    .map_err(err("save decisions"))?;
-                next_seq += 1;
+        self.with_db("save decisions", |db| {
+            let mut txn = db.begin_write().map_err(err("save decisions"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("save decisions"))?;
+            {
+                let mut table = txn.open_table(DECISIONS).map_err(err("save decisions"))?;
+                for decision in decisions {
+                    let json = serde_json::to_string(decision).expect("decisions serialise");
+                    table
+                        .insert(next_seq, json.as_str())
+                        .map_err(err("save decisions"))?;
+                    next_seq += 1;
+                }
             }
-        }
-        txn.commit().map_err(err("save decisions"))?;
-        Ok(next_seq)
+            txn.commit().map_err(err("save decisions"))?;
+            Ok(next_seq)
+        })
     }
 
     /// The sequence number after the newest stored decision.
     pub fn next_decision_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(err("decision seq"))?;
-        let table = txn.open_table(DECISIONS).map_err(err("decision seq"))?;
-        let last = table.last().map_err(err("decision seq"))?;
-        Ok(last.map_or(0, |(key, _)| key.value() + 1))
+        self.with_db("decision seq", |db| {
+            let txn = db.begin_read().map_err(err("decision seq"))?;
+            let table = txn.open_table(DECISIONS).map_err(err("decision seq"))?;
+            let last = table.last().map_err(err("decision seq"))?;
+            Ok(last.map_or(0, |(key, _)| key.value() + 1))
+        })
     }
 
     /// Makes everything committed so far durable (call at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(err("flush"))?;
-        txn.commit().map_err(err("flush"))
+        self.with_db("flush", |db| {
+            let txn = db.begin_write().map_err(err("flush"))?;
+            txn.commit().map_err(err("flush"))
+        })
     }
 }
 
