@@ -6,4 +6,5 @@
 
 pub mod classifier;
 pub mod cli;
+pub mod control;
 pub mod dataplane;

@@ -1,12 +1,138 @@
 //! `wansteer controller` command line.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Run the central controller.
+use anyhow::Context;
+
+use crate::audit::Retention;
+use crate::auth::TokensFile;
+use crate::service::{Controller, ControllerConfig};
+
+/// File name of generated tokens inside the state directory.
+pub const GENERATED_TOKENS: &str = "tokens.yaml";
+
+/// Run the central controller: REST API and agent sessions under /api/v1/, the OpenAPI
+/// document at /api/v1/openapi.json, Prometheus metrics at /metrics.
 #[derive(Debug, clap::Args)]
-pub struct ControllerArgs {}
+pub struct ControllerArgs {
+    /// The policy to bring in force at start (a new version when it differs from the last
+    /// one recorded in the state directory).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:8080 or [::]:8080.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// State directory: the redb store, the audit log, generated tokens.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Tokens file (agent tokens per site, API tokens with roles); must be mode 0600.
+    /// Without it tokens are generated into DIR/tokens.yaml.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub audit_max_mib: u64,
+    /// Rotated audit logs kept.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub audit_keep: u32,
+    /// Re-plan at most this often (milliseconds) while reports arrive.
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    pub plan_interval_ms: u64,
+}
 
-/// Runs the subcommand.
-pub async fn run(_args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`wansteer controller` is not built yet")
+/// Reads the tokens file, or loads/creates the generated one in the state directory.
+fn tokens(args: &ControllerArgs, sites: &[&str]) -> anyhow::Result<TokensFile> {
+    if let Some(path) = &args.tokens {
+        return Ok(TokensFile::load(path)?);
+    }
+    std::fs::create_dir_all(&args.state)
+        .with_context(|| format!("cannot create state directory {}", args.state.display()))?;
+    let path = args.state.join(GENERATED_TOKENS);
+    let mut file = if path.exists() {
+        TokensFile::load(&path)?
+    } else {
+        TokensFile::generate(sites.iter().copied())
+    };
+    let added = file.add_missing_sites(sites.iter().copied());
+    if !path.exists() || !added.is_empty() {
+        file.save(&path)?;
+        eprintln!(
+            "wansteer: agent and API tokens written to {} (mode 0600); give each site's agent its token",
+            path.display()
+        );
+    } else {
+        eprintln!("wansteer: using tokens from {}", path.display());
+    }
+    Ok(file)
+}
+
+fn read_policy(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read policy {}", path.display()))
+}
+
+/// Runs the subcommand until Ctrl-C or SIGTERM.
+pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
+    let policy_text = read_policy(&args.policy)?;
+    let file = args.policy.display().to_string();
+    let checked = match wansteer_policies::check_source(&file, &policy_text) {
+        Ok(checked) => checked,
+        Err(diagnostics) => {
+            for diagnostic in &diagnostics {
+                eprintln!("{diagnostic}");
+            }
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let sites: Vec<&str> = checked
+        .policy
+        .sites
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    let tokens = tokens(&args, &sites)?;
+    let config = ControllerConfig {
+        state_dir: args.state.clone(),
+        policy_file: file,
+        policy_text,
+        tokens,
+        retention: Retention {
+            max_bytes: args.audit_max_mib << 20,
+            keep: args.audit_keep,
+        },
+        plan_interval: Duration::from_millis(args.plan_interval_ms.max(1)),
+        report_interval: Duration::from_secs(1),
+    };
+    tracing::warn!(
+        "no path planner is wired into the command line yet: rule sets already recorded are served, none are planned"
+    );
+    let controller = Controller::start(config, Box::new(crate::planning::NoPlanner)).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "controller listening");
+    let closing = controller.clone();
+    crate::api::serve(listener, controller.clone(), async move {
+        shutdown_signal().await;
+        closing.begin_shutdown();
+    })
+    .await?;
+    controller.close()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
 }

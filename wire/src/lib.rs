@@ -11,3 +11,4 @@ pub const PROTOCOL_VERSION: u32 = 1;
 
 pub mod report;
 pub mod ruleset;
+pub mod session;

@@ -1,0 +1,114 @@
+//! The push stream: one long-lived SSE response per connected agent.
+//!
+//! The first event says where the agent stands: `in-sync` when the hash it reports running
+//! is the one published (a reconnect after a blip pushes nothing), otherwise the full
+//! `rule-set`. After that every newly published version follows as a `rule-set` event.
+//! Keep-alive comments hold idle connections open through proxies.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use tokio::sync::watch;
+use wansteer_wire::ruleset::RuleSet;
+use wansteer_wire::session::{InSync, Push};
+
+use crate::service::{Controller, StreamGuard};
+
+struct StreamState {
+    rx: watch::Receiver<Option<Arc<RuleSet>>>,
+    closing: watch::Receiver<bool>,
+    /// Hash the agent runs; only the first event compares against it.
+    have_hash: Option<String>,
+    first: bool,
+    _guard: StreamGuard,
+}
+
+/// The first push for an agent that runs `have_hash`, given what is published.
+pub fn first_push(published: &RuleSet, have_hash: Option<&str>) -> Push {
+    if have_hash == Some(published.hash.as_str()) {
+        Push::InSync(InSync {
+            version: published.version,
+            hash: published.hash.clone(),
+        })
+    } else {
+        Push::RuleSet(Box::new(published.clone()))
+    }
+}
+
+fn event(push: &Push) -> Event {
+    let (name, data) = push.encode();
+    Event::default().event(name).data(data)
+}
+
+/// The SSE response for `site`'s agent, which runs `have_hash` (if anything).
+pub fn stream(
+    controller: &Controller,
+    site: &str,
+    have_hash: Option<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let state = StreamState {
+        rx: controller.subscribe(site),
+        closing: controller.closing(),
+        have_hash,
+        first: true,
+        _guard: controller.stream_opened(site),
+    };
+    let events = futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if *state.closing.borrow() {
+                return None;
+            }
+            if !state.first {
+                tokio::select! {
+                    changed = state.rx.changed() => changed.ok()?,
+                    _ = state.closing.wait_for(|closing| *closing) => return None,
+                }
+            }
+            let current = state.rx.borrow_and_update().clone();
+            let Some(rule_set) = current else {
+                state.first = false;
+                continue;
+            };
+            let push = if state.first {
+                first_push(&rule_set, state.have_hash.as_deref())
+            } else {
+                Push::RuleSet(Box::new(rule_set.as_ref().clone()))
+            };
+            state.first = false;
+            state.have_hash = Some(rule_set.hash.clone());
+            return Some((Ok(event(&push)), state));
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_with_current_hash_gets_in_sync_not_the_rule_set() {
+        let published = RuleSet {
+            site: "b1".into(),
+            version: 3,
+            hash: String::new(),
+            classes: vec![],
+            default_class: "default".into(),
+            lines: vec![],
+            routes: vec![],
+        }
+        .seal();
+        assert!(matches!(
+            first_push(&published, Some(&published.hash)),
+            Push::InSync(InSync { version: 3, .. })
+        ));
+        assert!(matches!(
+            first_push(&published, Some("0000")),
+            Push::RuleSet(_)
+        ));
+        assert!(matches!(first_push(&published, None), Push::RuleSet(_)));
+    }
+}

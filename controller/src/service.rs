@@ -1,0 +1,869 @@
+//! The running controller: live state, the planner task, and the operations the API and the
+//! agents' sessions call (apply a policy, register, report, ack, subscribe to pushes).
+//!
+//! ```text
+//!   agents ──register/report/ack──▶ Controller (Mutex<State>) ──▶ metrics, store, audit
+//!                   │ report                ▲ publish (new version only on new hash)
+//!                   ▼                       │
+//!   API ──apply──▶ planner task (owns Box<dyn Planning>; plans at most every plan_interval)
+//!                                           │ watch channel per site
+//!   agents ◀──────────── SSE push stream ◀──┘
+//! ```
+//!
+//! Only the planner task publishes, so versions are assigned in one place. A rule set is
+//! persisted before it is sent, so a restart never reuses a version for other content.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use wansteer_policies::{Diagnostic, Policy};
+use wansteer_wire::PROTOCOL_VERSION;
+use wansteer_wire::ruleset::RuleSet;
+use wansteer_wire::session::{Ack, LineMeasurement, Register, RegisterReply, Report, RuleSetId};
+
+use crate::audit::{AuditEntry, AuditLog, Retention};
+use crate::auth::{Authenticator, TokensFile};
+use crate::drift::{Drift, drift};
+use crate::metrics::Metrics;
+use crate::planning::{DecisionRecord, Plan, Planning};
+use crate::policy_diff;
+use crate::store::{AgentRecord, PolicyVersion, Store};
+
+/// Decisions kept in memory for the API (older ones stay in the store and audit log).
+const DECISIONS_IN_MEMORY: usize = 10_000;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How to start a controller.
+#[derive(Debug)]
+pub struct ControllerConfig {
+    pub state_dir: PathBuf,
+    /// Name of the startup policy in diagnostics and history (usually its path).
+    pub policy_file: String,
+    pub policy_text: String,
+    pub tokens: TokensFile,
+    pub retention: Retention,
+    /// Re-plan at most this often while reports arrive.
+    pub plan_interval: Duration,
+    /// How often agents are asked to report.
+    pub report_interval: Duration,
+}
+
+/// Why the controller did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the policy is not valid:\n{}", render(.0))]
+    Policy(Vec<Diagnostic>),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("audit log: {0}")]
+    Audit(#[from] std::io::Error),
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A policy change refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the policy is not valid")]
+    Invalid(Vec<Diagnostic>),
+    #[error("could not record the policy: {0}")]
+    Record(String),
+}
+
+/// What applying a policy did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applied {
+    /// The version in force afterwards.
+    pub version: u64,
+    /// False when the text equals the policy in force (nothing recorded).
+    pub changed: bool,
+    pub changes: Vec<String>,
+    pub warnings: Vec<Diagnostic>,
+    /// Sites that got a new rule set version from this change.
+    pub sites_republished: Vec<String>,
+}
+
+/// An agent's operation refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SessionError {
+    #[error("token of site {token_site} used for site {claimed}")]
+    WrongSite { token_site: String, claimed: String },
+    #[error("protocol version {0} not supported (controller speaks {1})")]
+    Protocol(u32, u32),
+    #[error("site {0} is not in the policy")]
+    UnknownSite(String),
+}
+
+struct Published {
+    rule_set: Arc<RuleSet>,
+    /// When this version was published in this process (none if loaded at start).
+    at: Option<Instant>,
+    /// Push latency already observed for this version.
+    latency_seen: bool,
+}
+
+struct AgentLive {
+    record: AgentRecord,
+    streams: u32,
+    last_report_ms: Option<u64>,
+}
+
+/// The latest measurement of one line.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineLive {
+    pub measurement: LineMeasurement,
+    pub at_ms: u64,
+}
+
+struct CurrentPolicy {
+    record: PolicyVersion,
+    policy: Policy,
+}
+
+struct State {
+    policy: CurrentPolicy,
+    history: Vec<PolicyVersion>,
+    published: BTreeMap<String, Published>,
+    channels: HashMap<String, watch::Sender<Option<Arc<RuleSet>>>>,
+    agents: BTreeMap<String, AgentLive>,
+    lines: BTreeMap<(String, String), LineLive>,
+    decisions: VecDeque<DecisionRecord>,
+    decision_seq: u64,
+    connected: i64,
+}
+
+enum PlannerInput {
+    Policy(Box<Policy>, oneshot::Sender<Vec<String>>),
+    Report(Box<Report>),
+}
+
+struct Shared {
+    state: Mutex<State>,
+    auth: Authenticator,
+    metrics: Metrics,
+    audit: AuditLog,
+    store: Store,
+    planner: mpsc::Sender<PlannerInput>,
+    apply_lock: tokio::sync::Mutex<()>,
+    report_interval: Duration,
+    /// Set once at shutdown: push streams and the planner task end.
+    closing: watch::Sender<bool>,
+}
+
+/// Handle to the running controller; cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller").finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Loads the state directory, brings the startup policy in force (a new version if its
+    /// text differs from the last one recorded), and starts the planner task.
+    pub async fn start(
+        config: ControllerConfig,
+        planner: Box<dyn Planning>,
+    ) -> Result<Controller, StartError> {
+        let checked = wansteer_policies::check_source(&config.policy_file, &config.policy_text)
+            .map_err(StartError::Policy)?;
+        std::fs::create_dir_all(&config.state_dir)?;
+        let store = Store::open(&config.state_dir)?;
+        let loaded = store.load(DECISIONS_IN_MEMORY)?;
+        let audit = AuditLog::open(&config.state_dir, config.retention)?;
+        let metrics = Metrics::new();
+
+        let mut history = loaded.policies;
+        let latest = history.last().cloned();
+        let policy_is_new = latest
+            .as_ref()
+            .is_none_or(|latest| latest.text != config.policy_text);
+        let record = if policy_is_new {
+            let changes = match &latest {
+                None => vec!["initial policy".to_string()],
+                Some(latest) => match wansteer_policies::check_source(&latest.file, &latest.text) {
+                    Ok(old) => policy_diff::diff(&old.policy, &checked.policy),
+                    Err(_) => vec!["replaced a policy this version cannot read".into()],
+                },
+            };
+            let record = PolicyVersion {
+                version: latest.as_ref().map_or(1, |l| l.version + 1),
+                file: config.policy_file.clone(),
+                text: config.policy_text.clone(),
+                by: format!("startup:{}", config.policy_file),
+                at_ms: now_ms(),
+                changes,
+            };
+            store.save_policy(&record)?;
+            audit
+                .record_durably(&AuditEntry::PolicyChange {
+                    at_ms: record.at_ms,
+                    by: record.by.clone(),
+                    from_version: latest.as_ref().map(|l| l.version),
+                    to_version: record.version,
+                    changes: record.changes.clone(),
+                })
+                .await?;
+            history.push(record.clone());
+            record
+        } else {
+            latest.expect("not new means there is a latest")
+        };
+        metrics.set_policy_version(record.version);
+
+        let mut published = BTreeMap::new();
+        let mut channels = HashMap::new();
+        for rule_set in loaded.rule_sets {
+            metrics.on_published(None, &rule_set);
+            let rule_set = Arc::new(rule_set);
+            channels.insert(
+                rule_set.site.clone(),
+                watch::Sender::new(Some(rule_set.clone())),
+            );
+            published.insert(
+                rule_set.site.clone(),
+                Published {
+                    rule_set,
+                    at: None,
+                    latency_seen: true,
+                },
+            );
+        }
+        let mut agents = BTreeMap::new();
+        for record in loaded.agents {
+            let id = published
+                .get(&record.site)
+                .map(|p| RuleSetId::of(&p.rule_set));
+            let state = drift(id.as_ref(), Some(&record));
+            metrics.on_agent_state(
+                &record.site,
+                record.applied.as_ref().map(|a| a.version),
+                state.is_drift(),
+            );
+            agents.insert(
+                record.site.clone(),
+                AgentLive {
+                    record,
+                    streams: 0,
+                    last_report_ms: None,
+                },
+            );
+        }
+        let decision_seq = store.next_decision_seq()?;
+        let plan_now = policy_is_new || published.is_empty();
+        let policy = checked.policy;
+
+        let (planner_tx, planner_rx) = mpsc::channel(65_536);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                policy: CurrentPolicy {
+                    record,
+                    policy: policy.clone(),
+                },
+                history,
+                published,
+                channels,
+                agents,
+                lines: BTreeMap::new(),
+                decisions: loaded.decisions.into(),
+                decision_seq,
+                connected: 0,
+            }),
+            auth: Authenticator::new(&config.tokens),
+            metrics,
+            audit,
+            store,
+            planner: planner_tx,
+            apply_lock: tokio::sync::Mutex::new(()),
+            report_interval: config.report_interval,
+            closing: watch::Sender::new(false),
+        });
+        let controller = Controller { shared };
+        let task = PlannerTask {
+            controller: Arc::downgrade(&controller.shared),
+            closing: controller.shared.closing.subscribe(),
+            planner,
+            interval: config.plan_interval,
+        };
+        tokio::spawn(task.run(planner_rx, policy, plan_now));
+        Ok(controller)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.shared.auth
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.shared.audit
+    }
+
+    /// Ends every push stream and the planner (so a graceful HTTP shutdown can finish).
+    pub fn begin_shutdown(&self) {
+        self.shared.closing.send_replace(true);
+    }
+
+    /// Follows the shutdown flag (push streams end when it turns true).
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.shared.closing.subscribe()
+    }
+
+    /// Shuts down and releases the store, durably; call before exiting.
+    pub fn close(&self) -> Result<(), crate::store::StoreError> {
+        self.begin_shutdown();
+        self.shared.store.close()
+    }
+
+    // ----- policy -----
+
+    /// The policy in force and its record.
+    pub fn policy(&self) -> (PolicyVersion, Policy) {
+        let state = self.state();
+        (state.policy.record.clone(), state.policy.policy.clone())
+    }
+
+    /// Every recorded policy version, oldest first.
+    pub fn policy_history(&self) -> Vec<PolicyVersion> {
+        self.state().history.clone()
+    }
+
+    /// Checks a policy text without changing anything; returns the changes it would make.
+    pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
+        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
+        let state = self.state();
+        let changes = policy_diff::diff(&state.policy.policy, &checked.policy);
+        Ok(Applied {
+            version: state.policy.record.version,
+            changed: state.policy.record.text != text,
+            changes,
+            warnings: checked.warnings,
+            sites_republished: Vec::new(),
+        })
+    }
+
+    /// Checks and applies a policy: records it, audits who changed what, re-plans and
+    /// publishes. A policy with errors changes nothing.
+    pub async fn apply_policy(
+        &self,
+        file: &str,
+        text: &str,
+        by: &str,
+    ) -> Result<Applied, ApplyError> {
+        let _one_at_a_time = self.shared.apply_lock.lock().await;
+        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
+        let (previous, changes) = {
+            let state = self.state();
+            (
+                state.policy.record.clone(),
+                policy_diff::diff(&state.policy.policy, &checked.policy),
+            )
+        };
+        if previous.text == text {
+            return Ok(Applied {
+                version: previous.version,
+                changed: false,
+                changes: Vec::new(),
+                warnings: checked.warnings,
+                sites_republished: Vec::new(),
+            });
+        }
+        let record = PolicyVersion {
+            version: previous.version + 1,
+            file: file.to_string(),
+            text: text.to_string(),
+            by: by.to_string(),
+            at_ms: now_ms(),
+            changes: changes.clone(),
+        };
+        self.shared
+            .store
+            .save_policy(&record)
+            .map_err(|e| ApplyError::Record(e.to_string()))?;
+        self.shared
+            .audit
+            .record_durably(&AuditEntry::PolicyChange {
+                at_ms: record.at_ms,
+                by: by.to_string(),
+                from_version: Some(previous.version),
+                to_version: record.version,
+                changes: changes.clone(),
+            })
+            .await
+            .map_err(|e| ApplyError::Record(e.to_string()))?;
+        tracing::info!(version = record.version, %by, changes = changes.len(), "policy applied");
+        {
+            let mut state = self.state();
+            state.history.push(record.clone());
+            state.policy = CurrentPolicy {
+                record: record.clone(),
+                policy: checked.policy.clone(),
+            };
+        }
+        self.shared.metrics.set_policy_version(record.version);
+        let (done, republished) = oneshot::channel();
+        let _ = self
+            .shared
+            .planner
+            .send(PlannerInput::Policy(Box::new(checked.policy), done))
+            .await;
+        Ok(Applied {
+            version: record.version,
+            changed: true,
+            changes,
+            warnings: checked.warnings,
+            sites_republished: republished.await.unwrap_or_default(),
+        })
+    }
+
+    // ----- agents -----
+
+    fn check_site(&self, token_site: &str, claimed: &str) -> Result<(), SessionError> {
+        if token_site != claimed {
+            return Err(SessionError::WrongSite {
+                token_site: token_site.into(),
+                claimed: claimed.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// An agent connected: remember its lines and what it runs.
+    pub fn register(
+        &self,
+        token_site: &str,
+        register: Register,
+    ) -> Result<RegisterReply, SessionError> {
+        self.check_site(token_site, &register.site)?;
+        if register.protocol != PROTOCOL_VERSION {
+            return Err(SessionError::Protocol(register.protocol, PROTOCOL_VERSION));
+        }
+        let mut state = self.state();
+        if state.policy.policy.site(&register.site).is_none() {
+            return Err(SessionError::UnknownSite(register.site));
+        }
+        let published = state
+            .published
+            .get(&register.site)
+            .map(|p| RuleSetId::of(&p.rule_set));
+        let now = now_ms();
+        let live = state
+            .agents
+            .entry(register.site.clone())
+            .or_insert_with(|| AgentLive {
+                record: AgentRecord {
+                    site: register.site.clone(),
+                    ..AgentRecord::default()
+                },
+                streams: 0,
+                last_report_ms: None,
+            });
+        live.record.agent_version = register.agent_version;
+        live.record.lines = register.lines;
+        live.record.registered_at_ms = now;
+        if let Some(running) = register.running {
+            live.record.applied = Some(running);
+        }
+        let record = live.record.clone();
+        drop(state);
+        self.agent_changed(&record, published.as_ref());
+        tracing::info!(site = %record.site, version = %record.agent_version, "agent registered");
+        Ok(RegisterReply {
+            protocol: PROTOCOL_VERSION,
+            published,
+            report_interval_ms: self.shared.report_interval.as_millis() as u64,
+        })
+    }
+
+    fn agent_changed(&self, record: &AgentRecord, published: Option<&RuleSetId>) {
+        let state = drift(published, Some(record));
+        self.shared.metrics.on_agent_state(
+            &record.site,
+            record.applied.as_ref().map(|a| a.version),
+            state.is_drift(),
+        );
+        if let Err(error) = self.shared.store.save_agent(record) {
+            tracing::error!(%error, site = %record.site, "cannot record agent");
+        }
+    }
+
+    /// An agent reported measurements: update live state and metrics, feed the planner.
+    pub async fn report(&self, token_site: &str, report: Report) -> Result<(), SessionError> {
+        self.check_site(token_site, &report.site)?;
+        let now = now_ms();
+        {
+            let mut state = self.state();
+            for measurement in &report.lines {
+                self.shared
+                    .metrics
+                    .on_measurement(&report.site, measurement);
+                state.lines.insert(
+                    (report.site.clone(), measurement.line.clone()),
+                    LineLive {
+                        measurement: measurement.clone(),
+                        at_ms: now,
+                    },
+                );
+            }
+            if let Some(live) = state.agents.get_mut(&report.site) {
+                live.last_report_ms = Some(now);
+            }
+        }
+        for event in &report.events {
+            tracing::info!(site = %report.site, line = %event.line, from = ?event.from, to = ?event.to, reason = %event.reason, "line health changed");
+        }
+        self.shared.metrics.on_report();
+        let _ = self
+            .shared
+            .planner
+            .send(PlannerInput::Report(Box::new(report)))
+            .await;
+        Ok(())
+    }
+
+    /// An agent acked a rule set: track what it runs, and the push latency.
+    pub fn ack(&self, token_site: &str, ack: Ack) -> Result<Drift, SessionError> {
+        self.check_site(token_site, &ack.site)?;
+        let id = RuleSetId {
+            version: ack.version,
+            hash: ack.hash.clone(),
+        };
+        let mut state = self.state();
+        let mut latency = None;
+        let published = state.published.get_mut(&ack.site).map(|p| {
+            if p.rule_set.hash == ack.hash
+                && ack.outcome == wansteer_wire::session::AckOutcome::Applied
+                && !p.latency_seen
+            {
+                p.latency_seen = true;
+                latency = p.at.map(|at| at.elapsed().as_secs_f64());
+            }
+            RuleSetId::of(&p.rule_set)
+        });
+        let Some(live) = state.agents.get_mut(&ack.site) else {
+            // Acks before registering are ignored: the agent registers on every connection.
+            return Ok(drift(published.as_ref(), None));
+        };
+        live.record.on_ack(id, &ack.outcome, now_ms());
+        let record = live.record.clone();
+        drop(state);
+        if let Some(seconds) = latency {
+            self.shared.metrics.on_push_applied(seconds);
+        }
+        if let wansteer_wire::session::AckOutcome::Failed { error } = &ack.outcome {
+            tracing::warn!(site = %ack.site, version = ack.version, %error, "agent failed to apply rule set");
+        }
+        self.agent_changed(&record, published.as_ref());
+        Ok(drift(published.as_ref(), Some(&record)))
+    }
+
+    /// The push channel of a site (created on first use).
+    pub fn subscribe(&self, site: &str) -> watch::Receiver<Option<Arc<RuleSet>>> {
+        let mut state = self.state();
+        state
+            .channels
+            .entry(site.to_string())
+            .or_insert_with(|| watch::Sender::new(None))
+            .subscribe()
+    }
+
+    /// Counts an open push stream; the guard uncounts it when dropped.
+    pub fn stream_opened(&self, site: &str) -> StreamGuard {
+        let mut state = self.state();
+        if let Some(live) = state.agents.get_mut(site) {
+            live.streams += 1;
+        }
+        state.connected += 1;
+        self.shared.metrics.set_connected(state.connected);
+        StreamGuard {
+            controller: self.clone(),
+            site: site.to_string(),
+        }
+    }
+
+    // ----- views for the API -----
+
+    /// Published rule sets, by site.
+    pub fn published(&self) -> BTreeMap<String, Arc<RuleSet>> {
+        self.state()
+            .published
+            .iter()
+            .map(|(site, p)| (site.clone(), p.rule_set.clone()))
+            .collect()
+    }
+
+    /// Every agent with its drift, by site (sites of the policy without agents included).
+    pub fn agents(&self) -> Vec<AgentView> {
+        let state = self.state();
+        let mut sites: Vec<String> = state
+            .policy
+            .policy
+            .sites
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for site in state.agents.keys() {
+            if !sites.contains(site) {
+                sites.push(site.clone());
+            }
+        }
+        sites
+            .into_iter()
+            .map(|site| {
+                let published = state
+                    .published
+                    .get(&site)
+                    .map(|p| RuleSetId::of(&p.rule_set));
+                let live = state.agents.get(&site);
+                AgentView {
+                    drift: drift(published.as_ref(), live.map(|l| &l.record)),
+                    connected: live.is_some_and(|l| l.streams > 0),
+                    last_report_ms: live.and_then(|l| l.last_report_ms),
+                    agent: live.map(|l| l.record.clone()),
+                    published,
+                    site,
+                }
+            })
+            .collect()
+    }
+
+    /// Latest measurement per (site, line).
+    pub fn lines(&self) -> BTreeMap<(String, String), LineLive> {
+        self.state().lines.clone()
+    }
+
+    /// Newest decisions last, filtered, at most `limit`.
+    pub fn decisions(
+        &self,
+        site: Option<&str>,
+        class: Option<&str>,
+        limit: usize,
+    ) -> Vec<DecisionRecord> {
+        let state = self.state();
+        let mut picked: Vec<DecisionRecord> = state
+            .decisions
+            .iter()
+            .rev()
+            .filter(|d| site.is_none_or(|s| d.site == s))
+            .filter(|d| class.is_none_or(|c| d.class == c))
+            .take(limit)
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
+    }
+
+    // ----- publishing (planner task only) -----
+
+    /// Publishes a plan: sites whose content hash changed get the next version, persisted
+    /// before it is sent. Returns the sites republished.
+    fn publish(&self, plan: Plan) -> Vec<String> {
+        let mut fresh = Vec::new();
+        {
+            let state = self.state();
+            for (site, mut rule_set) in plan.rule_sets {
+                rule_set.site = site.clone();
+                let hash = rule_set.content_hash();
+                let previous = state.published.get(&site);
+                if previous.is_some_and(|p| p.rule_set.hash == hash) {
+                    continue;
+                }
+                rule_set.version = previous.map_or(1, |p| p.rule_set.version + 1);
+                fresh.push(rule_set.seal());
+            }
+        }
+        if !fresh.is_empty()
+            && let Err(error) = self.shared.store.save_rule_sets(&fresh)
+        {
+            // Not persisted means not published: a restart must not reuse the versions.
+            tracing::error!(%error, "cannot record rule sets; not publishing them");
+            return Vec::new();
+        }
+        let mut sites = Vec::with_capacity(fresh.len());
+        {
+            let mut state = self.state();
+            let at = Instant::now();
+            for rule_set in fresh {
+                let site = rule_set.site.clone();
+                let rule_set = Arc::new(rule_set);
+                let old = state.published.insert(
+                    site.clone(),
+                    Published {
+                        rule_set: rule_set.clone(),
+                        at: Some(at),
+                        latency_seen: false,
+                    },
+                );
+                self.shared
+                    .metrics
+                    .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
+                let id = RuleSetId::of(&rule_set);
+                if let Some(live) = state.agents.get(&site) {
+                    let now = drift(Some(&id), Some(&live.record));
+                    self.shared.metrics.on_agent_state(
+                        &site,
+                        live.record.applied.as_ref().map(|a| a.version),
+                        now.is_drift(),
+                    );
+                }
+                state
+                    .channels
+                    .entry(site.clone())
+                    .or_insert_with(|| watch::Sender::new(None))
+                    .send_replace(Some(rule_set));
+                sites.push(site);
+            }
+        }
+        if !plan.decisions.is_empty() {
+            self.record_decisions(plan.decisions);
+        }
+        sites
+    }
+
+    fn record_decisions(&self, decisions: Vec<DecisionRecord>) {
+        for decision in &decisions {
+            self.shared
+                .metrics
+                .on_decision(&decision.site, &decision.class);
+            self.shared
+                .audit
+                .record(&AuditEntry::Decision(decision.clone()));
+        }
+        let mut state = self.state();
+        match self
+            .shared
+            .store
+            .save_decisions(state.decision_seq, &decisions)
+        {
+            Ok(next) => state.decision_seq = next,
+            Err(error) => tracing::error!(%error, "cannot record decisions"),
+        }
+        for decision in decisions {
+            if state.decisions.len() == DECISIONS_IN_MEMORY {
+                state.decisions.pop_front();
+            }
+            state.decisions.push_back(decision);
+        }
+    }
+}
+
+/// One row of the agents view.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    pub site: String,
+    pub drift: Drift,
+    pub connected: bool,
+    pub published: Option<RuleSetId>,
+    pub agent: Option<AgentRecord>,
+    pub last_report_ms: Option<u64>,
+}
+
+/// Uncounts an open push stream when dropped.
+#[derive(Debug)]
+pub struct StreamGuard {
+    controller: Controller,
+    site: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let mut state = self.controller.state();
+        if let Some(live) = state.agents.get_mut(&self.site) {
+            live.streams = live.streams.saturating_sub(1);
+        }
+        state.connected -= 1;
+        self.controller
+            .shared
+            .metrics
+            .set_connected(state.connected);
+    }
+}
+
+struct PlannerTask {
+    /// Weak, so the task never keeps a closed controller alive.
+    controller: std::sync::Weak<Shared>,
+    closing: watch::Receiver<bool>,
+    planner: Box<dyn Planning>,
+    interval: Duration,
+}
+
+impl PlannerTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<PlannerInput>, policy: Policy, plan_now: bool) {
+        self.planner.on_policy(&policy);
+        if plan_now {
+            self.plan();
+        }
+        let mut dirty = false;
+        let mut closing = self.closing.clone();
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = closing.wait_for(|closing| *closing) => break,
+                input = rx.recv() => {
+                    let Some(input) = input else { break };
+                    let mut batch = vec![input];
+                    while batch.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(input) => batch.push(input),
+                            Err(_) => break,
+                        }
+                    }
+                    for input in batch {
+                        match input {
+                            PlannerInput::Report(report) => {
+                                self.planner.on_report(&report);
+                                dirty = true;
+                            }
+                            PlannerInput::Policy(policy, done) => {
+                                self.planner.on_policy(&policy);
+                                let sites = self.plan();
+                                dirty = false;
+                                let _ = done.send(sites);
+                            }
+                        }
+                    }
+                }
+                _ = tick.tick(), if dirty => {
+                    dirty = false;
+                    self.plan();
+                }
+            }
+        }
+    }
+
+    fn plan(&mut self) -> Vec<String> {
+        let Some(shared) = self.controller.upgrade() else {
+            return Vec::new();
+        };
+        let plan = self.planner.plan(now_ms());
+        Controller { shared }.publish(plan)
+    }
+}

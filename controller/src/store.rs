@@ -1,0 +1,362 @@
+//! Durable controller state in one redb file: policy versions, the last rule set published
+//! per site, the agent registry and the decision history. A restarted controller loads it
+//! and carries on with the same versions, so agents that already run them get nothing new.
+//!
+//! Values are JSON so the file stays readable across type changes. Policy versions and
+//! published rule sets commit durably; agent acks and decisions commit without fsync (they
+//! become durable with the next durable commit, and the audit log has them fsync'd anyway).
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use wansteer_wire::ruleset::RuleSet;
+use wansteer_wire::session::{AckOutcome, LineRegistration, RuleSetId};
+
+use crate::planning::DecisionRecord;
+
+const POLICIES: TableDefinition<u64, &str> = TableDefinition::new("policy_versions");
+const RULE_SETS: TableDefinition<&str, &str> = TableDefinition::new("rule_sets");
+const AGENTS: TableDefinition<&str, &str> = TableDefinition::new("agents");
+const DECISIONS: TableDefinition<u64, &str> = TableDefinition::new("decisions");
+
+/// File name of the store inside the state directory.
+pub const STORE_FILE: &str = "state.redb";
+
+/// One version of the policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version: u64,
+    /// The name the text was checked under (shown in diagnostics).
+    pub file: String,
+    pub text: String,
+    pub by: String,
+    pub at_ms: u64,
+    pub changes: Vec<String>,
+}
+
+/// What the controller remembers about a site's agent.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub site: String,
+    pub agent_version: String,
+    pub lines: Vec<LineRegistration>,
+    pub registered_at_ms: u64,
+    /// The last rule set the agent applied.
+    pub applied: Option<RuleSetId>,
+    /// The last ack that reported a failure, and for which rule set.
+    pub failed: Option<FailedApply>,
+}
+
+/// An ack that said the agent could not apply a rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedApply {
+    pub rule_set: RuleSetId,
+    pub error: String,
+    pub at_ms: u64,
+}
+
+impl AgentRecord {
+    /// Folds an ack into the record.
+    pub fn on_ack(&mut self, id: RuleSetId, outcome: &AckOutcome, at_ms: u64) {
+        match outcome {
+            AckOutcome::Applied => {
+                self.applied = Some(id);
+                self.failed = None;
+            }
+            AckOutcome::Failed { error } => {
+                self.failed = Some(FailedApply {
+                    rule_set: id,
+                    error: error.clone(),
+                    at_ms,
+                });
+            }
+        }
+    }
+}
+
+/// A store error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {what}: {message}")]
+pub struct StoreError {
+    what: &'static str,
+    message: String,
+}
+
+fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+    move |e| StoreError {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Everything loaded at start.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub policies: Vec<PolicyVersion>,
+    pub rule_sets: Vec<RuleSet>,
+    pub agents: Vec<AgentRecord>,
+    pub decisions: Vec<DecisionRecord>,
+}
+
+/// The redb file; closed explicitly at shutdown so a successor can open it at once.
+#[derive(Debug)]
+pub struct Store {
+    db: std::sync::Mutex<Option<Database>>,
+}
+
+impl Store {
+    /// Opens or creates `dir/state.redb` with every table present.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(dir.join(STORE_FILE)).map_err(err("open"))?;
+        let txn = db.begin_write().map_err(err("create tables"))?;
+        {
+            txn.open_table(POLICIES).map_err(err("create tables"))?;
+            txn.open_table(RULE_SETS).map_err(err("create tables"))?;
+            txn.open_table(AGENTS).map_err(err("create tables"))?;
+            txn.open_table(DECISIONS).map_err(err("create tables"))?;
+        }
+        txn.commit().map_err(err("create tables"))?;
+        Ok(Store {
+            db: std::sync::Mutex::new(Some(db)),
+        })
+    }
+
+    fn with_db<T>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let guard = self.db.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(db) => f(db),
+            None => Err(StoreError {
+                what,
+                message: "the store is closed".into(),
+            }),
+        }
+    }
+
+    /// Makes everything durable and releases the file.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.db.lock().unwrap_or_else(|e| e.into_inner()).take();
+        Ok(())
+    }
+
+    /// Reads everything; `decisions` keeps at most the newest `max_decisions`.
+    pub fn load(&self, max_decisions: usize) -> Result<Loaded, StoreError> {
+        self.with_db("load", |db| {
+            let txn = db.begin_read().map_err(err("load"))?;
+            let mut loaded = Loaded::default();
+            for row in txn
+                .open_table(POLICIES)
+                .map_err(err("load policies"))?
+                .iter()
+                .map_err(err("load policies"))?
+            {
+                let (_, value) = row.map_err(err("load policies"))?;
+                loaded
+                    .policies
+                    .push(serde_json::from_str(value.value()).map_err(err("decode policy"))?);
+            }
+            for row in txn
+                .open_table(RULE_SETS)
+                .map_err(err("load rule sets"))?
+                .iter()
+                .map_err(err("load rule sets"))?
+            {
+                let (_, value) = row.map_err(err("load rule sets"))?;
+                loaded
+                    .rule_sets
+                    .push(serde_json::from_str(value.value()).map_err(err("decode rule set"))?);
+            }
+            for row in txn
+                .open_table(AGENTS)
+                .map_err(err("load agents"))?
+                .iter()
+                .map_err(err("load agents"))?
+            {
+                let (_, value) = row.map_err(err("load agents"))?;
+                loaded
+                    .agents
+                    .push(serde_json::from_str(value.value()).map_err(err("decode agent"))?);
+            }
+            let decisions = txn.open_table(DECISIONS).map_err(err("load decisions"))?;
+            for row in decisions
+                .iter()
+                .map_err(err("load decisions"))?
+                .rev()
+                .take(max_decisions)
+            {
+                let (_, value) = row.map_err(err("load decisions"))?;
+                loaded
+                    .decisions
+                    .push(serde_json::from_str(value.value()).map_err(err("decode decision"))?);
+            }
+            loaded.decisions.reverse();
+            Ok(loaded)
+        })
+    }
+
+    /// Records a new policy version and the rule sets it produced, durably, in one commit.
+    pub fn save_policy(&self, policy: &PolicyVersion) -> Result<(), StoreError> {
+        self.with_db("save policy", |db| {
+            let txn = db.begin_write().map_err(err("save policy"))?;
+            {
+                let mut table = txn.open_table(POLICIES).map_err(err("save policy"))?;
+                let json = serde_json::to_string(policy).expect("policy versions serialise");
+                table
+                    .insert(policy.version, json.as_str())
+                    .map_err(err("save policy"))?;
+            }
+            txn.commit().map_err(err("save policy"))
+        })
+    }
+
+    /// Records the rule sets just published, durably.
+    pub fn save_rule_sets<'a>(
+        &self,
+        rule_sets: impl IntoIterator<Item = &'a RuleSet>,
+    ) -> Result<(), StoreError> {
+        self.with_db("save rule sets", |db| {
+            let txn = db.begin_write().map_err(err("save rule sets"))?;
+            {
+                let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
+                for rule_set in rule_sets {
+                    let json = serde_json::to_string(rule_set).expect("rule sets serialise");
+                    table
+                        .insert(rule_set.site.as_str(), json.as_str())
+                        .map_err(err("save rule sets"))?;
+                }
+            }
+            txn.commit().map_err(err("save rule sets"))
+        })
+    }
+
+    /// Records an agent's registry entry (without fsync).
+    pub fn save_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        self.with_db("save agent", |db| {
+            let mut txn = db.begin_write().map_err(err("save agent"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("save agent"))?;
+            {
+                let mut table = txn.open_table(AGENTS).map_err(err("save agent"))?;
+                let json = serde_json::to_string(agent).expect("agent records serialise");
+                table
+                    .insert(agent.site.as_str(), json.as_str())
+                    .map_err(err("save agent"))?;
+            }
+            txn.commit().map_err(err("save agent"))
+        })
+    }
+
+    /// Appends decisions after `next_seq` (without fsync); returns the next free sequence.
+    pub fn save_decisions(
+        &self,
+        mut next_seq: u64,
+        decisions: &[DecisionRecord],
+    ) -> Result<u64, StoreError> {
+        self.with_db("save decisions", |db| {
+            let mut txn = db.begin_write().map_err(err("save decisions"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("save decisions"))?;
+            {
+                let mut table = txn.open_table(DECISIONS).map_err(err("save decisions"))?;
+                for decision in decisions {
+                    let json = serde_json::to_string(decision).expect("decisions serialise");
+                    table
+                        .insert(next_seq, json.as_str())
+                        .map_err(err("save decisions"))?;
+                    next_seq += 1;
+                }
+            }
+            txn.commit().map_err(err("save decisions"))?;
+            Ok(next_seq)
+        })
+    }
+
+    /// The sequence number after the newest stored decision.
+    pub fn next_decision_seq(&self) -> Result<u64, StoreError> {
+        self.with_db("decision seq", |db| {
+            let txn = db.begin_read().map_err(err("decision seq"))?;
+            let table = txn.open_table(DECISIONS).map_err(err("decision seq"))?;
+            let last = table.last().map_err(err("decision seq"))?;
+            Ok(last.map_or(0, |(key, _)| key.value() + 1))
+        })
+    }
+
+    /// Makes everything committed so far durable (call at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.with_db("flush", |db| {
+            let txn = db.begin_write().map_err(err("flush"))?;
+            txn.commit().map_err(err("flush"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule_set = RuleSet {
+            site: "b1".into(),
+            version: 4,
+            hash: String::new(),
+            classes: vec![],
+            default_class: "default".into(),
+            lines: vec![],
+            routes: vec![],
+        }
+        .seal();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .save_policy(&PolicyVersion {
+                    version: 1,
+                    file: "p.yaml".into(),
+                    text: "sites: []".into(),
+                    by: "startup".into(),
+                    at_ms: 5,
+                    changes: vec![],
+                })
+                .unwrap();
+            store.save_rule_sets([&rule_set]).unwrap();
+            let mut agent = AgentRecord {
+                site: "b1".into(),
+                ..AgentRecord::default()
+            };
+            agent.on_ack(RuleSetId::of(&rule_set), &AckOutcome::Applied, 9);
+            store.save_agent(&agent).unwrap();
+            let decision = DecisionRecord {
+                at_ms: 1,
+                site: "b1".into(),
+                class: "voice".into(),
+                destination: "*".into(),
+                from_line: None,
+                to_line: "mpls".into(),
+                reason: "first placement".into(),
+                measurements: serde_json::Value::Null,
+            };
+            let next = store
+                .save_decisions(0, &[decision.clone(), decision])
+                .unwrap();
+            assert_eq!(next, 2);
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = store.load(1).unwrap();
+        assert_eq!(loaded.policies[0].version, 1);
+        assert_eq!(loaded.rule_sets, vec![rule_set.clone()]);
+        assert_eq!(loaded.agents[0].applied, Some(RuleSetId::of(&rule_set)));
+        assert_eq!(
+            loaded.decisions.len(),
+            1,
+            "only the newest decision is loaded"
+        );
+        assert_eq!(store.next_decision_seq().unwrap(), 2);
+    }
+}

@@ -1,0 +1,510 @@
+//! The REST API against the real server on 127.0.0.1:0: tokens and roles, policy
+//! validate/diff/apply (a bad policy is refused with file:line:col and changes nothing),
+//! live lines, class placements and decisions, the OpenAPI document and `/metrics`.
+
+mod api_support;
+
+use std::collections::BTreeSet;
+
+use api_support::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+use wansteer_controller::api::ROUTES;
+use wansteer_wire::session::{LineHealth, Register, Report};
+
+fn register_body(site: &str) -> String {
+    serde_json::to_string(&Register {
+        protocol: wansteer_wire::PROTOCOL_VERSION,
+        site: site.into(),
+        agent_version: "test-agent".into(),
+        lines: vec![],
+        running: None,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tokens_and_roles_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+
+    // No token, an unknown one, a revoked one: 401 with a Bearer challenge.
+    let response = reqwest::get(server.url("/api/v1/sites")).await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(
+        server
+            .get("/api/v1/sites", Some("not-a-token-at-all"))
+            .await
+            .0,
+        401
+    );
+    let revoked = server.agent("branch-9").to_string();
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(&revoked),
+            register_body("branch-9"),
+        )
+        .await;
+    assert_eq!(status, 401, "a revoked agent token is refused");
+
+    // A viewer reads, and may validate or diff, but may not apply.
+    assert_eq!(
+        server.get("/api/v1/sites", Some(server.viewer())).await.0,
+        200
+    );
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/policy/validate",
+            Some(server.viewer()),
+            POLICY.into(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = server
+        .send(
+            Method::PUT,
+            "/api/v1/policy",
+            Some(server.viewer()),
+            policy_with_video(),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        server.get("/api/v1/policy", Some(server.viewer())).await.1["version"],
+        1
+    );
+
+    // Agent tokens open only their own site's session, never the API.
+    assert_eq!(
+        server
+            .get("/api/v1/sites", Some(server.agent("hub")))
+            .await
+            .0,
+        403
+    );
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(server.agent("hub")),
+            register_body("branch-1"),
+        )
+        .await;
+    assert_eq!(status, 403, "hub's token cannot speak for branch-1");
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(server.admin()),
+            register_body("hub"),
+        )
+        .await;
+    assert_eq!(status, 403, "API tokens cannot open agent sessions");
+    let (status, body) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(server.agent("hub")),
+            register_body("hub"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["published"]["version"], 1);
+
+    // Refusals are counted in the metrics and the bad tokens audited.
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wansteer_auth_refused_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+    server.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(audit.contains("\"kind\":\"auth_refused\""), "{audit}");
+}
+
+#[tokio::test]
+async fn bad_policy_is_refused_with_its_location_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let before = server.get("/api/v1/agents", Some(server.viewer())).await.1;
+
+    // A typo in the `priority` key of class voice, at column 5 of its line.
+    let typo = POLICY.replace("    priority: 1\n", "    prioity: 1\n");
+    let line = typo.lines().position(|l| l == "    prioity: 1").unwrap() + 1;
+    for (method, path) in [
+        (Method::PUT, "/api/v1/policy?file=bank.yaml"),
+        (Method::POST, "/api/v1/policy/validate?file=bank.yaml"),
+        (Method::POST, "/api/v1/policy/diff?file=bank.yaml"),
+    ] {
+        let (status, body) = server
+            .send(method, path, Some(server.admin()), typo.clone())
+            .await;
+        assert_eq!(status, 422, "{path}: {body}");
+        let first = &body["diagnostics"][0];
+        assert_eq!(first["location"], format!("bank.yaml:{line}:5"), "{body}");
+        assert_eq!(first["severity"], "error");
+        assert!(
+            first["message"].as_str().unwrap().contains("prioity"),
+            "{body}"
+        );
+    }
+
+    let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
+    assert_eq!(policy["version"], 1);
+    assert_eq!(policy["text"], POLICY);
+    let (_, versions) = server
+        .get("/api/v1/policy/versions", Some(server.viewer()))
+        .await;
+    assert_eq!(versions.as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.get("/api/v1/agents", Some(server.viewer())).await.1,
+        before
+    );
+    server.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(
+        audit.matches("policy_change").count(),
+        1,
+        "only the startup policy: {audit}"
+    );
+}
+
+#[tokio::test]
+async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let new = policy_with_video();
+
+    let (status, diff) = server
+        .send(
+            Method::POST,
+            "/api/v1/policy/diff",
+            Some(server.viewer()),
+            new.clone(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(diff["changes"], json!(["classes[video]: added"]));
+
+    let (status, applied) = server
+        .send(
+            Method::PUT,
+            "/api/v1/policy",
+            Some(server.admin()),
+            new.clone(),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(applied["version"], 2);
+    assert_eq!(applied["changed"], true);
+    assert_eq!(applied["sites_republished"], json!(["branch-1", "hub"]));
+
+    let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
+    assert_eq!(
+        (policy["version"].clone(), policy["by"].clone()),
+        (json!(2), json!("admin"))
+    );
+    let (_, classes) = server.get("/api/v1/classes", Some(server.viewer())).await;
+    let video = classes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "video")
+        .unwrap();
+    assert_eq!(video["placements"].as_array().unwrap().len(), 2, "{video}");
+
+    // The same text again is no new version.
+    let (_, again) = server
+        .send(Method::PUT, "/api/v1/policy", Some(server.admin()), new)
+        .await;
+    assert_eq!(
+        (again["version"].clone(), again["changed"].clone()),
+        (json!(2), json!(false))
+    );
+    server.stop().await;
+
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    let change: Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .rfind(|e| e["kind"] == "policy_change")
+        .unwrap();
+    assert_eq!(change["by"], "admin");
+    assert_eq!(change["to_version"], 2);
+    assert_eq!(change["changes"], json!(["classes[video]: added"]));
+}
+
+#[tokio::test]
+async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let token = server.agent("branch-1").to_string();
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(&token),
+            register_body("branch-1"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let report = Report {
+        site: "branch-1".into(),
+        at_ms: 1,
+        lines: vec![
+            measurement("mpls", LineHealth::Down, 100.0),
+            measurement("lte", LineHealth::Up, 0.2),
+        ],
+        events: vec![],
+        demand: vec![],
+    };
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/report",
+            Some(&token),
+            serde_json::to_string(&report).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let spoofed = Report {
+        site: "hub".into(),
+        ..report.clone()
+    };
+    let (status, _) = server
+        .send(
+            Method::POST,
+            "/api/v1/agent/report",
+            Some(&token),
+            serde_json::to_string(&spoofed).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 403, "branch-1 cannot report for hub");
+
+    server
+        .eventually("voice moved to lte", || async {
+            let (_, decisions) = server
+                .get(
+                    "/api/v1/decisions?site=branch-1&class=voice",
+                    Some(server.viewer()),
+                )
+                .await;
+            decisions
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["to_line"] == "lte")
+        })
+        .await;
+    let (_, decisions) = server
+        .get(
+            "/api/v1/decisions?site=branch-1&class=voice",
+            Some(server.viewer()),
+        )
+        .await;
+    let last = decisions.as_array().unwrap().last().unwrap();
+    assert_eq!(last["from_line"], "mpls");
+    assert_eq!(last["reason"], "voice off mpls: line reported down");
+
+    let (_, classes) = server.get("/api/v1/classes", Some(server.viewer())).await;
+    let voice = classes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "voice")
+        .unwrap();
+    let placement = voice["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["site"] == "branch-1")
+        .unwrap();
+    assert_eq!(placement["line"], "lte");
+    assert_eq!(placement["rule_set_version"], 2);
+    assert!(
+        placement["reason"]
+            .as_str()
+            .unwrap()
+            .contains("first healthy line")
+    );
+
+    let (_, lines) = server.get("/api/v1/lines", Some(server.viewer())).await;
+    let mpls = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["site"] == "branch-1" && l["line"] == "mpls")
+        .unwrap();
+    assert_eq!(mpls["health"], "down");
+    assert_eq!(mpls["loss_percent"], 100.0);
+    assert_eq!(mpls["up_bps"], 50_000_000);
+    let (status, site) = server
+        .get("/api/v1/sites/branch-1", Some(server.viewer()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(site["rule_set"]["version"], 2);
+    assert_eq!(
+        server
+            .get("/api/v1/sites/nowhere", Some(server.viewer()))
+            .await
+            .0,
+        404
+    );
+
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"wansteer_line_loss_ratio{line="mpls",site="branch-1"} 1"#,
+        r#"wansteer_line_health{line="mpls",site="branch-1",state="down"} 1"#,
+        r#"wansteer_class_placement{class="voice",destination="0.0.0.0/0",line="lte",site="branch-1"} 1"#,
+        r#"wansteer_decisions_total{class="voice",site="branch-1"}"#,
+        r#"wansteer_ruleset_published_version{site="branch-1"} 2"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}\n{metrics}");
+    }
+    assert!(
+        !metrics.contains(r#"class="voice",destination="0.0.0.0/0",line="mpls",site="branch-1""#),
+        "the old placement is gone"
+    );
+    server.stop().await;
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("voice off mpls: line reported down"),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let token = server.agent("branch-1").to_string();
+    server
+        .send(
+            Method::POST,
+            "/api/v1/agent/register",
+            Some(&token),
+            register_body("branch-1"),
+        )
+        .await;
+    let report = Report {
+        site: "branch-1".into(),
+        at_ms: 1,
+        lines: vec![measurement("mpls", LineHealth::Degraded, 3.1)],
+        events: vec![],
+        demand: vec![],
+    };
+    server
+        .send(
+            Method::POST,
+            "/api/v1/agent/report",
+            Some(&token),
+            serde_json::to_string(&report).unwrap(),
+        )
+        .await;
+    server
+        .get("/api/v1/sites", Some("wrong-token-wrong-token"))
+        .await;
+    let metrics = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("wansteer_line_jitter_seconds"),
+        "{metrics}"
+    );
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package prometheus)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_describes_every_route_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let (status, doc) = server.get("/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let described: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(described, routed);
+    for (method, path) in ROUTES {
+        let operation = &doc["paths"][*path][*method];
+        assert!(
+            operation["summary"].is_string(),
+            "{method} {path} has no summary"
+        );
+        assert!(
+            operation["responses"].is_object(),
+            "{method} {path} has no responses"
+        );
+        // The route really exists on the server: without a token it is 401 (or public), never 404/405.
+        let concrete = path.replace("{site}", "branch-1");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let (status, _) = server
+            .send(method.clone(), &concrete, None, String::new())
+            .await;
+        assert!(
+            status == 401 || status == 200,
+            "{method} {concrete} answered {status}"
+        );
+    }
+    // Every schema reference resolves.
+    let text = doc.to_string();
+    for reference in text.split("\"$ref\":\"#/components/").skip(1) {
+        let target = reference.split('"').next().unwrap();
+        let mut node = &doc["components"];
+        for part in target.split('/') {
+            node = &node[part];
+        }
+        assert!(!node.is_null(), "dangling $ref {target}");
+    }
+    server.stop().await;
+}

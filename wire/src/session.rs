@@ -1,0 +1,269 @@
+//! One agent's session with the controller: what the agent says when it connects, what it
+//! reports while connected, how it acks a rule set, and what the controller streams down.
+//!
+//! Transport (HTTP under `/api/v1/agent/`, bearer token per site):
+//!
+//! ```text
+//!   agent                                   controller
+//!     | POST register  {site, lines, running} ->|
+//!     |<- RegisterReply {published}             |
+//!     | GET  rules?version=V&hash=H  (SSE)    ->|   long-lived
+//!     |<- event: in-sync   {version, hash}      |   when H is already current
+//!     |<- event: rule-set  {RuleSet}            |   on every new version
+//!     | POST ack {version, hash, outcome}     ->|
+//!     | POST report {lines, events, demand}   ->|   about once a second
+//! ```
+//!
+//! Measurements here are small stand-in types; the probe summary types live in the probes'
+//! report module and will replace them when the two are unified.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ruleset::RuleSet;
+
+/// Path prefix of the agent endpoints, below the controller's base URL.
+pub const AGENT_API: &str = "/api/v1/agent";
+/// SSE event name carrying a full [`RuleSet`].
+pub const EVENT_RULE_SET: &str = "rule-set";
+/// SSE event name carrying an [`InSync`]: the agent already runs the current rule set.
+pub const EVENT_IN_SYNC: &str = "in-sync";
+
+/// Sent once per connection: who the agent is and what it runs now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// [`crate::PROTOCOL_VERSION`] of the agent.
+    pub protocol: u32,
+    pub site: String,
+    /// The agent software version, shown in the API.
+    pub agent_version: String,
+    /// The WAN lines the agent found on its site.
+    pub lines: Vec<LineRegistration>,
+    /// The rule set the agent has applied, if any (a restarted agent reports what it adopted).
+    pub running: Option<RuleSetId>,
+}
+
+/// One WAN line as the agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRegistration {
+    pub name: String,
+    pub interface: String,
+}
+
+/// Which rule set: version plus content hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSetId {
+    pub version: u64,
+    pub hash: String,
+}
+
+impl RuleSetId {
+    pub fn of(rule_set: &RuleSet) -> Self {
+        RuleSetId {
+            version: rule_set.version,
+            hash: rule_set.hash.clone(),
+        }
+    }
+}
+
+/// The controller's answer to [`Register`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterReply {
+    pub protocol: u32,
+    /// The rule set the controller has published for the site, if any.
+    pub published: Option<RuleSetId>,
+    /// How often the controller wants reports, milliseconds.
+    pub report_interval_ms: u64,
+}
+
+/// What an agent reports, about once a second.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub site: String,
+    /// Wall-clock time of the report, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Latest measurement summary per line.
+    pub lines: Vec<LineMeasurement>,
+    /// Health changes since the previous report.
+    pub events: Vec<HealthEvent>,
+    /// Measured demand per class (from the classifier and the HTB counters).
+    pub demand: Vec<ClassDemand>,
+}
+
+/// One line's measurement summary over the agent's current window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LineMeasurement {
+    pub line: String,
+    /// Mean round-trip time, milliseconds.
+    pub rtt_ms: f64,
+    /// Loss in per cent (0–100).
+    pub loss_percent: f64,
+    /// Jitter (delay variation), milliseconds.
+    pub jitter_ms: f64,
+    /// Probes behind the figures.
+    pub samples: u64,
+    pub health: LineHealth,
+}
+
+/// Line health as the agent's state machine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineHealth {
+    Up,
+    Degraded,
+    Down,
+    Unknown,
+}
+
+impl LineHealth {
+    pub const ALL: [LineHealth; 4] = [
+        LineHealth::Up,
+        LineHealth::Degraded,
+        LineHealth::Down,
+        LineHealth::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineHealth::Up => "up",
+            LineHealth::Degraded => "degraded",
+            LineHealth::Down => "down",
+            LineHealth::Unknown => "unknown",
+        }
+    }
+}
+
+/// A line changed health, with why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthEvent {
+    pub line: String,
+    pub at_ms: u64,
+    pub from: LineHealth,
+    pub to: LineHealth,
+    pub reason: String,
+}
+
+/// Measured demand of one class, bits per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassDemand {
+    pub class: String,
+    /// The line it was measured on, if per line.
+    pub line: Option<String>,
+    pub bps: u64,
+}
+
+/// The agent's answer to a pushed rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub site: String,
+    pub version: u64,
+    pub hash: String,
+    pub outcome: AckOutcome,
+}
+
+/// Whether the agent applied the rule set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum AckOutcome {
+    Applied,
+    /// Refused or failed; the agent keeps running its last good rule set.
+    Failed {
+        error: String,
+    },
+}
+
+/// The agent already runs the rule set the controller publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InSync {
+    pub version: u64,
+    pub hash: String,
+}
+
+/// What arrives on the push stream, decoded from its SSE event name and data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Push {
+    RuleSet(Box<RuleSet>),
+    InSync(InSync),
+}
+
+/// A push event that could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("unknown push event `{0}`")]
+    UnknownEvent(String),
+    #[error("malformed `{event}` data: {source}")]
+    Malformed {
+        event: String,
+        source: serde_json::Error,
+    },
+}
+
+impl Push {
+    /// Decodes one SSE event (name and data) from the push stream.
+    pub fn decode(event: &str, data: &str) -> Result<Push, PushError> {
+        let malformed = |source| PushError::Malformed {
+            event: event.to_string(),
+            source,
+        };
+        match event {
+            EVENT_RULE_SET => serde_json::from_str(data)
+                .map(|rule_set| Push::RuleSet(Box::new(rule_set)))
+                .map_err(malformed),
+            EVENT_IN_SYNC => serde_json::from_str(data)
+                .map(Push::InSync)
+                .map_err(malformed),
+            other => Err(PushError::UnknownEvent(other.to_string())),
+        }
+    }
+
+    /// The SSE event name and JSON data for this push.
+    pub fn encode(&self) -> (&'static str, String) {
+        match self {
+            Push::RuleSet(rule_set) => (
+                EVENT_RULE_SET,
+                serde_json::to_string(rule_set).expect("rule sets always serialise"),
+            ),
+            Push::InSync(in_sync) => (
+                EVENT_IN_SYNC,
+                serde_json::to_string(in_sync).expect("in-sync always serialises"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_outcome_is_tagged() {
+        let ack = Ack {
+            site: "b1".into(),
+            version: 3,
+            hash: "ab".into(),
+            outcome: AckOutcome::Failed {
+                error: "nft failed".into(),
+            },
+        };
+        let text = serde_json::to_string(&ack).unwrap();
+        assert!(text.contains(r#""result":"failed""#), "{text}");
+        assert_eq!(serde_json::from_str::<Ack>(&text).unwrap(), ack);
+    }
+
+    #[test]
+    fn push_round_trips_and_refuses_garbage() {
+        let push = Push::InSync(InSync {
+            version: 7,
+            hash: "cafe".into(),
+        });
+        let (event, data) = push.encode();
+        assert_eq!(Push::decode(event, &data).unwrap(), push);
+        assert!(matches!(
+            Push::decode("rule-set", "{not json"),
+            Err(PushError::Malformed { .. })
+        ));
+        assert!(matches!(
+            Push::decode("reboot", "{}"),
+            Err(PushError::UnknownEvent(_))
+        ));
+    }
+}
