@@ -89,6 +89,8 @@ sites:
 classes:
   - name: voice
     priority: 1
+    dscp: EF
+    match: [{ protocols: [udp], ports: ["16384-32767"] }]
     sla: { loss: 1% }
   - name: default
     priority: 7
@@ -115,7 +117,7 @@ classes:
             )
             .replace(
                 "  - name: default",
-                "  - name: bulk\n    priority: 6\n  - name: default",
+                "  - name: bulk\n    priority: 6\n    dscp: LE\n    match: [{ ports: [\"873\"] }]\n  - name: default",
             );
         let changes = diff(&policy(BASE), &policy(&new));
         assert!(
