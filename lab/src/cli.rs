@@ -101,6 +101,9 @@ enum LabCommand {
         /// Measured window, after a 1 s warm-up.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
+        /// Use iperf3 (`-C cubic`) instead of the built-in sender/receiver.
+        #[arg(long)]
+        iperf3: bool,
         #[arg(long)]
         json: bool,
     },
@@ -400,18 +403,18 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Bulk {
             path,
             duration,
+            iperf3,
             json,
         } => {
             let state = LabState::find(path.prefix.as_deref())?;
             let (from, to_ns, addr) = path.resolve(&state)?;
             let result = tokio::task::spawn_blocking(move || {
-                bulk::run(
-                    &from,
-                    &to_ns,
-                    SocketAddr::new(addr, 0),
-                    Duration::from_secs(1),
-                    duration,
-                )
+                let warmup = Duration::from_secs(1);
+                if iperf3 {
+                    bulk::run_iperf3(&from, &to_ns, addr, warmup, duration)
+                } else {
+                    bulk::run(&from, &to_ns, SocketAddr::new(addr, 0), warmup, duration)
+                }
             })
             .await??;
             if json {

@@ -13,6 +13,7 @@ pub mod echo;
 pub mod emulator;
 pub mod lab;
 pub mod netns;
+pub mod sched;
 pub mod topology;
 pub mod units;
 pub mod voice;
