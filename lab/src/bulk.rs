@@ -111,7 +111,8 @@ pub fn run_iperf3(
             .spawn()
     })?
     .context("cannot start iperf3 (Debian package iperf3)")?;
-    let secs = (warmup + window).as_secs().max(1).to_string();
+    // iperf3 runs -O (omitted warm-up) seconds in addition to -t.
+    let secs = window.as_secs().max(1).to_string();
     let omit = warmup.as_secs().to_string();
     let mut output = None;
     // The server needs a moment to listen; the client fails fast until it does.

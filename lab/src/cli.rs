@@ -107,6 +107,19 @@ enum LabCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run a scenario file: build its topology, play its timeline, judge its expectations,
+    /// write report.json, report.md and plot.svg. Exits non-zero if an expectation fails.
+    Run {
+        /// Scenario file, e.g. lab/scenarios/emulator-selfcheck.yaml.
+        file: PathBuf,
+        /// Directory for the report (created).
+        #[arg(long, default_value = "lab-report")]
+        report: PathBuf,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Check a scenario file (and its topology) without running it.
+    Check { file: PathBuf },
     /// Voice-like UDP traffic (50 packets/s, 160-byte payload) and its receiver.
     #[command(subcommand)]
     Voice(voice::cli::VoiceCommand),
@@ -426,6 +439,57 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                     result.window.as_secs_f64()
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Run {
+            file,
+            report,
+            prefix,
+        } => {
+            let prefix = match prefix {
+                Some(p) => {
+                    valid_prefix(&p)?;
+                    p
+                }
+                None => lab::new_prefix(),
+            };
+            let result = crate::runner::run(&file, &prefix).await?;
+            std::fs::create_dir_all(&report)
+                .with_context(|| format!("cannot create {}", report.display()))?;
+            std::fs::write(report.join("report.json"), result.to_json())?;
+            std::fs::write(report.join("report.md"), result.to_markdown())?;
+            std::fs::write(report.join("plot.svg"), result.to_svg())?;
+            for e in &result.expectations {
+                say!(
+                    "{} {} — {}",
+                    if e.passed { "PASS" } else { "FAIL" },
+                    e.text,
+                    e.measured
+                );
+            }
+            say!(
+                "scenario {} {}; report in {}",
+                result.scenario,
+                if result.passed { "passed" } else { "FAILED" },
+                report.display()
+            );
+            Ok(if result.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LabCommand::Check { file } => {
+            let (scenario, topology) = crate::runner::load(&file)?;
+            say!(
+                "{}: scenario {} on topology {} ({} steps, {} calls, {} expectations) is valid",
+                file.display(),
+                scenario.name,
+                topology.name,
+                scenario.timeline.len(),
+                scenario.traffic.len(),
+                scenario.expect.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Voice(cmd) => voice::cli::run(cmd).await,

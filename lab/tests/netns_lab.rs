@@ -346,3 +346,61 @@ fn voice_receiver_accounts_for_what_the_line_did() {
     );
     assert!(summary.mos < 4.3, "10% loss costs MOS: {summary:?}");
 }
+
+#[test]
+fn scenario_run_reports_and_judges_and_cleans_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let bank = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/bank.yaml");
+    let file = dir.path().join("short.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: short
+topology: {}
+duration: 5s
+traffic:
+  - {{voice: call, from: br2-pc1, to: dc-dc2}}
+timeline:
+  - {{at: 2s, impair: {{line: br2-mpls, down: true}}}}
+  - {{at: 4s, clear: br2-mpls}}
+expect:
+  - {{voice: call, during: [0s, 2s], loss_below: 1%}}
+  - {{voice: call, during: [3s, 4s], loss_above: 99%}}
+  - {{voice: call, during: [3s, 4s], longest_gap_below: 300ms}}
+",
+            bank.display()
+        ),
+    )
+    .unwrap();
+    let prefix = format!("wsts{}", std::process::id() % 100_000);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(wansteer_lab::runner::run(&file, &prefix))
+        .expect("run");
+    let passed: Vec<bool> = report.expectations.iter().map(|e| e.passed).collect();
+    // The outage is felt (second expectation) and, with no agent to steer, the gap is not
+    // short (third): the run fails as a whole.
+    assert_eq!(passed, [true, true, false], "{:?}", report.expectations);
+    assert!(!report.passed);
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["scenario"], "short");
+    assert!(
+        json["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "impair")
+    );
+    let mpls = report.lines.iter().find(|l| l.line == "br2-mpls").unwrap();
+    assert!(mpls.up.counters.dropped_outage >= 90, "{mpls:?}");
+    assert!(report.to_markdown().contains("| before | 0.00% |"));
+    assert!(
+        netns::list()
+            .iter()
+            .all(|n| !n.starts_with(&format!("{prefix}-"))),
+        "the run removed its lab"
+    );
+}

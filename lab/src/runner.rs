@@ -1,0 +1,252 @@
+//! Runs a scenario: builds its topology, starts the emulators and voice calls, plays the
+//! timeline of impairments, records what every call felt each second, judges the
+//! expectations and returns a [`Report`]. The lab is removed at the end, also on error or
+//! Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::emulator::{Emulator, Request};
+use crate::lab::{self, LabState};
+use crate::report::{self, CallRecord, Event, Report};
+use crate::scenario::Scenario;
+use crate::topology::{Plan, Topology};
+use crate::{netns, voice};
+
+/// Removes the run's lab when dropped.
+struct Running {
+    plan: Plan,
+    emulators: Vec<Emulator>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.emulators.clear();
+        let _ = lab::teardown(&self.plan);
+    }
+}
+
+/// Loads a scenario and its topology, refusing errors with `file:line:col`.
+pub fn load(file: &Path) -> anyhow::Result<(Scenario, Topology)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    // The topology path is needed to validate line and node names: read it leniently first.
+    #[derive(serde::Deserialize)]
+    struct Head {
+        topology: std::path::PathBuf,
+    }
+    let origin = file.display().to_string();
+    let head: Head = yaml_serde::from_str(&text).map_err(|e| {
+        let (l, c) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        anyhow::anyhow!("{origin}:{l}:{c}: {e}")
+    })?;
+    let topology_file = file.parent().unwrap_or(Path::new(".")).join(&head.topology);
+    let topology = Topology::load(&topology_file)?;
+    let plan = topology.plan("x");
+    let lines: Vec<String> = plan.lines.iter().map(|l| l.id.clone()).collect();
+    let nodes: Vec<String> = plan.namespaces.iter().map(|n| n.node.clone()).collect();
+    let scenario = Scenario::parse(&text, &origin, &lines, &nodes)?;
+    Ok((scenario, topology))
+}
+
+/// Runs the scenario in `file` under run prefix `prefix`.
+pub async fn run(file: &Path, prefix: &str) -> anyhow::Result<Report> {
+    let (scenario, topology) = load(file)?;
+    let plan = topology.plan(prefix);
+    lab::build(&plan)?;
+    let mut running = Running {
+        plan: plan.clone(),
+        emulators: Vec::new(),
+    };
+    let state = LabState {
+        prefix: prefix.to_string(),
+        topology_file: scenario.topology_path(file).display().to_string(),
+        owner_pid: Some(std::process::id()),
+        detached: false,
+        plan: plan.clone(),
+    };
+    for l in &plan.lines {
+        running.emulators.push(Emulator::start(
+            &l.id,
+            &l.namespace,
+            "near",
+            "far",
+            l.baseline,
+            Some(&state.socket(&l.id)),
+        )?);
+    }
+    state.save()?;
+    tokio::select! {
+        report = play(&scenario, &plan, &running.emulators, &topology) => report,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; lab removed"),
+    }
+}
+
+async fn play(
+    scenario: &Scenario,
+    plan: &Plan,
+    emulators: &[Emulator],
+    topology: &Topology,
+) -> anyhow::Result<Report> {
+    let duration = scenario.duration;
+    let events: Arc<Mutex<Vec<Event>>> = Arc::default();
+    let mut calls = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let start = tokio::time::Instant::now();
+    for (i, t) in scenario.traffic.iter().enumerate() {
+        let to = plan.namespace_of(&t.to).context("node")?;
+        let from = plan.namespace_of(&t.from).context("node")?;
+        let addr = *to
+            .addresses
+            .iter()
+            .find(|a| a.is_ipv6() == t.ipv6)
+            .context("no address of that family")?;
+        let target = SocketAddr::new(addr, 4000 + i as u16);
+        let rx = netns::run_in(&to.name, || std::net::UdpSocket::bind(target))??;
+        let bind: SocketAddr = if t.ipv6 { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
+        let tx = netns::run_in(&from.name, || std::net::UdpSocket::bind(bind))??;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        let rx = tokio::net::UdpSocket::from_std(rx)?;
+        let tx = tokio::net::UdpSocket::from_std(tx)?;
+        let seconds: Arc<Mutex<Vec<voice::IntervalReport>>> = Arc::default();
+        calls.insert(t.voice.clone(), (t.clone(), seconds.clone()));
+        let listen = duration + Duration::from_millis(500);
+        tasks.push(tokio::spawn(async move {
+            let (_, summary) = tokio::join!(
+                voice::cli::send(&tx, target, i as u32, Some(duration)),
+                voice::cli::receive(&rx, Some(listen), |r| {
+                    seconds.lock().expect("lock").push(r.clone())
+                })
+            );
+            summary.ok()
+        }));
+        events.lock().expect("lock").push(Event {
+            t: 0.0,
+            kind: "traffic".into(),
+            detail: format!("voice {} {} → {} ({addr})", t.voice, t.from, t.to),
+        });
+    }
+    let mut steps: Vec<_> = scenario.timeline.iter().collect();
+    steps.sort_by_key(|s| s.at);
+    for step in steps {
+        tokio::time::sleep_until(start + step.at).await;
+        let t = start.elapsed().as_secs_f64();
+        let (line, request, kind, detail) = match (&step.impair, &step.clear) {
+            (Some(i), _) => (
+                &i.line,
+                Request::Change {
+                    target: i.direction,
+                    change: i.change(),
+                },
+                "impair",
+                describe(i),
+            ),
+            (None, Some(l)) => (
+                l,
+                Request::Clear {
+                    target: Default::default(),
+                },
+                "clear",
+                "back to topology figures".to_string(),
+            ),
+            _ => unreachable!("validated"),
+        };
+        let emulator = emulators
+            .iter()
+            .find(|e| e.line() == line)
+            .context("line")?;
+        emulator.apply(&request).into_result()?;
+        events.lock().expect("lock").push(Event {
+            t,
+            kind: kind.into(),
+            detail: format!("{line}: {detail}"),
+        });
+    }
+    tokio::time::sleep_until(start + duration).await;
+    let mut summaries = Vec::new();
+    for task in tasks {
+        summaries.push(task.await?);
+    }
+    let mut records = BTreeMap::new();
+    let mut per_second = BTreeMap::new();
+    for ((name, (t, seconds)), summary) in calls.into_iter().zip(summaries) {
+        let seconds: Vec<voice::IntervalReport> = seconds
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| r.t < duration.as_secs_f64())
+            .cloned()
+            .collect();
+        per_second.insert(name.clone(), seconds.clone());
+        records.insert(
+            name,
+            CallRecord {
+                from: t.from,
+                to: t.to,
+                seconds,
+                summary,
+            },
+        );
+    }
+    let expectations = scenario.judge(&per_second);
+    let mut events = events.lock().expect("lock").clone();
+    for e in &expectations {
+        events.push(Event {
+            t: duration.as_secs_f64(),
+            kind: "expectation".into(),
+            detail: format!(
+                "{}: {} ({})",
+                if e.passed { "passed" } else { "FAILED" },
+                e.text,
+                e.measured
+            ),
+        });
+    }
+    let end = duration.as_secs_f64();
+    Ok(Report {
+        scenario: scenario.name.clone(),
+        topology: topology.name.clone(),
+        prefix: plan.prefix.clone(),
+        duration_s: end,
+        passed: expectations.iter().all(|e| e.passed),
+        impairments: report::windows(&events, end),
+        expectations,
+        events,
+        voice: records,
+        lines: emulators.iter().map(Emulator::status).collect(),
+    })
+}
+
+fn describe(i: &crate::scenario::ImpairStep) -> String {
+    let mut parts = Vec::new();
+    if let Some(d) = i.delay {
+        parts.push(format!("delay {}ms", d.as_millis()));
+    }
+    if let Some(j) = i.jitter {
+        parts.push(format!("jitter {}ms", j.as_millis()));
+    }
+    if let Some(l) = i.loss {
+        parts.push(match i.burst {
+            Some(b) => format!("loss {:.1}% bursts {b}", l * 100.0),
+            None => format!("loss {:.1}%", l * 100.0),
+        });
+    }
+    if let Some(r) = i.rate {
+        parts.push(format!("rate {}", crate::units::format_rate(r)));
+    }
+    match i.down {
+        Some(true) => parts.push("down".into()),
+        Some(false) => parts.push("up".into()),
+        None => {}
+    }
+    parts.join(", ")
+}
