@@ -49,6 +49,8 @@ pub struct Report {
     pub events: Vec<Event>,
     pub impairments: Vec<ImpairmentWindow>,
     pub voice: BTreeMap<String, CallRecord>,
+    /// Goodput of each bulk transfer, bits per second.
+    pub bulk: BTreeMap<String, f64>,
     /// Each line's emulator counters at the end: the ground truth.
     pub lines: Vec<LineStatus>,
 }
@@ -161,6 +163,9 @@ impl Report {
             .fold(self.duration_s, f64::min);
         let last = self.impairments.iter().map(|w| w.end).fold(0.0, f64::max);
         // Steps land a few ms after whole seconds; per-second reports start on whole seconds.
+        if self.impairments.is_empty() {
+            return vec![("whole run".to_string(), 0.0, self.duration_s)];
+        }
         phases.push(("before".to_string(), 0.0, first.round()));
         for w in &self.impairments {
             phases.push((
@@ -311,6 +316,27 @@ pub fn windows(events: &[Event], end: f64) -> Vec<ImpairmentWindow> {
     let mut open: BTreeMap<String, (f64, String)> = BTreeMap::new();
     let mut out = Vec::new();
     for e in events {
+        // Bulk transfers are windows too: from their start to their result.
+        if e.kind == "traffic"
+            && let Some(rest) = e.detail.strip_prefix("bulk ")
+        {
+            let name = rest.split_whitespace().next().unwrap_or("");
+            open.insert(format!("bulk {name}"), (e.t, "running".into()));
+            continue;
+        }
+        if e.kind == "bulk-result"
+            && let Some((name, _)) = e.detail.split_once(": ")
+        {
+            if let Some((start, d)) = open.remove(&format!("bulk {name}")) {
+                out.push(ImpairmentWindow {
+                    line: format!("bulk {name}"),
+                    start,
+                    end: e.t,
+                    detail: d,
+                });
+            }
+            continue;
+        }
         let Some((line, detail)) = e.detail.split_once(": ") else {
             continue;
         };
@@ -365,6 +391,15 @@ mod tests {
 
     #[test]
     fn windows_run_from_impair_to_clear_or_end() {
+        let bulk = [
+            ev(3.0, "traffic", "bulk backup br1-pc2 → dc-dc2 (10.0.0.11)"),
+            ev(12.0, "bulk-result", "backup: 47.7 Mbit/s"),
+        ];
+        let w = windows(&bulk, 14.0);
+        assert_eq!(
+            (w[0].line.as_str(), w[0].start, w[0].end),
+            ("bulk backup", 3.0, 12.0)
+        );
         let events = [
             ev(2.0, "impair", "br1-mpls: loss 5%"),
             ev(4.0, "impair", "br1-lte: down"),
@@ -402,6 +437,7 @@ mod tests {
             events: vec![ev(1.0, "impair", "br1-mpls: loss 5%")],
             impairments: windows(&[ev(1.0, "impair", "br1-mpls: loss 5%")], 4.0),
             voice: BTreeMap::new(),
+            bulk: BTreeMap::new(),
             lines: vec![],
         };
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();

@@ -101,7 +101,12 @@ async fn play(
     let mut calls = BTreeMap::new();
     let mut tasks = Vec::new();
     let start = tokio::time::Instant::now();
+    let mut bulk_tasks = Vec::new();
     for (i, t) in scenario.traffic.iter().enumerate() {
+        if let Some(name) = &t.bulk {
+            bulk_tasks.push(spawn_bulk(plan, t, name, start, duration, events.clone())?);
+            continue;
+        }
         let to = plan.namespace_of(&t.to).context("node")?;
         let from = plan.namespace_of(&t.from).context("node")?;
         let addr = *to
@@ -118,7 +123,7 @@ async fn play(
         let rx = tokio::net::UdpSocket::from_std(rx)?;
         let tx = tokio::net::UdpSocket::from_std(tx)?;
         let seconds: Arc<Mutex<Vec<voice::IntervalReport>>> = Arc::default();
-        calls.insert(t.voice.clone(), (t.clone(), seconds.clone()));
+        calls.insert(t.name().to_string(), (t.clone(), seconds.clone()));
         let listen = duration + Duration::from_millis(500);
         tasks.push(tokio::spawn(async move {
             let (_, summary) = tokio::join!(
@@ -132,7 +137,7 @@ async fn play(
         events.lock().expect("lock").push(Event {
             t: 0.0,
             kind: "traffic".into(),
-            detail: format!("voice {} {} → {} ({addr})", t.voice, t.from, t.to),
+            detail: format!("voice {} {} → {} ({addr})", t.name(), t.from, t.to),
         });
     }
     let mut steps: Vec<_> = scenario.timeline.iter().collect();
@@ -176,6 +181,12 @@ async fn play(
     for task in tasks {
         summaries.push(task.await?);
     }
+    let mut bulks = BTreeMap::new();
+    for (name, task) in bulk_tasks {
+        if let Some(bps) = task.await? {
+            bulks.insert(name, bps);
+        }
+    }
     let mut records = BTreeMap::new();
     let mut per_second = BTreeMap::new();
     for ((name, (t, seconds)), summary) in calls.into_iter().zip(summaries) {
@@ -197,7 +208,7 @@ async fn play(
             },
         );
     }
-    let expectations = scenario.judge(&per_second);
+    let expectations = scenario.judge(&per_second, &bulks);
     let mut events = events.lock().expect("lock").clone();
     for e in &expectations {
         events.push(Event {
@@ -222,8 +233,69 @@ async fn play(
         expectations,
         events,
         voice: records,
+        bulk: bulks,
         lines: emulators.iter().map(Emulator::status).collect(),
     })
+}
+
+type BulkTask = (String, tokio::task::JoinHandle<Option<f64>>);
+
+/// Starts bulk TCP at its start time; its goodput (after a 1 s warm-up) lands in an event.
+fn spawn_bulk(
+    plan: &Plan,
+    t: &crate::scenario::Traffic,
+    name: &str,
+    start: tokio::time::Instant,
+    duration: Duration,
+    events: Arc<Mutex<Vec<Event>>>,
+) -> anyhow::Result<BulkTask> {
+    let to = plan.namespace_of(&t.to).context("node")?.clone();
+    let from = plan.namespace_of(&t.from).context("node")?.name.clone();
+    let addr = *to
+        .addresses
+        .iter()
+        .find(|a| a.is_ipv6() == t.ipv6)
+        .context("no address of that family")?;
+    let begin = t.start.unwrap_or_default();
+    let window = t.stop.unwrap_or(duration).saturating_sub(begin) - Duration::from_secs(1);
+    let (name, label) = (
+        name.to_string(),
+        format!("bulk {name} {} → {} ({addr})", t.from, t.to),
+    );
+    let task_name = name.clone();
+    let task = tokio::spawn(async move {
+        tokio::time::sleep_until(start + begin).await;
+        events.lock().expect("lock").push(Event {
+            t: start.elapsed().as_secs_f64(),
+            kind: "traffic".into(),
+            detail: label,
+        });
+        let result = tokio::task::spawn_blocking(move || {
+            crate::bulk::run(
+                &from,
+                &to.name,
+                SocketAddr::new(addr, 0),
+                Duration::from_secs(1),
+                window,
+            )
+        })
+        .await;
+        let (detail, bps) = match result {
+            Ok(Ok(r)) => (
+                format!("{task_name}: {:.1} Mbit/s", r.bits_per_second / 1e6),
+                Some(r.bits_per_second),
+            ),
+            Ok(Err(e)) => (format!("{task_name}: failed: {e:#}"), None),
+            Err(e) => (format!("{task_name}: failed: {e}"), None),
+        };
+        events.lock().expect("lock").push(Event {
+            t: start.elapsed().as_secs_f64(),
+            kind: "bulk-result".into(),
+            detail,
+        });
+        bps
+    });
+    Ok((name, task))
 }
 
 fn describe(i: &crate::scenario::ImpairStep) -> String {

@@ -46,16 +46,30 @@ pub struct Scenario {
     pub expect: Vec<Expectation>,
 }
 
-/// A voice call from one node to another for the whole scenario.
+/// Traffic between two nodes: a voice call for the whole run (`voice: NAME`), or bulk TCP
+/// cubic between `start` and `stop` (`bulk: NAME`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Traffic {
-    /// Name of the call, used by expectations.
-    pub voice: String,
+    #[serde(default)]
+    pub voice: Option<String>,
+    #[serde(default)]
+    pub bulk: Option<String>,
     pub from: String,
     pub to: String,
     #[serde(default)]
     pub ipv6: bool,
+    #[serde(default, deserialize_with = "serde_units::opt_duration")]
+    pub start: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_units::opt_duration")]
+    pub stop: Option<Duration>,
+}
+
+impl Traffic {
+    /// The name expectations use.
+    pub fn name(&self) -> &str {
+        self.voice.as_deref().or(self.bulk.as_deref()).unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,7 +126,13 @@ impl ImpairStep {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expectation {
+    #[serde(default)]
     pub voice: String,
+    /// A bulk transfer's goodput must exceed `goodput_above`.
+    #[serde(default)]
+    pub bulk: Option<String>,
+    #[serde(default, deserialize_with = "serde_units::opt_rate")]
+    pub goodput_above: Option<u64>,
     #[serde(default)]
     pub during: Option<[String; 2]>,
     #[serde(default, deserialize_with = "serde_units::opt_ratio")]
@@ -189,6 +209,7 @@ impl Scenario {
             }
         };
         let mut calls = BTreeMap::new();
+        let mut bulks = BTreeMap::new();
         for t in &scenario.traffic {
             for node in [&t.from, &t.to] {
                 if !nodes.contains(node) {
@@ -198,11 +219,37 @@ impl Scenario {
                     ));
                 }
             }
-            if calls.insert(t.voice.clone(), ()).is_some() {
-                return Err(fail(
-                    &t.voice,
-                    format!("voice call `{}` defined twice", t.voice),
-                ));
+            match (&t.voice, &t.bulk) {
+                (Some(v), None) => {
+                    if t.start.is_some() || t.stop.is_some() {
+                        return Err(fail(
+                            v,
+                            format!("voice call `{v}` runs the whole scenario: no start/stop"),
+                        ));
+                    }
+                    if calls.insert(v.clone(), ()).is_some() {
+                        return Err(fail(v, format!("voice call `{v}` defined twice")));
+                    }
+                }
+                (None, Some(b)) => {
+                    let start = t.start.unwrap_or_default();
+                    let stop = t.stop.unwrap_or(scenario.duration);
+                    if stop > scenario.duration || stop < start + Duration::from_secs(2) {
+                        return Err(fail(
+                            b,
+                            format!("bulk `{b}` needs start + 2s <= stop <= duration"),
+                        ));
+                    }
+                    if bulks.insert(b.clone(), ()).is_some() {
+                        return Err(fail(b, format!("bulk `{b}` defined twice")));
+                    }
+                }
+                _ => {
+                    return Err(fail(
+                        &t.from,
+                        "each traffic item needs exactly one of `voice` or `bulk`".into(),
+                    ));
+                }
             }
         }
         for step in &scenario.timeline {
@@ -230,6 +277,21 @@ impl Scenario {
             }
         }
         for e in &scenario.expect {
+            if let Some(b) = &e.bulk {
+                if !bulks.contains_key(b) {
+                    return Err(fail(b, format!("expectation on unknown bulk `{b}`")));
+                }
+                if e.goodput_above.is_none() || !e.voice.is_empty() {
+                    return Err(fail(
+                        b,
+                        "a bulk expectation needs `goodput_above` (and no `voice`)".into(),
+                    ));
+                }
+                continue;
+            }
+            if e.goodput_above.is_some() {
+                return Err(fail("goodput_above", "`goodput_above` needs `bulk`".into()));
+            }
             if !calls.contains_key(&e.voice) {
                 return Err(fail(
                     &e.voice,
@@ -271,9 +333,28 @@ impl Scenario {
             .join(&self.topology)
     }
 
-    /// Judges every expectation against per-second reports of each call.
-    pub fn judge(&self, calls: &BTreeMap<String, Vec<IntervalReport>>) -> Vec<Judged> {
-        self.expect.iter().map(|e| judge_one(e, calls)).collect()
+    /// Judges every expectation against per-second reports of each call and the goodput
+    /// (bits/s) of each bulk transfer.
+    pub fn judge(
+        &self,
+        calls: &BTreeMap<String, Vec<IntervalReport>>,
+        bulks: &BTreeMap<String, f64>,
+    ) -> Vec<Judged> {
+        self.expect
+            .iter()
+            .map(|e| match (&e.bulk, e.goodput_above) {
+                (Some(b), Some(min)) => {
+                    let got = bulks.get(b).copied();
+                    Judged {
+                        text: format!("bulk {b}: goodput above {:.1} Mbit/s", min as f64 / 1e6),
+                        passed: got.is_some_and(|g| g > min as f64),
+                        measured: got
+                            .map_or("did not run".into(), |g| format!("{:.1} Mbit/s", g / 1e6)),
+                    }
+                }
+                _ => judge_one(e, calls),
+            })
+            .collect()
     }
 }
 
@@ -414,7 +495,7 @@ expect:
                 })
                 .collect(),
         );
-        let judged = s.judge(&calls);
+        let judged = s.judge(&calls, &BTreeMap::new());
         assert!(judged[0].passed, "{judged:?}");
         assert!(judged[1].passed, "{judged:?}");
         assert_eq!(judged[1].measured, "loss 6.00% (12/200)");
