@@ -7,6 +7,7 @@
 //! Unsafe code is limited to the few system calls std does not wrap: `setns` (enter a
 //! namespace), AF_PACKET socket options, `prctl` timer slack, `kill`, `clock_gettime`.
 
+pub mod apps;
 pub mod bulk;
 pub mod cli;
 pub mod echo;

@@ -57,3 +57,10 @@ proptest! {
         let _ = wansteer_lab::scenario::Scenario::parse(&text, "s.yaml", &lines, &nodes);
     }
 }
+
+proptest! {
+    #[test]
+    fn dns_answer_any_bytes(id in any::<u16>(), bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = wansteer_lab::apps::decode_answers(id, &bytes);
+    }
+}
