@@ -84,10 +84,91 @@ pub async fn run(file: &Path, prefix: &str) -> anyhow::Result<Report> {
         )?);
     }
     state.save()?;
-    tokio::select! {
+    let mut processes = start_processes(&scenario, &plan, &LabState::dir(prefix))?;
+    let result = tokio::select! {
         report = play(&scenario, &plan, &running.emulators, &topology) => report,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; lab removed"),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; lab removed")),
+    };
+    let ended = stop_processes(&mut processes);
+    let mut report = result?;
+    report.events.extend(ended.into_iter().map(|mut e| {
+        e.t = report.duration_s;
+        e
+    }));
+    Ok(report)
+}
+
+/// A scenario process and what to call it in events.
+struct Started {
+    label: String,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+fn start_processes(scenario: &Scenario, plan: &Plan, dir: &Path) -> anyhow::Result<Vec<Started>> {
+    std::fs::create_dir_all(dir)?;
+    let mut started = Vec::new();
+    for (i, p) in scenario.processes.iter().enumerate() {
+        let ns = plan.namespace_of(&p.node).context("node")?;
+        let program = if p.command[0] == "wansteer" {
+            std::env::current_exe()?.display().to_string()
+        } else {
+            p.command[0].clone()
+        };
+        let args: Vec<String> = p.command[1..]
+            .iter()
+            .map(|a| a.replace("{prefix}", &plan.prefix))
+            .collect();
+        let log = dir.join(format!("process-{i}.log"));
+        let out = std::fs::File::create(&log)?;
+        let child = netns::run_in(&ns.name, || {
+            std::process::Command::new(&program)
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+        })?
+        .with_context(|| format!("cannot start `{}` in {}", p.command.join(" "), p.node))?;
+        started.push(Started {
+            label: format!("{} on {}", p.command.join(" "), p.node),
+            child,
+            log,
+        });
     }
+    Ok(started)
+}
+
+/// Ends the scenario's processes; reports any that had already exited, with their last words.
+fn stop_processes(processes: &mut [Started]) -> Vec<Event> {
+    let mut events = Vec::new();
+    for p in processes.iter_mut() {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            events.push(Event {
+                t: 0.0,
+                kind: "process-exited-early".into(),
+                detail: format!(
+                    "{}: {status}; {}",
+                    p.label,
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ),
+            });
+            continue;
+        }
+        // SAFETY: kill has no memory effects; the pid is our own child, not yet reaped.
+        unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    }
+    for p in processes.iter_mut() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while matches!(p.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+    }
+    events
 }
 
 async fn play(

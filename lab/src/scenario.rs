@@ -14,6 +14,8 @@
 //! expect:
 //!   - {voice: call1, during: [0s, 5s], loss_below: 1%}
 //!   - {voice: call1, during: [10s, 15s], longest_gap_below: 300ms}
+//! processes:                               # optional: agents, controller
+//!   - {node: br1, command: [wansteer, agent, --config, lab/agents/br1.yaml]}
 //! ```
 //!
 //! Parsing and judging are pure: [`Scenario::judge`] takes the per-second voice reports the
@@ -44,6 +46,18 @@ pub struct Scenario {
     pub timeline: Vec<Step>,
     #[serde(default)]
     pub expect: Vec<Expectation>,
+    /// Programs started inside nodes for the run (agents, controller), killed at the end.
+    #[serde(default)]
+    pub processes: Vec<Process>,
+}
+
+/// A program run inside a node's namespace during the scenario. `wansteer` as the program
+/// means this very binary; `{prefix}` in arguments becomes the run's prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Process {
+    pub node: String,
+    pub command: Vec<String>,
 }
 
 /// Traffic between two nodes: a voice call for the whole run (`voice: NAME`), or bulk TCP
@@ -250,6 +264,20 @@ impl Scenario {
                         "each traffic item needs exactly one of `voice` or `bulk`".into(),
                     ));
                 }
+            }
+        }
+        for p in &scenario.processes {
+            if !nodes.contains(&p.node) {
+                return Err(fail(
+                    &p.node,
+                    format!("unknown node `{}` (nodes: {})", p.node, nodes.join(", ")),
+                ));
+            }
+            if p.command.is_empty() {
+                return Err(fail(
+                    "command",
+                    "a process needs a non-empty `command`".into(),
+                ));
             }
         }
         for step in &scenario.timeline {

@@ -380,6 +380,9 @@ traffic:
 timeline:
   - {{at: 2s, impair: {{line: br2-mpls, down: true}}}}
   - {{at: 4s, clear: br2-mpls}}
+processes:
+  - {{node: br2, command: [sh, -c, 'echo agent {{prefix}}; exec sleep 60']}}
+  - {{node: ctl, command: [sh, -c, 'echo bad config >&2; exit 3']}}
 expect:
   - {{voice: call, during: [0s, 2s], loss_below: 1%}}
   - {{voice: call, during: [3s, 4s], loss_above: 99%}}
@@ -410,6 +413,18 @@ expect:
             .unwrap()
             .iter()
             .any(|e| e["kind"] == "impair")
+    );
+    // The process that died early is reported with its last words; the other was stopped.
+    let early: Vec<&str> = report
+        .events
+        .iter()
+        .filter(|e| e.kind == "process-exited-early")
+        .map(|e| e.detail.as_str())
+        .collect();
+    assert_eq!(early.len(), 1, "{early:?}");
+    assert!(
+        early[0].contains("exit status: 3") && early[0].contains("bad config"),
+        "{early:?}"
     );
     let mpls = report.lines.iter().find(|l| l.line == "br2-mpls").unwrap();
     assert!(mpls.up.counters.dropped_outage >= 90, "{mpls:?}");
