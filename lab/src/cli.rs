@@ -869,6 +869,9 @@ fn down(prefix: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
             netns::delete(&stray)?;
             say!("removed {} stray namespaces", stray.len());
         }
+        for prefix in lab::remove_orphan_run_dirs() {
+            say!("removed state of dead run {prefix}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -183,9 +183,14 @@ async fn play(
     let mut tasks = Vec::new();
     let start = tokio::time::Instant::now();
     let mut bulk_tasks = Vec::new();
+    let mut app_tasks = Vec::new();
     for (i, t) in scenario.traffic.iter().enumerate() {
         if let Some(name) = &t.bulk {
             bulk_tasks.push(spawn_bulk(plan, t, name, start, duration, events.clone())?);
+            continue;
+        }
+        if t.dns.is_some() || t.tls.is_some() {
+            app_tasks.push(spawn_app(plan, t, start, duration, events.clone())?);
             continue;
         }
         let to = plan.namespace_of(&t.to).context("node")?;
@@ -262,6 +267,9 @@ async fn play(
     for task in tasks {
         summaries.push(task.await?);
     }
+    for task in app_tasks {
+        task.await?;
+    }
     let mut bulks = BTreeMap::new();
     for (name, task) in bulk_tasks {
         if let Some(bps) = task.await? {
@@ -317,6 +325,94 @@ async fn play(
         bulk: bulks,
         lines: emulators.iter().map(Emulator::status).collect(),
     })
+}
+
+/// DNS lookups or TLS handshakes at a steady pace for the whole run (real client bytes for
+/// the agents' DPI); a tally of successes lands in an event at the end.
+fn spawn_app(
+    plan: &Plan,
+    t: &crate::scenario::Traffic,
+    start: tokio::time::Instant,
+    duration: Duration,
+    events: Arc<Mutex<Vec<Event>>>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let to = plan.namespace_of(&t.to).context("node")?.clone();
+    let from = plan.namespace_of(&t.from).context("node")?.name.clone();
+    let addr = *to
+        .addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .context("no IPv4 address")?;
+    let t = t.clone();
+    let every = t.every.unwrap_or(Duration::from_secs(1));
+    Ok(tokio::spawn(async move {
+        let is_dns = t.dns.is_some();
+        let ip = match addr {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => unreachable!("IPv4 picked"),
+        };
+        let records: Vec<(String, std::net::Ipv4Addr)> =
+            t.names.iter().map(|n| (n.clone(), ip)).collect();
+        let server_ns = to.name.clone();
+        let server = tokio::task::spawn_blocking(move || {
+            if is_dns {
+                crate::apps::dns_server(&server_ns, addr, &records)
+            } else {
+                crate::apps::tls_server(&server_ns, addr, 443, "bank.example")
+            }
+        })
+        .await;
+        let server = match server {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                events.lock().expect("lock").push(Event {
+                    t: start.elapsed().as_secs_f64(),
+                    kind: "app-failed".into(),
+                    detail: format!("{}: {e:#}", t.name()),
+                });
+                return;
+            }
+            Err(_) => return,
+        };
+        let items = if is_dns {
+            t.names.clone()
+        } else {
+            t.sni.clone()
+        };
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let mut tick = tokio::time::interval(every);
+        let mut i = 0usize;
+        while start.elapsed() + every <= duration {
+            tick.tick().await;
+            let item = items[i % items.len()].clone();
+            i += 1;
+            let from = from.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                if is_dns {
+                    crate::apps::dns_query(
+                        &from,
+                        SocketAddr::new(addr, 53),
+                        &item,
+                        Duration::from_millis(900),
+                    )
+                    .map(|_| ())
+                } else {
+                    crate::apps::tls_connect(&from, SocketAddr::new(addr, 443), &item).map(|_| ())
+                }
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        drop(server);
+        events.lock().expect("lock").push(Event {
+            t: start.elapsed().as_secs_f64(),
+            kind: if is_dns { "dns-result" } else { "tls-result" }.into(),
+            detail: format!("{}: {ok} ok, {failed} failed", t.name()),
+        });
+    }))
 }
 
 type BulkTask = (String, tokio::task::JoinHandle<Option<f64>>);

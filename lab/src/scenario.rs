@@ -77,12 +77,29 @@ pub struct Traffic {
     pub start: Option<Duration>,
     #[serde(default, deserialize_with = "serde_units::opt_duration")]
     pub stop: Option<Duration>,
+    /// DNS lookups of `names` against dnsmasq started on `to`, one name every `every`.
+    #[serde(default)]
+    pub dns: Option<String>,
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// TLS handshakes with each of `sni` against openssl s_server on `to`, one every `every`.
+    #[serde(default)]
+    pub tls: Option<String>,
+    #[serde(default)]
+    pub sni: Vec<String>,
+    #[serde(default, deserialize_with = "serde_units::opt_duration")]
+    pub every: Option<Duration>,
 }
 
 impl Traffic {
-    /// The name expectations use.
+    /// The name expectations and events use.
     pub fn name(&self) -> &str {
-        self.voice.as_deref().or(self.bulk.as_deref()).unwrap_or("")
+        self.voice
+            .as_deref()
+            .or(self.bulk.as_deref())
+            .or(self.dns.as_deref())
+            .or(self.tls.as_deref())
+            .unwrap_or("")
     }
 }
 
@@ -232,6 +249,32 @@ impl Scenario {
                         format!("unknown node `{node}` (nodes: {})", nodes.join(", ")),
                     ));
                 }
+            }
+            let kinds = [&t.voice, &t.bulk, &t.dns, &t.tls];
+            if kinds.iter().filter(|k| k.is_some()).count() != 1 {
+                return Err(fail(
+                    &t.from,
+                    "each traffic item needs exactly one of `voice`, `bulk`, `dns` or `tls`".into(),
+                ));
+            }
+            if let Some(d) = &t.dns {
+                if t.names.is_empty()
+                    || t.names
+                        .iter()
+                        .any(|n| crate::apps::encode_query(0, n).is_err())
+                {
+                    return Err(fail(d, format!("dns `{d}` needs `names`: valid DNS names")));
+                }
+                continue;
+            }
+            if let Some(name) = &t.tls {
+                if t.sni.is_empty() {
+                    return Err(fail(
+                        name,
+                        format!("tls `{name}` needs `sni`: server names"),
+                    ));
+                }
+                continue;
             }
             match (&t.voice, &t.bulk) {
                 (Some(v), None) => {

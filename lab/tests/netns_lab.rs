@@ -377,6 +377,8 @@ topology: {}
 duration: 5s
 traffic:
   - {{voice: call, from: br2-pc1, to: dc-dc2}}
+  - {{dns: lookups, from: br2-pc2, to: dc-dc1, names: [crm.bank.example], every: 500ms}}
+  - {{tls: web, from: br2-pc2, to: dc-dc2, sni: [crm.bank.example], every: 1s}}
 timeline:
   - {{at: 2s, impair: {{line: br2-mpls, down: true}}}}
   - {{at: 4s, clear: br2-mpls}}
@@ -426,6 +428,21 @@ expect:
         early[0].contains("exit status: 3") && early[0].contains("bad config"),
         "{early:?}"
     );
+    // DNS and TLS ran across the line too: some succeeded (before and after the outage).
+    for kind in ["dns-result", "tls-result"] {
+        let tally = report.events.iter().find(|e| e.kind == kind).expect(kind);
+        let ok: u32 = tally
+            .detail
+            .split(": ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ok >= 1, "{tally:?}");
+    }
     let mpls = report.lines.iter().find(|l| l.line == "br2-mpls").unwrap();
     assert!(mpls.up.counters.dropped_outage >= 90, "{mpls:?}");
     assert!(report.to_markdown().contains("| before | 0.00% |"));
