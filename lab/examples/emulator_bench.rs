@@ -20,10 +20,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// CPU seconds used so far by this process's emulator threads (named rx-… / tx-…).
-fn emulator_cpu_seconds() -> f64 {
+/// CPU seconds used so far by this process's emulator threads (named rx-… / tx-…):
+/// (receive threads, send threads).
+fn emulator_cpu_seconds() -> (f64, f64) {
     let ticks = 100.0; // USER_HZ
-    let mut total = 0.0;
+    let (mut rx, mut tx) = (0.0, 0.0);
     for task in std::fs::read_dir("/proc/self/task")
         .expect("tasks")
         .flatten()
@@ -39,9 +40,14 @@ fn emulator_cpu_seconds() -> f64 {
         let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
         let utime: f64 = fields[11].parse().unwrap_or(0.0);
         let stime: f64 = fields[12].parse().unwrap_or(0.0);
-        total += (utime + stime) / ticks;
+        let seconds = (utime + stime) / ticks;
+        if comm.starts_with("rx-") {
+            rx += seconds;
+        } else {
+            tx += seconds;
+        }
     }
-    total
+    (rx, tx)
 }
 
 struct Running {
@@ -205,16 +211,20 @@ fn main() -> anyhow::Result<()> {
                 .map(|h| h.join().expect("bulk thread"))
                 .collect()
         });
-        let cpu = emulator_cpu_seconds() - cpu_before;
+        let cpu_after = emulator_cpu_seconds();
+        let (rx, tx) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
+        let cpu = rx + tx;
         let secs = wall.elapsed().as_secs_f64();
         println!(
-            "rate {label}: {} — emulator CPU {:.0}% of one core (all 6 lines' threads, over {:.1} s)",
+            "rate {label}: {} — emulator CPU {:.0}% of one core (receive threads {:.0}%, send threads {:.0}% incl. the far side's softirq delivery; over {:.1} s)",
             results
                 .iter()
                 .map(|(id, m)| format!("{id} {m:.1} Mbit/s"))
                 .collect::<Vec<_>>()
                 .join(", "),
             cpu / secs * 100.0,
+            rx / secs * 100.0,
+            tx / secs * 100.0,
             secs
         );
     }

@@ -555,7 +555,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Check { file } => {
             let (scenario, topology) = crate::runner::load(&file)?;
             say!(
-                "{}: scenario {} on topology {} ({} steps, {} calls, {} expectations) is valid",
+                "{}: scenario {} on topology {} ({} steps, {} traffic items, {} expectations) is valid",
                 file.display(),
                 scenario.name,
                 topology.name,
