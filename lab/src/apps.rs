@@ -253,10 +253,11 @@ pub fn tls_server(
 }
 
 /// One TLS handshake from `namespace` to `addr:port` with SNI `sni` (OpenSSL's own client, so
-/// the ClientHello is a real one); returns the handshake time.
+/// the ClientHello is a real one); returns the handshake time. Gives up after 5 s (a dead line
+/// would otherwise keep the client retrying SYNs).
 pub fn tls_connect(namespace: &str, addr: SocketAddr, sni: &str) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    let out = netns::run_in(namespace, || {
+    let mut child = netns::run_in(namespace, || {
         Command::new("openssl")
             .args([
                 "s_client",
@@ -267,18 +268,25 @@ pub fn tls_connect(namespace: &str, addr: SocketAddr, sni: &str) -> anyhow::Resu
                 sni,
             ])
             .stdin(Stdio::null())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
     })??;
-    if !out.status.success() {
-        bail!(
-            "TLS handshake with {addr} (SNI {sni}) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
+    let deadline = start + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            if status.success() {
+                return Ok(start.elapsed());
+            }
+            bail!("TLS handshake with {addr} (SNI {sni}) failed: {status}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("TLS handshake with {addr} (SNI {sni}) timed out after 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(start.elapsed())
 }
 
 #[cfg(test)]

@@ -349,10 +349,15 @@ fn voice_receiver_accounts_for_what_the_line_did() {
         (145..=155).contains(&sent),
         "50 packets/s for 3 s: sent {sent}"
     );
-    // The receiver's loss is exactly what the emulator dropped (the last packets are all
-    // in within the receiver's extra 300 ms).
-    assert_eq!(summary.lost + (u64::from(sent) - summary.expected), dropped);
-    assert_eq!(summary.received + dropped, u64::from(sent));
+    // The receiver's loss is what the emulator dropped (the last packets are all in within
+    // the receiver's extra 300 ms); the emulator may also have dropped a stray IPv6
+    // neighbour-discovery or MLD frame, which the voice receiver rightly never sees.
+    let voice_lost = summary.lost + (u64::from(sent) - summary.expected);
+    assert!(
+        dropped >= voice_lost && dropped <= voice_lost + 2,
+        "emulator dropped {dropped}, receiver lost {voice_lost}"
+    );
+    assert_eq!(summary.received + voice_lost, u64::from(sent));
     let latency = summary.latency_ms.expect("packets arrived");
     assert!(
         (15.0..18.0).contains(&latency),
