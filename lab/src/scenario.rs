@@ -477,7 +477,20 @@ fn judge_one(e: &Expectation, calls: &BTreeMap<String, Vec<IntervalReport>>) -> 
             format!("loss {} ({lost}/{expected})", pct(loss)),
         )
     } else if let Some(max) = e.longest_gap_below {
-        let gap = reports.iter().map(|r| r.longest_gap_ms).fold(0.0, f64::max);
+        // Gaps ending in the window, and any recorded gap overlapping it (a silence that
+        // began inside the window and ended after it counts whole).
+        let overlapping = calls
+            .get(&e.voice)
+            .into_iter()
+            .flatten()
+            .flat_map(|r| &r.gaps)
+            .filter(|g| g.start < end && g.start + g.ms / 1e3 > start)
+            .map(|g| g.ms);
+        let gap = reports
+            .iter()
+            .map(|r| r.longest_gap_ms)
+            .chain(overlapping)
+            .fold(0.0, f64::max);
         let max_ms = max.as_secs_f64() * 1e3;
         (
             format!("longest gap below {max_ms:.0} ms"),
@@ -550,6 +563,7 @@ expect:
             latency_ms: Some(10.0),
             jitter_ms: 0.1,
             mos,
+            gaps: vec![],
         }
     }
 
@@ -573,6 +587,29 @@ expect:
         assert!(!judged[2].passed);
         assert_eq!(judged[2].measured, "lowest MOS 3.90");
         assert_eq!(judged[0].text, "voice call during 0s–2s: loss below 1.00%");
+    }
+
+    #[test]
+    fn a_gap_overlapping_the_window_counts_whole() {
+        let text = "name: t
+topology: x.yaml
+duration: 10s
+traffic:
+  - {voice: call, from: br1-pc1, to: dc-dc1}
+expect:
+  - {voice: call, during: [2s, 4s], longest_gap_below: 300ms}
+";
+        let s = Scenario::parse(text, "t.yaml", &lines(), &nodes()).unwrap();
+        // Silence from 3.5 s to 5.2 s: it ends after the window, in the second starting at 5.
+        let mut seconds: Vec<IntervalReport> = (0..10).map(|t| second(t as f64, 0, 4.4)).collect();
+        seconds[5].gaps = vec![crate::voice::Gap {
+            start: 3.5,
+            ms: 1700.0,
+        }];
+        let calls = BTreeMap::from([("call".to_string(), seconds)]);
+        let judged = s.judge(&calls, &BTreeMap::new());
+        assert!(!judged[0].passed);
+        assert_eq!(judged[0].measured, "longest gap 1700.0 ms");
     }
 
     #[test]

@@ -97,7 +97,20 @@ pub struct IntervalReport {
     /// RFC 3550 interarrival jitter at interval end, ms.
     pub jitter_ms: f64,
     pub mos: f64,
+    /// Silences longer than 60 ms (three packets) that ended in this interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
 }
+
+/// A silence in the stream: when it began (seconds since the receiver started) and how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub start: f64,
+    pub ms: f64,
+}
+
+/// Gaps longer than this are recorded with their start time.
+const GAP_RECORD_NS: u64 = 60_000_000;
 
 /// Totals over the whole stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,6 +149,7 @@ pub struct VoiceReceiver {
     received: u64,
     latency_sum_ns: u128,
     gap_ns: u64,
+    gaps: Vec<Gap>,
     // totals
     total_received: u64,
     total_latency_ns: u128,
@@ -162,6 +176,7 @@ impl VoiceReceiver {
             received: 0,
             latency_sum_ns: 0,
             gap_ns: 0,
+            gaps: Vec::new(),
             total_received: 0,
             total_latency_ns: 0,
             duplicates: 0,
@@ -208,6 +223,12 @@ impl VoiceReceiver {
         if let Some(last) = self.last_arrival_ns {
             let gap = arrival_ns.saturating_sub(last);
             self.gap_ns = self.gap_ns.max(gap);
+            if gap > GAP_RECORD_NS {
+                self.gaps.push(Gap {
+                    start: last.saturating_sub(self.started_ns) as f64 / 1e9,
+                    ms: gap as f64 / 1e6,
+                });
+            }
             self.longest_gap_ns = self.longest_gap_ns.max(gap);
         }
         self.last_arrival_ns = Some(arrival_ns);
@@ -262,6 +283,7 @@ impl VoiceReceiver {
             lost,
             loss,
             longest_gap_ms: longest_gap as f64 / 1e6,
+            gaps: std::mem::take(&mut self.gaps),
             latency_ms,
             jitter_ms,
             mos: match latency_ms {
