@@ -91,3 +91,55 @@ pub fn run(
         })
     })
 }
+
+/// The same measurement with iperf3 (Debian's `iperf3`): a one-off server in `to_ns`, a
+/// client in `from` with `-C cubic`, `-O` omitting the warm-up; goodput as the receiver saw it.
+pub fn run_iperf3(
+    from: &str,
+    to_ns: &str,
+    to: std::net::IpAddr,
+    warmup: Duration,
+    window: Duration,
+) -> anyhow::Result<BulkResult> {
+    let port = (5201 + rand::random::<u16>() % 2000).to_string();
+    let addr = to.to_string();
+    let mut server = netns::run_in(to_ns, || {
+        std::process::Command::new("iperf3")
+            .args(["-s", "-1", "-B", &addr, "-p", &port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+    })?
+    .context("cannot start iperf3 (Debian package iperf3)")?;
+    // iperf3 runs -O (omitted warm-up) seconds in addition to -t.
+    let secs = window.as_secs().max(1).to_string();
+    let omit = warmup.as_secs().to_string();
+    let mut output = None;
+    // The server needs a moment to listen; the client fails fast until it does.
+    for _ in 0..50 {
+        let out = netns::run_in(from, || {
+            std::process::Command::new("iperf3")
+                .args([
+                    "-c", &addr, "-p", &port, "-t", &secs, "-O", &omit, "-C", "cubic", "-J",
+                ])
+                .output()
+        })??;
+        if out.status.success() {
+            output = Some(out.stdout);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = output.context("iperf3 client could not connect")?;
+    let json: serde_json::Value = serde_json::from_slice(&stdout).context("iperf3 -J output")?;
+    let received = &json["end"]["sum_received"];
+    Ok(BulkResult {
+        bits_per_second: received["bits_per_second"]
+            .as_f64()
+            .context("no end.sum_received.bits_per_second in iperf3 output")?,
+        bytes: received["bytes"].as_u64().unwrap_or(0),
+        window: Duration::from_secs_f64(received["seconds"].as_f64().unwrap_or(0.0)),
+    })
+}

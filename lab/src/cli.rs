@@ -101,9 +101,31 @@ enum LabCommand {
         /// Measured window, after a 1 s warm-up.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         duration: Duration,
+        /// Use iperf3 (`-C cubic`) instead of the built-in sender/receiver.
+        #[arg(long)]
+        iperf3: bool,
         #[arg(long)]
         json: bool,
     },
+    /// Run a scenario file: build its topology, play its timeline, judge its expectations,
+    /// write report.json, report.md and plot.svg. Exits non-zero if an expectation fails.
+    Run {
+        /// Scenario file, e.g. lab/scenarios/emulator-selfcheck.yaml.
+        file: PathBuf,
+        /// Directory for the report (created).
+        #[arg(long, default_value = "lab-report")]
+        report: PathBuf,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Check a scenario file (and its topology) without running it.
+    Check { file: PathBuf },
+    /// DNS lookups against a local dnsmasq (real client bytes for DPI).
+    #[command(subcommand)]
+    Dns(DnsCommand),
+    /// TLS handshakes with real SNIs against a local openssl s_server.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Voice-like UDP traffic (50 packets/s, 160-byte payload) and its receiver.
     #[command(subcommand)]
     Voice(voice::cli::VoiceCommand),
@@ -120,6 +142,73 @@ enum LabCommand {
         #[arg(long)]
         baseline: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DnsCommand {
+    /// Run dnsmasq on a node until Ctrl-C.
+    Serve {
+        #[arg(long)]
+        node: String,
+        /// NAME=IPV4, repeatable, e.g. crm.bank.example=10.0.0.11.
+        #[arg(long = "record", required = true)]
+        records: Vec<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Look names up from a node.
+    Query {
+        #[arg(long)]
+        from: String,
+        /// The node running dnsmasq.
+        #[arg(long)]
+        server: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCommand {
+    /// Run openssl s_server (self-signed certificate) on a node until Ctrl-C.
+    Serve {
+        #[arg(long)]
+        node: String,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long, default_value = "bank.example")]
+        cn: String,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+    /// Handshake from a node with each SNI given.
+    Connect {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        #[arg(long = "sni", required = true)]
+        snis: Vec<String>,
+        #[arg(long)]
+        prefix: Option<String>,
+    },
+}
+
+fn node_ns_and_v4(state: &LabState, node: &str) -> anyhow::Result<(String, IpAddr)> {
+    let ns = state
+        .plan
+        .namespace_of(node)
+        .with_context(|| format!("no node `{node}` in lab {}", state.prefix))?;
+    let addr = *ns
+        .addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .with_context(|| format!("node `{node}` has no IPv4 address"))?;
+    Ok((ns.name.clone(), addr))
 }
 
 /// Where traffic goes: `--from NODE --to NODE`, or `--line LINE`.
@@ -400,18 +489,18 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Bulk {
             path,
             duration,
+            iperf3,
             json,
         } => {
             let state = LabState::find(path.prefix.as_deref())?;
             let (from, to_ns, addr) = path.resolve(&state)?;
             let result = tokio::task::spawn_blocking(move || {
-                bulk::run(
-                    &from,
-                    &to_ns,
-                    SocketAddr::new(addr, 0),
-                    Duration::from_secs(1),
-                    duration,
-                )
+                let warmup = Duration::from_secs(1);
+                if iperf3 {
+                    bulk::run_iperf3(&from, &to_ns, addr, warmup, duration)
+                } else {
+                    bulk::run(&from, &to_ns, SocketAddr::new(addr, 0), warmup, duration)
+                }
             })
             .await??;
             if json {
@@ -424,6 +513,152 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Run {
+            file,
+            report,
+            prefix,
+        } => {
+            let prefix = match prefix {
+                Some(p) => {
+                    valid_prefix(&p)?;
+                    p
+                }
+                None => lab::new_prefix(),
+            };
+            let result = crate::runner::run(&file, &prefix).await?;
+            std::fs::create_dir_all(&report)
+                .with_context(|| format!("cannot create {}", report.display()))?;
+            std::fs::write(report.join("report.json"), result.to_json())?;
+            std::fs::write(report.join("report.md"), result.to_markdown())?;
+            std::fs::write(report.join("plot.svg"), result.to_svg())?;
+            for e in &result.expectations {
+                say!(
+                    "{} {} — {}",
+                    if e.passed { "PASS" } else { "FAIL" },
+                    e.text,
+                    e.measured
+                );
+            }
+            say!(
+                "scenario {} {}; report in {}",
+                result.scenario,
+                if result.passed { "passed" } else { "FAILED" },
+                report.display()
+            );
+            Ok(if result.passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        LabCommand::Check { file } => {
+            let (scenario, topology) = crate::runner::load(&file)?;
+            say!(
+                "{}: scenario {} on topology {} ({} steps, {} traffic items, {} expectations) is valid",
+                file.display(),
+                scenario.name,
+                topology.name,
+                scenario.timeline.len(),
+                scenario.traffic.len(),
+                scenario.expect.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Dns(DnsCommand::Serve {
+            node,
+            records,
+            prefix,
+        }) => {
+            let state = LabState::find(prefix.as_deref())?;
+            let (ns, addr) = node_ns_and_v4(&state, &node)?;
+            let records = records
+                .iter()
+                .map(|r| {
+                    let (name, ip) = r
+                        .split_once('=')
+                        .with_context(|| format!("`{r}`: expected NAME=IPV4"))?;
+                    Ok((
+                        name.to_string(),
+                        ip.parse()
+                            .with_context(|| format!("`{ip}`: not an IPv4 address"))?,
+                    ))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let server = crate::apps::dns_server(&ns, addr, &records)?;
+            say!(
+                "dnsmasq on {node} ({addr}:53) answering {} names; Ctrl-C to stop",
+                records.len()
+            );
+            serve_until_shutdown(server, &ns).await
+        }
+        LabCommand::Dns(DnsCommand::Query {
+            from,
+            server,
+            names,
+            prefix,
+        }) => {
+            let state = LabState::find(prefix.as_deref())?;
+            let (from_ns, _) = node_ns_and_v4(&state, &from)?;
+            let (_, addr) = node_ns_and_v4(&state, &server)?;
+            let mut failed = false;
+            for name in &names {
+                match crate::apps::dns_query(
+                    &from_ns,
+                    SocketAddr::new(addr, 53),
+                    name,
+                    Duration::from_secs(2),
+                ) {
+                    Ok(answers) => say!("{name}: {answers:?}"),
+                    Err(e) => {
+                        failed = true;
+                        say!("{name}: {e:#}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        LabCommand::Tls(TlsCommand::Serve {
+            node,
+            port,
+            cn,
+            prefix,
+        }) => {
+            let state = LabState::find(prefix.as_deref())?;
+            let (ns, addr) = node_ns_and_v4(&state, &node)?;
+            let server = crate::apps::tls_server(&ns, addr, port, &cn)?;
+            say!("openssl s_server on {node} ({addr}:{port}, CN {cn}); Ctrl-C to stop");
+            serve_until_shutdown(server, &ns).await
+        }
+        LabCommand::Tls(TlsCommand::Connect {
+            from,
+            to,
+            port,
+            snis,
+            prefix,
+        }) => {
+            let state = LabState::find(prefix.as_deref())?;
+            let (from_ns, _) = node_ns_and_v4(&state, &from)?;
+            let (_, addr) = node_ns_and_v4(&state, &to)?;
+            let mut failed = false;
+            for sni in &snis {
+                match crate::apps::tls_connect(&from_ns, SocketAddr::new(addr, port), sni) {
+                    Ok(t) => say!("{sni}: handshake in {:.1} ms", t.as_secs_f64() * 1e3),
+                    Err(e) => {
+                        failed = true;
+                        say!("{sni}: {e:#}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         LabCommand::Voice(cmd) => voice::cli::run(cmd).await,
         LabCommand::Emulate {
@@ -589,6 +824,25 @@ async fn emulate(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Keeps a server until Ctrl-C/SIGTERM, or until it dies (its lab was taken down).
+async fn serve_until_shutdown(
+    mut server: crate::apps::ServerProcess,
+    namespace: &str,
+) -> anyhow::Result<ExitCode> {
+    let watch = async {
+        while server.running() && netns::exists(namespace) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = wait_for_shutdown() => Ok(ExitCode::SUCCESS),
+        _ = watch => {
+            eprintln!("server ended (lab removed?)");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn wait_for_shutdown() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -614,6 +868,9 @@ fn down(prefix: Option<&str>, all: bool) -> anyhow::Result<ExitCode> {
         if !stray.is_empty() {
             netns::delete(&stray)?;
             say!("removed {} stray namespaces", stray.len());
+        }
+        for prefix in lab::remove_orphan_run_dirs() {
+            say!("removed state of dead run {prefix}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -31,6 +31,7 @@ impl Reflector {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            crate::sched::realtime_priority();
             let mut buf = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
@@ -84,6 +85,7 @@ pub fn probe(
     let mut rtts = vec![None; count as usize];
     std::thread::scope(|s| {
         s.spawn(|| {
+            crate::sched::realtime_priority();
             let mut buf = [0u8; 2048];
             let mut quiet_since: Option<Instant> = None;
             loop {
@@ -108,18 +110,22 @@ pub fn probe(
                 }
             }
         });
-        let mut payload = vec![0u8; size.max(4)];
-        for seq in 0..count {
-            let due = interval * seq;
-            let now = start.elapsed();
-            if due > now {
-                std::thread::sleep(due - now);
+        // The sender gets its own thread so the caller's priority is left alone.
+        s.spawn(|| {
+            crate::sched::realtime_priority();
+            let mut payload = vec![0u8; size.max(4)];
+            for seq in 0..count {
+                let due = interval * seq;
+                let now = start.elapsed();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                payload[..4].copy_from_slice(&seq.to_be_bytes());
+                sent_at.lock().expect("lock").push(start.elapsed());
+                let _ = socket.send_to(&payload, target);
             }
-            payload[..4].copy_from_slice(&seq.to_be_bytes());
-            sent_at.lock().expect("lock").push(start.elapsed());
-            let _ = socket.send_to(&payload, target);
-        }
-        done.store(true, Ordering::SeqCst);
+            done.store(true, Ordering::SeqCst);
+        });
     });
     Ok(rtts)
 }

@@ -218,16 +218,52 @@ pub fn teardown(plan: &Plan) -> anyhow::Result<()> {
     result
 }
 
-/// Namespaces that look like lab runs (`wl` + 4 hex + `-`), recorded or not.
+/// Whether a namespace name looks like a lab run's (`wl` + 4 hex digits + `-`).
+pub fn is_lab_namespace(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() > 7
+        && name.starts_with("wl")
+        && b[2..6].iter().all(u8::is_ascii_hexdigit)
+        && b[6] == b'-'
+}
+
+/// Namespaces that look like lab runs, recorded or not.
 pub fn stray_namespaces() -> Vec<String> {
     netns::list()
         .into_iter()
-        .filter(|n| {
-            let b = n.as_bytes();
-            b.len() > 7
-                && n.starts_with("wl")
-                && b[2..6].iter().all(u8::is_ascii_hexdigit)
-                && b[6] == b'-'
-        })
+        .filter(|n| is_lab_namespace(n))
         .collect()
+}
+
+/// Removes run directories under [`RUN_DIR`] whose namespaces are all gone (a killed run).
+pub fn remove_orphan_run_dirs() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(RUN_DIR) else {
+        return Vec::new();
+    };
+    let names = netns::list();
+    let mut removed = Vec::new();
+    for entry in dir.flatten() {
+        let prefix = entry.file_name().to_string_lossy().into_owned();
+        if !names.iter().any(|n| n.starts_with(&format!("{prefix}-")))
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            removed.push(prefix);
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_namespace_names() {
+        assert!(is_lab_namespace("wl3fa2-br1"));
+        assert!(is_lab_namespace("wl00ff-wan-br1-mpls"));
+        assert!(!is_lab_namespace("wl3fa2"));
+        assert!(!is_lab_namespace("wlxyz1-br1"));
+        assert!(!is_lab_namespace("wstB1103-br1"));
+        assert!(!is_lab_namespace("my-namespace"));
+    }
 }

@@ -7,12 +7,17 @@
 //! Unsafe code is limited to the few system calls std does not wrap: `setns` (enter a
 //! namespace), AF_PACKET socket options, `prctl` timer slack, `kill`, `clock_gettime`.
 
+pub mod apps;
 pub mod bulk;
 pub mod cli;
 pub mod echo;
 pub mod emulator;
 pub mod lab;
 pub mod netns;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod sched;
 pub mod topology;
 pub mod units;
 pub mod voice;

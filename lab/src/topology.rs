@@ -87,6 +87,9 @@ pub struct LineSpec {
     pub jitter: Option<Duration>,
     #[serde(default)]
     pub jitter_shape: JitterShape,
+    /// Let jitter reorder frames (default: keep order).
+    #[serde(default)]
+    pub reorder: bool,
     #[serde(default, deserialize_with = "serde_units::opt_ratio")]
     pub loss: Option<f64>,
     #[serde(default, deserialize_with = "serde_units::opt_duration")]
@@ -449,7 +452,7 @@ impl LineSpec {
             delay_us: micros(self.delay),
             jitter_us: micros(self.jitter),
             jitter_shape: self.jitter_shape,
-            reorder: false,
+            reorder: self.reorder,
             loss: match self.loss {
                 Some(p) if p > 0.0 => crate::emulator::loss::Loss::Random { p },
                 _ => crate::emulator::loss::Loss::None,

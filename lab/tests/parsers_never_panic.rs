@@ -38,3 +38,29 @@ proptest! {
         let _ = serde_json::from_str::<Request>(&text);
     }
 }
+
+proptest! {
+    #[test]
+    fn scenario_parse_any_text(text in "\\PC{0,300}") {
+        let lines = vec!["br1-mpls".to_string()];
+        let nodes = vec!["br1-pc1".to_string(), "dc-dc1".to_string()];
+        let _ = wansteer_lab::scenario::Scenario::parse(&text, "fuzz.yaml", &lines, &nodes);
+    }
+
+    #[test]
+    fn scenario_parse_mutated_file(cut in 0usize..900, insert in "[ -~]{0,8}") {
+        let base = include_str!("../scenarios/emulator-selfcheck.yaml");
+        let at = base.char_indices().map(|(i, _)| i).find(|&i| i >= cut.min(base.len())).unwrap_or(base.len());
+        let text = format!("{}{}{}", &base[..at], insert, &base[at..]);
+        let lines = vec!["br1-mpls".to_string()];
+        let nodes = vec!["br1-pc1".to_string(), "dc-dc1".to_string()];
+        let _ = wansteer_lab::scenario::Scenario::parse(&text, "s.yaml", &lines, &nodes);
+    }
+}
+
+proptest! {
+    #[test]
+    fn dns_answer_any_bytes(id in any::<u16>(), bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = wansteer_lab::apps::decode_answers(id, &bytes);
+    }
+}

@@ -334,6 +334,7 @@ fn open(dev: &str) -> anyhow::Result<Channel> {
 }
 
 fn receive_loop(shared: &Shared, direction: Direction, mut rx: Box<dyn DataLinkReceiver>) {
+    crate::sched::realtime_priority();
     let i = index(direction);
     let mut seq = 0u64;
     let mut errors = 0u32;
@@ -373,6 +374,7 @@ fn send_loop(shared: &Shared, direction: Direction, mut tx: Box<dyn DataLinkSend
     // Wake-ups within microseconds, not the default 50 µs timer slack.
     // SAFETY: prctl with integer arguments only affects this thread's timer slack.
     unsafe { libc::prctl(PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+    crate::sched::realtime_priority();
     let i = index(direction);
     let queue = &shared.queues[i];
     let mut heap = queue.heap.lock().expect("queue lock");

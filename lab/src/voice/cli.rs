@@ -160,7 +160,7 @@ pub async fn receive(
     mut report: impl FnMut(&super::IntervalReport),
 ) -> anyhow::Result<super::StreamSummary> {
     let start = monotonic_ns();
-    let mut rx = VoiceReceiver::new(start, 1_000_000_000);
+    let mut rx = VoiceReceiver::new(start, 1_000_000_000).with_nominal_rate(RATE);
     let end = duration.map(|d| start + d.as_nanos() as u64);
     let mut buf = vec![0u8; 2048];
     let ctrl_c = tokio::signal::ctrl_c();

@@ -97,7 +97,20 @@ pub struct IntervalReport {
     /// RFC 3550 interarrival jitter at interval end, ms.
     pub jitter_ms: f64,
     pub mos: f64,
+    /// Silences longer than 60 ms (three packets) that ended in this interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<Gap>,
 }
+
+/// A silence in the stream: when it began (seconds since the receiver started) and how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gap {
+    pub start: f64,
+    pub ms: f64,
+}
+
+/// Gaps longer than this are recorded with their start time.
+const GAP_RECORD_NS: u64 = 60_000_000;
 
 /// Totals over the whole stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +131,9 @@ pub struct StreamSummary {
 #[derive(Debug, Clone)]
 pub struct VoiceReceiver {
     interval_ns: u64,
+    /// Packets per second the sender is known to send: a silent interval then counts as
+    /// that many lost, in that interval, not later when packets resume.
+    nominal_pps: Option<u32>,
     started_ns: u64,
     interval_start_ns: u64,
     first_seq: Option<u32>,
@@ -133,6 +149,7 @@ pub struct VoiceReceiver {
     received: u64,
     latency_sum_ns: u128,
     gap_ns: u64,
+    gaps: Vec<Gap>,
     // totals
     total_received: u64,
     total_latency_ns: u128,
@@ -146,6 +163,7 @@ impl VoiceReceiver {
     pub fn new(now_ns: u64, interval_ns: u64) -> Self {
         VoiceReceiver {
             interval_ns,
+            nominal_pps: None,
             started_ns: now_ns,
             interval_start_ns: now_ns,
             first_seq: None,
@@ -158,12 +176,19 @@ impl VoiceReceiver {
             received: 0,
             latency_sum_ns: 0,
             gap_ns: 0,
+            gaps: Vec::new(),
             total_received: 0,
             total_latency_ns: 0,
             duplicates: 0,
             reordered: 0,
             longest_gap_ns: 0,
         }
+    }
+
+    /// Declares the sender's packet rate (the CLI's sender sends [`RATE`]).
+    pub fn with_nominal_rate(mut self, pps: u32) -> Self {
+        self.nominal_pps = Some(pps);
+        self
     }
 
     /// End of the current interval; call [`Self::close_interval`] once `now` passes it.
@@ -198,6 +223,12 @@ impl VoiceReceiver {
         if let Some(last) = self.last_arrival_ns {
             let gap = arrival_ns.saturating_sub(last);
             self.gap_ns = self.gap_ns.max(gap);
+            if gap > GAP_RECORD_NS {
+                self.gaps.push(Gap {
+                    start: last.saturating_sub(self.started_ns) as f64 / 1e9,
+                    ms: gap as f64 / 1e6,
+                });
+            }
             self.longest_gap_ns = self.longest_gap_ns.max(gap);
         }
         self.last_arrival_ns = Some(arrival_ns);
@@ -217,10 +248,20 @@ impl VoiceReceiver {
     /// Closes the interval ending at [`Self::interval_end_ns`] and starts the next.
     pub fn close_interval(&mut self) -> IntervalReport {
         let end = self.interval_end_ns();
-        let expected = match (self.highest_seq, self.interval_base) {
+        let mut expected = match (self.highest_seq, self.interval_base) {
             (Some(h), Some(b)) => (h - b).max(0) as u64,
             _ => 0,
         };
+        // Silence after the stream started: charge the missing packets to this interval and
+        // move the base on, so the interval where packets resume is not charged again.
+        let mut credited = 0i64;
+        if self.received == 0
+            && self.first_seq.is_some()
+            && let Some(pps) = self.nominal_pps
+        {
+            expected = u64::from(pps) * self.interval_ns / 1_000_000_000;
+            credited = expected as i64;
+        }
         let open_gap = self
             .last_arrival_ns
             .map(|last| end.saturating_sub(last))
@@ -242,6 +283,7 @@ impl VoiceReceiver {
             lost,
             loss,
             longest_gap_ms: longest_gap as f64 / 1e6,
+            gaps: std::mem::take(&mut self.gaps),
             latency_ms,
             jitter_ms,
             mos: match latency_ms {
@@ -250,7 +292,10 @@ impl VoiceReceiver {
             },
         };
         self.interval_start_ns = end;
-        self.interval_base = self.highest_seq;
+        self.interval_base = match (self.highest_seq, self.interval_base) {
+            (Some(_), Some(b)) if credited > 0 => Some(b + credited),
+            (h, _) => h,
+        };
         self.received = 0;
         self.latency_sum_ns = 0;
         self.gap_ns = 0;
@@ -356,7 +401,7 @@ mod tests {
 
     #[test]
     fn silence_counts_as_a_gap_and_total_loss() {
-        let mut rx = VoiceReceiver::new(0, 1000 * MS);
+        let mut rx = VoiceReceiver::new(0, 1000 * MS).with_nominal_rate(50);
         for seq in 0..50u32 {
             rx.on_packet(
                 (u64::from(seq) * 20 + 5) * MS,
@@ -366,7 +411,8 @@ mod tests {
         assert_eq!(rx.close_interval().lost, 0);
         // The line dies for 1.5 s: nothing in the second interval.
         let quiet = rx.close_interval();
-        assert_eq!(quiet.received, 0);
+        assert_eq!((quiet.received, quiet.expected, quiet.lost), (0, 50, 50));
+        assert_eq!(quiet.loss, 1.0);
         assert_eq!(quiet.mos, 1.0);
         assert!((quiet.longest_gap_ms - 1000.0).abs() < 1e-9);
         // Traffic resumes at seq 125 (t = 2.5 s): 75 packets missing overall.
@@ -377,7 +423,11 @@ mod tests {
             );
         }
         let back = rx.close_interval();
-        assert_eq!((back.expected, back.received, back.lost), (100, 25, 75));
+        assert_eq!(
+            (back.expected, back.received, back.lost),
+            (50, 25, 25),
+            "50 already charged to the silent second"
+        );
         let s = rx.summary();
         assert_eq!((s.expected, s.received, s.lost), (150, 75, 75));
         assert!(
