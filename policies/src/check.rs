@@ -2,12 +2,12 @@
 //! and a hint. This is the one entry point the CLI, the controller's API and the agent use,
 //! so a policy refused in one place is refused the same way everywhere.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use crate::model::Policy;
-use crate::schema::{self, Place};
+use crate::schema;
+use crate::source::Node;
 use crate::source::{self, Pos};
 use crate::validate;
 
@@ -148,7 +148,7 @@ pub fn check_source_with(
             .and_then(|value| yaml_serde::from_value::<Policy>(value).ok())
     };
     if let Some(policy) = &policy {
-        let places = Places(&walked.places);
+        let places = Places(&root);
         for finding in validate::validate(policy, &places, options.known_apps.as_deref()) {
             let moot = std::iter::once(&finding.path)
                 .chain(&finding.related)
@@ -178,23 +178,18 @@ pub fn check_source_with(
 }
 
 /// Positions of paths, falling back to the nearest written ancestor for defaulted fields.
-struct Places<'a>(&'a HashMap<String, Place>);
+struct Places<'a>(&'a Node);
 
 impl Places<'_> {
     fn pos(&self, path: &str) -> Pos {
         let mut path = path;
         loop {
-            if let Some(place) = self.0.get(path) {
+            if let Some(place) = schema::locate(self.0, path) {
                 return place.value;
             }
             match path.rfind(['.', '[']) {
                 Some(cut) => path = &path[..cut],
-                None => {
-                    return self
-                        .0
-                        .get("")
-                        .map_or_else(Pos::default, |place| place.value);
-                }
+                None => return self.0.pos,
             }
         }
     }
