@@ -305,6 +305,22 @@ classes:
     }
 
     #[test]
+    fn preferring_a_line_that_never_rules_out_by_transport_is_an_error() {
+        let text = POLICY.replace("name: mpls,", "name: mpls-a,").replace(
+            "priority: 2",
+            "priority: 2\n    steering: { prefer: [mpls-a], never: [mpls] }",
+        );
+        let errors = check_source("p.yaml", &text).unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages.contains(
+                &"class `saas` prefers `mpls-a`, but its `never` list rules out every such line"
+            ),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
     fn findings_about_broken_names_are_held_back() {
         // With the only line's name broken, "prefers a line no site has" would be a guess.
         let text = POLICY.replace("name: mpls,", "name: [mpls],").replace(

@@ -290,7 +290,7 @@ impl Checker<'_> {
                     };
                     let line = self.locate.line_of(other_path);
                     let hint = if severity == Severity::Warning {
-                        format!("`{other}` (line {line}) already covers it; remove one")
+                        format!("`{lan}` and `{other}` (line {line}) overlap; keep the wider one")
                     } else {
                         format!(
                             "each destination must belong to one site; `{other}` is on line {line}"
@@ -581,6 +581,29 @@ impl Checker<'_> {
                             class.name
                         ),
                         Some("remove it from one of the two lists".into()),
+                    );
+                }
+            }
+            // A preferred line that `never` rules out by another name (`prefer: [mpls-a]`,
+            // `never: [mpls]`) is as contradictory as the same word in both lists.
+            for (p, entry) in class.steering.prefer.iter().enumerate() {
+                if class.steering.never.contains(entry) {
+                    continue;
+                }
+                let mut named = policy
+                    .sites
+                    .iter()
+                    .flat_map(|site| &site.lines)
+                    .filter(|line| line.is_named_by(entry))
+                    .peekable();
+                if named.peek().is_some() && named.all(|line| excluded(class, line)) {
+                    self.error(
+                        format!("{path}.prefer[{p}]"),
+                        format!(
+                            "class `{}` prefers `{entry}`, but its `never` list rules out every such line",
+                            class.name
+                        ),
+                        "remove it from `prefer`, or narrow `never`".to_string(),
                     );
                 }
             }
