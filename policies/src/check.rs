@@ -104,7 +104,7 @@ pub fn check_source_with(
         }
         Err(error) => {
             return Err(vec![diagnostic(
-                error.pos,
+                within(error.pos, text),
                 Severity::Error,
                 error.message,
                 Some("check indentation and that every `[`, `{` and quote is closed".into()),
@@ -174,6 +174,21 @@ pub fn check_source_with(
             warnings: diagnostics,
         }),
         _ => Err(diagnostics),
+    }
+}
+
+/// The scanner may report an error one line past the end of the text; point at the end
+/// instead, so every diagnostic names a place the operator can find.
+fn within(pos: Pos, text: &str) -> Pos {
+    let normalised = text.replace("\r\n", "\n");
+    let last_line = normalised.matches(['\n', '\r']).count() + 1;
+    if pos.line <= last_line {
+        return pos;
+    }
+    let tail = normalised.rsplit(['\n', '\r']).next().unwrap_or("");
+    Pos {
+        line: last_line,
+        column: tail.chars().count() + 1,
     }
 }
 
@@ -318,6 +333,12 @@ classes:
             ),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn syntax_errors_point_inside_the_text() {
+        let errors = check_source("p.yaml", "- this is a list\n- not a policy\n)").unwrap_err();
+        assert_eq!((errors[0].line, errors[0].column), (3, 2), "{errors:?}");
     }
 
     #[test]
