@@ -813,8 +813,8 @@ fn article(noun: &str) -> String {
 fn nested_struct(shape: &Shape) -> Option<&'static StructShape> {
     match shape {
         Shape::Struct(inner) => Some(inner),
-        Shape::Optional(inner) => nested_struct(inner),
-        _ => None,
+        Shape::Optional(inner) | Shape::List(inner) => nested_struct(inner),
+        Shape::Scalar(_) => None,
     }
 }
 
