@@ -81,17 +81,21 @@ pub fn check_source_with(
     text: &str,
     options: &CheckOptions,
 ) -> Result<Checked, Vec<Diagnostic>> {
-    let diagnostic = |pos: Pos, severity, message: String, hint: Option<String>| Diagnostic {
-        file: file.to_string(),
-        line: pos.line,
-        column: pos.column,
-        severity,
-        message,
-        hint,
+    let end = end_of(text);
+    let diagnostic = |pos: Pos, severity, message: String, hint: Option<String>| {
+        let pos = within(pos, end);
+        Diagnostic {
+            file: file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            severity,
+            message,
+            hint,
+        }
     };
     let root = match source::parse(text) {
-        Ok(Some(root)) => root,
-        Ok(None) => {
+        Ok(Some(root)) if !root.is_null() => root,
+        Ok(_) => {
             return Err(vec![diagnostic(
                 Pos { line: 1, column: 1 },
                 Severity::Error,
@@ -104,7 +108,7 @@ pub fn check_source_with(
         }
         Err(error) => {
             return Err(vec![diagnostic(
-                within(error.pos, text),
+                error.pos,
                 Severity::Error,
                 error.message,
                 Some("check indentation and that every `[`, `{` and quote is closed".into()),
@@ -177,19 +181,20 @@ pub fn check_source_with(
     }
 }
 
-/// The scanner may report an error one line past the end of the text; point at the end
-/// instead, so every diagnostic names a place the operator can find.
-fn within(pos: Pos, text: &str) -> Pos {
-    let normalised = text.replace("\r\n", "\n");
-    let last_line = normalised.matches(['\n', '\r']).count() + 1;
-    if pos.line <= last_line {
-        return pos;
-    }
-    let tail = normalised.rsplit(['\n', '\r']).next().unwrap_or("");
+/// Where the text ends: its last line and the column after its last character.
+fn end_of(text: &str) -> Pos {
+    let last_line = text.matches(['\n', '\r']).count() - text.matches("\r\n").count() + 1;
+    let tail = text.rsplit(['\n', '\r']).next().unwrap_or("");
     Pos {
         line: last_line,
         column: tail.chars().count() + 1,
     }
+}
+
+/// The scanner may report a position one line past the end of the text; point at the end
+/// instead, so every diagnostic names a place the operator can find.
+fn within(pos: Pos, end: Pos) -> Pos {
+    if pos.line <= end.line { pos } else { end }
 }
 
 /// Positions of paths, falling back to the nearest written ancestor for defaulted fields.
@@ -339,6 +344,15 @@ classes:
     fn syntax_errors_point_inside_the_text() {
         let errors = check_source("p.yaml", "- this is a list\n- not a policy\n)").unwrap_err();
         assert_eq!((errors[0].line, errors[0].column), (3, 2), "{errors:?}");
+    }
+
+    #[test]
+    fn a_document_with_nothing_in_it_is_empty() {
+        for text in ["---", "--- ~\n", "...\n"] {
+            let errors = check_source("p.yaml", text).unwrap_err();
+            assert_eq!(errors[0].message, "the policy is empty", "{text:?}");
+            assert_eq!((errors[0].line, errors[0].column), (1, 1), "{text:?}");
+        }
     }
 
     #[test]
