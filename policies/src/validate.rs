@@ -710,6 +710,35 @@ impl Checker<'_> {
                         ),
                     );
                 } else {
+                    // Sites where every line the class may use is too slow: the class can
+                    // run there only in breach of its SLA.
+                    let slow_sites: Vec<String> = policy
+                        .sites
+                        .iter()
+                        .filter(|site| {
+                            let mut allowed = site
+                                .lines
+                                .iter()
+                                .filter(|line| !excluded(class, line))
+                                .peekable();
+                            allowed.peek().is_some()
+                                && allowed.all(|line| latency.0 < latency_floor(line.transport))
+                        })
+                        .map(|site| site.name.clone())
+                        .collect();
+                    if !slow_sites.is_empty() {
+                        self.warning(
+                            format!("{path}.latency"),
+                            format!(
+                                "at site{} {} no line class `{}` may use can meet latency {latency}",
+                                if slow_sites.len() > 1 { "s" } else { "" },
+                                few(&slow_sites),
+                                class.name
+                            ),
+                            "the class will run there in breach of its SLA; floors assumed: mpls 1ms, internet 2ms, lte 10ms, satellite 20ms"
+                                .to_string(),
+                        );
+                    }
                     for (p, entry) in class.steering.prefer.iter().enumerate() {
                         let slow: Vec<&&Line> = usable
                             .iter()
