@@ -608,18 +608,19 @@ impl Checker<'_> {
                 }
             }
             // Every site must leave the class at least one line.
-            let stranded: Vec<String> = policy
+            let stranded_sites: Vec<&crate::model::Site> = policy
                 .sites
                 .iter()
                 .filter(|site| !site.lines.is_empty())
                 .filter(|site| site.lines.iter().all(|line| excluded(class, line)))
+                .collect();
+            let stranded: Vec<String> = stranded_sites
+                .iter()
                 .map(|site| site.name.clone())
                 .collect();
             if !stranded.is_empty() {
-                let lines: BTreeSet<&str> = policy
-                    .sites
+                let lines: BTreeSet<&str> = stranded_sites
                     .iter()
-                    .filter(|site| stranded.contains(&site.name))
                     .flat_map(|site| site.lines.iter().map(|line| line.name.as_str()))
                     .collect();
                 let lines: Vec<&str> = lines.into_iter().collect();
