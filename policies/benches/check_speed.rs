@@ -2,12 +2,12 @@
 //! and 10,000 branches (three lines each) and eight classes. The controller checks every
 //! pushed policy, so this is the cost of a push. Prints the median of repeated runs.
 //!
-//!     cargo run --release -p wansteer-policies --example check_speed
+//!     cargo bench -p wansteer-policies --bench check_speed
 
 use std::time::Instant;
 
 fn policy(branches: usize) -> String {
-    let bank = include_str!("bank.yaml");
+    let bank = include_str!("../examples/bank.yaml");
     let classes = &bank[bank.find("\nclasses:").unwrap()..];
     let mut text = String::from("sites:\n");
     text.push_str(
