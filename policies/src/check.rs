@@ -2,12 +2,12 @@
 //! and a hint. This is the one entry point the CLI, the controller's API and the agent use,
 //! so a policy refused in one place is refused the same way everywhere.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
 use crate::model::Policy;
-use crate::schema::{self, Place};
+use crate::schema;
+use crate::source::Node;
 use crate::source::{self, Pos};
 use crate::validate;
 
@@ -81,17 +81,21 @@ pub fn check_source_with(
     text: &str,
     options: &CheckOptions,
 ) -> Result<Checked, Vec<Diagnostic>> {
-    let diagnostic = |pos: Pos, severity, message: String, hint: Option<String>| Diagnostic {
-        file: file.to_string(),
-        line: pos.line,
-        column: pos.column,
-        severity,
-        message,
-        hint,
+    let end = end_of(text);
+    let diagnostic = |pos: Pos, severity, message: String, hint: Option<String>| {
+        let pos = within(pos, end);
+        Diagnostic {
+            file: file.to_string(),
+            line: pos.line,
+            column: pos.column,
+            severity,
+            message,
+            hint,
+        }
     };
     let root = match source::parse(text) {
-        Ok(Some(root)) => root,
-        Ok(None) => {
+        Ok(Some(root)) if !root.is_null() => root,
+        Ok(_) => {
             return Err(vec![diagnostic(
                 Pos { line: 1, column: 1 },
                 Severity::Error,
@@ -148,7 +152,7 @@ pub fn check_source_with(
             .and_then(|value| yaml_serde::from_value::<Policy>(value).ok())
     };
     if let Some(policy) = &policy {
-        let places = Places(&walked.places);
+        let places = Places(&root);
         for finding in validate::validate(policy, &places, options.known_apps.as_deref()) {
             let moot = std::iter::once(&finding.path)
                 .chain(&finding.related)
@@ -177,24 +181,35 @@ pub fn check_source_with(
     }
 }
 
+/// Where the text ends: its last line and the column after its last character.
+fn end_of(text: &str) -> Pos {
+    let last_line = text.matches(['\n', '\r']).count() - text.matches("\r\n").count() + 1;
+    let tail = text.rsplit(['\n', '\r']).next().unwrap_or("");
+    Pos {
+        line: last_line,
+        column: tail.chars().count() + 1,
+    }
+}
+
+/// The scanner may report a position one line past the end of the text; point at the end
+/// instead, so every diagnostic names a place the operator can find.
+fn within(pos: Pos, end: Pos) -> Pos {
+    if pos.line <= end.line { pos } else { end }
+}
+
 /// Positions of paths, falling back to the nearest written ancestor for defaulted fields.
-struct Places<'a>(&'a HashMap<String, Place>);
+struct Places<'a>(&'a Node);
 
 impl Places<'_> {
     fn pos(&self, path: &str) -> Pos {
         let mut path = path;
         loop {
-            if let Some(place) = self.0.get(path) {
+            if let Some(place) = schema::locate(self.0, path) {
                 return place.value;
             }
             match path.rfind(['.', '[']) {
                 Some(cut) => path = &path[..cut],
-                None => {
-                    return self
-                        .0
-                        .get("")
-                        .map_or_else(Pos::default, |place| place.value);
-                }
+                None => return self.0.pos,
             }
         }
     }
@@ -307,6 +322,37 @@ classes:
                 "class `saas` prefers line `mpsl`, which no site has"
             ]
         );
+    }
+
+    #[test]
+    fn preferring_a_line_that_never_rules_out_by_transport_is_an_error() {
+        let text = POLICY.replace("name: mpls,", "name: mpls-a,").replace(
+            "priority: 2",
+            "priority: 2\n    steering: { prefer: [mpls-a], never: [mpls] }",
+        );
+        let errors = check_source("p.yaml", &text).unwrap_err();
+        let messages: Vec<&str> = errors.iter().map(|d| d.message.as_str()).collect();
+        assert!(
+            messages.contains(
+                &"class `saas` prefers `mpls-a`, but its `never` list rules out every such line"
+            ),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_point_inside_the_text() {
+        let errors = check_source("p.yaml", "- this is a list\n- not a policy\n)").unwrap_err();
+        assert_eq!((errors[0].line, errors[0].column), (3, 2), "{errors:?}");
+    }
+
+    #[test]
+    fn a_document_with_nothing_in_it_is_empty() {
+        for text in ["---", "--- ~\n", "...\n"] {
+            let errors = check_source("p.yaml", text).unwrap_err();
+            assert_eq!(errors[0].message, "the policy is empty", "{text:?}");
+            assert_eq!((errors[0].line, errors[0].column), (1, 1), "{text:?}");
+        }
     }
 
     #[test]

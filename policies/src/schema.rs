@@ -2,12 +2,13 @@
 //! structural problem at once: unknown keys (with "did you mean"), missing keys, wrong
 //! types, bad units, duplicate keys.
 //!
-//! The walk also builds a typed `yaml_serde::Value` in which each broken value is replaced
-//! by a harmless placeholder (and remembered as broken), so the semantic checks can still
-//! run and report cross-reference problems in the same pass. It records the position of
-//! every path (`classes[2].steering.never[0]`) for those checks to point at.
+//! When it finds problems, the walk also builds a typed `yaml_serde::Value` in which each
+//! broken value is replaced by a harmless placeholder (and remembered as broken), so the
+//! semantic checks can still run and report cross-reference problems in the same pass.
+//! [`locate`] finds where a path (`classes[2].steering.never[0]`) was written, for those
+//! checks to point at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -357,51 +358,100 @@ pub struct Place {
 /// What the walk found.
 #[derive(Debug)]
 pub struct Walked {
-    /// The typed value with placeholders for broken parts; `None` when the root itself is
-    /// not a mapping.
+    /// When there were problems: the typed value with placeholders for broken parts
+    /// (`None` when the root itself is not a mapping). Without problems the value is not
+    /// built (serde reads the text directly) and this is `None`.
     pub value: Option<Value>,
     pub problems: Vec<Problem>,
-    /// Position of every path written in the file.
-    pub places: HashMap<String, Place>,
     /// Paths whose values were replaced or dropped.
     pub broken: Vec<String>,
 }
 
 /// Walks the tree against the policy shape.
 pub fn walk(root: &Node) -> Walked {
-    let mut walker = Walker {
-        problems: Vec::new(),
-        places: HashMap::new(),
-        broken: Vec::new(),
-    };
-    walker.places.insert(
-        String::new(),
-        Place {
-            key: None,
-            value: root.pos,
-        },
-    );
-    let value = walker.structure(root, &POLICY, "");
+    // The clean case (every policy in production) only validates; the value with
+    // placeholders is built by a second walk when something is wrong.
+    let mut walker = Walker::new(false);
+    walker.structure(root, &POLICY);
+    if walker.problems.is_empty() {
+        return Walked {
+            value: None,
+            problems: Vec::new(),
+            broken: Vec::new(),
+        };
+    }
+    walk_with_value(root)
+}
+
+/// Walks the tree and always builds the value (with placeholders where broken).
+pub fn walk_with_value(root: &Node) -> Walked {
+    let mut walker = Walker::new(true);
+    let value = walker.structure(root, &POLICY);
     Walked {
         value,
         problems: walker.problems,
-        places: walker.places,
         broken: walker.broken,
     }
 }
 
-struct Walker {
-    problems: Vec<Problem>,
-    places: HashMap<String, Place>,
-    broken: Vec<String>,
+/// Where a path (`sites[0].lines[2].up`) was written, if it was.
+pub fn locate(root: &Node, path: &str) -> Option<Place> {
+    let mut place = Place {
+        key: None,
+        value: root.pos,
+    };
+    let mut node = root;
+    for segment in segments(path) {
+        let next = match (segment, &node.value) {
+            (Segment::Key(key), NodeValue::Map(pairs)) => pairs.iter().find_map(|(k, v)| {
+                matches!(&k.value, NodeValue::Scalar { text, .. } if text == key)
+                    .then(|| (Some(k.pos), v))
+            }),
+            (Segment::Index(index), NodeValue::List(items)) => {
+                items.get(index).map(|item| (None, item))
+            }
+            _ => None,
+        };
+        let (key, value) = next?;
+        place = Place {
+            key,
+            value: value.pos,
+        };
+        node = value;
+    }
+    Some(place)
 }
 
-fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `classes[2].match[0]` → `classes`, 2, `match`, 0.
+fn segments(path: &str) -> impl Iterator<Item = Segment<'_>> {
+    path.split('.')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| {
+            let (key, rest) = part.split_once('[').unwrap_or((part, ""));
+            let indices = rest
+                .split('[')
+                .filter_map(|index| index.trim_end_matches(']').parse().ok())
+                .map(Segment::Index);
+            (!key.is_empty())
+                .then_some(Segment::Key(key))
+                .into_iter()
+                .chain(indices)
+        })
+}
+
+struct Walker {
+    problems: Vec<Problem>,
+    broken: Vec<String>,
+    /// The path of the node being walked, as segments (formatted only when needed).
+    stack: Vec<Segment<'static>>,
+    /// Whether to build the value (second walk, after problems were found).
+    build: bool,
 }
 
 /// Splits a unit error ("`x` is not a duration; write …") into message and hint.
@@ -413,6 +463,44 @@ fn split_unit_error(error: UnitError) -> (String, Option<String>) {
 }
 
 impl Walker {
+    fn new(build: bool) -> Walker {
+        Walker {
+            problems: Vec::new(),
+            broken: Vec::new(),
+            stack: Vec::new(),
+            build,
+        }
+    }
+
+    /// The current path as text, e.g. `classes[2].sla`.
+    fn path(&self) -> String {
+        let mut path = String::new();
+        for segment in &self.stack {
+            match segment {
+                Segment::Key(key) => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                }
+                Segment::Index(index) => path.push_str(&format!("[{index}]")),
+            }
+        }
+        path
+    }
+
+    /// Marks the current path, extended by `key` if given, as broken.
+    fn mark_broken(&mut self, key: Option<&'static str>) {
+        if let Some(key) = key {
+            self.stack.push(Segment::Key(key));
+        }
+        let path = self.path();
+        self.broken.push(path);
+        if key.is_some() {
+            self.stack.pop();
+        }
+    }
+
     fn problem(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
         self.problems.push(Problem {
             pos,
@@ -431,23 +519,23 @@ impl Walker {
         }
     }
 
-    fn value(&mut self, node: &Node, shape: &Shape, path: &str) -> Option<Value> {
+    fn value(&mut self, node: &Node, shape: &Shape) -> Option<Value> {
         self.check_tag(node);
         match shape {
-            Shape::Struct(structure) => self.structure(node, structure, path),
-            Shape::List(item) => self.list(node, item, path),
+            Shape::Struct(structure) => self.structure(node, structure),
+            Shape::List(item) => self.list(node, item),
             Shape::Optional(inner) => {
                 if node.is_null() {
                     Some(Value::Null)
                 } else {
-                    self.value(node, inner, path)
+                    self.value(node, inner)
                 }
             }
-            Shape::Scalar(kind) => self.scalar(node, *kind, path),
+            Shape::Scalar(kind) => self.scalar(node, *kind),
         }
     }
 
-    fn structure(&mut self, node: &Node, shape: &StructShape, path: &str) -> Option<Value> {
+    fn structure(&mut self, node: &Node, shape: &StructShape) -> Option<Value> {
         let NodeValue::Map(pairs) = &node.value else {
             let keys: Vec<&str> = shape.fields.iter().map(|field| field.key).collect();
             self.problem(
@@ -491,26 +579,22 @@ impl Walker {
                 continue;
             }
             seen.insert(field.key, key_node.pos);
-            let path = child(path, field.key);
-            self.places.insert(
-                path.clone(),
-                Place {
-                    key: Some(key_node.pos),
-                    value: value_node.pos,
-                },
-            );
-            match self.value(value_node, &field.shape, &path) {
-                Some(value) => {
-                    mapping.insert(Value::String(field.key.into()), value);
-                }
-                None => {
-                    if field.required {
-                        mapping.insert(Value::String(field.key.into()), placeholder(&field.shape));
-                    } else if matches!(field.shape, Shape::Optional(_)) {
-                        mapping.insert(Value::String(field.key.into()), Value::Null);
-                    }
-                    self.broken.push(path);
-                }
+            self.stack.push(Segment::Key(field.key));
+            let value = self.value(value_node, &field.shape);
+            if value.is_none() {
+                self.mark_broken(None);
+            }
+            self.stack.pop();
+            let value = match value {
+                Some(value) => Some(value),
+                None if field.required => Some(placeholder(&field.shape)),
+                None if matches!(field.shape, Shape::Optional(_)) => Some(Value::Null),
+                None => None,
+            };
+            if let Some(value) = value
+                && self.build
+            {
+                mapping.insert(Value::String(field.key.into()), value);
             }
         }
         for meant in &misspelt {
@@ -519,7 +603,7 @@ impl Walker {
             {
                 // The default now stands where the operator meant a value: checks about
                 // that field would judge the default, not what was written.
-                self.broken.push(child(path, meant));
+                self.mark_broken(Some(meant));
             }
         }
         for field in shape.fields.iter().filter(|field| field.required) {
@@ -527,7 +611,7 @@ impl Walker {
                 if misspelt.contains(&field.key) {
                     // Already reported as "unknown key `prioity`: did you mean `priority`?".
                     mapping.insert(Value::String(field.key.into()), placeholder(&field.shape));
-                    self.broken.push(child(path, field.key));
+                    self.mark_broken(Some(field.key));
                     continue;
                 }
                 self.problem(
@@ -536,7 +620,7 @@ impl Walker {
                     Some(format!("add `{}:` — {}", field.key, field.about)),
                 );
                 mapping.insert(Value::String(field.key.into()), placeholder(&field.shape));
-                self.broken.push(child(path, field.key));
+                self.mark_broken(Some(field.key));
             }
         }
         Some(Value::Mapping(mapping))
@@ -566,7 +650,7 @@ impl Walker {
         near
     }
 
-    fn list(&mut self, node: &Node, item: &Shape, path: &str) -> Option<Value> {
+    fn list(&mut self, node: &Node, item: &Shape) -> Option<Value> {
         let NodeValue::List(items) = &node.value else {
             let hint = match &node.value {
                 NodeValue::Scalar { text, .. } if !node.is_null() => {
@@ -581,28 +665,22 @@ impl Walker {
             );
             return None;
         };
-        let mut values = Vec::with_capacity(items.len());
+        let mut values = Vec::with_capacity(if self.build { items.len() } else { 0 });
         for (index, item_node) in items.iter().enumerate() {
-            let path = format!("{path}[{index}]");
-            self.places.insert(
-                path.clone(),
-                Place {
-                    key: None,
-                    value: item_node.pos,
-                },
-            );
-            match self.value(item_node, item, &path) {
-                Some(value) => values.push(value),
-                None => {
-                    values.push(placeholder(item));
-                    self.broken.push(path);
-                }
+            self.stack.push(Segment::Index(index));
+            let value = self.value(item_node, item);
+            if value.is_none() {
+                self.mark_broken(None);
+            }
+            self.stack.pop();
+            if self.build {
+                values.push(value.unwrap_or_else(|| placeholder(item)));
             }
         }
         Some(Value::Sequence(values))
     }
 
-    fn scalar(&mut self, node: &Node, kind: Scalar, _path: &str) -> Option<Value> {
+    fn scalar(&mut self, node: &Node, kind: Scalar) -> Option<Value> {
         let expected = expected(kind);
         let NodeValue::Scalar { text, plain } = &node.value else {
             self.problem(
@@ -735,8 +813,8 @@ fn article(noun: &str) -> String {
 fn nested_struct(shape: &Shape) -> Option<&'static StructShape> {
     match shape {
         Shape::Struct(inner) => Some(inner),
-        Shape::Optional(inner) => nested_struct(inner),
-        _ => None,
+        Shape::Optional(inner) | Shape::List(inner) => nested_struct(inner),
+        Shape::Scalar(_) => None,
     }
 }
 
@@ -815,6 +893,37 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn paths_lead_to_where_they_were_written() {
+        let text = "sites:\n  - name: a\n    lines: [{ name: mpls }, { name: lte }]\nclasses: []\n";
+        let root = crate::source::parse(text).unwrap().unwrap();
+        let place = locate(&root, "sites[0].lines[1].name").unwrap();
+        assert_eq!(
+            place.key,
+            Some(Pos {
+                line: 3,
+                column: 31
+            })
+        );
+        assert_eq!(
+            place.value,
+            Pos {
+                line: 3,
+                column: 37
+            }
+        );
+        assert_eq!(
+            locate(&root, "classes").unwrap().value,
+            Pos {
+                line: 4,
+                column: 10
+            }
+        );
+        assert_eq!(locate(&root, "sites[0].lines[2]"), None);
+        assert_eq!(locate(&root, "sites[0].kind"), None);
+        assert_eq!(locate(&root, "").unwrap().value, root.pos);
     }
 
     #[test]

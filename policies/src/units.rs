@@ -57,7 +57,10 @@ impl FromStr for Span {
             "h" => 3600.0,
             _ => return Err(hint()),
         };
-        Ok(Span(Duration::from_secs_f64(value * seconds_per_unit)))
+        // try_from: a huge number of hours must be an error, not a panic.
+        Duration::try_from_secs_f64(value * seconds_per_unit)
+            .map(Span)
+            .map_err(|_| UnitError(format!("`{text}` is too long a duration; write e.g. `10m`")))
     }
 }
 
@@ -283,6 +286,8 @@ mod tests {
         let error = "50 parsecs".parse::<Span>().unwrap_err().to_string();
         assert!(error.contains("e.g. `50ms`"), "{error}");
         assert!("ms".parse::<Span>().is_err());
+        let error = "99999999999999999999999h".parse::<Span>().unwrap_err();
+        assert!(error.0.contains("too long"), "{error}");
     }
 
     #[test]

@@ -290,7 +290,7 @@ impl Checker<'_> {
                     };
                     let line = self.locate.line_of(other_path);
                     let hint = if severity == Severity::Warning {
-                        format!("`{other}` (line {line}) already covers it; remove one")
+                        format!("`{lan}` and `{other}` (line {line}) overlap; keep the wider one")
                     } else {
                         format!(
                             "each destination must belong to one site; `{other}` is on line {line}"
@@ -584,19 +584,43 @@ impl Checker<'_> {
                     );
                 }
             }
+            // A preferred line that `never` rules out by another name (`prefer: [mpls-a]`,
+            // `never: [mpls]`) is as contradictory as the same word in both lists.
+            for (p, entry) in class.steering.prefer.iter().enumerate() {
+                if class.steering.never.contains(entry) {
+                    continue;
+                }
+                let mut named = policy
+                    .sites
+                    .iter()
+                    .flat_map(|site| &site.lines)
+                    .filter(|line| line.is_named_by(entry))
+                    .peekable();
+                if named.peek().is_some() && named.all(|line| excluded(class, line)) {
+                    self.error(
+                        format!("{path}.prefer[{p}]"),
+                        format!(
+                            "class `{}` prefers `{entry}`, but its `never` list rules out every such line",
+                            class.name
+                        ),
+                        "remove it from `prefer`, or narrow `never`".to_string(),
+                    );
+                }
+            }
             // Every site must leave the class at least one line.
-            let stranded: Vec<String> = policy
+            let stranded_sites: Vec<&crate::model::Site> = policy
                 .sites
                 .iter()
                 .filter(|site| !site.lines.is_empty())
                 .filter(|site| site.lines.iter().all(|line| excluded(class, line)))
+                .collect();
+            let stranded: Vec<String> = stranded_sites
+                .iter()
                 .map(|site| site.name.clone())
                 .collect();
             if !stranded.is_empty() {
-                let lines: BTreeSet<&str> = policy
-                    .sites
+                let lines: BTreeSet<&str> = stranded_sites
                     .iter()
-                    .filter(|site| stranded.contains(&site.name))
                     .flat_map(|site| site.lines.iter().map(|line| line.name.as_str()))
                     .collect();
                 let lines: Vec<&str> = lines.into_iter().collect();
@@ -687,6 +711,35 @@ impl Checker<'_> {
                         ),
                     );
                 } else {
+                    // Sites where every line the class may use is too slow: the class can
+                    // run there only in breach of its SLA.
+                    let slow_sites: Vec<String> = policy
+                        .sites
+                        .iter()
+                        .filter(|site| {
+                            let mut allowed = site
+                                .lines
+                                .iter()
+                                .filter(|line| !excluded(class, line))
+                                .peekable();
+                            allowed.peek().is_some()
+                                && allowed.all(|line| latency.0 < latency_floor(line.transport))
+                        })
+                        .map(|site| site.name.clone())
+                        .collect();
+                    if !slow_sites.is_empty() {
+                        self.warning(
+                            format!("{path}.latency"),
+                            format!(
+                                "at site{} {} no line class `{}` may use can meet latency {latency}",
+                                if slow_sites.len() > 1 { "s" } else { "" },
+                                few(&slow_sites),
+                                class.name
+                            ),
+                            "the class will run there in breach of its SLA; floors assumed: mpls 1ms, internet 2ms, lte 10ms, satellite 20ms"
+                                .to_string(),
+                        );
+                    }
                     for (p, entry) in class.steering.prefer.iter().enumerate() {
                         let slow: Vec<&&Line> = usable
                             .iter()

@@ -237,7 +237,8 @@ proptest! {
     fn the_validator_accepts_the_shape_of_every_written_policy(policy in policy()) {
         let text = yaml_serde::to_string(&policy).unwrap();
         let tree = source::parse(&text).unwrap().unwrap();
-        let walked = schema::walk(&tree);
+        let walked = schema::walk_with_value(&tree);
+        prop_assert!(schema::walk(&tree).problems.is_empty());
         prop_assert!(walked.problems.is_empty(), "{:?}\n{}", walked.problems, text);
         let value = walked.value.unwrap();
         let read: Policy = yaml_serde::from_value(value).unwrap();

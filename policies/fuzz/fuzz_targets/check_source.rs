@@ -10,7 +10,8 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Err(diagnostics) = wansteer_policies::check_source("fuzz.yaml", text) {
         assert!(!diagnostics.is_empty());
-        let lines = text.lines().count() + 1;
+        // YAML breaks lines at \n, \r\n and a lone \r.
+        let lines = text.matches(['\n', '\r']).count() - text.matches("\r\n").count() + 1;
         for diagnostic in diagnostics {
             assert!(diagnostic.line >= 1 && diagnostic.line <= lines, "{diagnostic}");
             assert!(diagnostic.column >= 1, "{diagnostic}");
