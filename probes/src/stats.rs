@@ -48,8 +48,17 @@ pub fn wilson(lost: u32, probes: u32, z: f64) -> LossBounds {
         probes,
         lost,
         ratio: p,
-        lower: ((centre - spread) / denom).clamp(0.0, 1.0),
-        upper: ((centre + spread) / denom).clamp(0.0, 1.0),
+        // Exact at the edges (rounding would leave 1e-19 where the bound is 0).
+        lower: if lost == 0 {
+            0.0
+        } else {
+            ((centre - spread) / denom).clamp(0.0, 1.0)
+        },
+        upper: if lost == probes {
+            1.0
+        } else {
+            ((centre + spread) / denom).clamp(0.0, 1.0)
+        },
     }
 }
 

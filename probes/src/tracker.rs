@@ -233,13 +233,21 @@ impl ProbeTracker {
         }
     }
 
-    /// Computes the evidence at `now` (and refreshes the RTT-adaptive timeouts).
-    pub fn evidence(&mut self, now: Duration) -> Evidence {
+    /// Computes the evidence at `now`. With `detailed`, the long window gets every
+    /// estimate (and the RTT-adaptive timeouts are refreshed from it); otherwise only its
+    /// loss counts, which is all the health machine reads from it — this keeps a poll per
+    /// probe cheap.
+    pub fn evidence(&mut self, now: Duration, detailed: bool) -> Evidence {
         self.evict(now);
-        let long = self.window(now, self.config.long_window);
-        if let Some(rtt) = &long.rtt_ms {
-            self.rtt_p99_ns = Some((rtt.p99 * 1e6) as i64);
-        }
+        let long = if detailed || self.rtt_p99_ns.is_none() {
+            let long = self.window(now, self.config.long_window);
+            if let Some(rtt) = &long.rtt_ms {
+                self.rtt_p99_ns = Some((rtt.p99 * 1e6) as i64);
+            }
+            long
+        } else {
+            self.loss_window(now, self.config.long_window)
+        };
         let short = self.window(now, self.config.short_window);
         let (missing, answered_run) = self.runs(now);
         let silent = now.saturating_sub(self.last_answer_at.unwrap_or_default());
@@ -264,6 +272,11 @@ impl ProbeTracker {
             .map(|r| r.sent_at + overdue)
             .take_while(|&deadline| deadline > after)
             .last()
+    }
+
+    /// When the last answer arrived.
+    pub fn last_answer_at(&self) -> Option<Duration> {
+        self.last_answer_at
     }
 
     /// Timeout after which an unanswered probe is lost.
@@ -328,10 +341,41 @@ impl ProbeTracker {
         (missing, answered)
     }
 
+    /// Only the loss counts and bounds over probes sent in `(now − span, now]`.
+    pub fn loss_window(&self, now: Duration, span: Duration) -> WindowSummary {
+        let loss_timeout = self.loss_timeout();
+        let (mut answered, mut lost, mut pending) = (0u32, 0u32, 0u32);
+        for r in self
+            .records
+            .iter()
+            .rev()
+            .take_while(|r| r.sent_at + span > now)
+            .filter(|r| r.sent_at <= now)
+        {
+            match r.reply {
+                Some(reply) if reply.received_at <= now => answered += 1,
+                _ if now.saturating_sub(r.sent_at) >= loss_timeout => lost += 1,
+                _ => pending += 1,
+            }
+        }
+        let bounds = stats::wilson(lost, answered + lost, Z95);
+        WindowSummary {
+            window_ms: span.as_millis() as u64,
+            probes: bounds.probes,
+            lost,
+            pending,
+            loss: LossEstimate {
+                ratio: bounds.ratio,
+                lower: bounds.lower,
+                upper: bounds.upper,
+            },
+            ..WindowSummary::default()
+        }
+    }
+
     /// Estimates over probes sent in `(now − span, now]`.
     pub fn window(&self, now: Duration, span: Duration) -> WindowSummary {
         let loss_timeout = self.loss_timeout();
-        let start = now.saturating_sub(span);
         let mut lost = 0u32;
         let mut pending = 0u32;
         let mut reordered = 0u32;
@@ -342,7 +386,7 @@ impl ProbeTracker {
         let in_window = self
             .records
             .iter()
-            .filter(|r| r.sent_at > start && r.sent_at <= now);
+            .filter(|r| r.sent_at + span > now && r.sent_at <= now);
         for r in in_window {
             duplicates += r.duplicates;
             match r.reply {
