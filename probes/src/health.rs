@@ -125,7 +125,7 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             outage_probes: 3,
-            min_silence: Duration::from_millis(150),
+            min_silence: Duration::from_millis(120),
             answers_to_leave_down: 3,
             fast_loss_factor: 2.0,
             min_probes: 20,

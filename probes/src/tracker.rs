@@ -27,7 +27,7 @@ pub struct TrackerConfig {
     pub min_loss_timeout: Duration,
     /// Upper cap of the adaptive loss timeout.
     pub max_loss_timeout: Duration,
-    /// A probe unanswered for RTT p99 × 1.5 + this margin is overdue (outage timer).
+    /// A probe unanswered for RTT p99 × 1.25 + this margin is overdue (outage timer).
     pub overdue_margin: Duration,
     /// Overdue timeout used before any RTT is known.
     pub initial_overdue: Duration,
@@ -40,7 +40,7 @@ impl Default for TrackerConfig {
             long_window: Duration::from_secs(30),
             min_loss_timeout: Duration::from_millis(250),
             max_loss_timeout: Duration::from_secs(2),
-            overdue_margin: Duration::from_millis(10),
+            overdue_margin: Duration::from_millis(5),
             initial_overdue: Duration::from_secs(1),
         }
     }
@@ -294,7 +294,7 @@ impl ProbeTracker {
     pub fn overdue_after(&self) -> Duration {
         match self.rtt_p99_ns {
             Some(p99) => {
-                Duration::from_nanos(p99.max(0) as u64 * 3 / 2) + self.config.overdue_margin
+                Duration::from_nanos(p99.max(0) as u64 * 5 / 4) + self.config.overdue_margin
             }
             None => self.config.initial_overdue,
         }
