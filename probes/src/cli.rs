@@ -155,12 +155,18 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
+    println!("{}", render_report(report, json)?);
+    Ok(())
+}
+
+/// One report as printed by `wansteer probe send`: a JSON line with `--json`, else a
+/// readable line.
+pub fn render_report(report: &LineReport, json: bool) -> anyhow::Result<String> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
-        return Ok(());
+        return Ok(serde_json::to_string(report)?);
     }
-    match report {
-        LineReport::Transition(t) => println!("{t}"),
+    Ok(match report {
+        LineReport::Transition(t) => t.to_string(),
         LineReport::Summary(s) => {
             let rtt = s
                 .short
@@ -172,7 +178,7 @@ fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
                 .iter()
                 .map(|h| format!("{}={}", h.sla, h.state))
                 .collect();
-            println!(
+            format!(
                 "{} {} loss {:.2}% [{:.2}%, {:.2}%] of {} ({:.1} s) jitter {:.2} ms {}",
                 s.line,
                 rtt,
@@ -183,8 +189,7 @@ fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
                 s.short.window_ms as f64 / 1e3,
                 s.short.jitter_ms.unwrap_or(0.0),
                 states.join(" "),
-            );
+            )
         }
-    }
-    Ok(())
+    })
 }
