@@ -112,6 +112,45 @@ pub struct ProbeTracker {
     last_answer_at: Option<Duration>,
     rtt_p99_ns: Option<i64>,
     counters: ProbeCounters,
+    history: BurstHistory,
+}
+
+/// Loss runs longer than this many probes are outages (the missed-probe timer's
+/// business), not bursts: they are left out of the burstiness estimate.
+const MAX_BURST: u32 = 40;
+
+/// Loss runs of probes that left the windows, decaying with a 5-minute time constant:
+/// the line's recent burstiness, used when a window holds too few runs to show it.
+#[derive(Debug, Default)]
+struct BurstHistory {
+    lost: f64,
+    runs: f64,
+    at: Duration,
+    run_len: u32,
+}
+
+impl BurstHistory {
+    const TAU_SECS: f64 = 300.0;
+
+    fn record(&mut self, at: Duration, lost: bool) {
+        let decay = (-(at.saturating_sub(self.at)).as_secs_f64() / Self::TAU_SECS).exp();
+        self.lost *= decay;
+        self.runs *= decay;
+        self.at = self.at.max(at);
+        if lost {
+            self.run_len += 1;
+        } else if self.run_len > 0 {
+            if self.run_len <= MAX_BURST {
+                self.lost += f64::from(self.run_len);
+                self.runs += 1.0;
+            }
+            self.run_len = 0;
+        }
+    }
+
+    fn mean_burst(&self) -> Option<f64> {
+        (self.runs >= 0.5).then(|| self.lost / self.runs)
+    }
 }
 
 impl ProbeTracker {
@@ -125,6 +164,7 @@ impl ProbeTracker {
             last_answer_at: None,
             rtt_p99_ns: None,
             counters: ProbeCounters::default(),
+            history: BurstHistory::default(),
         }
     }
 
@@ -301,6 +341,15 @@ impl ProbeTracker {
         .min(self.loss_timeout())
     }
 
+    /// Mean loss-run length for a window: its own when it holds at least two bursts,
+    /// else (or when larger) the line's recent history.
+    fn mean_burst(&self, runs: &mut LossRuns) -> f64 {
+        runs.close();
+        let own = (runs.runs >= 2).then(|| f64::from(runs.lost) / f64::from(runs.runs));
+        let history = self.history.mean_burst();
+        own.into_iter().chain(history).fold(1.0, f64::max)
+    }
+
     fn index_of(&self, sequence: u32) -> Option<usize> {
         let front = self.records.front()?.sequence;
         let index = sequence.wrapping_sub(front) as usize;
@@ -314,7 +363,9 @@ impl ProbeTracker {
             .front()
             .is_some_and(|r| now.saturating_sub(r.sent_at) > keep)
         {
-            self.records.pop_front();
+            if let Some(r) = self.records.pop_front() {
+                self.history.record(r.sent_at, r.reply.is_none());
+            }
         }
     }
 
@@ -345,6 +396,7 @@ impl ProbeTracker {
     pub fn loss_window(&self, now: Duration, span: Duration) -> WindowSummary {
         let loss_timeout = self.loss_timeout();
         let (mut answered, mut lost, mut pending) = (0u32, 0u32, 0u32);
+        let mut runs = LossRuns::default();
         for r in self
             .records
             .iter()
@@ -353,12 +405,18 @@ impl ProbeTracker {
             .filter(|r| r.sent_at <= now)
         {
             match r.reply {
-                Some(reply) if reply.received_at <= now => answered += 1,
-                _ if now.saturating_sub(r.sent_at) >= loss_timeout => lost += 1,
+                Some(reply) if reply.received_at <= now => {
+                    answered += 1;
+                    runs.push(false);
+                }
+                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                    lost += 1;
+                    runs.push(true);
+                }
                 _ => pending += 1,
             }
         }
-        let bounds = stats::wilson(lost, answered + lost, Z95);
+        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
         WindowSummary {
             window_ms: span.as_millis() as u64,
             probes: bounds.probes,
@@ -378,6 +436,7 @@ impl ProbeTracker {
         let loss_timeout = self.loss_timeout();
         let mut lost = 0u32;
         let mut pending = 0u32;
+        let mut runs = LossRuns::default();
         let mut reordered = 0u32;
         let mut duplicates = 0u32;
         let mut rtt = Vec::new();
@@ -391,17 +450,21 @@ impl ProbeTracker {
             duplicates += r.duplicates;
             match r.reply {
                 Some(reply) if reply.received_at <= now => {
+                    runs.push(false);
                     rtt.push(reply.rtt_ns);
                     fwd.push(reply.fwd_ns);
                     rev.push(reply.rev_ns);
                     reordered += u32::from(r.reordered);
                 }
-                _ if now.saturating_sub(r.sent_at) >= loss_timeout => lost += 1,
+                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                    lost += 1;
+                    runs.push(true);
+                }
                 _ => pending += 1,
             }
         }
         let answered = rtt.len() as u32;
-        let bounds = stats::wilson(lost, answered + lost, Z95);
+        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
         let ms = |ns: f64| ns / 1e6;
         let jitter = |series: &[i64]| {
             (series.len() >= 2).then(|| ms(InterarrivalJitter::of(series.iter().copied())))
@@ -437,6 +500,33 @@ impl ProbeTracker {
             reordered,
             duplicates,
         }
+    }
+}
+
+/// Counts maximal runs of consecutive lost probes no longer than [`MAX_BURST`]
+/// (pending probes are skipped).
+#[derive(Debug, Default)]
+struct LossRuns {
+    runs: u32,
+    lost: u32,
+    run_len: u32,
+}
+
+impl LossRuns {
+    fn push(&mut self, lost: bool) {
+        if lost {
+            self.run_len += 1;
+        } else {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if self.run_len > 0 && self.run_len <= MAX_BURST {
+            self.runs += 1;
+            self.lost += self.run_len;
+        }
+        self.run_len = 0;
     }
 }
 

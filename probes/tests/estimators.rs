@@ -237,3 +237,27 @@ fn rtt_removes_the_reflector_turnaround_and_one_way_figures_survive_clock_offset
     assert!(close(w.fwd_jitter_ms.unwrap(), 1.5, 0.2), "{w:?}");
     assert_eq!(w.loss.ratio, 0.0);
 }
+
+#[test]
+fn bursty_loss_widens_the_interval_by_the_design_effect() {
+    use wansteer_probes::stats::wilson_bursty;
+    let iid = wilson(12, 600, Z95);
+    assert_eq!(
+        wilson_bursty(12, 600, 1.0, Z95),
+        iid,
+        "isolated losses: plain Wilson"
+    );
+    // Bursts of 10: D = 19, so 600 probes weigh like ~32 independent ones.
+    let bursty = wilson_bursty(12, 600, 10.0, Z95);
+    assert_eq!(bursty.ratio, iid.ratio);
+    assert!(
+        bursty.lower < iid.lower && bursty.upper > iid.upper,
+        "{bursty:?} vs {iid:?}"
+    );
+    assert!(
+        bursty.upper - bursty.lower > 3.0 * (iid.upper - iid.lower),
+        "{bursty:?}"
+    );
+    // A clean window on a line known to lose in bursts is not proof of a clean line.
+    assert!(wilson_bursty(0, 600, 10.0, Z95).upper > 0.05);
+}
