@@ -40,6 +40,7 @@ fn two_slas() -> MonitorConfig {
             loss_limit: 0.01,
             rtt_limit: Some(ms(150)),
             jitter_limit: Some(ms(30)),
+            fast_loss_factor: None,
         },
         Sla::loss_only("bulk", 0.03),
     ];

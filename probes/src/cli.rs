@@ -73,6 +73,10 @@ struct SendArgs {
     /// SLA jitter limit in milliseconds.
     #[arg(long)]
     jitter_limit_ms: Option<f64>,
+    /// The 2 s window breaches when its loss lower bound exceeds this many times the
+    /// loss limit (1 = fastest reaction, more false alarms near the limit; default 2).
+    #[arg(long)]
+    fast_loss_factor: Option<f64>,
     /// Print reports as JSON lines (otherwise one readable line each).
     #[arg(long)]
     json: bool,
@@ -122,6 +126,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             .jitter_limit_ms
             .map(|ms| millis(ms, "--jitter-limit-ms"))
             .transpose()?,
+        fast_loss_factor: args.fast_loss_factor,
     }];
     monitor.validate().map_err(anyhow::Error::msg)?;
     let config = SenderConfig {

@@ -30,6 +30,10 @@ pub struct Sla {
     pub rtt_limit: Option<Duration>,
     /// Highest acceptable RFC 3550 jitter (over RTT).
     pub jitter_limit: Option<Duration>,
+    /// Overrides [`HealthConfig::fast_loss_factor`] for this class (e.g. 1 for voice,
+    /// which prefers a fast move to a steady line).
+    #[serde(default)]
+    pub fast_loss_factor: Option<f64>,
 }
 
 impl Sla {
@@ -40,6 +44,7 @@ impl Sla {
             loss_limit,
             rtt_limit: None,
             jitter_limit: None,
+            fast_loss_factor: None,
         }
     }
 
@@ -49,6 +54,14 @@ impl Sla {
             return Err(format!(
                 "SLA {}: loss limit {} is not a fraction in (0, 1)",
                 self.name, self.loss_limit
+            ));
+        }
+        if let Some(f) = self.fast_loss_factor
+            && !(f >= 1.0 && f.is_finite())
+        {
+            return Err(format!(
+                "SLA {}: fast loss factor {f} must be >= 1",
+                self.name
             ));
         }
         for (what, limit) in [("rtt", self.rtt_limit), ("jitter", self.jitter_limit)] {
@@ -324,7 +337,11 @@ impl LineHealth {
     /// Confident breaches of the SLA (empty when none).
     fn breaches(&self, ev: &Evidence) -> Vec<HealthReason> {
         let mut reasons = Vec::new();
-        let fast_limit = self.sla.loss_limit * self.config.fast_loss_factor;
+        let factor = self
+            .sla
+            .fast_loss_factor
+            .unwrap_or(self.config.fast_loss_factor);
+        let fast_limit = self.sla.loss_limit * factor;
         for (w, limit) in [(&ev.short, fast_limit), (&ev.long, self.sla.loss_limit)] {
             if w.probes >= self.config.min_probes && w.loss.lower > limit {
                 reasons.push(self.loss_reason(w, limit, true));

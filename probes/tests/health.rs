@@ -129,7 +129,7 @@ fn gross_loss_is_caught_on_the_short_window_without_waiting_for_the_long_one() {
     // A class that asks for the fastest reaction: the short window judges against the
     // SLA itself. Exactly 1 probe in 20 lost (5%) from t = 60 s.
     let mut config = MonitorConfig::new("inet");
-    config.health.fast_loss_factor = 1.0;
+    config.slas[0].fast_loss_factor = Some(1.0);
     let steps = [at(60, line(20).with_loss(LossModel::EveryNth(20)))];
     let run = run(config, line(20), &steps, secs(70), 3);
     let t = after(&run, 60_000)[0];
@@ -290,12 +290,14 @@ fn latency_and_jitter_breaches_carry_their_metric() {
         loss_limit: 0.01,
         rtt_limit: Some(ms(100)),
         jitter_limit: None,
+        fast_loss_factor: None,
     };
     let jitter_sla = Sla {
         name: "voice".into(),
         loss_limit: 0.01,
         rtt_limit: None,
         jitter_limit: Some(ms(10)),
+        fast_loss_factor: None,
     };
     let mut config = MonitorConfig::new("inet");
     config.slas = vec![latency, jitter_sla];
