@@ -408,3 +408,123 @@ fn estimates_match_the_injected_truth() {
         assert!(rtt.min >= 30.0 && rtt.max <= 50.0 + 0.001, "{rtt:?}");
     }
 }
+
+mod pure_machine {
+    //! `LineHealth` driven directly with hand-made evidence: plain data in, transitions out.
+
+    use std::time::Duration;
+
+    use wansteer_probes::{Evidence, HealthConfig, LineHealth, Sla};
+    use wansteer_wire::report::{HealthReason, HealthState, LossEstimate, WindowSummary};
+
+    fn window(ms: u64, probes: u32, lost: u32, lower: f64) -> WindowSummary {
+        WindowSummary {
+            window_ms: ms,
+            probes,
+            lost,
+            loss: LossEstimate {
+                ratio: f64::from(lost) / f64::from(probes.max(1)),
+                lower,
+                upper: 1.0,
+            },
+            ..WindowSummary::default()
+        }
+    }
+
+    fn clean(now: f64) -> Evidence {
+        Evidence {
+            now: Duration::from_secs_f64(now),
+            short: window(2000, 40, 0, 0.0),
+            long: window(30_000, 600, 0, 0.0),
+            missing: 0,
+            answered_run: 40,
+            silent: Duration::from_millis(30),
+        }
+    }
+
+    fn lossy(now: f64) -> Evidence {
+        Evidence {
+            short: window(2000, 40, 4, 0.04),
+            ..clean(now)
+        }
+    }
+
+    fn machine() -> LineHealth {
+        let config = HealthConfig {
+            hold_down: Duration::from_secs(1),
+            initial: HealthState::Up,
+            ..HealthConfig::default()
+        };
+        LineHealth::new("l", Sla::loss_only("voice", 0.01), config)
+    }
+
+    #[test]
+    fn penalty_decays_with_its_half_life_and_suppression_ends_at_reuse() {
+        let mut h = machine();
+        // Three failures ten seconds apart, each followed by a clean hold-down.
+        for (i, t) in [0.0, 10.0, 20.0].into_iter().enumerate() {
+            let down = h.evaluate(&lossy(t)).expect("breach");
+            assert_eq!(down.to, HealthState::Degraded);
+            assert!(matches!(
+                down.reasons[0],
+                HealthReason::Loss { breached: true, .. }
+            ));
+            assert!(h.evaluate(&clean(t + 0.5)).is_none(), "hold-down starts");
+            let up = h.evaluate(&clean(t + 1.6));
+            if i < 2 {
+                assert_eq!(up.expect("recovers").to, HealthState::Up);
+            } else {
+                assert!(up.is_none(), "third flap suppresses");
+            }
+        }
+        // 1000·2^(-20/60) + 1000·2^(-10/60) + 1000 at t = 20 s.
+        let at_20 = 1000.0 * (0.5f64.powf(20.0 / 60.0) + 0.5f64.powf(10.0 / 60.0) + 1.0);
+        assert!(h.suppressed());
+        let expected_at = |t: f64| at_20 * 0.5f64.powf((t - 20.0) / 60.0);
+        assert!(
+            (h.penalty() - expected_at(21.6)).abs() < 1e-6,
+            "{}",
+            h.penalty()
+        );
+        // Released when the penalty has decayed to 750, not before.
+        let release = 20.0 + 60.0 * (at_20 / 750.0).log2();
+        assert!(h.evaluate(&clean(release - 0.1)).is_none());
+        let up = h.evaluate(&clean(release + 0.1)).expect("released");
+        assert_eq!(up.to, HealthState::Up);
+        assert!(
+            up.reasons
+                .iter()
+                .any(|r| matches!(r, HealthReason::Reused { .. })),
+            "{up}"
+        );
+    }
+
+    #[test]
+    fn outage_needs_both_missed_probes_and_silence() {
+        let mut h = machine();
+        let mut late = clean(5.0);
+        late.missing = 5; // replies overdue…
+        late.silent = Duration::from_millis(60); // …but still arriving: a delay jump
+        assert!(h.evaluate(&late).is_none());
+        late.silent = Duration::from_millis(200);
+        let down = h.evaluate(&late).expect("outage");
+        assert_eq!(down.to, HealthState::Down);
+        assert_eq!(
+            down.reasons,
+            vec![HealthReason::Outage {
+                missing: 5,
+                silent_ms: 200
+            }]
+        );
+    }
+
+    #[test]
+    fn evidence_round_trips_through_json_for_record_and_replay() {
+        let ev = lossy(3.25);
+        let json = serde_json::to_string(&ev).unwrap();
+        let back: Evidence = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ev);
+        let (mut a, mut b) = (machine(), machine());
+        assert_eq!(a.evaluate(&ev), b.evaluate(&back));
+    }
+}
