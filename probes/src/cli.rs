@@ -96,7 +96,12 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %socket.local_addr()?, "STAMP reflector running");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
     };
     let counters = run_reflector(socket, shutdown).await?;
     tracing::info!(?counters, "reflector stopped");
@@ -144,7 +149,12 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             report = handle.reports.recv() => match report {
-                Some(report) => print_report(&report, args.json)?,
+                Some(report) => {
+                    if !print_report(&report, args.json)? {
+                        // Whoever read our output is gone (`| head`): stop quietly.
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
@@ -159,9 +169,15 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
-    println!("{}", render_report(report, json)?);
-    Ok(())
+/// Prints one report; `false` when stdout is closed.
+fn print_report(report: &LineReport, json: bool) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let line = render_report(report, json)?;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One report as printed by `wansteer probe send`: a JSON line with `--json`, else a
