@@ -73,6 +73,10 @@ struct SendArgs {
     /// SLA jitter limit in milliseconds.
     #[arg(long)]
     jitter_limit_ms: Option<f64>,
+    /// The 2 s window breaches when its loss lower bound exceeds this many times the
+    /// loss limit (1 = fastest reaction, more false alarms near the limit; default 2).
+    #[arg(long)]
+    fast_loss_factor: Option<f64>,
     /// Print reports as JSON lines (otherwise one readable line each).
     #[arg(long)]
     json: bool,
@@ -92,7 +96,12 @@ async fn reflect(args: ReflectArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %socket.local_addr()?, "STAMP reflector running");
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
     };
     let counters = run_reflector(socket, shutdown).await?;
     tracing::info!(?counters, "reflector stopped");
@@ -122,6 +131,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             .jitter_limit_ms
             .map(|ms| millis(ms, "--jitter-limit-ms"))
             .transpose()?,
+        fast_loss_factor: args.fast_loss_factor,
     }];
     monitor.validate().map_err(anyhow::Error::msg)?;
     let config = SenderConfig {
@@ -139,7 +149,12 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     loop {
         tokio::select! {
             report = handle.reports.recv() => match report {
-                Some(report) => print_report(&report, args.json)?,
+                Some(report) => {
+                    if !print_report(&report, args.json)? {
+                        // Whoever read our output is gone (`| head`): stop quietly.
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
                 None => break,
             },
             _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
@@ -154,13 +169,25 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(report)?);
-        return Ok(());
+/// Prints one report; `false` when stdout is closed.
+fn print_report(report: &LineReport, json: bool) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let line = render_report(report, json)?;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e.into()),
     }
-    match report {
-        LineReport::Transition(t) => println!("{t}"),
+}
+
+/// One report as printed by `wansteer probe send`: a JSON line with `--json`, else a
+/// readable line.
+pub fn render_report(report: &LineReport, json: bool) -> anyhow::Result<String> {
+    if json {
+        return Ok(serde_json::to_string(report)?);
+    }
+    Ok(match report {
+        LineReport::Transition(t) => t.to_string(),
         LineReport::Summary(s) => {
             let rtt = s
                 .short
@@ -172,7 +199,7 @@ fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
                 .iter()
                 .map(|h| format!("{}={}", h.sla, h.state))
                 .collect();
-            println!(
+            format!(
                 "{} {} loss {:.2}% [{:.2}%, {:.2}%] of {} ({:.1} s) jitter {:.2} ms {}",
                 s.line,
                 rtt,
@@ -183,8 +210,7 @@ fn print_report(report: &LineReport, json: bool) -> anyhow::Result<()> {
                 s.short.window_ms as f64 / 1e3,
                 s.short.jitter_ms.unwrap_or(0.0),
                 states.join(" "),
-            );
+            )
         }
-    }
-    Ok(())
+    })
 }

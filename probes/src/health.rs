@@ -30,6 +30,10 @@ pub struct Sla {
     pub rtt_limit: Option<Duration>,
     /// Highest acceptable RFC 3550 jitter (over RTT).
     pub jitter_limit: Option<Duration>,
+    /// Overrides [`HealthConfig::fast_loss_factor`] for this class (e.g. 1 for voice,
+    /// which prefers a fast move to a steady line).
+    #[serde(default)]
+    pub fast_loss_factor: Option<f64>,
 }
 
 impl Sla {
@@ -40,6 +44,7 @@ impl Sla {
             loss_limit,
             rtt_limit: None,
             jitter_limit: None,
+            fast_loss_factor: None,
         }
     }
 
@@ -49,6 +54,14 @@ impl Sla {
             return Err(format!(
                 "SLA {}: loss limit {} is not a fraction in (0, 1)",
                 self.name, self.loss_limit
+            ));
+        }
+        if let Some(f) = self.fast_loss_factor
+            && !(f >= 1.0 && f.is_finite())
+        {
+            return Err(format!(
+                "SLA {}: fast loss factor {f} must be >= 1",
+                self.name
             ));
         }
         for (what, limit) in [("rtt", self.rtt_limit), ("jitter", self.jitter_limit)] {
@@ -68,7 +81,7 @@ impl Sla {
 /// the penalty has decayed to `reuse`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dampening {
-    /// Penalty added on every transition out of `Up`.
+    /// Penalty added on every transition out of `Up` and every transition to `Down`.
     pub penalty_per_flap: f64,
     /// Penalty halves over this time.
     pub half_life: Duration,
@@ -97,8 +110,15 @@ impl Default for Dampening {
 pub struct HealthConfig {
     /// Consecutive overdue probes that make an outage.
     pub outage_probes: u32,
+    /// An outage also needs this long without any answer, so that a jump in delay or
+    /// jitter (answers still arriving, just later) is not taken for silence.
+    pub min_silence: Duration,
     /// Consecutive answers that end an outage (to `Degraded`, then hold-down).
     pub answers_to_leave_down: u32,
+    /// The short window breaches when its loss lower bound exceeds the SLA limit times
+    /// this factor: at 20 probes/s a 2 s window cannot tell 0.9% from 1% (DESIGN §4), so
+    /// it only catches gross loss; the long window makes the fine decision.
+    pub fast_loss_factor: f64,
     /// Fewest probes with known fate before loss is judged on a window.
     pub min_probes: u32,
     /// Fewest RTT samples before latency and jitter are judged.
@@ -118,10 +138,12 @@ impl Default for HealthConfig {
     fn default() -> Self {
         Self {
             outage_probes: 3,
+            min_silence: Duration::from_millis(120),
             answers_to_leave_down: 3,
+            fast_loss_factor: 2.0,
             min_probes: 20,
             min_rtt_samples: 10,
-            recover_margin: 0.8,
+            recover_margin: 1.0,
             hold_down: Duration::from_secs(10),
             dampening: Dampening::default(),
             initial: HealthState::Down,
@@ -135,6 +157,12 @@ impl HealthConfig {
         let d = &self.dampening;
         if self.outage_probes == 0 {
             return Err("outage_probes must be at least 1".into());
+        }
+        if !(self.fast_loss_factor >= 1.0 && self.fast_loss_factor.is_finite()) {
+            return Err(format!(
+                "fast_loss_factor {} must be >= 1",
+                self.fast_loss_factor
+            ));
         }
         if !(self.recover_margin > 0.0 && self.recover_margin <= 1.0) {
             return Err(format!(
@@ -201,7 +229,8 @@ impl LineHealth {
     /// Judges the evidence; returns the transition if the state changes.
     pub fn evaluate(&mut self, ev: &Evidence) -> Option<HealthTransition> {
         self.decay(ev.now);
-        let outage = ev.missing >= self.config.outage_probes;
+        let outage =
+            ev.missing >= self.config.outage_probes && ev.silent >= self.config.min_silence;
         let (to, reasons) = match self.state {
             HealthState::Up | HealthState::Degraded if outage => {
                 (HealthState::Down, vec![self.outage_reason(ev)])
@@ -223,15 +252,20 @@ impl LineHealth {
                 if held < self.config.hold_down {
                     return None;
                 }
-                if self.suppressed {
-                    if self.penalty > self.config.dampening.reuse {
-                        return None;
-                    }
-                    self.suppressed = false;
-                }
                 let mut reasons = vec![HealthReason::HeldDown {
                     held_ms: held.as_millis() as u64,
                 }];
+                if self.suppressed {
+                    let reuse = self.config.dampening.reuse;
+                    if self.penalty > reuse {
+                        return None;
+                    }
+                    self.suppressed = false;
+                    reasons.push(HealthReason::Reused {
+                        penalty: self.penalty,
+                        reuse,
+                    });
+                }
                 reasons.extend(self.within(ev));
                 (HealthState::Up, reasons)
             }
@@ -240,12 +274,11 @@ impl LineHealth {
                     return None;
                 }
                 self.clean_since = None;
-                (
-                    HealthState::Degraded,
-                    vec![HealthReason::Answering {
-                        answered: ev.answered_run,
-                    }],
-                )
+                let mut reasons = vec![HealthReason::Answering {
+                    answered: ev.answered_run,
+                }];
+                reasons.extend(self.breaches(ev));
+                (HealthState::Degraded, reasons)
             }
         };
         Some(self.transition(ev.now, to, reasons))
@@ -258,7 +291,9 @@ impl LineHealth {
         reasons: Vec<HealthReason>,
     ) -> HealthTransition {
         let from = self.state;
-        if from == HealthState::Up {
+        // Every failure counts, also a Degraded line going Down again: a line that keeps
+        // dropping out while suppressed stays suppressed.
+        if from == HealthState::Up || to == HealthState::Down {
             self.add_penalty();
         }
         if to != HealthState::Degraded {
@@ -302,9 +337,14 @@ impl LineHealth {
     /// Confident breaches of the SLA (empty when none).
     fn breaches(&self, ev: &Evidence) -> Vec<HealthReason> {
         let mut reasons = Vec::new();
-        for w in [&ev.short, &ev.long] {
-            if w.probes >= self.config.min_probes && w.loss.lower > self.sla.loss_limit {
-                reasons.push(self.loss_reason(w, true));
+        let factor = self
+            .sla
+            .fast_loss_factor
+            .unwrap_or(self.config.fast_loss_factor);
+        let fast_limit = self.sla.loss_limit * factor;
+        for (w, limit) in [(&ev.short, fast_limit), (&ev.long, self.sla.loss_limit)] {
+            if w.probes >= self.config.min_probes && w.loss.lower > limit {
+                reasons.push(self.loss_reason(w, limit, true));
                 break;
             }
         }
@@ -341,7 +381,7 @@ impl LineHealth {
 
     /// The evidence for a recovery, as reasons with `breached: false`.
     fn within(&self, ev: &Evidence) -> Vec<HealthReason> {
-        let mut reasons = vec![self.loss_reason(&ev.long, false)];
+        let mut reasons = vec![self.loss_reason(&ev.long, self.sla.loss_limit, false)];
         if let Some((p50, limit)) = self.rtt(&ev.short) {
             reasons.push(self.rtt_reason(&ev.short, p50, limit, false));
         }
@@ -365,12 +405,12 @@ impl LineHealth {
         (w.probes.saturating_sub(w.lost) >= self.config.min_rtt_samples).then_some((jitter, limit))
     }
 
-    fn loss_reason(&self, w: &WindowSummary, breached: bool) -> HealthReason {
+    fn loss_reason(&self, w: &WindowSummary, limit: f64, breached: bool) -> HealthReason {
         HealthReason::Loss {
             window_ms: w.window_ms,
             probes: w.probes,
             estimate: w.loss,
-            limit: self.sla.loss_limit,
+            limit,
             breached,
         }
     }

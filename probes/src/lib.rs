@@ -10,6 +10,29 @@
 //! [`health::LineHealth`] (evidence → transitions, judged against a [`health::Sla`]),
 //! [`monitor::LineMonitor`] (the sans-IO core of one line's prober) and
 //! [`tasks::spawn_sender`] / [`tasks::run_reflector`] (the tokio driver the agent embeds).
+//!
+//! Embedding one line's prober (the handle stops it when dropped):
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use wansteer_probes::net::SocketOptions;
+//! use wansteer_probes::{MonitorConfig, SenderConfig, Sla, spawn_sender};
+//!
+//! let mut monitor = MonitorConfig::new("mpls");
+//! monitor.slas = vec![Sla::loss_only("voice", 0.01), Sla::loss_only("bulk", 0.03)];
+//! let mut prober = spawn_sender(SenderConfig {
+//!     monitor,
+//!     reflector: "192.0.2.1:862".parse().unwrap(),
+//!     socket: SocketOptions { mark: Some(0x100), ..SocketOptions::default() },
+//!     count: None,
+//! })?;
+//! while let Some(report) = prober.reports.recv().await {
+//!     // wire::report::LineReport: a summary per second, a transition the moment it happens.
+//!     println!("{}", serde_json::to_string(&report).unwrap());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod cli;

@@ -140,9 +140,10 @@ impl LineMonitor {
     /// Evaluates health at `now`; returns transitions and, when due, a summary.
     pub fn poll(&mut self, now: Duration) -> Vec<LineReport> {
         self.last_poll = self.last_poll.max(now);
-        let evidence = self.tracker.evidence(now);
+        let summary_due = now >= self.next_summary;
+        let evidence = self.tracker.evidence(now, summary_due);
         let mut reports = self.judge(&evidence);
-        if now >= self.next_summary {
+        if summary_due {
             reports.push(LineReport::Summary(Box::new(self.summary(&evidence))));
             while self.next_summary <= now {
                 self.next_summary += self.config.summary_every;
@@ -153,17 +154,23 @@ impl LineMonitor {
 
     /// A summary at `now`, whatever the cadence (e.g. the last one before stopping).
     pub fn summary_now(&mut self, now: Duration) -> LineSummary {
-        let evidence = self.tracker.evidence(now);
+        let evidence = self.tracker.evidence(now, true);
         self.summary(&evidence)
     }
 
     /// The next instant `poll` has something to decide: the outage timer or a summary.
     pub fn next_wakeup(&self) -> Duration {
-        let summary = self.next_summary;
-        match self.tracker.next_overdue(self.last_poll) {
-            Some(overdue) => overdue.min(summary),
-            None => summary,
-        }
+        let silence =
+            self.tracker.last_answer_at().unwrap_or_default() + self.config.health.min_silence;
+        [
+            Some(self.next_summary),
+            self.tracker.next_overdue(self.last_poll),
+            Some(silence).filter(|&s| s > self.last_poll),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(self.next_summary)
     }
 
     /// Wall-clock time (since the Unix epoch) of `now = 0`.

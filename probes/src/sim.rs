@@ -346,6 +346,12 @@ pub fn simulate(
             break;
         }
         while let Some(step) = steps.next_if(|s| s.at <= now) {
+            // A line that dies takes the packets on it along: answers in flight are lost.
+            if step.impairment.reverse_loss == LossModel::Blackhole
+                || step.impairment.forward_loss == LossModel::Blackhole
+            {
+                in_flight.clear();
+            }
             line.set_impairment(step.impairment.clone());
         }
         if next_reply == Some(now) {

@@ -48,8 +48,44 @@ pub fn wilson(lost: u32, probes: u32, z: f64) -> LossBounds {
         probes,
         lost,
         ratio: p,
-        lower: ((centre - spread) / denom).clamp(0.0, 1.0),
-        upper: ((centre + spread) / denom).clamp(0.0, 1.0),
+        // Exact at the edges (rounding would leave 1e-19 where the bound is 0).
+        lower: if lost == 0 {
+            0.0
+        } else {
+            ((centre - spread) / denom).clamp(0.0, 1.0)
+        },
+        upper: if lost == probes {
+            1.0
+        } else {
+            ((centre + spread) / denom).clamp(0.0, 1.0)
+        },
+    }
+}
+
+/// Wilson interval corrected for bursty loss.
+///
+/// Losses that come in runs are not independent: with mean run length `B` the variance
+/// of the loss ratio grows by the design effect `D = 2B − 1` (a two-state Markov chain,
+/// lag-1 correlation `1 − 1/B`). The interval is computed for `n / D` independent
+/// probes at the observed ratio, and never narrower than the plain Wilson interval.
+/// With isolated losses (`B = 1`) this is [`wilson`]. `B` comes from the caller: the
+/// window's own runs, or the line's recent history when the window shows too few.
+pub fn wilson_bursty(lost: u32, probes: u32, mean_burst: f64, z: f64) -> LossBounds {
+    let plain = wilson(lost, probes, z);
+    let design_effect = 2.0 * mean_burst - 1.0;
+    if probes == 0 || !design_effect.is_finite() || design_effect <= 1.0 {
+        return plain;
+    }
+    let n = f64::from(probes) / design_effect;
+    let p = plain.ratio;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    LossBounds {
+        lower: ((centre - spread) / denom).clamp(0.0, plain.lower),
+        upper: ((centre + spread) / denom).clamp(plain.upper, 1.0),
+        ..plain
     }
 }
 

@@ -27,7 +27,7 @@ pub struct TrackerConfig {
     pub min_loss_timeout: Duration,
     /// Upper cap of the adaptive loss timeout.
     pub max_loss_timeout: Duration,
-    /// A probe unanswered for RTT p99 × 1.5 + this margin is overdue (outage timer).
+    /// A probe unanswered for RTT p99 × 1.25 + this margin is overdue (outage timer).
     pub overdue_margin: Duration,
     /// Overdue timeout used before any RTT is known.
     pub initial_overdue: Duration,
@@ -40,7 +40,7 @@ impl Default for TrackerConfig {
             long_window: Duration::from_secs(30),
             min_loss_timeout: Duration::from_millis(250),
             max_loss_timeout: Duration::from_secs(2),
-            overdue_margin: Duration::from_millis(10),
+            overdue_margin: Duration::from_millis(5),
             initial_overdue: Duration::from_secs(1),
         }
     }
@@ -112,6 +112,45 @@ pub struct ProbeTracker {
     last_answer_at: Option<Duration>,
     rtt_p99_ns: Option<i64>,
     counters: ProbeCounters,
+    history: BurstHistory,
+}
+
+/// Loss runs longer than this many probes are outages (the missed-probe timer's
+/// business), not bursts: they are left out of the burstiness estimate.
+const MAX_BURST: u32 = 40;
+
+/// Loss runs of probes that left the windows, decaying with a 5-minute time constant:
+/// the line's recent burstiness, used when a window holds too few runs to show it.
+#[derive(Debug, Default)]
+struct BurstHistory {
+    lost: f64,
+    runs: f64,
+    at: Duration,
+    run_len: u32,
+}
+
+impl BurstHistory {
+    const TAU_SECS: f64 = 300.0;
+
+    fn record(&mut self, at: Duration, lost: bool) {
+        let decay = (-(at.saturating_sub(self.at)).as_secs_f64() / Self::TAU_SECS).exp();
+        self.lost *= decay;
+        self.runs *= decay;
+        self.at = self.at.max(at);
+        if lost {
+            self.run_len += 1;
+        } else if self.run_len > 0 {
+            if self.run_len <= MAX_BURST {
+                self.lost += f64::from(self.run_len);
+                self.runs += 1.0;
+            }
+            self.run_len = 0;
+        }
+    }
+
+    fn mean_burst(&self) -> Option<f64> {
+        (self.runs >= 0.5).then(|| self.lost / self.runs)
+    }
 }
 
 impl ProbeTracker {
@@ -125,6 +164,7 @@ impl ProbeTracker {
             last_answer_at: None,
             rtt_p99_ns: None,
             counters: ProbeCounters::default(),
+            history: BurstHistory::default(),
         }
     }
 
@@ -233,13 +273,21 @@ impl ProbeTracker {
         }
     }
 
-    /// Computes the evidence at `now` (and refreshes the RTT-adaptive timeouts).
-    pub fn evidence(&mut self, now: Duration) -> Evidence {
+    /// Computes the evidence at `now`. With `detailed`, the long window gets every
+    /// estimate (and the RTT-adaptive timeouts are refreshed from it); otherwise only its
+    /// loss counts, which is all the health machine reads from it — this keeps a poll per
+    /// probe cheap.
+    pub fn evidence(&mut self, now: Duration, detailed: bool) -> Evidence {
         self.evict(now);
-        let long = self.window(now, self.config.long_window);
-        if let Some(rtt) = &long.rtt_ms {
-            self.rtt_p99_ns = Some((rtt.p99 * 1e6) as i64);
-        }
+        let long = if detailed || self.rtt_p99_ns.is_none() {
+            let long = self.window(now, self.config.long_window);
+            if let Some(rtt) = &long.rtt_ms {
+                self.rtt_p99_ns = Some((rtt.p99 * 1e6) as i64);
+            }
+            long
+        } else {
+            self.loss_window(now, self.config.long_window)
+        };
         let short = self.window(now, self.config.short_window);
         let (missing, answered_run) = self.runs(now);
         let silent = now.saturating_sub(self.last_answer_at.unwrap_or_default());
@@ -266,6 +314,11 @@ impl ProbeTracker {
             .last()
     }
 
+    /// When the last answer arrived.
+    pub fn last_answer_at(&self) -> Option<Duration> {
+        self.last_answer_at
+    }
+
     /// Timeout after which an unanswered probe is lost.
     pub fn loss_timeout(&self) -> Duration {
         let adaptive = self
@@ -281,11 +334,20 @@ impl ProbeTracker {
     pub fn overdue_after(&self) -> Duration {
         match self.rtt_p99_ns {
             Some(p99) => {
-                Duration::from_nanos(p99.max(0) as u64 * 3 / 2) + self.config.overdue_margin
+                Duration::from_nanos(p99.max(0) as u64 * 5 / 4) + self.config.overdue_margin
             }
             None => self.config.initial_overdue,
         }
         .min(self.loss_timeout())
+    }
+
+    /// Mean loss-run length for a window: its own when it holds at least two bursts,
+    /// else (or when larger) the line's recent history.
+    fn mean_burst(&self, runs: &mut LossRuns) -> f64 {
+        runs.close();
+        let own = (runs.runs >= 2).then(|| f64::from(runs.lost) / f64::from(runs.runs));
+        let history = self.history.mean_burst();
+        own.into_iter().chain(history).fold(1.0, f64::max)
     }
 
     fn index_of(&self, sequence: u32) -> Option<usize> {
@@ -301,7 +363,9 @@ impl ProbeTracker {
             .front()
             .is_some_and(|r| now.saturating_sub(r.sent_at) > keep)
         {
-            self.records.pop_front();
+            if let Some(r) = self.records.pop_front() {
+                self.history.record(r.sent_at, r.reply.is_none());
+            }
         }
     }
 
@@ -328,12 +392,51 @@ impl ProbeTracker {
         (missing, answered)
     }
 
+    /// Only the loss counts and bounds over probes sent in `(now − span, now]`.
+    pub fn loss_window(&self, now: Duration, span: Duration) -> WindowSummary {
+        let loss_timeout = self.loss_timeout();
+        let (mut answered, mut lost, mut pending) = (0u32, 0u32, 0u32);
+        let mut runs = LossRuns::default();
+        for r in self
+            .records
+            .iter()
+            .rev()
+            .take_while(|r| r.sent_at + span > now)
+            .filter(|r| r.sent_at <= now)
+        {
+            match r.reply {
+                Some(reply) if reply.received_at <= now => {
+                    answered += 1;
+                    runs.push(false);
+                }
+                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                    lost += 1;
+                    runs.push(true);
+                }
+                _ => pending += 1,
+            }
+        }
+        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
+        WindowSummary {
+            window_ms: span.as_millis() as u64,
+            probes: bounds.probes,
+            lost,
+            pending,
+            loss: LossEstimate {
+                ratio: bounds.ratio,
+                lower: bounds.lower,
+                upper: bounds.upper,
+            },
+            ..WindowSummary::default()
+        }
+    }
+
     /// Estimates over probes sent in `(now − span, now]`.
     pub fn window(&self, now: Duration, span: Duration) -> WindowSummary {
         let loss_timeout = self.loss_timeout();
-        let start = now.saturating_sub(span);
         let mut lost = 0u32;
         let mut pending = 0u32;
+        let mut runs = LossRuns::default();
         let mut reordered = 0u32;
         let mut duplicates = 0u32;
         let mut rtt = Vec::new();
@@ -342,22 +445,26 @@ impl ProbeTracker {
         let in_window = self
             .records
             .iter()
-            .filter(|r| r.sent_at > start && r.sent_at <= now);
+            .filter(|r| r.sent_at + span > now && r.sent_at <= now);
         for r in in_window {
             duplicates += r.duplicates;
             match r.reply {
                 Some(reply) if reply.received_at <= now => {
+                    runs.push(false);
                     rtt.push(reply.rtt_ns);
                     fwd.push(reply.fwd_ns);
                     rev.push(reply.rev_ns);
                     reordered += u32::from(r.reordered);
                 }
-                _ if now.saturating_sub(r.sent_at) >= loss_timeout => lost += 1,
+                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                    lost += 1;
+                    runs.push(true);
+                }
                 _ => pending += 1,
             }
         }
         let answered = rtt.len() as u32;
-        let bounds = stats::wilson(lost, answered + lost, Z95);
+        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
         let ms = |ns: f64| ns / 1e6;
         let jitter = |series: &[i64]| {
             (series.len() >= 2).then(|| ms(InterarrivalJitter::of(series.iter().copied())))
@@ -393,6 +500,33 @@ impl ProbeTracker {
             reordered,
             duplicates,
         }
+    }
+}
+
+/// Counts maximal runs of consecutive lost probes no longer than [`MAX_BURST`]
+/// (pending probes are skipped).
+#[derive(Debug, Default)]
+struct LossRuns {
+    runs: u32,
+    lost: u32,
+    run_len: u32,
+}
+
+impl LossRuns {
+    fn push(&mut self, lost: bool) {
+        if lost {
+            self.run_len += 1;
+        } else {
+            self.close();
+        }
+    }
+
+    fn close(&mut self) {
+        if self.run_len > 0 && self.run_len <= MAX_BURST {
+            self.runs += 1;
+            self.lost += self.run_len;
+        }
+        self.run_len = 0;
     }
 }
 
