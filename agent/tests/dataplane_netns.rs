@@ -595,6 +595,7 @@ fn a_failing_nft_transaction_changes_nothing() {
     let working = lab.snapshot();
     let mut moved = ruleset(2);
     moved.routes[0] = route("voice", "inet", "mpls");
+    moved.classes[0].matches[0].ports[0].last = 5199;
     // Someone replaced the DPI map with a set of the same name: the agent's transaction
     // (re-add the map, refill `classify`) must fail in nft, as a whole.
     nft_in(
@@ -734,4 +735,76 @@ fn a_dpi_verdict_reclassifies_a_running_flow() {
         dp.add_dpi_verdict(&flow, "video", std::time::Duration::from_secs(60)),
         Err(DataplaneError::UnknownClass(_))
     ));
+}
+
+const POLICY: &str = r#"
+sites:
+  - name: branch-1
+    kind: branch
+    lan: [10.1.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: wan0, gateway: 10.100.1.1, up: 50mbit, down: 50mbit, preference: 1 }
+      - { name: inet, transport: internet, interface: wan1, gateway: 10.100.2.1, up: 20mbit, down: 20mbit, preference: 2 }
+  - name: dc
+    kind: dc
+    lan: [10.200.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: eth0, up: 1gbit, down: 1gbit }
+classes:
+  - name: voice
+    priority: 1
+    dscp: EF
+    match: [{ protocols: [udp], ports: ["5000-5099"] }]
+    steering: { prefer: [VOICE_LINE] }
+    bandwidth: { guaranteed: 10%, ceiling: 30% }
+  - name: bulk
+    priority: 6
+    match: [{ protocols: [udp], ports: ["5100-5199"] }]
+    steering: { prefer: [internet] }
+  - name: default
+    priority: 7
+"#;
+
+#[test]
+fn standalone_applies_a_policy_and_a_bad_reload_keeps_the_rules() {
+    use wansteer_agent::dataplane::cli::{DaemonArgs, reload_policy, run_daemon};
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, POLICY.replace("VOICE_LINE", "mpls")).unwrap();
+    let args = DaemonArgs {
+        policy: Some(path.clone()),
+        site: Some("branch-1".into()),
+        netns: Some(lab.site.clone()),
+        once: true,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_daemon(args)).unwrap();
+    let socket = socket_in(&lab.site);
+    let voice = lab.send(&socket, 5040, 20);
+    assert_eq!((voice["w0"], voice["ef"]), (20, 20), "{voice:?}");
+    assert_eq!(lab.send(&socket, 5140, 20)["w1"], 20);
+
+    // The daemon restarted: it adopts the same state without a change.
+    let mut dp = Dataplane::new(
+        lab.kernel(),
+        FailoverState::standalone(std::time::Duration::from_secs(30)),
+    );
+    let adopted = reload_policy(&mut dp, &path, "branch-1", 1).unwrap();
+    assert_eq!(adopted.changes(), 0, "{adopted:?}");
+    let working = lab.snapshot();
+
+    std::fs::write(&path, POLICY.replace("priority: 6", "prioity: 6")).unwrap();
+    let error = reload_policy(&mut dp, &path, "branch-1", 2).unwrap_err();
+    assert!(format!("{error:#}").contains("prioity"), "{error:#}");
+    assert_eq!(lab.snapshot(), working, "a refused policy changes nothing");
+
+    std::fs::write(&path, POLICY.replace("VOICE_LINE", "internet")).unwrap();
+    let report = reload_policy(&mut dp, &path, "branch-1", 2).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    let voice = lab.send(&socket, 5040, 20);
+    assert_eq!((voice["w0"], voice["w1"]), (0, 20), "{voice:?}");
 }
