@@ -244,31 +244,66 @@ fn main() {
     let (mut full, mut one, mut class_all, mut full_noop) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         cleanup(&kernel).unwrap();
+        let (first, one_moved, class_moved, same) = (
+            big_ruleset(1, None),
+            big_ruleset(2, Some((0, 1))),
+            big_ruleset(3, Some((0, 1000))),
+            big_ruleset(3, Some((0, 1000))),
+        );
         let mut dp = Dataplane::new(kernel.clone(), FailoverState::with_controller());
         let start = Instant::now();
-        let report = dp.apply(big_ruleset(1, None)).unwrap();
+        let report = dp.apply(first).unwrap();
         full.push(ms(start.elapsed()));
         assert_eq!(report.route_commands, 8000);
 
         let start = Instant::now();
-        let report = dp.apply(big_ruleset(2, Some((0, 1)))).unwrap();
+        let report = dp.apply(one_moved).unwrap();
         one.push(ms(start.elapsed()));
         assert_eq!(report.route_commands, 1);
 
         let start = Instant::now();
-        let report = dp.apply(big_ruleset(3, Some((0, 1000)))).unwrap();
+        let report = dp.apply(class_moved).unwrap();
         class_all.push(ms(start.elapsed()));
         assert_eq!(report.route_commands, 999);
 
         // A restarted agent adopting the same rule set: reads everything, changes nothing.
         let mut restarted = Dataplane::new(kernel.clone(), FailoverState::with_controller());
         let start = Instant::now();
-        let report = restarted.apply(big_ruleset(3, Some((0, 1000)))).unwrap();
+        let report = restarted.apply(same).unwrap();
         full_noop.push(ms(start.elapsed()));
         assert_eq!(report.changes(), 0);
         eprintln!("run {run}: full {:.1} ms", full[run]);
     }
+    // Where the time of a small change goes: the pure compile, and the process floors.
+    let ruleset = big_ruleset(4, None);
+    let (mut compile_ms, mut ip_ms, mut ct_ms, mut hash_ms) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let start = Instant::now();
+        assert!(ruleset.is_sealed());
+        hash_ms.push(ms(start.elapsed()));
+        let start = Instant::now();
+        let desired = wansteer_agent::dataplane::compile(&ruleset, &Default::default()).unwrap();
+        compile_ms.push(ms(start.elapsed()));
+        assert_eq!(desired.routes.len(), 8000);
+        let start = Instant::now();
+        kernel
+            .ip_batch(&["-4 route replace 10.250.0.0/24 via 10.100.1.1 dev wan0 table 99".into()])
+            .unwrap();
+        ip_ms.push(ms(start.elapsed()));
+        let start = Instant::now();
+        kernel
+            .conntrack_delete(&["-f", "ipv4", "-m", "0x99/0xff"])
+            .unwrap();
+        ct_ms.push(ms(start.elapsed()));
+    }
     println!("runs: {runs}");
+    println!(
+        "floors: verify hash {:.2} ms; compile 8000 routes {:.2} ms (hash included); one `ip -batch` process {:.2} ms; one `conntrack -D` process {:.2} ms",
+        median(hash_ms),
+        median(compile_ms),
+        median(ip_ms),
+        median(ct_ms)
+    );
     println!(
         "full apply, 8 classes x 1000 prefixes (8000 routes): median {:.1} ms",
         median(full)
@@ -358,7 +393,7 @@ fn main() {
         losses.push(lost as f64);
     }
     println!(
-        "failover: decision -> routes replaced: median {:.2} ms, p90 {:.2} ms",
+        "failover: on_line_event (8000 routes replaced, then conntrack cleared per class): median {:.2} ms, p90 {:.2} ms",
         median(switch.clone()),
         percentile(switch, 0.9)
     );
