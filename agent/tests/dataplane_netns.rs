@@ -493,6 +493,12 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
     );
     assert_eq!(report.flows_moved.len(), 1);
     assert!(report.conntrack_entries_deleted >= 1, "{report:?}");
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert_eq!(
+        table.trim(),
+        "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201",
+        "still tagged"
+    );
 
     // Same socket, same 5-tuple: the existing flow now leaves by inet, still EF.
     let after = lab.send(&socket, 5010, 20);

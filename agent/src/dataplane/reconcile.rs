@@ -16,6 +16,7 @@ use super::desired::{DesiredState, compile};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
 use super::kernel::{Kernel, KernelError};
 use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
+use super::netlink::RouteSocket;
 use super::nft::{FlowKey, NftListing};
 use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
@@ -28,6 +29,8 @@ pub enum DataplaneError {
     RuleSet(#[from] RuleSetError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error("route change over netlink failed: {0}")]
+    Netlink(String),
     #[error("no rule set applied yet")]
     NoRuleSet,
     #[error("unknown class `{0}`")]
@@ -135,6 +138,10 @@ pub struct Dataplane {
     /// The last state applied in full; a new rule set that differs from it only in routes
     /// takes the route-only fast path.
     applied: Option<DesiredState>,
+    /// rtnetlink for the fast path (opened on first use; `ip -batch` if it cannot be).
+    route_socket: Option<RouteSocket>,
+    /// Interface indexes by name, for netlink route messages.
+    interfaces: BTreeMap<String, u32>,
 }
 
 impl Dataplane {
@@ -145,6 +152,8 @@ impl Dataplane {
             ruleset: None,
             routes: BTreeMap::new(),
             applied: None,
+            route_socket: None,
+            interfaces: BTreeMap::new(),
         }
     }
 
@@ -295,7 +304,14 @@ impl Dataplane {
     /// affected flows.
     fn install_routes(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let (upserts, deletes) = routing::diff_routes(&desired.routes, &self.routes);
-        self.kernel.ip_batch(&upserts)?;
+        let changed: Vec<(&RouteKey, &RouteTarget)> = desired
+            .routes
+            .iter()
+            .filter(|(key, target)| self.routes.get(key) != Some(target))
+            .collect();
+        if !changed.is_empty() {
+            self.replace_routes(&changed, &upserts)?;
+        }
         self.kernel.ip_batch_force(&deletes)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
         self.routes = desired.routes.clone();
@@ -306,6 +322,33 @@ impl Dataplane {
             conntrack_entries_deleted,
             ..ApplyReport::default()
         })
+    }
+
+    /// Route replaces over rtnetlink when the socket and the interface indexes are there,
+    /// else the same replaces through `ip -batch`.
+    fn replace_routes(
+        &mut self,
+        changed: &[(&RouteKey, &RouteTarget)],
+        commands: &[String],
+    ) -> Result<(), DataplaneError> {
+        if changed
+            .iter()
+            .any(|(_, target)| !self.interfaces.contains_key(&target.device))
+        {
+            self.interfaces = interface_indexes(&self.kernel)?;
+        }
+        if self.route_socket.is_none() {
+            match RouteSocket::open(self.kernel.netns()) {
+                Ok(socket) => self.route_socket = Some(socket),
+                Err(error) => tracing::warn!("rtnetlink unavailable, using ip: {error}"),
+            }
+        }
+        match &mut self.route_socket {
+            Some(socket) => socket
+                .replace_routes(changed, &self.interfaces)
+                .map_err(|error| DataplaneError::Netlink(error.to_string())),
+            None => Ok(self.kernel.ip_batch(commands)?),
+        }
     }
 
     /// Recompiles with the current avoided lines and moves the routes that change.
@@ -358,6 +401,22 @@ impl Dataplane {
         };
         Ok(self.kernel.nft_text(&element)?)
     }
+}
+
+/// Interface indexes by name (`ip -j link show`).
+fn interface_indexes(kernel: &Kernel) -> Result<BTreeMap<String, u32>, KernelError> {
+    let links = kernel.ip_json(&["link", "show"])?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|link| {
+            Some((
+                link.get("ifname")?.as_str()?.to_string(),
+                u32::try_from(link.get("ifindex")?.as_u64()?).ok()?,
+            ))
+        })
+        .collect())
 }
 
 /// Removes everything wansteer owns (nft table, tagged rules and routes, its root HTB
