@@ -277,7 +277,41 @@ fn main() {
     // Where the time of a small change goes: the pure compile, and the process floors.
     let ruleset = big_ruleset(4, None);
     let (mut compile_ms, mut ip_ms, mut ct_ms, mut hash_ms) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..runs {
+    let mut netlink_ms = vec![];
+    let mut socket =
+        wansteer_agent::dataplane::netlink::RouteSocket::open(Some(&lab.site)).unwrap();
+    let links: serde_json::Value = kernel.ip_json(&["link", "show"]).unwrap();
+    let indexes: std::collections::BTreeMap<String, u32> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["ifname"].as_str().unwrap().to_string(),
+                l["ifindex"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    for run in 0..runs {
+        let key = wansteer_agent::dataplane::routing::RouteKey {
+            table: 99,
+            destination: "10.251.0.0/24".parse().unwrap(),
+        };
+        let target = wansteer_agent::dataplane::routing::RouteTarget {
+            via: Some(
+                if run % 2 == 0 {
+                    "10.100.1.1"
+                } else {
+                    "10.100.2.1"
+                }
+                .parse()
+                .unwrap(),
+            ),
+            device: if run % 2 == 0 { "wan0" } else { "wan1" }.into(),
+        };
+        let start = Instant::now();
+        socket.replace_routes(&[(&key, &target)], &indexes).unwrap();
+        netlink_ms.push(ms(start.elapsed()));
         let start = Instant::now();
         assert!(ruleset.is_sealed());
         hash_ms.push(ms(start.elapsed()));
@@ -298,11 +332,12 @@ fn main() {
     }
     println!("runs: {runs}");
     println!(
-        "floors: verify hash {:.2} ms; compile 8000 routes {:.2} ms (hash included); one `ip -batch` process {:.2} ms; one `conntrack -D` process {:.2} ms",
+        "floors: verify hash {:.2} ms; compile 8000 routes {:.2} ms (hash included); one `ip -batch` process {:.2} ms; one `conntrack -D` process {:.2} ms; one route replace over rtnetlink {:.3} ms",
         median(hash_ms),
         median(compile_ms),
         median(ip_ms),
-        median(ct_ms)
+        median(ct_ms),
+        median(netlink_ms)
     );
     println!(
         "full apply, 8 classes x 1000 prefixes (8000 routes): median {:.1} ms",

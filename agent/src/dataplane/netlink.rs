@@ -40,6 +40,9 @@ pub enum NetlinkError {
     Decode(String),
 }
 
+/// Requests in flight before their acks are read.
+pub const WINDOW: usize = 64;
+
 /// An rtnetlink socket bound to one network namespace.
 #[derive(Debug)]
 pub struct RouteSocket {
@@ -81,8 +84,25 @@ impl RouteSocket {
     }
 
     /// Installs or moves every route (`ip route replace` semantics); `interfaces` maps
-    /// names to indexes. Sends all requests, then checks one ack per request.
+    /// names to indexes. Requests go out in windows of [`WINDOW`], each window's acks are
+    /// checked before the next (so the acks never overflow the socket buffer).
     pub fn replace_routes(
+        &mut self,
+        routes: &[(&RouteKey, &RouteTarget)],
+        interfaces: &BTreeMap<String, u32>,
+    ) -> Result<(), NetlinkError> {
+        let mut first_error = None;
+        for window in routes.chunks(WINDOW) {
+            if let Err(error) = self.replace_window(window, interfaces)
+                && first_error.is_none()
+            {
+                first_error = Some(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn replace_window(
         &mut self,
         routes: &[(&RouteKey, &RouteTarget)],
         interfaces: &BTreeMap<String, u32>,
