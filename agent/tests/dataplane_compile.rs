@@ -470,3 +470,36 @@ fn a_policy_without_the_site_is_refused_by_name() {
         }
     );
 }
+
+mod listings_never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tc_class_text(text in "\\PC*") {
+            let _ = htb::parse_classes(&text);
+        }
+
+        #[test]
+        fn tc_class_lines_with_our_handle(rest in "[ a-z0-9:.]{0,80}") {
+            let _ = htb::parse_classes(&format!("class htb 5753:1 {rest}\n"));
+        }
+
+        #[test]
+        fn json_listings(text in "\\PC*", number in any::<i64>(), word in "[a-z0-9:./]{0,20}") {
+            for document in [
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                serde_json::json!([{"priority": number, "fwmark": word, "table": word, "protocol": "201"}]),
+                serde_json::json!([{"dst": word, "table": number, "gateway": word, "dev": number}]),
+                serde_json::json!({"nftables": [{"rule": {"chain": number, "comment": word}}, {"chain": {"name": word, "hook": number}}]}),
+                serde_json::json!([{"kind": "htb", "root": true, "handle": word, "dev": word, "options": {"default": word}}]),
+            ] {
+                let _ = routing::parse_rules(routing::Family::V4, &document);
+                let _ = routing::parse_routes(routing::Family::V6, &document);
+                let _ = NftListing::parse(&document);
+                let _ = htb::owned_roots(&document);
+            }
+        }
+    }
+}

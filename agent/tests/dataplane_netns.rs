@@ -224,7 +224,13 @@ impl Lab {
     fn snapshot(&self) -> String {
         let site = self.site.as_str();
         let mut out = String::new();
-        out += &sh(&["ip", "netns", "exec", site, "nft", "-j", "list", "ruleset"]);
+        // Element countdowns (`expires`) tick; everything else must not move.
+        let mut nft: Value = serde_json::from_str(&sh(&[
+            "ip", "netns", "exec", site, "nft", "-j", "list", "ruleset",
+        ]))
+        .unwrap();
+        strip_expires(&mut nft);
+        out += &nft.to_string();
         for family in ["-4", "-6"] {
             out += &sh(&["ip", "-n", site, family, "-j", "rule", "show"]);
             out += &sh(&[
@@ -265,6 +271,17 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+fn strip_expires(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("expires");
+            map.values_mut().for_each(strip_expires);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_expires),
+        _ => {}
     }
 }
 
@@ -423,6 +440,18 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
         "{classes}"
     );
 
+    // A DPI verdict in the map must survive the restart below.
+    let flow = FlowKey {
+        source: "10.1.0.2".parse().unwrap(),
+        destination: "10.200.0.1".parse().unwrap(),
+        protocol: 6,
+        source_port: 40000,
+        destination_port: 443,
+    };
+    dp.add_dpi_verdict(&flow, "bulk", std::time::Duration::from_secs(600))
+        .unwrap();
+    let verdict = "10.1.0.2 . 10.200.0.1 . tcp . 40000 . 443";
+
     let before = lab.snapshot();
     let again = dp.apply(ruleset(2)).unwrap();
     assert_eq!(again.changes(), 0, "same content, new version: {again:?}");
@@ -435,6 +464,13 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
         lab.snapshot(),
         before,
         "kernel state must be byte-identical"
+    );
+    let map = sh(&[
+        "ip", "netns", "exec", site, "nft", "list", "map", "inet", "wansteer", "dpi4",
+    ]);
+    assert!(
+        map.contains(verdict),
+        "DPI verdicts survive a restart:\n{map}"
     );
 }
 
