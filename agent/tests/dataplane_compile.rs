@@ -345,6 +345,14 @@ fn bad_rule_sets_are_refused_with_the_reason() {
         refuse(&|r| r.lines[0].gateway = Some("2001:db8::1".parse().unwrap())),
         RuleSetError::GatewayFamily { .. }
     ));
+    assert!(matches!(
+        refuse(&|r| r.lines[1].interface = "wan0".into()),
+        RuleSetError::SharedInterface { .. }
+    ));
+    assert!(matches!(
+        refuse(&|r| r.lines[0].gateway6 = None),
+        RuleSetError::NoGatewayForFamily { family: 6, .. }
+    ));
     let message = refuse(&|r| r.routes[0].backups.push("satellite".into())).to_string();
     assert_eq!(
         message,
@@ -438,8 +446,8 @@ fn a_policy_compiles_to_static_steering_for_its_site() {
     assert_eq!(route("default").primary, "mpls");
     assert_eq!(
         ruleset.routes.len(),
-        3 * 2,
-        "every class to both DC prefixes"
+        3,
+        "every class to the DC IPv4 LAN; no line has an IPv6 gateway for its IPv6 LAN"
     );
 
     let mpls = ruleset.line("mpls").unwrap();
