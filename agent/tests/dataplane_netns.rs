@@ -687,6 +687,16 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
         .unwrap();
     // voice and default were on mpls; bulk already on inet.
     assert_eq!(report.route_commands, 2, "{report:?}");
+    let told: Vec<(&str, &str)> = report
+        .on_backup
+        .iter()
+        .map(|b| (b.class.as_str(), b.line.as_str()))
+        .collect();
+    assert_eq!(
+        told,
+        vec![("default", "inet"), ("voice", "inet")],
+        "what the controller hears"
+    );
     let voice = lab.send(&socket, 5020, 10);
     assert_eq!((voice["w0"], voice["w1"]), (0, 10), "{voice:?}");
     let other = lab.send(&socket, 5900, 10);
@@ -706,6 +716,7 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
     assert_eq!(lab.send(&socket, 5020, 10)["w1"], 10);
     let restored = dp.apply_from_controller(ruleset(3)).unwrap();
     assert_eq!(restored.route_commands, 2, "{restored:?}");
+    assert!(restored.on_backup.is_empty());
     assert_eq!(lab.send(&socket, 5020, 10)["w0"], 10);
 }
 

@@ -46,6 +46,30 @@ pub struct ApplyReport {
     pub route_commands: usize,
     pub flows_moved: Vec<MovedFlows>,
     pub conntrack_entries_deleted: u64,
+    /// Every (class, destination) now carried by a backup because its primary is down,
+    /// with the line carrying it: what the agent tells the controller after failing over.
+    pub on_backup: Vec<OnBackup>,
+}
+
+/// A (class, destination) failed over locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnBackup {
+    pub class: String,
+    pub destination: ipnet::IpNet,
+    pub line: String,
+}
+
+fn on_backup(desired: &DesiredState) -> Vec<OnBackup> {
+    desired
+        .placements
+        .iter()
+        .filter(|(_, placement)| placement.failed_over)
+        .map(|((class, destination), placement)| OnBackup {
+            class: class.clone(),
+            destination: *destination,
+            line: placement.line.clone(),
+        })
+        .collect()
 }
 
 impl ApplyReport {
@@ -284,6 +308,7 @@ impl Dataplane {
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
         report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved, desired)?;
+        report.on_backup = on_backup(desired);
         Ok(report)
     }
 
@@ -320,6 +345,7 @@ impl Dataplane {
             route_commands: upserts.len() + deletes.len(),
             flows_moved,
             conntrack_entries_deleted,
+            on_backup: on_backup(desired),
             ..ApplyReport::default()
         })
     }
