@@ -161,6 +161,7 @@ impl Lab {
                 iifname "w0" udp dport 5000-5999 counter comment "w0"
                 iifname "w1" udp dport 5000-5999 counter comment "w1"
                 ip dscp ef udp dport 5000-5999 counter comment "ef"
+                iifname "w1" ip saddr 10.100.2.2 udp dport 5000-5999 counter comment "w1 from inet address"
             }
         }"#;
         nft_in(far, counters);
@@ -860,4 +861,30 @@ fn standalone_applies_a_policy_and_a_bad_reload_keeps_the_rules() {
     assert_eq!(report.route_commands, 1, "{report:?}");
     let voice = lab.send(&socket, 5040, 20);
     assert_eq!((voice["w0"], voice["w1"]), (0, 20), "{voice:?}");
+}
+
+#[test]
+fn a_moved_natted_flow_is_renated_on_its_new_line() {
+    let lab = Lab::new();
+    nft_in(
+        &lab.site,
+        "table ip wsttestnat {\n chain post {\n type nat hook postrouting priority 100;\n oifname \"wan0\" snat to 10.100.1.2\n oifname \"wan1\" snat to 10.100.2.2\n }\n}\n",
+    );
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let host = socket_in(&lab.lan);
+    assert_eq!(lab.send(&host, 5060, 20)["w0"], 20);
+
+    let mut moved = ruleset(2);
+    moved.routes[0] = route("voice", "inet", "mpls");
+    let report = dp.apply(moved.seal()).unwrap();
+    assert!(report.conntrack_entries_deleted >= 1, "{report:?}");
+    // Without the conntrack delete the flow would keep mpls's source address on inet
+    // (the kernel only re-NATs on its own for masquerade, and then drops a packet).
+    let after = lab.send(&host, 5060, 20);
+    assert_eq!(
+        (after["w0"], after["w1"], after["w1 from inet address"]),
+        (0, 20, 20),
+        "{after:?}"
+    );
 }
