@@ -345,6 +345,14 @@ fn bad_rule_sets_are_refused_with_the_reason() {
         refuse(&|r| r.lines[0].gateway = Some("2001:db8::1".parse().unwrap())),
         RuleSetError::GatewayFamily { .. }
     ));
+    assert!(matches!(
+        refuse(&|r| r.lines[1].interface = "wan0".into()),
+        RuleSetError::SharedInterface { .. }
+    ));
+    assert!(matches!(
+        refuse(&|r| r.lines[0].gateway6 = None),
+        RuleSetError::NoGatewayForFamily { family: 6, .. }
+    ));
     let message = refuse(&|r| r.routes[0].backups.push("satellite".into())).to_string();
     assert_eq!(
         message,
@@ -438,8 +446,8 @@ fn a_policy_compiles_to_static_steering_for_its_site() {
     assert_eq!(route("default").primary, "mpls");
     assert_eq!(
         ruleset.routes.len(),
-        3 * 2,
-        "every class to both DC prefixes"
+        3,
+        "every class to the DC IPv4 LAN; no line has an IPv6 gateway for its IPv6 LAN"
     );
 
     let mpls = ruleset.line("mpls").unwrap();
@@ -469,4 +477,37 @@ fn a_policy_without_the_site_is_refused_by_name() {
             known: "branch-1, dc".into()
         }
     );
+}
+
+mod listings_never_panic {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn tc_class_text(text in "\\PC*") {
+            let _ = htb::parse_classes(&text);
+        }
+
+        #[test]
+        fn tc_class_lines_with_our_handle(rest in "[ a-z0-9:.]{0,80}") {
+            let _ = htb::parse_classes(&format!("class htb 5753:1 {rest}\n"));
+        }
+
+        #[test]
+        fn json_listings(text in "\\PC*", number in any::<i64>(), word in "[a-z0-9:./]{0,20}") {
+            for document in [
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                serde_json::json!([{"priority": number, "fwmark": word, "table": word, "protocol": "201"}]),
+                serde_json::json!([{"dst": word, "table": number, "gateway": word, "dev": number}]),
+                serde_json::json!({"nftables": [{"rule": {"chain": number, "comment": word}}, {"chain": {"name": word, "hook": number}}]}),
+                serde_json::json!([{"kind": "htb", "root": true, "handle": word, "dev": word, "options": {"default": word}}]),
+            ] {
+                let _ = routing::parse_rules(routing::Family::V4, &document);
+                let _ = routing::parse_routes(routing::Family::V6, &document);
+                let _ = NftListing::parse(&document);
+                let _ = htb::owned_roots(&document);
+            }
+        }
+    }
 }

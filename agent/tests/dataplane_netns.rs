@@ -161,6 +161,7 @@ impl Lab {
                 iifname "w0" udp dport 5000-5999 counter comment "w0"
                 iifname "w1" udp dport 5000-5999 counter comment "w1"
                 ip dscp ef udp dport 5000-5999 counter comment "ef"
+                iifname "w1" ip saddr 10.100.2.2 udp dport 5000-5999 counter comment "w1 from inet address"
             }
         }"#;
         nft_in(far, counters);
@@ -224,7 +225,13 @@ impl Lab {
     fn snapshot(&self) -> String {
         let site = self.site.as_str();
         let mut out = String::new();
-        out += &sh(&["ip", "netns", "exec", site, "nft", "-j", "list", "ruleset"]);
+        // Element countdowns (`expires`) tick; everything else must not move.
+        let mut nft: Value = serde_json::from_str(&sh(&[
+            "ip", "netns", "exec", site, "nft", "-j", "list", "ruleset",
+        ]))
+        .unwrap();
+        strip_expires(&mut nft);
+        out += &nft.to_string();
         for family in ["-4", "-6"] {
             out += &sh(&["ip", "-n", site, family, "-j", "rule", "show"]);
             out += &sh(&[
@@ -265,6 +272,17 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+    }
+}
+
+fn strip_expires(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("expires");
+            map.values_mut().for_each(strip_expires);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_expires),
+        _ => {}
     }
 }
 
@@ -423,6 +441,18 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
         "{classes}"
     );
 
+    // A DPI verdict in the map must survive the restart below.
+    let flow = FlowKey {
+        source: "10.1.0.2".parse().unwrap(),
+        destination: "10.200.0.1".parse().unwrap(),
+        protocol: 6,
+        source_port: 40000,
+        destination_port: 443,
+    };
+    dp.add_dpi_verdict(&flow, "bulk", std::time::Duration::from_secs(600))
+        .unwrap();
+    let verdict = "10.1.0.2 . 10.200.0.1 . tcp . 40000 . 443";
+
     let before = lab.snapshot();
     let again = dp.apply(ruleset(2)).unwrap();
     assert_eq!(again.changes(), 0, "same content, new version: {again:?}");
@@ -435,6 +465,13 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
         lab.snapshot(),
         before,
         "kernel state must be byte-identical"
+    );
+    let map = sh(&[
+        "ip", "netns", "exec", site, "nft", "list", "map", "inet", "wansteer", "dpi4",
+    ]);
+    assert!(
+        map.contains(verdict),
+        "DPI verdicts survive a restart:\n{map}"
     );
 }
 
@@ -493,6 +530,12 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
     );
     assert_eq!(report.flows_moved.len(), 1);
     assert!(report.conntrack_entries_deleted >= 1, "{report:?}");
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert_eq!(
+        table.trim(),
+        "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201",
+        "still tagged"
+    );
 
     // Same socket, same 5-tuple: the existing flow now leaves by inet, still EF.
     let after = lab.send(&socket, 5010, 20);
@@ -595,6 +638,7 @@ fn a_failing_nft_transaction_changes_nothing() {
     let working = lab.snapshot();
     let mut moved = ruleset(2);
     moved.routes[0] = route("voice", "inet", "mpls");
+    moved.classes[0].matches[0].ports[0].last = 5199;
     // Someone replaced the DPI map with a set of the same name: the agent's transaction
     // (re-add the map, refill `classify`) must fail in nft, as a whole.
     nft_in(
@@ -644,6 +688,16 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
         .unwrap();
     // voice and default were on mpls; bulk already on inet.
     assert_eq!(report.route_commands, 2, "{report:?}");
+    let told: Vec<(&str, &str)> = report
+        .on_backup
+        .iter()
+        .map(|b| (b.class.as_str(), b.line.as_str()))
+        .collect();
+    assert_eq!(
+        told,
+        vec![("default", "inet"), ("voice", "inet")],
+        "what the controller hears"
+    );
     let voice = lab.send(&socket, 5020, 10);
     assert_eq!((voice["w0"], voice["w1"]), (0, 10), "{voice:?}");
     let other = lab.send(&socket, 5900, 10);
@@ -663,6 +717,7 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
     assert_eq!(lab.send(&socket, 5020, 10)["w1"], 10);
     let restored = dp.apply_from_controller(ruleset(3)).unwrap();
     assert_eq!(restored.route_commands, 2, "{restored:?}");
+    assert!(restored.on_backup.is_empty());
     assert_eq!(lab.send(&socket, 5020, 10)["w0"], 10);
 }
 
@@ -734,4 +789,102 @@ fn a_dpi_verdict_reclassifies_a_running_flow() {
         dp.add_dpi_verdict(&flow, "video", std::time::Duration::from_secs(60)),
         Err(DataplaneError::UnknownClass(_))
     ));
+}
+
+const POLICY: &str = r#"
+sites:
+  - name: branch-1
+    kind: branch
+    lan: [10.1.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: wan0, gateway: 10.100.1.1, up: 50mbit, down: 50mbit, preference: 1 }
+      - { name: inet, transport: internet, interface: wan1, gateway: 10.100.2.1, up: 20mbit, down: 20mbit, preference: 2 }
+  - name: dc
+    kind: dc
+    lan: [10.200.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: eth0, up: 1gbit, down: 1gbit }
+classes:
+  - name: voice
+    priority: 1
+    dscp: EF
+    match: [{ protocols: [udp], ports: ["5000-5099"] }]
+    steering: { prefer: [VOICE_LINE] }
+    bandwidth: { guaranteed: 10%, ceiling: 30% }
+  - name: bulk
+    priority: 6
+    match: [{ protocols: [udp], ports: ["5100-5199"] }]
+    steering: { prefer: [internet] }
+  - name: default
+    priority: 7
+"#;
+
+#[test]
+fn standalone_applies_a_policy_and_a_bad_reload_keeps_the_rules() {
+    use wansteer_agent::dataplane::cli::{DaemonArgs, reload_policy, run_daemon};
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, POLICY.replace("VOICE_LINE", "mpls")).unwrap();
+    let args = DaemonArgs {
+        policy: Some(path.clone()),
+        site: Some("branch-1".into()),
+        netns: Some(lab.site.clone()),
+        once: true,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run_daemon(args)).unwrap();
+    let socket = socket_in(&lab.site);
+    let voice = lab.send(&socket, 5040, 20);
+    assert_eq!((voice["w0"], voice["ef"]), (20, 20), "{voice:?}");
+    assert_eq!(lab.send(&socket, 5140, 20)["w1"], 20);
+
+    // The daemon restarted: it adopts the same state without a change.
+    let mut dp = Dataplane::new(
+        lab.kernel(),
+        FailoverState::standalone(std::time::Duration::from_secs(30)),
+    );
+    let adopted = reload_policy(&mut dp, &path, "branch-1", 1).unwrap();
+    assert_eq!(adopted.changes(), 0, "{adopted:?}");
+    let working = lab.snapshot();
+
+    std::fs::write(&path, POLICY.replace("priority: 6", "prioity: 6")).unwrap();
+    let error = reload_policy(&mut dp, &path, "branch-1", 2).unwrap_err();
+    assert!(format!("{error:#}").contains("prioity"), "{error:#}");
+    assert_eq!(lab.snapshot(), working, "a refused policy changes nothing");
+
+    std::fs::write(&path, POLICY.replace("VOICE_LINE", "internet")).unwrap();
+    let report = reload_policy(&mut dp, &path, "branch-1", 2).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    let voice = lab.send(&socket, 5040, 20);
+    assert_eq!((voice["w0"], voice["w1"]), (0, 20), "{voice:?}");
+}
+
+#[test]
+fn a_moved_natted_flow_is_renated_on_its_new_line() {
+    let lab = Lab::new();
+    nft_in(
+        &lab.site,
+        "table ip wsttestnat {\n chain post {\n type nat hook postrouting priority 100;\n oifname \"wan0\" snat to 10.100.1.2\n oifname \"wan1\" snat to 10.100.2.2\n }\n}\n",
+    );
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let host = socket_in(&lab.lan);
+    assert_eq!(lab.send(&host, 5060, 20)["w0"], 20);
+
+    let mut moved = ruleset(2);
+    moved.routes[0] = route("voice", "inet", "mpls");
+    let report = dp.apply(moved.seal()).unwrap();
+    assert!(report.conntrack_entries_deleted >= 1, "{report:?}");
+    // Without the conntrack delete the flow would keep mpls's source address on inet
+    // (the kernel only re-NATs on its own for masquerade, and then drops a packet).
+    let after = lab.send(&host, 5060, 20);
+    assert_eq!(
+        (after["w0"], after["w1"], after["w1 from inet address"]),
+        (0, 20, 20),
+        "{after:?}"
+    );
 }

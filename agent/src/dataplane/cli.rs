@@ -113,18 +113,15 @@ pub async fn run_standalone(
     loop {
         let deadline = dataplane.next_deadline();
         tokio::select! {
-            _ = hangup.recv() => {
-                version += 1;
-                match load_policy(policy, site, version).and_then(|(ruleset, _)| {
-                    dataplane.apply(ruleset).map_err(anyhow::Error::from)
-                }) {
-                    Ok(report) => tracing::info!(site, version, "policy reloaded: {}", describe(&report)),
-                    Err(error) => {
-                        version -= 1;
-                        tracing::error!(site, "reload refused, the rules in force stay: {error:#}");
-                    }
+            _ = hangup.recv() => match reload_policy(&mut dataplane, policy, site, version + 1) {
+                Ok(report) => {
+                    version += 1;
+                    tracing::info!(site, version, "policy reloaded: {}", describe(&report));
                 }
-            }
+                Err(error) => {
+                    tracing::error!(site, "reload refused, the rules in force stay: {error:#}");
+                }
+            },
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             event = events.recv(), if events_open => match event {
@@ -144,6 +141,19 @@ pub async fn run_standalone(
     }
     tracing::info!("agent stopping; the installed rules stay in place");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-reads the policy (on SIGHUP) and applies it as rule set `version`. A policy that
+/// does not parse, does not fit the site or does not fit this host is refused and the
+/// rules in force stay untouched.
+pub fn reload_policy(
+    dataplane: &mut Dataplane,
+    policy: &Path,
+    site: &str,
+    version: u64,
+) -> anyhow::Result<ApplyReport> {
+    let (ruleset, _) = load_policy(policy, site, version)?;
+    Ok(dataplane.apply(ruleset)?)
 }
 
 /// Runs `wansteer agent cleanup`.

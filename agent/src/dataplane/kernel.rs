@@ -46,20 +46,15 @@ impl Kernel {
         self.netns.as_deref()
     }
 
+    /// `ip` and `tc` take the namespace as `-n`; other tools are started from a thread
+    /// that entered the namespace (cheaper than `ip netns exec`, which also remounts
+    /// /sys: a test and lab cost the agent in its own namespace never pays).
     fn command(&self, program: &str) -> Command {
-        match (&self.netns, program) {
-            (Some(ns), "ip" | "tc") => {
-                let mut command = Command::new(program);
-                command.args(["-n", ns]);
-                command
-            }
-            (Some(ns), _) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, program]);
-                command
-            }
-            (None, _) => Command::new(program),
+        let mut command = Command::new(program);
+        if let (Some(ns), "ip" | "tc") = (&self.netns, program) {
+            command.args(["-n", ns]);
         }
+        command
     }
 
     /// Runs a tool with optional stdin; returns stdout.
@@ -95,10 +90,16 @@ impl Kernel {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().map_err(|source| KernelError::Spawn {
+        let spawn_error = |source| KernelError::Spawn {
             program: program.to_string(),
             source,
-        })?;
+        };
+        let mut child = match (&self.netns, program) {
+            (Some(ns), program) if program != "ip" && program != "tc" => {
+                spawn_in_netns(ns, command).map_err(spawn_error)?
+            }
+            _ => command.spawn().map_err(spawn_error)?,
+        };
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin was piped");
             pipe.write_all(input.as_bytes())
@@ -265,6 +266,27 @@ impl Kernel {
             }),
         }
     }
+}
+
+/// Starts `command` from a helper thread that entered network namespace `ns`; the child
+/// inherits the thread's namespace.
+fn spawn_in_netns(ns: &str, mut command: Command) -> std::io::Result<std::process::Child> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                let file = std::fs::File::open(path)?;
+                // SAFETY: setns with a valid namespace fd changes only this helper thread,
+                // which ends once the child is started.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                command.spawn()
+            })
+            .join()
+            .expect("spawn helper thread does not panic")
+    })
 }
 
 /// True when every error line of a forced batch says the object was already gone.

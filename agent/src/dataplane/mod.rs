@@ -20,6 +20,7 @@ pub mod failover;
 pub mod htb;
 pub mod kernel;
 pub mod moved;
+pub mod netlink;
 pub mod nft;
 pub mod reconcile;
 pub mod routing;

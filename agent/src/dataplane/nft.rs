@@ -8,6 +8,16 @@
 //! in the conntrack mark so replies follow. `postrouting` sets DSCP and `meta priority`
 //! (the HTB class) on WAN egress; priority set in prerouting would be reset by the kernel.
 //!
+//! Return direction, the one rule: replies follow the *class*, not the arrival line. The
+//! conntrack mark restores the class on every packet of the flow, both ways, so a reply
+//! leaves by whatever line its class uses towards the peer at this site now (the
+//! controller decides each direction of a site pair). Pinning replies to their arrival
+//! line (arrival line in the conntrack mark) is not implemented.
+//!
+//! Class marks use bits 0–7 of the packet mark (`fwmark <class>/0xff`); sockets that set
+//! their own mark (probes with SO_MARK) must leave those bits zero or their packets hit a
+//! class table.
+//!
 //! Every rule carries a comment ending in a fingerprint of its content. A chain whose
 //! fingerprints already match is left alone, so re-applying the same rule set changes
 //! nothing and a restart keeps the DPI map's elements and every counter.

@@ -15,7 +15,8 @@ use wansteer_wire::ruleset::RuleSet;
 use super::desired::{DesiredState, compile};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
 use super::kernel::{Kernel, KernelError};
-use super::moved::{MovedFlows, moved_flows};
+use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
+use super::netlink::RouteSocket;
 use super::nft::{FlowKey, NftListing};
 use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
@@ -28,6 +29,8 @@ pub enum DataplaneError {
     RuleSet(#[from] RuleSetError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error("route change over netlink failed: {0}")]
+    Netlink(String),
     #[error("no rule set applied yet")]
     NoRuleSet,
     #[error("unknown class `{0}`")]
@@ -43,6 +46,30 @@ pub struct ApplyReport {
     pub route_commands: usize,
     pub flows_moved: Vec<MovedFlows>,
     pub conntrack_entries_deleted: u64,
+    /// Every (class, destination) now carried by a backup because its primary is down,
+    /// with the line carrying it: what the agent tells the controller after failing over.
+    pub on_backup: Vec<OnBackup>,
+}
+
+/// A (class, destination) failed over locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnBackup {
+    pub class: String,
+    pub destination: ipnet::IpNet,
+    pub line: String,
+}
+
+fn on_backup(desired: &DesiredState) -> Vec<OnBackup> {
+    desired
+        .placements
+        .iter()
+        .filter(|(_, placement)| placement.failed_over)
+        .map(|((class, destination), placement)| OnBackup {
+            class: class.clone(),
+            destination: *destination,
+            line: placement.line.clone(),
+        })
+        .collect()
 }
 
 impl ApplyReport {
@@ -132,6 +159,13 @@ pub struct Dataplane {
     ruleset: Option<RuleSet>,
     /// Routes as this process last installed them (the failover fast path diffs these).
     routes: BTreeMap<RouteKey, RouteTarget>,
+    /// The last state applied in full; a new rule set that differs from it only in routes
+    /// takes the route-only fast path.
+    applied: Option<DesiredState>,
+    /// rtnetlink for the fast path (opened on first use; `ip -batch` if it cannot be).
+    route_socket: Option<RouteSocket>,
+    /// Interface indexes by name, for netlink route messages.
+    interfaces: BTreeMap<String, u32>,
 }
 
 impl Dataplane {
@@ -141,6 +175,9 @@ impl Dataplane {
             failover,
             ruleset: None,
             routes: BTreeMap::new(),
+            applied: None,
+            route_socket: None,
+            interfaces: BTreeMap::new(),
         }
     }
 
@@ -161,7 +198,13 @@ impl Dataplane {
     /// Compiles and checks a rule set against this host without changing anything.
     pub fn check(&self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
         let desired = compile(ruleset, self.failover.avoided())?;
+        // Interfaces already in force were checked when they came in; a vanished one
+        // shows up as a failing route replace.
+        let known = self.ruleset.as_ref().map(|current| &current.lines);
         for line in &ruleset.lines {
+            if known.is_some_and(|lines| lines.iter().any(|l| l.interface == line.interface)) {
+                continue;
+            }
             if !self.kernel.interface_exists(&line.interface)? {
                 return Err(RuleSetError::MissingInterface {
                     line: line.name.clone(),
@@ -175,12 +218,33 @@ impl Dataplane {
 
     /// Makes the kernel match `ruleset` (with failed lines still avoided). A refused rule
     /// set or a failing nft transaction leaves the previous state in place.
+    ///
+    /// When only routes differ from the last rule set this process applied, only routes are
+    /// diffed, against what it installed (a class move costs one `ip -batch`); anything
+    /// else, and the first apply after a start, reads the kernel and reconciles in full.
     pub fn apply(&mut self, ruleset: RuleSet) -> Result<ApplyReport, DataplaneError> {
         let desired = self.check(&ruleset)?;
-        let report = self.reconcile(&desired)?;
+        let routes_only = self.applied.as_ref().is_some_and(|applied| {
+            applied.nft == desired.nft
+                && applied.rules == desired.rules
+                && applied.shapers == desired.shapers
+        });
+        let report = if routes_only {
+            self.install_routes(&desired)?
+        } else {
+            self.reconcile(&desired)?
+        };
         self.ruleset = Some(ruleset);
-        self.routes = desired.routes;
+        self.routes = desired.routes.clone();
+        self.applied = Some(desired);
         Ok(report)
+    }
+
+    /// Reads the kernel and repairs any drift from the rule set in force.
+    pub fn resync(&mut self) -> Result<ApplyReport, DataplaneError> {
+        let ruleset = self.ruleset.clone().ok_or(DataplaneError::NoRuleSet)?;
+        self.applied = None;
+        self.apply(ruleset)
     }
 
     /// A rule set from the controller: its word also ends local failovers of lines that
@@ -243,37 +307,81 @@ impl Dataplane {
         self.kernel.ip_batch_force(&removals)?;
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
-        report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved)?;
+        report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved, desired)?;
+        report.on_backup = on_backup(desired);
         Ok(report)
     }
 
-    fn delete_flows(&self, moved: &[MovedFlows]) -> Result<u64, KernelError> {
+    fn delete_flows(
+        &self,
+        moved: &[MovedFlows],
+        desired: &DesiredState,
+    ) -> Result<u64, KernelError> {
         let mut deleted = 0;
-        for flows in moved {
-            let args = flows.conntrack_args();
+        for args in conntrack_deletes(moved, &desired.placements) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             deleted += self.kernel.conntrack_delete(&args)?;
         }
         Ok(deleted)
     }
 
-    /// Recompiles with the current avoided lines and replaces only the routes that differ
-    /// from what was last installed, then moves the affected flows.
-    fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
-        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
-        let desired = compile(ruleset, self.failover.avoided())?;
+    /// Replaces only the routes that differ from what was last installed, then moves the
+    /// affected flows.
+    fn install_routes(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let (upserts, deletes) = routing::diff_routes(&desired.routes, &self.routes);
-        self.kernel.ip_batch(&upserts)?;
+        let changed: Vec<(&RouteKey, &RouteTarget)> = desired
+            .routes
+            .iter()
+            .filter(|(key, target)| self.routes.get(key) != Some(target))
+            .collect();
+        if !changed.is_empty() {
+            self.replace_routes(&changed, &upserts)?;
+        }
         self.kernel.ip_batch_force(&deletes)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
-        self.routes = desired.routes;
-        let conntrack_entries_deleted = self.delete_flows(&flows_moved)?;
+        self.routes = desired.routes.clone();
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved, desired)?;
         Ok(ApplyReport {
             route_commands: upserts.len() + deletes.len(),
             flows_moved,
             conntrack_entries_deleted,
+            on_backup: on_backup(desired),
             ..ApplyReport::default()
         })
+    }
+
+    /// Route replaces over rtnetlink when the socket and the interface indexes are there,
+    /// else the same replaces through `ip -batch`.
+    fn replace_routes(
+        &mut self,
+        changed: &[(&RouteKey, &RouteTarget)],
+        commands: &[String],
+    ) -> Result<(), DataplaneError> {
+        if changed
+            .iter()
+            .any(|(_, target)| !self.interfaces.contains_key(&target.device))
+        {
+            self.interfaces = interface_indexes(&self.kernel)?;
+        }
+        if self.route_socket.is_none() {
+            match RouteSocket::open(self.kernel.netns()) {
+                Ok(socket) => self.route_socket = Some(socket),
+                Err(error) => tracing::warn!("rtnetlink unavailable, using ip: {error}"),
+            }
+        }
+        match &mut self.route_socket {
+            Some(socket) => socket
+                .replace_routes(changed, &self.interfaces)
+                .map_err(|error| DataplaneError::Netlink(error.to_string())),
+            None => Ok(self.kernel.ip_batch(commands)?),
+        }
+    }
+
+    /// Recompiles with the current avoided lines and moves the routes that change.
+    fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
+        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
+        let desired = compile(ruleset, self.failover.avoided())?;
+        self.install_routes(&desired)
     }
 
     /// A line's health changed. Down: every route on it moves to its first healthy backup
@@ -319,6 +427,22 @@ impl Dataplane {
         };
         Ok(self.kernel.nft_text(&element)?)
     }
+}
+
+/// Interface indexes by name (`ip -j link show`).
+fn interface_indexes(kernel: &Kernel) -> Result<BTreeMap<String, u32>, KernelError> {
+    let links = kernel.ip_json(&["link", "show"])?;
+    Ok(links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|link| {
+            Some((
+                link.get("ifname")?.as_str()?.to_string(),
+                u32::try_from(link.get("ifindex")?.as_u64()?).ok()?,
+            ))
+        })
+        .collect())
 }
 
 /// Removes everything wansteer owns (nft table, tagged rules and routes, its root HTB

@@ -127,27 +127,37 @@ pub fn compile_policy(
     let mut routes = Vec::new();
     for class in &policy.classes {
         let order = line_order(&here.lines, &class.steering.prefer, &class.steering.never);
-        let Some((primary, backups)) = order.split_first() else {
+        if order.is_empty() {
             return Err(StandaloneError::NoLine {
                 class: class.name.clone(),
                 site: site.to_string(),
             });
-        };
-        let reason = format!(
-            "standalone: static preference {}",
-            order
-                .iter()
-                .map(|line| line.name.as_str())
-                .collect::<Vec<_>>()
-                .join(" > ")
-        );
+        }
         for destination in &destinations {
+            // Only lines that can route the destination's family: a gateway of that
+            // family, or no gateway at all (point-to-point). A destination no line can
+            // reach is left out.
+            let usable: Vec<&Line> = order
+                .iter()
+                .copied()
+                .filter(|line| carries(line, destination))
+                .collect();
+            let Some((primary, backups)) = usable.split_first() else {
+                continue;
+            };
             routes.push(ClassRoute {
                 class: class.name.clone(),
                 destination: *destination,
                 primary: primary.name.clone(),
                 backups: backups.iter().map(|line| line.name.clone()).collect(),
-                reason: reason.clone(),
+                reason: format!(
+                    "standalone: static preference {}",
+                    usable
+                        .iter()
+                        .map(|line| line.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" > ")
+                ),
             });
         }
     }
@@ -162,6 +172,15 @@ pub fn compile_policy(
         routes,
     }
     .seal())
+}
+
+/// Can `line` route `destination`'s address family?
+fn carries(line: &Line, destination: &IpNet) -> bool {
+    let (same, other) = match destination {
+        IpNet::V4(_) => (line.gateway.is_some(), line.gateway6.is_some()),
+        IpNet::V6(_) => (line.gateway6.is_some(), line.gateway.is_some()),
+    };
+    same || !other
 }
 
 /// The site's lines a class may use, best first: the class's `prefer` entries in order,

@@ -35,6 +35,18 @@ pub enum RuleSetError {
     ZeroRate { line: String, detail: String },
     #[error("line `{line}`: gateway {gateway} is not an IPv4 address")]
     GatewayFamily { line: String, gateway: IpAddr },
+    #[error("lines `{first}` and `{second}` both leave by interface `{interface}`")]
+    SharedInterface {
+        first: String,
+        second: String,
+        interface: String,
+    },
+    #[error("{what} is IPv{family} but line `{line}` has only a gateway of the other family")]
+    NoGatewayForFamily {
+        what: String,
+        line: String,
+        family: u8,
+    },
     #[error("port range {first}-{last} of class `{class}` runs backwards")]
     PortRange {
         class: String,
@@ -103,6 +115,18 @@ pub fn validate(ruleset: &RuleSet) -> Result<(), RuleSetError> {
         if !lines.insert(line.name.as_str()) {
             return Err(RuleSetError::DuplicateLine(line.name.clone()));
         }
+        if let Some(other) = ruleset
+            .lines
+            .iter()
+            .take_while(|other| !std::ptr::eq(*other, line))
+            .find(|other| other.interface == line.interface)
+        {
+            return Err(RuleSetError::SharedInterface {
+                first: other.name.clone(),
+                second: line.name.clone(),
+                interface: line.interface.clone(),
+            });
+        }
         if line.rate_bps == 0 {
             return Err(RuleSetError::ZeroRate {
                 line: line.name.clone(),
@@ -138,11 +162,26 @@ pub fn validate(ruleset: &RuleSet) -> Result<(), RuleSetError> {
                 class: route.class.clone(),
             });
         }
-        for line in std::iter::once(&route.primary).chain(&route.backups) {
-            if ruleset.line(line).is_none() {
+        for name in std::iter::once(&route.primary).chain(&route.backups) {
+            let Some(line) = ruleset.line(name) else {
                 return Err(RuleSetError::UnknownLine {
                     what,
-                    line: line.clone(),
+                    line: name.clone(),
+                });
+            };
+            // A line with no gateway at all is point-to-point and carries both families;
+            // a line with a gateway of one family only cannot route the other.
+            let v6 = matches!(route.destination, ipnet::IpNet::V6(_));
+            let (same, other) = if v6 {
+                (line.gateway6.is_some(), line.gateway.is_some())
+            } else {
+                (line.gateway.is_some(), line.gateway6.is_some())
+            };
+            if !same && other {
+                return Err(RuleSetError::NoGatewayForFamily {
+                    what,
+                    line: name.clone(),
+                    family: if v6 { 6 } else { 4 },
                 });
             }
         }
