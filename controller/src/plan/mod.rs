@@ -244,6 +244,11 @@ pub struct Planner {
     revisits: BTreeMap<At, BTreeSet<usize>>,
     line_revisits: BTreeMap<At, BTreeSet<LineId>>,
     needs_full: bool,
+    rebuild_pending: bool,
+    pending_sites: BTreeSet<SiteId>,
+    /// Per arc: the lowest priority (largest level) with flow on it, to tell whether a
+    /// commodity short after an incremental re-solve could preempt someone.
+    lowest_level_on_arc: Vec<u8>,
 }
 
 impl Planner {
@@ -270,6 +275,9 @@ impl Planner {
             revisits: BTreeMap::new(),
             line_revisits: BTreeMap::new(),
             needs_full: true,
+            rebuild_pending: false,
+            pending_sites: BTreeSet::new(),
+            lowest_level_on_arc: Vec::new(),
             graph,
             policy,
         };
@@ -358,25 +366,35 @@ impl Planner {
                 }
             }
             None => {
-                // A new commodity: rebuild the set and re-solve in full.
-                self.build_commodities();
+                // A new commodity: the set is rebuilt and re-solved in full at the next plan.
+                self.rebuild_pending = true;
                 self.needs_full = true;
             }
         }
         Ok(())
     }
 
-    /// Plans at `now`: re-solves what changed since the last run and returns the new rule
-    /// sets and the decisions.
+    /// Plans at `now`: re-solves what changed since the last run, compiles the rule sets
+    /// that changed, and returns them with the decisions. Same as [`Planner::solve`]
+    /// followed by [`Planner::compile_pending`].
     pub fn plan(&mut self, now: At) -> Plan {
+        let mut plan = self.solve(now);
+        plan.rulesets = self.compile_pending();
+        plan
+    }
+
+    /// Re-solves what changed since the last run; the rule sets of the sites it touched are
+    /// compiled by the next [`Planner::compile_pending`] (a service may batch that for big
+    /// hub/DC rule sets). The returned plan has decisions and stats, no rule sets.
+    pub fn solve(&mut self, now: At) -> Plan {
+        if self.rebuild_pending {
+            self.build_commodities();
+            self.rebuild_pending = false;
+        }
         for line in self.graph.decay(now) {
             self.dirty_lines.insert(line);
         }
-        let due_lines: Vec<At> = self
-            .line_revisits
-            .range(..=now)
-            .map(|(at, _)| *at)
-            .collect();
+        let due_lines: Vec<At> = self.line_revisits.range(..=now).map(|(at, _)| *at).collect();
         for at in due_lines {
             if let Some(lines) = self.line_revisits.remove(&at) {
                 self.dirty_lines.extend(lines);
@@ -400,20 +418,33 @@ impl Planner {
                     plan.stats.resolved = affected.len();
                     sites
                 }
-                None => self.solve_full(now, &mut plan),
+                None => {
+                    plan.decisions.clear();
+                    self.solve_full(now, &mut plan)
+                }
             },
             None => self.solve_full(now, &mut plan),
         };
         self.dirty_lines.clear();
         self.dirty_commodities.clear();
         self.needs_full = false;
-        self.compile(&touched_sites, &mut plan);
+        self.pending_sites.extend(touched_sites);
         plan.stats.commodities = self.commodities.len();
         plan.stats.demand_bps = self.commodities.iter().map(|c| c.demand).sum();
-        plan.stats.carried_bps = self.allocation.as_ref().map_or(0.0, |a| {
-            (0..self.commodities.len()).map(|i| a.carried(i)).sum()
-        });
+        plan.stats.carried_bps = self
+            .allocation
+            .as_ref()
+            .map_or(0.0, |a| (0..self.commodities.len()).map(|i| a.carried(i)).sum());
         plan
+    }
+
+    /// Compiles the rule sets of the sites solved since the last call; only those whose
+    /// content changed are returned, each with the next version.
+    pub fn compile_pending(&mut self) -> BTreeMap<String, RuleSet> {
+        let sites = std::mem::take(&mut self.pending_sites);
+        let mut plan = Plan::default();
+        self.compile(&sites, &mut plan);
+        plan.rulesets
     }
 
     /// The solver problem as last built (capacities per arc, candidate paths, commodities
@@ -605,6 +636,10 @@ impl Planner {
             self.engine[commodity].paths = self.order_candidates(commodity, now);
         }
         let allocation = alloc::allocate(&self.capacity, &self.paths, &self.engine);
+        self.lowest_level_on_arc = vec![0; self.capacity.len()];
+        for (commodity, flows) in allocation.flows.iter().enumerate() {
+            self.note_levels(commodity, flows);
+        }
         self.allocation = Some(allocation);
         self.transit = vec![BTreeSet::new(); self.graph.sites.len()];
         let mut touched = BTreeSet::new();
@@ -623,7 +658,8 @@ impl Planner {
         now: At,
         plan: &mut Plan,
     ) -> Option<BTreeSet<SiteId>> {
-        let mut allocation = self.allocation.clone()?;
+        // Worked on in place: when it does not fit, the full solve that follows rebuilds it.
+        let mut allocation = self.allocation.take()?;
         let pairs: BTreeSet<usize> = affected.iter().map(|&c| self.commodities[c].pair).collect();
         for &commodity in affected {
             for (path, amount) in std::mem::take(&mut allocation.flows[commodity]) {
@@ -646,12 +682,24 @@ impl Planner {
         for members in by_level.values() {
             alloc::allocate_level(&self.paths, &self.engine, members, &mut allocation);
         }
-        let short = affected.iter().any(|&c| {
-            !self.engine[c].paths.is_empty()
-                && allocation.carried(c) + CARRIED_SLACK < self.engine[c].demand
+        // A commodity left short is fine only when no lower class holds room it could use
+        // (strict priority would preempt that class: only a full solve does).
+        let preempts = affected.iter().any(|&c| {
+            let engine = &self.engine[c];
+            allocation.carried(c) + CARRIED_SLACK < engine.demand
+                && engine.paths.iter().any(|&p| {
+                    self.paths
+                        .arcs(p)
+                        .iter()
+                        .any(|&arc| self.lowest_level_on_arc[arc as usize] > engine.level)
+                })
         });
-        if short {
+        if preempts {
             return None;
+        }
+        for &commodity in affected {
+            let flows = allocation.flows[commodity].clone();
+            self.note_levels(commodity, &flows);
         }
         self.allocation = Some(allocation);
         let mut touched = BTreeSet::new();
@@ -659,6 +707,18 @@ impl Planner {
             self.settle(commodity, now, plan, &mut touched);
         }
         Some(touched)
+    }
+
+    fn note_levels(&mut self, commodity: usize, flows: &[(PathId, f64)]) {
+        let level = self.engine[commodity].level;
+        for &(path, amount) in flows {
+            if amount > 0.0 {
+                for &arc in self.paths.arcs(path) {
+                    let lowest = &mut self.lowest_level_on_arc[arc as usize];
+                    *lowest = (*lowest).max(level);
+                }
+            }
+        }
     }
 
     /// Candidate paths of one pair, best quality first, appended to the path store.

@@ -196,8 +196,10 @@ pub fn allocate_level(
     }
     for _ in 0..REPAIR_ROUNDS {
         let mut gained = 0.0;
+        // Arcs whose users could not be moved this round are not scanned again.
+        let mut stuck = vec![false; allocation.residual.len()];
         for &index in &short {
-            gained += repair(paths, commodities, &mut users, index, allocation);
+            gained += repair(paths, commodities, &mut users, &mut stuck, index, allocation);
         }
         if gained <= TINY {
             break;
@@ -274,6 +276,7 @@ fn repair(
     paths: &Paths,
     commodities: &[Commodity],
     users: &mut [Vec<usize>],
+    stuck: &mut [bool],
     index: usize,
     allocation: &mut Allocation,
 ) -> f64 {
@@ -313,12 +316,19 @@ fn repair(
             }
             continue;
         }
+        if stuck[blocking as usize] {
+            continue;
+        }
         // Move other commodities' flow that crosses `blocking` to paths avoiding it.
+        let wanted_before = wanted;
         let mut blockers = users[blocking as usize].clone();
         blockers.sort_unstable();
         blockers.dedup();
         for other in blockers {
-            if other == index || wanted <= TINY {
+            if wanted <= TINY {
+                break;
+            }
+            if other == index {
                 continue;
             }
             let crossing: Vec<(PathId, f64)> = allocation.flows[other]
@@ -365,6 +375,9 @@ fn repair(
                     wanted -= shift;
                 }
             }
+        }
+        if wanted_before - wanted <= TINY {
+            stuck[blocking as usize] = true;
         }
         let amount = need.min(bottleneck(paths, path, &allocation.residual));
         if amount > TINY {
