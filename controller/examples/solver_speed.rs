@@ -93,10 +93,14 @@ fn main() {
         let (mut planner, t) = timed(|| {
             let mut planner = Planner::new(policy.clone());
             for m in &measurements {
-                planner.update_measurement(m.clone()).expect("generated lines exist");
+                planner
+                    .update_measurement(m.clone())
+                    .expect("generated lines exist");
             }
             for d in &demands {
-                planner.update_demand(d.clone()).expect("generated sites exist");
+                planner
+                    .update_demand(d.clone())
+                    .expect("generated sites exist");
             }
             planner
         });
@@ -117,7 +121,8 @@ fn main() {
             );
         }
         let view = planner.problem();
-        let (allocation, t) = timed(|| alloc::allocate(view.capacity, view.paths, view.commodities));
+        let (allocation, t) =
+            timed(|| alloc::allocate(view.capacity, view.paths, view.commodities));
         allocate_only.push(t);
         assert_eq!(allocation.flows.len(), view.commodities.len());
         // One line's change: a branch's MPLS loses 5% (voice must leave it), re-planned.
@@ -165,12 +170,27 @@ fn main() {
     println!("{summary}");
     println!("runs: {runs}; medians:");
     report("planner build + feed measurements/demand", &build);
-    report("first full solve (candidates, allocation, decisions)", &first_solve);
-    report("  of which allocation alone (same problem, re-run)", &allocate_only);
+    report(
+        "first full solve (candidates, allocation, decisions)",
+        &first_solve,
+    );
+    report(
+        "  of which allocation alone (same problem, re-run)",
+        &allocate_only,
+    );
     report("first compile of every site's rule set", &first_compile);
-    report("full re-solve on a warm planner (hub line down)", &full_replan);
-    report("one branch line change: incremental re-solve", &incremental_solve);
-    report("one branch line change: recompile touched rule sets", &incremental_compile);
+    report(
+        "full re-solve on a warm planner (hub line down)",
+        &full_replan,
+    );
+    report(
+        "one branch line change: incremental re-solve",
+        &incremental_solve,
+    );
+    report(
+        "one branch line change: recompile touched rule sets",
+        &incremental_compile,
+    );
     println!(
         "  incremental runs that fell back to a full solve: {incremental_full} of {}",
         50 * runs

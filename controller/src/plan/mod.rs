@@ -216,6 +216,8 @@ struct CommodityState {
     route_reason: String,
     /// True while no candidate meets the SLA.
     degraded: bool,
+    /// False until the first plan has decided about it (so "no path" is reported once).
+    seen: bool,
 }
 
 /// The planner: state between runs.
@@ -394,7 +396,11 @@ impl Planner {
         for line in self.graph.decay(now) {
             self.dirty_lines.insert(line);
         }
-        let due_lines: Vec<At> = self.line_revisits.range(..=now).map(|(at, _)| *at).collect();
+        let due_lines: Vec<At> = self
+            .line_revisits
+            .range(..=now)
+            .map(|(at, _)| *at)
+            .collect();
         for at in due_lines {
             if let Some(lines) = self.line_revisits.remove(&at) {
                 self.dirty_lines.extend(lines);
@@ -431,10 +437,9 @@ impl Planner {
         self.pending_sites.extend(touched_sites);
         plan.stats.commodities = self.commodities.len();
         plan.stats.demand_bps = self.commodities.iter().map(|c| c.demand).sum();
-        plan.stats.carried_bps = self
-            .allocation
-            .as_ref()
-            .map_or(0.0, |a| (0..self.commodities.len()).map(|i| a.carried(i)).sum());
+        plan.stats.carried_bps = self.allocation.as_ref().map_or(0.0, |a| {
+            (0..self.commodities.len()).map(|i| a.carried(i)).sum()
+        });
         plan
     }
 
@@ -584,6 +589,7 @@ impl Planner {
                         backups: Vec::new(),
                         route_reason: String::new(),
                         degraded: false,
+                        seen: false,
                     },
                 };
                 pair.commodities.push(self.commodities.len());
@@ -963,7 +969,7 @@ impl Planner {
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
         let src = pair.src;
-        if new_key != old_key {
+        if new_key != old_key || !state.seen {
             let reason = self.move_reason(commodity, chosen, carried, now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
@@ -987,6 +993,7 @@ impl Planner {
             let state = &mut self.commodities[commodity];
             state.placed = new_key;
             state.placed_at = now;
+            state.seen = true;
         }
         let route_reason = match chosen {
             Some(info) => self.route_reason(commodity, &info, carried),

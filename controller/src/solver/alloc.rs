@@ -199,7 +199,14 @@ pub fn allocate_level(
         // Arcs whose users could not be moved this round are not scanned again.
         let mut stuck = vec![false; allocation.residual.len()];
         for &index in &short {
-            gained += repair(paths, commodities, &mut users, &mut stuck, index, allocation);
+            gained += repair(
+                paths,
+                commodities,
+                &mut users,
+                &mut stuck,
+                index,
+                allocation,
+            );
         }
         if gained <= TINY {
             break;

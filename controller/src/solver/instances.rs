@@ -192,7 +192,12 @@ pub fn sdwan(spec: &SdwanSpec, seed: u64) -> (Policy, Vec<LineMeasurement>, Vec<
     let mut rng = Seeded::new(seed);
     let mut sites = Vec::new();
     let mut measurements = Vec::new();
-    let measure = |rng: &mut Seeded, site: &str, line: &str, rtt: (f64, f64), loss: (f64, f64), jitter: (f64, f64)| {
+    let measure = |rng: &mut Seeded,
+                   site: &str,
+                   line: &str,
+                   rtt: (f64, f64),
+                   loss: (f64, f64),
+                   jitter: (f64, f64)| {
         let down = rng.uniform(0.0, 1.0) < spec.down_share;
         LineMeasurement {
             site: site.into(),
@@ -200,7 +205,11 @@ pub fn sdwan(spec: &SdwanSpec, seed: u64) -> (Policy, Vec<LineMeasurement>, Vec<
             rtt: Duration::from_secs_f64(rng.uniform(rtt.0, rtt.1) / 1000.0),
             loss: rng.uniform(loss.0, loss.1),
             jitter: Duration::from_secs_f64(rng.uniform(jitter.0, jitter.1) / 1000.0),
-            health: if down { LineHealth::Down } else { LineHealth::Up },
+            health: if down {
+                LineHealth::Down
+            } else {
+                LineHealth::Up
+            },
             at: Duration::ZERO,
         }
     };
@@ -221,12 +230,39 @@ pub fn sdwan(spec: &SdwanSpec, seed: u64) -> (Policy, Vec<LineMeasurement>, Vec<
                 line("lte", Transport::Lte, lte, 5.0, 90),
             ],
         });
-        measurements.push(measure(&mut rng, &name, "mpls", (10.0, 40.0), (0.0, 0.003), (0.2, 3.0)));
-        measurements.push(measure(&mut rng, &name, "inet", (15.0, 80.0), (0.0, 0.015), (1.0, 10.0)));
-        measurements.push(measure(&mut rng, &name, "lte", (40.0, 140.0), (0.0, 0.03), (5.0, 30.0)));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "mpls",
+            (10.0, 40.0),
+            (0.0, 0.003),
+            (0.2, 3.0),
+        ));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "inet",
+            (15.0, 80.0),
+            (0.0, 0.015),
+            (1.0, 10.0),
+        ));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "lte",
+            (40.0, 140.0),
+            (0.0, 0.03),
+            (5.0, 30.0),
+        ));
     }
     let classes: Vec<Class> = (0..spec.classes.clamp(1, 8))
-        .map(|i| if i + 1 == spec.classes && i < 7 { class(7) } else { class(i) })
+        .map(|i| {
+            if i + 1 == spec.classes && i < 7 {
+                class(7)
+            } else {
+                class(i)
+            }
+        })
         .collect();
     let share_total: f64 = classes
         .iter()
@@ -265,7 +301,11 @@ pub fn sdwan(spec: &SdwanSpec, seed: u64) -> (Policy, Vec<LineMeasurement>, Vec<
     // DC lines are sized so the DCs run at the same load as the branches (two lines each);
     // hubs get half a DC line, so transit through them contends too.
     let dc_mbit: Vec<f64> = (0..spec.dcs)
-        .map(|d| (to_dc[d].max(from_dc[d]) / 1e6 / 2.0 / spec.load).max(100.0).round())
+        .map(|d| {
+            (to_dc[d].max(from_dc[d]) / 1e6 / 2.0 / spec.load)
+                .max(100.0)
+                .round()
+        })
         .collect();
     let hub_mbit = (dc_mbit.iter().sum::<f64>() / spec.dcs.max(1) as f64 / 2.0).round();
     for h in 0..spec.hubs {
@@ -279,22 +319,54 @@ pub fn sdwan(spec: &SdwanSpec, seed: u64) -> (Policy, Vec<LineMeasurement>, Vec<
                 line("inet", Transport::Internet, hub_mbit, 1.0, 20),
             ],
         });
-        measurements.push(measure(&mut rng, &name, "mpls", (1.0, 4.0), (0.0, 0.0005), (0.1, 0.5)));
-        measurements.push(measure(&mut rng, &name, "inet", (1.0, 4.0), (0.0, 0.001), (0.1, 0.5)));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "mpls",
+            (1.0, 4.0),
+            (0.0, 0.0005),
+            (0.1, 0.5),
+        ));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "inet",
+            (1.0, 4.0),
+            (0.0, 0.001),
+            (0.1, 0.5),
+        ));
     }
     for (d, &mbit) in dc_mbit.iter().enumerate() {
         let name = format!("dc{d}");
         sites.push(Site {
             name: name.clone(),
             kind: SiteKind::Dc,
-            lan: vec![format!("172.{}.0.0/16", 16 + d).parse().expect("valid prefix")],
+            lan: vec![
+                format!("172.{}.0.0/16", 16 + d)
+                    .parse()
+                    .expect("valid prefix"),
+            ],
             lines: vec![
                 line("mpls", Transport::Mpls, mbit, 1.0, 10),
                 line("inet", Transport::Internet, mbit, 1.0, 20),
             ],
         });
-        measurements.push(measure(&mut rng, &name, "mpls", (1.0, 3.0), (0.0, 0.0005), (0.1, 0.5)));
-        measurements.push(measure(&mut rng, &name, "inet", (1.0, 3.0), (0.0, 0.001), (0.1, 0.5)));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "mpls",
+            (1.0, 3.0),
+            (0.0, 0.0005),
+            (0.1, 0.5),
+        ));
+        measurements.push(measure(
+            &mut rng,
+            &name,
+            "inet",
+            (1.0, 3.0),
+            (0.0, 0.001),
+            (0.1, 0.5),
+        ));
     }
     let policy = Policy {
         name: Some(format!("generated-{seed}")),
@@ -333,7 +405,11 @@ pub fn read_sndlib_json(name: &str, text: &str) -> Result<Topology, String> {
     let mut edges = Vec::new();
     for edge in value["edges"].as_array().ok_or("no edges")? {
         let km = edge["dist"].as_f64().unwrap_or(200.0);
-        edges.push((id_of(&edge["source"])?, id_of(&edge["target"])?, 0.1 + km * 0.005));
+        edges.push((
+            id_of(&edge["source"])?,
+            id_of(&edge["target"])?,
+            0.1 + km * 0.005,
+        ));
     }
     let mut demands = Vec::new();
     if let Some(matrix) = value["graph"]["demands"].as_object() {
@@ -359,13 +435,19 @@ pub fn read_sndlib_json(name: &str, text: &str) -> Result<Topology, String> {
 
 /// Reads a Topology Zoo GraphML file (nodes with Latitude/Longitude; edges); demand comes
 /// from a gravity model over `pairs` random pairs with seeded random node weights.
-pub fn read_zoo_graphml(name: &str, text: &str, pairs: usize, seed: u64) -> Result<Topology, String> {
+pub fn read_zoo_graphml(
+    name: &str,
+    text: &str,
+    pairs: usize,
+    seed: u64,
+) -> Result<Topology, String> {
     let attribute_id = |attr: &str, target: &str| -> Option<String> {
         text.split("<key ").skip(1).find_map(|key| {
             let head = key.split('>').next()?;
-            (head.contains(&format!("attr.name=\"{attr}\"")) && head.contains(&format!("for=\"{target}\"")))
-                .then(|| between(head, "id=\"", "\"").map(str::to_string))
-                .flatten()
+            (head.contains(&format!("attr.name=\"{attr}\""))
+                && head.contains(&format!("for=\"{target}\"")))
+            .then(|| between(head, "id=\"", "\"").map(str::to_string))
+            .flatten()
         })
     };
     let lat_key = attribute_id("Latitude", "node");
@@ -373,11 +455,16 @@ pub fn read_zoo_graphml(name: &str, text: &str, pairs: usize, seed: u64) -> Resu
     let mut ids = BTreeMap::new();
     let mut coords = Vec::new();
     for chunk in text.split("<node ").skip(1) {
-        let id = between(chunk, "id=\"", "\"").ok_or("node without id")?.to_string();
+        let id = between(chunk, "id=\"", "\"")
+            .ok_or("node without id")?
+            .to_string();
         let body = chunk.split("</node>").next().unwrap_or("");
         let read = |key: &Option<String>| -> Option<f64> {
             let key = key.as_ref()?;
-            between(body, &format!("key=\"{key}\">"), "<")?.trim().parse().ok()
+            between(body, &format!("key=\"{key}\">"), "<")?
+                .trim()
+                .parse()
+                .ok()
         };
         ids.insert(id, coords.len());
         coords.push((read(&lat_key), read(&lon_key)));
@@ -490,9 +577,14 @@ fn shortest(
     Some((arcs, dist[dst]))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct OrderedMs(f64);
 impl Eq for OrderedMs {}
+impl PartialOrd for OrderedMs {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrderedMs {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -533,11 +625,20 @@ pub fn topology_instance(topology: &Topology, load: f64, seed: u64) -> Instance 
     let scale = load * LINK_CAPACITY / busiest;
     let mut commodities = Vec::new();
     for (amount, found) in per_pair {
-        let Some(best) = found.first().map(|p| p.1) else { continue };
-        let ids: Vec<(u32, f64)> = found.iter().map(|(arcs, latency)| (paths.push(arcs), *latency)).collect();
+        let Some(best) = found.first().map(|p| p.1) else {
+            continue;
+        };
+        let ids: Vec<(u32, f64)> = found
+            .iter()
+            .map(|(arcs, latency)| (paths.push(arcs), *latency))
+            .collect();
         let tight = rng.uniform(0.15, 0.25);
         let loose = rng.uniform(0.25, 0.35);
-        let shares = [(0u8, tight, Some(1.2 * best + 2.0)), (1, loose, Some(2.0 * best + 5.0)), (2, 1.0 - tight - loose, None)];
+        let shares = [
+            (0u8, tight, Some(1.2 * best + 2.0)),
+            (1, loose, Some(2.0 * best + 5.0)),
+            (2, 1.0 - tight - loose, None),
+        ];
         for (level, share, bound) in shares {
             let allowed: Vec<u32> = ids
                 .iter()
