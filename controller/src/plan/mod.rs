@@ -37,7 +37,9 @@ use crate::solver::sla::{Metric, SlaBounds, format_metric, score};
 
 /// Policies with at most this many sites get routes between every pair of sites.
 pub const FULL_MESH_UP_TO: usize = 64;
-/// Candidate paths kept per site pair (best quality first).
+/// Candidate paths kept per site pair: the best by quality, topped up with the best two of
+/// each source line, at most [`CANDIDATES_PER_PAIR`].
+pub const CANDIDATES_BEST: usize = 12;
 pub const CANDIDATES_PER_PAIR: usize = 24;
 /// A re-solve touching more than this share of commodities is done in full.
 const INCREMENTAL_SHARE: f64 = 0.25;
@@ -174,6 +176,10 @@ impl PathKey {
         }
     }
 }
+
+/// How candidates are ordered for a class: (unsettled, prefer rank, line preference),
+/// cost, quality score, then the path itself for determinism.
+type SortKey = ((bool, u32, u32), f64, f64, PathKey, PathId);
 
 #[derive(Debug, Clone, Copy)]
 struct PathInfo {
@@ -794,9 +800,24 @@ impl Planner {
                 .total_cmp(&(q.score + q.cost * 1e-3))
                 .then(p.key.cmp(&q.key))
         });
-        found.truncate(CANDIDATES_PER_PAIR);
-        let mut ids = Vec::with_capacity(found.len());
+        // The best few by quality, plus the best two of every source line (so each line can
+        // serve classes that prefer or forbid others, and as a backup).
+        let found_count = found.len();
+        let mut per_first: BTreeMap<LineId, usize> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
         for info in found {
+            let count = per_first.entry(info.key.first()).or_insert(0);
+            let small = kept.len() < CANDIDATES_PER_PAIR && found_count <= CANDIDATES_PER_PAIR;
+            if small
+                || kept.len() < CANDIDATES_BEST
+                || (*count < 2 && kept.len() < CANDIDATES_PER_PAIR)
+            {
+                *count += 1;
+                kept.push(info);
+            }
+        }
+        let mut ids = Vec::with_capacity(kept.len());
+        for info in kept {
             let (arcs, len) = info.key.arcs();
             ids.push(self.paths.push(&arcs[..len]));
             self.infos.push(info);
@@ -884,18 +905,22 @@ impl Planner {
                     .then(p.score.total_cmp(&q.score))
             });
         } else {
-            feasible.sort_by(|&p, &q| {
-                let (pi, qi) = (&self.infos[p as usize], &self.infos[q as usize]);
-                let (a, b) = (
-                    self.preference(class, pi, now),
-                    self.preference(class, qi, now),
-                );
-                (a.0, a.1, a.2)
-                    .cmp(&(b.0, b.1, b.2))
-                    .then(a.3.total_cmp(&b.3))
-                    .then(pi.score.total_cmp(&qi.score))
-                    .then(pi.key.cmp(&qi.key))
+            // Keys computed once per path, then sorted (the comparator stays cheap).
+            let mut keyed: Vec<SortKey> = feasible
+                .iter()
+                .map(|&p| {
+                    let info = &self.infos[p as usize];
+                    let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                    ((unsettled, rank, preference), cost, info.score, info.key, p)
+                })
+                .collect();
+            keyed.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then(a.1.total_cmp(&b.1))
+                    .then(a.2.total_cmp(&b.2))
+                    .then(a.3.cmp(&b.3))
             });
+            feasible = keyed.into_iter().map(|k| k.4).collect();
         }
         // Hysteresis: keep the incumbent in front unless a move is due.
         if let (Some(placed), Some(&best)) = (state.placed, feasible.first()) {
@@ -969,8 +994,13 @@ impl Planner {
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
         let src = pair.src;
+        let route_reason = match chosen {
+            Some(info) => self.route_reason(commodity, &info, carried),
+            None => "no usable path".to_string(),
+        };
+        let state = &self.commodities[commodity];
         if new_key != old_key || !state.seen {
-            let reason = self.move_reason(commodity, chosen, carried, now);
+            let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
             plan.decisions.push(Decision {
@@ -995,10 +1025,6 @@ impl Planner {
             state.placed_at = now;
             state.seen = true;
         }
-        let route_reason = match chosen {
-            Some(info) => self.route_reason(commodity, &info, carried),
-            None => "no usable path".to_string(),
-        };
         let new_via = chosen.and_then(|c| c.via);
         let state = &mut self.commodities[commodity];
         let changed_route =
@@ -1068,6 +1094,7 @@ impl Planner {
         commodity: usize,
         chosen: Option<PathInfo>,
         carried: f64,
+        route_reason: &str,
         now: At,
     ) -> Reason {
         let state = &self.commodities[commodity];
@@ -1087,7 +1114,7 @@ impl Planner {
                     "{} placed on {}: {}",
                     class.name,
                     line_label(chosen.key.first()),
-                    self.route_reason(commodity, &chosen, carried)
+                    route_reason
                 ),
                 evidence: quality_evidence(
                     &class.sla,
