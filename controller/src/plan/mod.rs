@@ -224,6 +224,17 @@ struct CommodityState {
     degraded: bool,
     /// False until the first plan has decided about it (so "no path" is reported once).
     seen: bool,
+    /// What `route_reason` was written from.
+    reason_key: Option<ReasonKey>,
+}
+
+/// The inputs of a route's reason text, to reuse the text while they stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReasonKey {
+    path: PathKey,
+    quality: [u64; 3],
+    degraded: bool,
+    short: Option<(u64, u64)>,
 }
 
 /// The planner: state between runs.
@@ -596,6 +607,7 @@ impl Planner {
                         route_reason: String::new(),
                         degraded: false,
                         seen: false,
+                        reason_key: None,
                     },
                 };
                 pair.commodities.push(self.commodities.len());
@@ -994,9 +1006,26 @@ impl Planner {
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
         let src = pair.src;
-        let route_reason = match chosen {
-            Some(info) => self.route_reason(commodity, &info, carried),
-            None => "no usable path".to_string(),
+        // The route's words only change when what they say changes: reuse them otherwise.
+        let state = &self.commodities[commodity];
+        let short = carried + CARRIED_SLACK < state.demand;
+        let reason_key = chosen.map(|info| ReasonKey {
+            path: info.key,
+            quality: [
+                info.quality.latency_ms.to_bits(),
+                info.quality.jitter_ms.to_bits(),
+                info.quality.loss.to_bits(),
+            ],
+            degraded: state.degraded,
+            short: short.then(|| (carried.to_bits(), state.demand.to_bits())),
+        });
+        let route_reason = if reason_key.is_some() && reason_key == state.reason_key {
+            state.route_reason.clone()
+        } else {
+            match chosen {
+                Some(info) => self.route_reason(commodity, &info, carried),
+                None => "no usable path".to_string(),
+            }
         };
         let state = &self.commodities[commodity];
         if new_key != old_key || !state.seen {
@@ -1032,6 +1061,7 @@ impl Planner {
         state.chosen = chosen;
         state.backups = backups;
         state.route_reason = route_reason;
+        state.reason_key = reason_key;
         if let Some(hub) = old_via {
             self.transit[hub as usize].remove(&commodity);
             touched.insert(hub);
