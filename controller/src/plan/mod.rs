@@ -268,6 +268,8 @@ pub struct Planner {
     /// Per arc: the lowest priority (largest level) with flow on it, to tell whether a
     /// commodity short after an incremental re-solve could preempt someone.
     lowest_level_on_arc: Vec<u8>,
+    /// Total demand and carried demand, kept up to date by incremental runs.
+    totals: (f64, f64),
 }
 
 impl Planner {
@@ -297,6 +299,7 @@ impl Planner {
             rebuild_pending: false,
             pending_sites: BTreeSet::new(),
             lowest_level_on_arc: Vec::new(),
+            totals: (0.0, 0.0),
             graph,
             policy,
         };
@@ -379,6 +382,7 @@ impl Planner {
         }) {
             Some(&commodity) => {
                 if self.commodities[commodity].demand != d.bps {
+                    self.totals.0 += d.bps - self.commodities[commodity].demand;
                     self.commodities[commodity].demand = d.bps;
                     self.engine[commodity].demand = d.bps;
                     self.dirty_commodities.insert(commodity);
@@ -453,10 +457,15 @@ impl Planner {
         self.needs_full = false;
         self.pending_sites.extend(touched_sites);
         plan.stats.commodities = self.commodities.len();
-        plan.stats.demand_bps = self.commodities.iter().map(|c| c.demand).sum();
-        plan.stats.carried_bps = self.allocation.as_ref().map_or(0.0, |a| {
-            (0..self.commodities.len()).map(|i| a.carried(i)).sum()
-        });
+        if plan.stats.full {
+            self.totals = (
+                self.commodities.iter().map(|c| c.demand).sum(),
+                self.allocation.as_ref().map_or(0.0, |a| {
+                    (0..self.commodities.len()).map(|i| a.carried(i)).sum()
+                }),
+            );
+        }
+        (plan.stats.demand_bps, plan.stats.carried_bps) = self.totals;
         plan
     }
 
@@ -684,6 +693,7 @@ impl Planner {
     ) -> Option<BTreeSet<SiteId>> {
         // Worked on in place: when it does not fit, the full solve that follows rebuilds it.
         let mut allocation = self.allocation.take()?;
+        let before: f64 = affected.iter().map(|&c| allocation.carried(c)).sum();
         let pairs: BTreeSet<usize> = affected.iter().map(|&c| self.commodities[c].pair).collect();
         for &commodity in affected {
             for (path, amount) in std::mem::take(&mut allocation.flows[commodity]) {
@@ -725,6 +735,8 @@ impl Planner {
             let flows = allocation.flows[commodity].clone();
             self.note_levels(commodity, &flows);
         }
+        let after: f64 = affected.iter().map(|&c| allocation.carried(c)).sum();
+        self.totals.1 += after - before;
         self.allocation = Some(allocation);
         let mut touched = BTreeSet::new();
         for &commodity in affected {
