@@ -10,9 +10,9 @@
 //!    its order that fits it whole (what an operator expects: one path per class);
 //! 2. *fill pass*: demand that did not fit whole is spread over the paths that still have
 //!    room, in the commodity's order, sharing each contested arc fairly;
-//! 3. *repair pass*: where a commodity is still short, same-level flows that block its
-//!    paths are shifted onto their own spare paths to free room (a two-step augmenting
-//!    move), repeated while it helps.
+//! 3. *repair pass*: where a commodity is still short, flows that block its paths (of any
+//!    level: they keep their amount, only change path) are shifted onto their own spare
+//!    compliant paths to free room (a two-step augmenting move), repeated while it helps.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
@@ -186,8 +186,10 @@ pub fn allocate_level(
     fill(paths, commodities, &short, allocation, true);
     fill(paths, commodities, &short, allocation, false);
     // 3. Repair pass, with an index of which commodities use each arc.
+    // Every commodity already holding flow may be shifted, whatever its level: it keeps
+    // its amount, only its path changes (to another of its SLA-compliant candidates).
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); allocation.residual.len()];
-    for &index in members {
+    for index in 0..commodities.len() {
         for &(path, _) in &allocation.flows[index] {
             for &arc in paths.arcs(path) {
                 users[arc as usize].push(index);
