@@ -3,7 +3,7 @@
 //! filtering are included) and on the public topologies in `shared/topologies`.
 //!
 //! ```text
-//! cargo run --release -p wansteer-controller --example solver_quality -- [topology dir]
+//! cargo run --release -p wansteer-controller --example solver_quality -- [topology dir] [sdwan|topology]
 //! ```
 //! Prints one row per instance and the median and p10 of solver/LP (priority-weighted
 //! carried demand) per load level.
@@ -72,11 +72,13 @@ fn main() {
         .nth(1)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/work/shared/topologies"));
+    let only = std::env::args().nth(2).unwrap_or_default();
     let mut rows: Vec<Row> = Vec::new();
     let levels = ["low", "medium", "high"];
 
     // Generated SD-WAN networks: load = demand / capacity at branches and DCs.
-    for (level, load) in [0.6, 1.0, 1.5].into_iter().enumerate() {
+    let sdwan_loads: &[f64] = if only == "topology" { &[] } else { &[0.6, 1.0, 1.5] };
+    for (level, &load) in sdwan_loads.iter().enumerate() {
         for seed in 1..=6 {
             let spec = SdwanSpec {
                 branches: 40,
@@ -144,7 +146,8 @@ fn main() {
             Err(e) => eprintln!("skipping {}: {e}", path.display()),
         }
     }
-    for (level, load) in [1.0, 2.0, 4.0].into_iter().enumerate() {
+    let topology_loads: &[f64] = if only == "sdwan" { &[] } else { &[1.0, 2.0, 4.0] };
+    for (level, &load) in topology_loads.iter().enumerate() {
         for (topology, zoo_seed) in &topologies {
             for seed in 1..=2 {
                 let instance = topology_instance(topology, load, seed + 10 * zoo_seed);

@@ -130,10 +130,28 @@ pub fn allocate(capacity: &[f64], paths: &Paths, commodities: &[Commodity]) -> A
         by_level[slot].push(index);
     }
     for members in &by_level {
+        let before = allocation.clone();
         allocate_level(paths, commodities, members, &mut allocation);
+        let carried = |a: &Allocation| members.iter().map(|&i| a.carried(i)).sum::<f64>();
+        let demand: f64 = members.iter().map(|&i| commodities[i].demand).sum();
+        let first = carried(&allocation);
+        if first + TINY >= demand {
+            continue;
+        }
+        // Some demand did not fit: try once more with the short commodities first, and
+        // keep whichever carries more.
+        let mut order: Vec<usize> = members.to_vec();
+        let shortfall = |i: usize| commodities[i].demand - allocation.carried(i);
+        order.sort_by(|&a, &b| shortfall(b).total_cmp(&shortfall(a)).then(a.cmp(&b)));
+        let mut retry = before;
+        allocate_in_order(paths, commodities, &order, &mut retry);
+        if carried(&retry) > first + TINY {
+            allocation = retry;
+        }
     }
     allocation
 }
+
 
 /// Allocates the given commodities (all of one level, none holding flow yet) against the
 /// residual in `allocation`. Also used to re-place a few commodities incrementally.
@@ -150,9 +168,19 @@ pub fn allocate_level(
             .total_cmp(&commodities[b].demand)
             .then(a.cmp(&b))
     });
+    allocate_in_order(paths, commodities, &order, allocation);
+}
+
+/// [`allocate_level`] with the preference pass in a given order.
+fn allocate_in_order(
+    paths: &Paths,
+    commodities: &[Commodity],
+    order: &[usize],
+    allocation: &mut Allocation,
+) {
     // 1. Preference pass: whole demand on the first path that fits it.
     let mut short: Vec<usize> = Vec::new();
-    for &index in &order {
+    for &index in order {
         let commodity = &commodities[index];
         if commodity.paths.is_empty() {
             continue;
