@@ -77,7 +77,11 @@ fn main() {
     let levels = ["low", "medium", "high"];
 
     // Generated SD-WAN networks: load = demand / capacity at branches and DCs.
-    let sdwan_loads: &[f64] = if only == "topology" { &[] } else { &[0.6, 1.0, 1.5] };
+    let sdwan_loads: &[f64] = if only == "topology" {
+        &[]
+    } else {
+        &[0.6, 1.0, 1.5]
+    };
     for (level, &load) in sdwan_loads.iter().enumerate() {
         for seed in 1..=6 {
             let spec = SdwanSpec {
@@ -146,7 +150,11 @@ fn main() {
             Err(e) => eprintln!("skipping {}: {e}", path.display()),
         }
     }
-    let topology_loads: &[f64] = if only == "sdwan" { &[] } else { &[1.0, 2.0, 4.0] };
+    let topology_loads: &[f64] = if only == "sdwan" {
+        &[]
+    } else {
+        &[1.0, 2.0, 4.0]
+    };
     for (level, &load) in topology_loads.iter().enumerate() {
         for (topology, zoo_seed) in &topologies {
             for seed in 1..=2 {

@@ -152,7 +152,6 @@ pub fn allocate(capacity: &[f64], paths: &Paths, commodities: &[Commodity]) -> A
     allocation
 }
 
-
 /// Allocates the given commodities (all of one level, none holding flow yet) against the
 /// residual in `allocation`. Also used to re-place a few commodities incrementally.
 pub fn allocate_level(
