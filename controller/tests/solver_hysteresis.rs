@@ -311,3 +311,46 @@ fn incremental_re_solve_agrees_with_a_full_solve() {
         assert_eq!(primaries(w), primaries(c), "site {site}");
     }
 }
+
+#[test]
+fn restart_and_policy_change_keep_versions_moving_forward() {
+    let mut planner = planner();
+    planner
+        .update_measurement(report("mpls", 20, 0.0, LineHealth::Up, secs(0)))
+        .unwrap();
+    planner
+        .update_measurement(report("inet", 40, 0.0, LineHealth::Up, secs(0)))
+        .unwrap();
+    planner.plan(secs(0));
+    let before = planner.ruleset("b1").unwrap().clone();
+    // A restarted controller seeded with the stored rule sets pushes nothing new.
+    let mut restarted = planner_with_lines();
+    restarted.restore_rulesets([before.clone(), planner.ruleset("dc").unwrap().clone()]);
+    let plan = restarted.plan(secs(5));
+    assert!(
+        plan.rulesets.is_empty(),
+        "same content, no new version: {:?}",
+        plan.rulesets.keys()
+    );
+    // A policy change that alters the rule set continues the version sequence.
+    let mut policy: Policy = yaml_serde::from_str(POLICY).unwrap();
+    policy.classes[0].dscp = wansteer_policies::units::Dscp(46);
+    planner.replace_policy(policy);
+    let plan = planner.plan(secs(6));
+    assert_eq!(plan.rulesets["b1"].version, before.version + 1);
+    assert_eq!(
+        plan.rulesets["b1"].routes[0].primary, "mpls",
+        "measurements carried over"
+    );
+}
+
+fn planner_with_lines() -> Planner {
+    let mut planner = planner();
+    planner
+        .update_measurement(report("mpls", 20, 0.0, LineHealth::Up, secs(0)))
+        .unwrap();
+    planner
+        .update_measurement(report("inet", 40, 0.0, LineHealth::Up, secs(0)))
+        .unwrap();
+    planner
+}

@@ -308,6 +308,53 @@ impl Planner {
         planner
     }
 
+    /// Replaces the policy (after it passed validation): a new graph and commodity set, with
+    /// the last measurements and demand of lines and sites that still exist carried over, and
+    /// rule-set versions continuing where they were so agents never see a version go back.
+    pub fn replace_policy(&mut self, policy: Policy) {
+        let mut next = Planner::new(policy);
+        for line in &self.graph.lines {
+            let site = &self.graph.sites[line.site as usize].name;
+            let (Some(quality), Some(at)) = (line.quality, line.measured_at) else {
+                continue;
+            };
+            let report = LineMeasurement {
+                site: site.clone(),
+                line: line.name.clone(),
+                rtt: Duration::from_secs_f64(quality.latency_ms * 2.0 / 1000.0),
+                loss: quality.loss,
+                jitter: Duration::from_secs_f64(quality.jitter_ms / 1000.0),
+                health: line.health,
+                at,
+            };
+            // Lines the new policy dropped are refused; that is expected here.
+            let _ = next.update_measurement(report);
+        }
+        for (&(src, dst, class), &bps) in &self.demand {
+            let demand = ClassDemand {
+                site: self.graph.sites[src as usize].name.clone(),
+                class: self.classes[class].name.clone(),
+                destination: self.graph.sites[dst as usize].name.clone(),
+                bps,
+            };
+            // Sites or classes the new policy dropped are refused; that is expected here.
+            let _ = next.update_demand(demand);
+        }
+        next.restore_rulesets(self.rulesets.iter().flatten().cloned());
+        *self = next;
+    }
+
+    /// Seeds the last rule sets (e.g. from the state store after a restart): a plan that
+    /// produces the same content keeps their version and reports no change; different
+    /// content gets the next version.
+    pub fn restore_rulesets(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
+        for ruleset in rulesets {
+            if let Some(site) = self.graph.site_id(&ruleset.site) {
+                self.rulesets[site as usize] = Some(ruleset);
+            }
+        }
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
