@@ -12,7 +12,9 @@
 //!    room, in the commodity's order, sharing each contested arc fairly;
 //! 3. *repair pass*: where a commodity is still short, flows that block its paths (of any
 //!    level: they keep their amount, only change path) are shifted onto their own spare
-//!    compliant paths to free room (a two-step augmenting move), repeated while it helps.
+//!    compliant paths to free room (a two-step augmenting move), repeated while it helps;
+//! 4. in a full solve, a level left short is allocated once more with its short commodities
+//!    first, and the better of the two attempts is kept.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
