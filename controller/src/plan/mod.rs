@@ -871,13 +871,15 @@ impl Planner {
                 .total_cmp(&(q.score + q.cost * 1e-3))
                 .then(p.key.cmp(&q.key))
         });
-        // The best few by quality, plus the best two of every source line (so each line can
-        // serve classes that prefer or forbid others, and as a backup).
+        // The best few by quality, plus the best two of every (source line, destination line)
+        // combination, so each line at either end can take load, serve classes that prefer or
+        // forbid others, and back up the rest.
         let found_count = found.len();
-        let mut per_first: BTreeMap<LineId, usize> = BTreeMap::new();
+        let mut per_ends: BTreeMap<(LineId, LineId), usize> = BTreeMap::new();
         let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
         for info in found {
-            let count = per_first.entry(info.key.first()).or_insert(0);
+            let last = info.key.lines()[info.key.len as usize - 1];
+            let count = per_ends.entry((info.key.first(), last)).or_insert(0);
             let small = kept.len() < CANDIDATES_PER_PAIR && found_count <= CANDIDATES_PER_PAIR;
             if small
                 || kept.len() < CANDIDATES_BEST
