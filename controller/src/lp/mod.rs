@@ -1,8 +1,8 @@
 //! The exact reference the solver is judged against (DESIGN §5): path-based
 //! multi-commodity flow. Variables are the share of each commodity's demand on each of its
 //! candidate paths (the same candidates the solver got, SLA-breaking ones already removed);
-//! per priority level the LP maximises the carried demand subject to what the higher levels
-//! left on each arc, then fixes that level's flows and goes on (strict priority).
+//! per priority level the LP maximises that level's carried demand subject to the line
+//! capacities, with every higher level held at what it carried (strict priority).
 //!
 //! Solved with `good_lp` over the pure-Rust `microlp` simplex. Used by tests and
 //! benchmarks, never on the controller's hot path.
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use good_lp::{Expression, Solution, SolverModel, Variable, microlp, variable, variables};
 
-use crate::solver::alloc::{Allocation, Commodity, Paths};
+use crate::solver::alloc::{Allocation, Commodity, Flows, Paths};
 
 /// Why the reference could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -22,81 +22,119 @@ pub struct LpError {
 }
 
 /// Solves the reference LP; the result has the same shape as the solver's allocation.
+///
+/// Strict priority is lexicographic: level by level, the LP maximises what that level
+/// carries while every higher level keeps carrying (at least) what its own LP found. The
+/// higher levels' *amounts* are fixed, not their paths, so a lower level may still reroute
+/// them — the strongest reading of "fix the higher classes' allocation", and an upper
+/// bound on what any strict-priority allocation carries at every level.
 pub fn solve(
     capacity: &[f64],
     paths: &Paths,
     commodities: &[Commodity],
 ) -> Result<Allocation, LpError> {
-    let mut allocation = Allocation {
-        flows: vec![Vec::new(); commodities.len()],
-        residual: capacity.to_vec(),
-    };
     let mut levels: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
     for (index, commodity) in commodities.iter().enumerate() {
         if commodity.demand > 0.0 && !commodity.paths.is_empty() {
             levels.entry(commodity.level).or_default().push(index);
         }
     }
+    // Demands and capacities are scaled so the simplex works on numbers near 1.
+    let scale = commodities
+        .iter()
+        .map(|c| c.demand)
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let mut fixed: Vec<(Vec<usize>, f64)> = Vec::new();
+    let mut allocation = Allocation {
+        flows: vec![Vec::new(); commodities.len()],
+        residual: capacity.to_vec(),
+    };
     for (&level, members) in &levels {
-        solve_level(level, paths, commodities, members, &mut allocation)?;
+        let (carried, flows) =
+            solve_level(level, capacity, paths, commodities, members, &fixed, scale)?;
+        allocation.flows = flows;
+        fixed.push((members.clone(), carried));
+    }
+    allocation.residual = capacity.to_vec();
+    for flows in &allocation.flows {
+        for &(path, amount) in flows {
+            for &arc in paths.arcs(path) {
+                allocation.residual[arc as usize] -= amount;
+            }
+        }
     }
     Ok(allocation)
 }
 
+/// Maximises what `members` carry, keeping each earlier group at its carried amount.
+/// Returns that amount (scaled units) and all flows.
 fn solve_level(
     level: u8,
+    capacity: &[f64],
     paths: &Paths,
     commodities: &[Commodity],
     members: &[usize],
-    allocation: &mut Allocation,
-) -> Result<(), LpError> {
-    // Demands and capacities are scaled so the simplex works on numbers near 1.
-    let scale = members
-        .iter()
-        .map(|&i| commodities[i].demand)
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
+    fixed: &[(Vec<usize>, f64)],
+    scale: f64,
+) -> Result<(f64, Vec<Flows>), LpError> {
     let mut vars = variables!();
     let mut columns: Vec<(usize, u32, Variable)> = Vec::new();
     let mut per_arc: BTreeMap<u32, Vec<Variable>> = BTreeMap::new();
-    let mut per_commodity: Vec<Vec<Variable>> = Vec::with_capacity(members.len());
-    for &index in members {
-        let mut mine = Vec::new();
-        for &path in &commodities[index].paths {
-            let x = vars.add(variable().min(0.0));
-            for &arc in paths.arcs(path) {
-                per_arc.entry(arc).or_default().push(x);
+    let mut per_commodity: BTreeMap<usize, Vec<Variable>> = BTreeMap::new();
+    let groups = fixed
+        .iter()
+        .map(|(m, _)| m.as_slice())
+        .chain(std::iter::once(members));
+    for group in groups {
+        for &index in group {
+            for &path in &commodities[index].paths {
+                let x = vars.add(variable().min(0.0));
+                for &arc in paths.arcs(path) {
+                    per_arc.entry(arc).or_default().push(x);
+                }
+                columns.push((index, path, x));
+                per_commodity.entry(index).or_default().push(x);
             }
-            columns.push((index, path, x));
-            mine.push(x);
         }
-        per_commodity.push(mine);
     }
-    let objective: Expression = columns.iter().map(|&(_, _, x)| x).sum();
+    let objective: Expression = members
+        .iter()
+        .flat_map(|i| per_commodity[i].iter().copied())
+        .sum();
     let mut model = vars.maximise(objective).using(microlp);
-    for (slot, &index) in members.iter().enumerate() {
-        let total: Expression = per_commodity[slot].iter().copied().sum();
+    for (&index, xs) in &per_commodity {
+        let total: Expression = xs.iter().copied().sum();
         model = model.with(total.leq(commodities[index].demand / scale));
     }
     for (&arc, xs) in &per_arc {
         let load: Expression = xs.iter().copied().sum();
-        let room = (allocation.residual[arc as usize] / scale).max(0.0);
-        model = model.with(load.leq(room));
+        model = model.with(load.leq(capacity[arc as usize] / scale));
+    }
+    for (group, carried) in fixed {
+        let total: Expression = group
+            .iter()
+            .flat_map(|i| per_commodity[i].iter().copied())
+            .sum();
+        // A hair of slack keeps the simplex from failing on rounding.
+        model = model.with(total.geq(carried * (1.0 - 1e-7)));
     }
     let solution = model.solve().map_err(|e| LpError {
         level,
         message: e.to_string(),
     })?;
+    let mut flows: Vec<Flows> = vec![Vec::new(); commodities.len()];
+    let mut carried = 0.0;
     for (index, path, x) in columns {
-        let amount = solution.value(x).max(0.0) * scale;
-        if amount > 1e-9 {
-            for &arc in paths.arcs(path) {
-                allocation.residual[arc as usize] -= amount;
-            }
-            allocation.flows[index].push((path, amount));
+        let value = solution.value(x).max(0.0);
+        if commodities[index].level == level {
+            carried += value;
+        }
+        if value * scale > 1e-9 {
+            flows[index].push((path, value * scale));
         }
     }
-    Ok(())
+    Ok((carried, flows))
 }
 
 /// Carried demand weighted by priority level: level `l` weighs `max_level + 1 - l`, so

@@ -37,7 +37,9 @@ use crate::solver::sla::{Metric, SlaBounds, format_metric, score};
 
 /// Policies with at most this many sites get routes between every pair of sites.
 pub const FULL_MESH_UP_TO: usize = 64;
-/// Candidate paths kept per site pair (best quality first).
+/// Candidate paths kept per site pair: the best by quality, topped up with the best two of
+/// each source line, at most [`CANDIDATES_PER_PAIR`].
+pub const CANDIDATES_BEST: usize = 12;
 pub const CANDIDATES_PER_PAIR: usize = 24;
 /// A re-solve touching more than this share of commodities is done in full.
 const INCREMENTAL_SHARE: f64 = 0.25;
@@ -175,6 +177,10 @@ impl PathKey {
     }
 }
 
+/// How candidates are ordered for a class: (unsettled, prefer rank, line preference),
+/// cost, quality score, then the path itself for determinism.
+type SortKey = ((bool, u32, u32), f64, f64, PathKey, PathId);
+
 #[derive(Debug, Clone, Copy)]
 struct PathInfo {
     key: PathKey,
@@ -216,6 +222,19 @@ struct CommodityState {
     route_reason: String,
     /// True while no candidate meets the SLA.
     degraded: bool,
+    /// False until the first plan has decided about it (so "no path" is reported once).
+    seen: bool,
+    /// What `route_reason` was written from.
+    reason_key: Option<ReasonKey>,
+}
+
+/// The inputs of a route's reason text, to reuse the text while they stay the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReasonKey {
+    path: PathKey,
+    quality: [u64; 3],
+    degraded: bool,
+    short: Option<(u64, u64)>,
 }
 
 /// The planner: state between runs.
@@ -244,6 +263,13 @@ pub struct Planner {
     revisits: BTreeMap<At, BTreeSet<usize>>,
     line_revisits: BTreeMap<At, BTreeSet<LineId>>,
     needs_full: bool,
+    rebuild_pending: bool,
+    pending_sites: BTreeSet<SiteId>,
+    /// Per arc: the lowest priority (largest level) with flow on it, to tell whether a
+    /// commodity short after an incremental re-solve could preempt someone.
+    lowest_level_on_arc: Vec<u8>,
+    /// Total demand and carried demand, kept up to date by incremental runs.
+    totals: (f64, f64),
 }
 
 impl Planner {
@@ -270,12 +296,63 @@ impl Planner {
             revisits: BTreeMap::new(),
             line_revisits: BTreeMap::new(),
             needs_full: true,
+            rebuild_pending: false,
+            pending_sites: BTreeSet::new(),
+            lowest_level_on_arc: Vec::new(),
+            totals: (0.0, 0.0),
             graph,
             policy,
         };
         planner.index_policy();
         planner.build_commodities();
         planner
+    }
+
+    /// Replaces the policy (after it passed validation): a new graph and commodity set, with
+    /// the last measurements and demand of lines and sites that still exist carried over, and
+    /// rule-set versions continuing where they were so agents never see a version go back.
+    pub fn replace_policy(&mut self, policy: Policy) {
+        let mut next = Planner::new(policy);
+        for line in &self.graph.lines {
+            let site = &self.graph.sites[line.site as usize].name;
+            let (Some(quality), Some(at)) = (line.quality, line.measured_at) else {
+                continue;
+            };
+            let report = LineMeasurement {
+                site: site.clone(),
+                line: line.name.clone(),
+                rtt: Duration::from_secs_f64(quality.latency_ms * 2.0 / 1000.0),
+                loss: quality.loss,
+                jitter: Duration::from_secs_f64(quality.jitter_ms / 1000.0),
+                health: line.health,
+                at,
+            };
+            // Lines the new policy dropped are refused; that is expected here.
+            let _ = next.update_measurement(report);
+        }
+        for (&(src, dst, class), &bps) in &self.demand {
+            let demand = ClassDemand {
+                site: self.graph.sites[src as usize].name.clone(),
+                class: self.classes[class].name.clone(),
+                destination: self.graph.sites[dst as usize].name.clone(),
+                bps,
+            };
+            // Sites or classes the new policy dropped are refused; that is expected here.
+            let _ = next.update_demand(demand);
+        }
+        next.restore_rulesets(self.rulesets.iter().flatten().cloned());
+        *self = next;
+    }
+
+    /// Seeds the last rule sets (e.g. from the state store after a restart): a plan that
+    /// produces the same content keeps their version and reports no change; different
+    /// content gets the next version.
+    pub fn restore_rulesets(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
+        for ruleset in rulesets {
+            if let Some(site) = self.graph.site_id(&ruleset.site) {
+                self.rulesets[site as usize] = Some(ruleset);
+            }
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -352,23 +429,38 @@ impl Planner {
         }) {
             Some(&commodity) => {
                 if self.commodities[commodity].demand != d.bps {
+                    self.totals.0 += d.bps - self.commodities[commodity].demand;
                     self.commodities[commodity].demand = d.bps;
                     self.engine[commodity].demand = d.bps;
                     self.dirty_commodities.insert(commodity);
                 }
             }
             None => {
-                // A new commodity: rebuild the set and re-solve in full.
-                self.build_commodities();
+                // A new commodity: the set is rebuilt and re-solved in full at the next plan.
+                self.rebuild_pending = true;
                 self.needs_full = true;
             }
         }
         Ok(())
     }
 
-    /// Plans at `now`: re-solves what changed since the last run and returns the new rule
-    /// sets and the decisions.
+    /// Plans at `now`: re-solves what changed since the last run, compiles the rule sets
+    /// that changed, and returns them with the decisions. Same as [`Planner::solve`]
+    /// followed by [`Planner::compile_pending`].
     pub fn plan(&mut self, now: At) -> Plan {
+        let mut plan = self.solve(now);
+        plan.rulesets = self.compile_pending();
+        plan
+    }
+
+    /// Re-solves what changed since the last run; the rule sets of the sites it touched are
+    /// compiled by the next [`Planner::compile_pending`] (a service may batch that for big
+    /// hub/DC rule sets). The returned plan has decisions and stats, no rule sets.
+    pub fn solve(&mut self, now: At) -> Plan {
+        if self.rebuild_pending {
+            self.build_commodities();
+            self.rebuild_pending = false;
+        }
         for line in self.graph.decay(now) {
             self.dirty_lines.insert(line);
         }
@@ -400,20 +492,37 @@ impl Planner {
                     plan.stats.resolved = affected.len();
                     sites
                 }
-                None => self.solve_full(now, &mut plan),
+                None => {
+                    plan.decisions.clear();
+                    self.solve_full(now, &mut plan)
+                }
             },
             None => self.solve_full(now, &mut plan),
         };
         self.dirty_lines.clear();
         self.dirty_commodities.clear();
         self.needs_full = false;
-        self.compile(&touched_sites, &mut plan);
+        self.pending_sites.extend(touched_sites);
         plan.stats.commodities = self.commodities.len();
-        plan.stats.demand_bps = self.commodities.iter().map(|c| c.demand).sum();
-        plan.stats.carried_bps = self.allocation.as_ref().map_or(0.0, |a| {
-            (0..self.commodities.len()).map(|i| a.carried(i)).sum()
-        });
+        if plan.stats.full {
+            self.totals = (
+                self.commodities.iter().map(|c| c.demand).sum(),
+                self.allocation.as_ref().map_or(0.0, |a| {
+                    (0..self.commodities.len()).map(|i| a.carried(i)).sum()
+                }),
+            );
+        }
+        (plan.stats.demand_bps, plan.stats.carried_bps) = self.totals;
         plan
+    }
+
+    /// Compiles the rule sets of the sites solved since the last call; only those whose
+    /// content changed are returned, each with the next version.
+    pub fn compile_pending(&mut self) -> BTreeMap<String, RuleSet> {
+        let sites = std::mem::take(&mut self.pending_sites);
+        let mut plan = Plan::default();
+        self.compile(&sites, &mut plan);
+        plan.rulesets
     }
 
     /// The solver problem as last built (capacities per arc, candidate paths, commodities
@@ -553,6 +662,8 @@ impl Planner {
                         backups: Vec::new(),
                         route_reason: String::new(),
                         degraded: false,
+                        seen: false,
+                        reason_key: None,
                     },
                 };
                 pair.commodities.push(self.commodities.len());
@@ -605,6 +716,10 @@ impl Planner {
             self.engine[commodity].paths = self.order_candidates(commodity, now);
         }
         let allocation = alloc::allocate(&self.capacity, &self.paths, &self.engine);
+        self.lowest_level_on_arc = vec![0; self.capacity.len()];
+        for (commodity, flows) in allocation.flows.iter().enumerate() {
+            self.note_levels(commodity, flows);
+        }
         self.allocation = Some(allocation);
         self.transit = vec![BTreeSet::new(); self.graph.sites.len()];
         let mut touched = BTreeSet::new();
@@ -623,7 +738,9 @@ impl Planner {
         now: At,
         plan: &mut Plan,
     ) -> Option<BTreeSet<SiteId>> {
-        let mut allocation = self.allocation.clone()?;
+        // Worked on in place: when it does not fit, the full solve that follows rebuilds it.
+        let mut allocation = self.allocation.take()?;
+        let before: f64 = affected.iter().map(|&c| allocation.carried(c)).sum();
         let pairs: BTreeSet<usize> = affected.iter().map(|&c| self.commodities[c].pair).collect();
         for &commodity in affected {
             for (path, amount) in std::mem::take(&mut allocation.flows[commodity]) {
@@ -646,19 +763,45 @@ impl Planner {
         for members in by_level.values() {
             alloc::allocate_level(&self.paths, &self.engine, members, &mut allocation);
         }
-        let short = affected.iter().any(|&c| {
-            !self.engine[c].paths.is_empty()
-                && allocation.carried(c) + CARRIED_SLACK < self.engine[c].demand
+        // A commodity left short is fine only when no lower class holds room it could use
+        // (strict priority would preempt that class: only a full solve does).
+        let preempts = affected.iter().any(|&c| {
+            let engine = &self.engine[c];
+            allocation.carried(c) + CARRIED_SLACK < engine.demand
+                && engine.paths.iter().any(|&p| {
+                    self.paths
+                        .arcs(p)
+                        .iter()
+                        .any(|&arc| self.lowest_level_on_arc[arc as usize] > engine.level)
+                })
         });
-        if short {
+        if preempts {
             return None;
         }
+        for &commodity in affected {
+            let flows = allocation.flows[commodity].clone();
+            self.note_levels(commodity, &flows);
+        }
+        let after: f64 = affected.iter().map(|&c| allocation.carried(c)).sum();
+        self.totals.1 += after - before;
         self.allocation = Some(allocation);
         let mut touched = BTreeSet::new();
         for &commodity in affected {
             self.settle(commodity, now, plan, &mut touched);
         }
         Some(touched)
+    }
+
+    fn note_levels(&mut self, commodity: usize, flows: &[(PathId, f64)]) {
+        let level = self.engine[commodity].level;
+        for &(path, amount) in flows {
+            if amount > 0.0 {
+                for &arc in self.paths.arcs(path) {
+                    let lowest = &mut self.lowest_level_on_arc[arc as usize];
+                    *lowest = (*lowest).max(level);
+                }
+            }
+        }
     }
 
     /// Candidate paths of one pair, best quality first, appended to the path store.
@@ -728,9 +871,26 @@ impl Planner {
                 .total_cmp(&(q.score + q.cost * 1e-3))
                 .then(p.key.cmp(&q.key))
         });
-        found.truncate(CANDIDATES_PER_PAIR);
-        let mut ids = Vec::with_capacity(found.len());
+        // The best few by quality, plus the best two of every (source line, destination line)
+        // combination, so each line at either end can take load, serve classes that prefer or
+        // forbid others, and back up the rest.
+        let found_count = found.len();
+        let mut per_ends: BTreeMap<(LineId, LineId), usize> = BTreeMap::new();
+        let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
         for info in found {
+            let last = info.key.lines()[info.key.len as usize - 1];
+            let count = per_ends.entry((info.key.first(), last)).or_insert(0);
+            let small = kept.len() < CANDIDATES_PER_PAIR && found_count <= CANDIDATES_PER_PAIR;
+            if small
+                || kept.len() < CANDIDATES_BEST
+                || (*count < 2 && kept.len() < CANDIDATES_PER_PAIR)
+            {
+                *count += 1;
+                kept.push(info);
+            }
+        }
+        let mut ids = Vec::with_capacity(kept.len());
+        for info in kept {
             let (arcs, len) = info.key.arcs();
             ids.push(self.paths.push(&arcs[..len]));
             self.infos.push(info);
@@ -818,18 +978,22 @@ impl Planner {
                     .then(p.score.total_cmp(&q.score))
             });
         } else {
-            feasible.sort_by(|&p, &q| {
-                let (pi, qi) = (&self.infos[p as usize], &self.infos[q as usize]);
-                let (a, b) = (
-                    self.preference(class, pi, now),
-                    self.preference(class, qi, now),
-                );
-                (a.0, a.1, a.2)
-                    .cmp(&(b.0, b.1, b.2))
-                    .then(a.3.total_cmp(&b.3))
-                    .then(pi.score.total_cmp(&qi.score))
-                    .then(pi.key.cmp(&qi.key))
+            // Keys computed once per path, then sorted (the comparator stays cheap).
+            let mut keyed: Vec<SortKey> = feasible
+                .iter()
+                .map(|&p| {
+                    let info = &self.infos[p as usize];
+                    let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                    ((unsettled, rank, preference), cost, info.score, info.key, p)
+                })
+                .collect();
+            keyed.sort_unstable_by(|a, b| {
+                a.0.cmp(&b.0)
+                    .then(a.1.total_cmp(&b.1))
+                    .then(a.2.total_cmp(&b.2))
+                    .then(a.3.cmp(&b.3))
             });
+            feasible = keyed.into_iter().map(|k| k.4).collect();
         }
         // Hysteresis: keep the incumbent in front unless a move is due.
         if let (Some(placed), Some(&best)) = (state.placed, feasible.first()) {
@@ -903,8 +1067,30 @@ impl Planner {
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
         let src = pair.src;
-        if new_key != old_key {
-            let reason = self.move_reason(commodity, chosen, carried, now);
+        // The route's words only change when what they say changes: reuse them otherwise.
+        let state = &self.commodities[commodity];
+        let short = carried + CARRIED_SLACK < state.demand;
+        let reason_key = chosen.map(|info| ReasonKey {
+            path: info.key,
+            quality: [
+                info.quality.latency_ms.to_bits(),
+                info.quality.jitter_ms.to_bits(),
+                info.quality.loss.to_bits(),
+            ],
+            degraded: state.degraded,
+            short: short.then(|| (carried.to_bits(), state.demand.to_bits())),
+        });
+        let route_reason = if reason_key.is_some() && reason_key == state.reason_key {
+            state.route_reason.clone()
+        } else {
+            match chosen {
+                Some(info) => self.route_reason(commodity, &info, carried),
+                None => "no usable path".to_string(),
+            }
+        };
+        let state = &self.commodities[commodity];
+        if new_key != old_key || !state.seen {
+            let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
             plan.decisions.push(Decision {
@@ -927,11 +1113,8 @@ impl Planner {
             let state = &mut self.commodities[commodity];
             state.placed = new_key;
             state.placed_at = now;
+            state.seen = true;
         }
-        let route_reason = match chosen {
-            Some(info) => self.route_reason(commodity, &info, carried),
-            None => "no usable path".to_string(),
-        };
         let new_via = chosen.and_then(|c| c.via);
         let state = &mut self.commodities[commodity];
         let changed_route =
@@ -939,6 +1122,7 @@ impl Planner {
         state.chosen = chosen;
         state.backups = backups;
         state.route_reason = route_reason;
+        state.reason_key = reason_key;
         if let Some(hub) = old_via {
             self.transit[hub as usize].remove(&commodity);
             touched.insert(hub);
@@ -1001,6 +1185,7 @@ impl Planner {
         commodity: usize,
         chosen: Option<PathInfo>,
         carried: f64,
+        route_reason: &str,
         now: At,
     ) -> Reason {
         let state = &self.commodities[commodity];
@@ -1020,7 +1205,7 @@ impl Planner {
                     "{} placed on {}: {}",
                     class.name,
                     line_label(chosen.key.first()),
-                    self.route_reason(commodity, &chosen, carried)
+                    route_reason
                 ),
                 evidence: quality_evidence(
                     &class.sla,

@@ -10,9 +10,11 @@
 //!    its order that fits it whole (what an operator expects: one path per class);
 //! 2. *fill pass*: demand that did not fit whole is spread over the paths that still have
 //!    room, in the commodity's order, sharing each contested arc fairly;
-//! 3. *repair pass*: where a commodity is still short, same-level flows that block its
-//!    paths are shifted onto their own spare paths to free room (a two-step augmenting
-//!    move), repeated while it helps.
+//! 3. *repair pass*: where a commodity is still short, flows that block its paths (of any
+//!    level: they keep their amount, only change path) are shifted onto their own spare
+//!    compliant paths to free room (a two-step augmenting move), repeated while it helps;
+//! 4. in a full solve, a level left short is allocated once more with its short commodities
+//!    first, and the better of the two attempts is kept.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
@@ -130,7 +132,24 @@ pub fn allocate(capacity: &[f64], paths: &Paths, commodities: &[Commodity]) -> A
         by_level[slot].push(index);
     }
     for members in &by_level {
+        let before = allocation.clone();
         allocate_level(paths, commodities, members, &mut allocation);
+        let carried = |a: &Allocation| members.iter().map(|&i| a.carried(i)).sum::<f64>();
+        let demand: f64 = members.iter().map(|&i| commodities[i].demand).sum();
+        let first = carried(&allocation);
+        if first + TINY >= demand {
+            continue;
+        }
+        // Some demand did not fit: try once more with the short commodities first, and
+        // keep whichever carries more.
+        let mut order: Vec<usize> = members.to_vec();
+        let shortfall = |i: usize| commodities[i].demand - allocation.carried(i);
+        order.sort_by(|&a, &b| shortfall(b).total_cmp(&shortfall(a)).then(a.cmp(&b)));
+        let mut retry = before;
+        allocate_in_order(paths, commodities, &order, &mut retry);
+        if carried(&retry) > first + TINY {
+            allocation = retry;
+        }
     }
     allocation
 }
@@ -150,9 +169,19 @@ pub fn allocate_level(
             .total_cmp(&commodities[b].demand)
             .then(a.cmp(&b))
     });
+    allocate_in_order(paths, commodities, &order, allocation);
+}
+
+/// [`allocate_level`] with the preference pass in a given order.
+fn allocate_in_order(
+    paths: &Paths,
+    commodities: &[Commodity],
+    order: &[usize],
+    allocation: &mut Allocation,
+) {
     // 1. Preference pass: whole demand on the first path that fits it.
     let mut short: Vec<usize> = Vec::new();
-    for &index in &order {
+    for &index in order {
         let commodity = &commodities[index];
         if commodity.paths.is_empty() {
             continue;
@@ -186,8 +215,10 @@ pub fn allocate_level(
     fill(paths, commodities, &short, allocation, true);
     fill(paths, commodities, &short, allocation, false);
     // 3. Repair pass, with an index of which commodities use each arc.
+    // Every commodity already holding flow may be shifted, whatever its level: it keeps
+    // its amount, only its path changes (to another of its SLA-compliant candidates).
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); allocation.residual.len()];
-    for &index in members {
+    for index in 0..commodities.len() {
         for &(path, _) in &allocation.flows[index] {
             for &arc in paths.arcs(path) {
                 users[arc as usize].push(index);
@@ -196,8 +227,17 @@ pub fn allocate_level(
     }
     for _ in 0..REPAIR_ROUNDS {
         let mut gained = 0.0;
+        // Arcs whose users could not be moved this round are not scanned again.
+        let mut stuck = vec![false; allocation.residual.len()];
         for &index in &short {
-            gained += repair(paths, commodities, &mut users, index, allocation);
+            gained += repair(
+                paths,
+                commodities,
+                &mut users,
+                &mut stuck,
+                index,
+                allocation,
+            );
         }
         if gained <= TINY {
             break;
@@ -274,6 +314,7 @@ fn repair(
     paths: &Paths,
     commodities: &[Commodity],
     users: &mut [Vec<usize>],
+    stuck: &mut [bool],
     index: usize,
     allocation: &mut Allocation,
 ) -> f64 {
@@ -313,12 +354,19 @@ fn repair(
             }
             continue;
         }
+        if stuck[blocking as usize] {
+            continue;
+        }
         // Move other commodities' flow that crosses `blocking` to paths avoiding it.
+        let wanted_before = wanted;
         let mut blockers = users[blocking as usize].clone();
         blockers.sort_unstable();
         blockers.dedup();
         for other in blockers {
-            if other == index || wanted <= TINY {
+            if wanted <= TINY {
+                break;
+            }
+            if other == index {
                 continue;
             }
             let crossing: Vec<(PathId, f64)> = allocation.flows[other]
@@ -365,6 +413,9 @@ fn repair(
                     wanted -= shift;
                 }
             }
+        }
+        if wanted_before - wanted <= TINY {
+            stuck[blocking as usize] = true;
         }
         let amount = need.min(bottleneck(paths, path, &allocation.residual));
         if amount > TINY {
