@@ -296,10 +296,14 @@ function topologySvg(sites, lines) {
     }, s("title", {}, `${l.site} ${l.line}: ${health}, RTT ${fmtNum(l.rtt_ms, " ms")}, ` +
       `loss ${fmtNum(l.loss_percent, "%", 2)}, jitter ${fmtNum(l.jitter_ms, " ms")}`));
     edges.append(line);
-    const t = 0.3;
-    const lx = x1 + (x2 - x1) * t + offset, ly = y1 + (y2 - y1) * t;
-    labels.append(s("text", { x: lx + 4, y: ly, class: "label" },
-      l.rtt_ms === null ? l.line : `${l.line} ${fmtNum(l.rtt_ms, "ms", 0)} ${fmtNum(l.loss_percent, "%", 1)}`));
+    if (health === "degraded" || health === "down") {
+      // Only troubled lines are labelled on the graph; the table below has every figure.
+      const t = 0.5;
+      const lx = x1 + (x2 - x1) * t + offset, ly = y1 + (y2 - y1) * t;
+      labels.append(s("text", { x: lx + 6, y: ly, class: "label trouble " + health },
+        `${l.site} ${l.line}: ${fmtNum(l.rtt_ms, " ms", 0)}, loss ${fmtNum(l.loss_percent, "%", 1)}, ` +
+        `jitter ${fmtNum(l.jitter_ms, " ms", 1)}`));
+    }
   }
   svg.append(edges);
   for (const t of transports) {
@@ -317,6 +321,12 @@ function topologySvg(sites, lines) {
         site.kind + (site.connected ? " · connected" : ""))));
   }
   svg.append(labels);
+  const legend = s("g", { class: "legend" });
+  HEALTHS.forEach((health, i) => {
+    legend.append(s("line", { x1: 10 + i * 110, y1: height - 12, x2: 40 + i * 110, y2: height - 12, class: "swatch " + health }),
+      s("text", { x: 46 + i * 110, y: height - 8, class: "label" }, health));
+  });
+  svg.append(legend);
   return svg;
 }
 
@@ -493,10 +503,26 @@ function eventsView() {
 
 // ----- policy -----
 
+// Puts the caret of the policy editor at a diagnostic's line and column.
+function jumpTo(line, column) {
+  const area = document.getElementById("policy-text");
+  if (!area) return;
+  const lines = area.value.split("\n");
+  let at = 0;
+  for (let i = 0; i < Math.min(line - 1, lines.length); i++) at += lines[i].length + 1;
+  at += Math.max(0, column - 1);
+  area.focus();
+  area.setSelectionRange(at, at);
+  const lineHeight = area.scrollHeight / Math.max(1, lines.length);
+  area.scrollTop = Math.max(0, (line - 4) * lineHeight);
+}
+
 function diagnosticsList(diagnostics) {
   return h("ul", { class: "diagnostics" }, diagnostics.map((d) =>
     h("li", { class: "diag " + (d.severity || "error") },
-      h("code", { class: "location" }, d.location || `${d.file}:${d.line}:${d.column}`), " ",
+      h("a", { href: "#/policy", class: "location-link", title: "show in the editor",
+        onclick: (e) => { e.preventDefault(); jumpTo(d.line, d.column); } },
+        h("code", { class: "location" }, d.location || `${d.file}:${d.line}:${d.column}`)), " ",
       h("span", { class: "severity" }, d.severity || "error"), ": ", d.message,
       d.hint ? h("span", { class: "muted" }, " (" + d.hint + ")") : null)));
 }
