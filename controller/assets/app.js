@@ -281,6 +281,7 @@ function topologySvg(sites, lines) {
     bySiteTransport[key] = (bySiteTransport[key] || 0) + 1;
   }
   const seen = {};
+  const trouble = [];
   for (const l of lines) {
     const [x1, y1] = pos["site:" + l.site];
     const [x2, y2] = pos["net:" + l.transport];
@@ -297,12 +298,11 @@ function topologySvg(sites, lines) {
       `loss ${fmtNum(l.loss_percent, "%", 2)}, jitter ${fmtNum(l.jitter_ms, " ms")}`));
     edges.append(line);
     if (health === "degraded" || health === "down") {
-      // Only troubled lines are labelled on the graph; the table below has every figure.
-      const t = 0.5;
-      const lx = x1 + (x2 - x1) * t + offset, ly = y1 + (y2 - y1) * t;
-      labels.append(s("text", { x: lx + 6, y: ly, class: "label trouble " + health },
-        `${l.site} ${l.line}: ${fmtNum(l.rtt_ms, " ms", 0)}, loss ${fmtNum(l.loss_percent, "%", 1)}, ` +
-        `jitter ${fmtNum(l.jitter_ms, " ms", 1)}`));
+      // Troubled lines are named on the graph (near their site) and listed with their
+      // figures in the corner; the table below has every line's figures.
+      const lx = x1 + (x2 - x1) * 0.18 + offset, ly = y1 + (y2 - y1) * 0.18;
+      labels.append(s("text", { x: lx + 6, y: ly, class: "label trouble " + health }, l.line));
+      trouble.push(l);
     }
   }
   svg.append(edges);
@@ -313,14 +313,22 @@ function topologySvg(sites, lines) {
   }
   for (const site of sites) {
     const [x, y] = pos["site:" + site.name];
-    const w = Math.max(90, site.name.length * 7.5 + 16);
+    const w = Math.max(site.name.length * 7.5, (site.kind + " · " + driftText(site)).length * 6) + 18;
     svg.append(s("g", { class: "site", "data-site": site.name },
       s("rect", { x: x - w / 2, y: y - 17, width: w, height: 34, rx: 5 }),
       s("text", { x, y: y - 1, "text-anchor": "middle" }, site.name),
       s("text", { x, y: y + 12, "text-anchor": "middle", class: "label" },
-        site.kind + (site.connected ? " · connected" : ""))));
+        site.kind + " · " + driftText(site))));
   }
   svg.append(labels);
+  const list = s("g", { id: "trouble" });
+  trouble.forEach((l, i) => {
+    list.append(s("text", { x: width / 2, y: 18 + i * 15, "text-anchor": "middle",
+      class: "label trouble " + l.health },
+      `${l.site} ${l.line} ${l.health}: RTT ${fmtNum(l.rtt_ms, " ms", 0)}, ` +
+      `loss ${fmtNum(l.loss_percent, "%", 1)}, jitter ${fmtNum(l.jitter_ms, " ms", 1)}`));
+  });
+  svg.append(list);
   const legend = s("g", { class: "legend" });
   HEALTHS.forEach((health, i) => {
     legend.append(s("line", { x1: 10 + i * 110, y1: height - 12, x2: 40 + i * 110, y2: height - 12, class: "swatch " + health }),
@@ -328,6 +336,16 @@ function topologySvg(sites, lines) {
   });
   svg.append(legend);
   return svg;
+}
+
+// How a site's agent stands against what the controller published for it.
+function driftText(site) {
+  const text = {
+    in_sync: "in sync", behind: "behind", failed: "failed to apply",
+    no_rule_set: "no rules yet", never_connected: "no agent",
+  }[site.drift] || site.drift;
+  const version = site.applied ? ` v${site.applied.version}` : "";
+  return (site.connected ? "" : "offline, ") + text + version;
 }
 
 function lineTable(lines) {
