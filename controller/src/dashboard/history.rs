@@ -21,36 +21,64 @@ pub struct Sample {
     pub health: wansteer_wire::session::LineHealth,
 }
 
-/// Measurements per (site, line), newest last, no older than `window_ms` and at most
-/// `per_line` of them.
+/// Measurements per (site, line), newest last, no older than `window_ms`.
+///
+/// Memory is bounded by a total `budget` of samples shared by all lines: a small network
+/// keeps up to `per_line_max` samples per line (every report), a large one fewer per line,
+/// spaced evenly over the window (a sample that changes the line's health is always kept).
 #[derive(Debug, Clone)]
 pub struct LineHistory {
     window_ms: u64,
-    per_line: usize,
+    per_line_max: usize,
+    budget: usize,
     lines: BTreeMap<(String, String), VecDeque<Sample>>,
 }
 
+/// Fewest samples per line however large the network (a chart needs some points).
+const PER_LINE_MIN: usize = 60;
+
 impl LineHistory {
-    pub fn new(window_ms: u64, per_line: usize) -> Self {
+    pub fn new(window_ms: u64, per_line_max: usize, budget: usize) -> Self {
         LineHistory {
             window_ms,
-            per_line,
+            per_line_max,
+            budget,
             lines: BTreeMap::new(),
         }
     }
 
+    /// Samples one line may keep, and the least spacing between them, for `lines` lines.
+    fn allowance(&self, lines: usize) -> (usize, u64) {
+        let per_line = (self.budget / lines.max(1))
+            .clamp(PER_LINE_MIN.min(self.per_line_max), self.per_line_max);
+        let spacing_ms = if per_line >= self.per_line_max {
+            0
+        } else {
+            self.window_ms / per_line as u64
+        };
+        (per_line, spacing_ms)
+    }
+
     /// Takes in the controller's latest measurements; returns true if any was new.
     pub fn record(&mut self, latest: &BTreeMap<(String, String), LineLive>, now_ms: u64) -> bool {
+        let (per_line, spacing_ms) = self.allowance(latest.len().max(self.lines.len()));
         let mut changed = false;
         for (key, live) in latest {
             let ring = self.lines.entry(key.clone()).or_default();
-            if ring.back().is_some_and(|last| last.at_ms >= live.at_ms) {
+            let m = &live.measurement;
+            let keep = match ring.back() {
+                None => true,
+                Some(last) => {
+                    live.at_ms > last.at_ms
+                        && (live.at_ms - last.at_ms >= spacing_ms || m.health != last.health)
+                }
+            };
+            if !keep {
                 continue;
             }
-            if ring.len() == self.per_line {
+            while ring.len() >= per_line {
                 ring.pop_front();
             }
-            let m = &live.measurement;
             ring.push_back(Sample {
                 at_ms: live.at_ms,
                 rtt_ms: m.rtt_ms,
@@ -103,7 +131,7 @@ mod tests {
 
     #[test]
     fn a_measurement_seen_twice_is_kept_once() {
-        let mut history = LineHistory::new(3_600_000, 100);
+        let mut history = LineHistory::new(3_600_000, 100, 10_000);
         assert!(history.record(&latest(1_000, 20.0), 1_000));
         assert!(!history.record(&latest(1_000, 20.0), 1_500));
         assert!(history.record(&latest(2_000, 30.0), 2_000));
@@ -116,8 +144,42 @@ mod tests {
     }
 
     #[test]
+    fn a_large_network_keeps_fewer_samples_per_line_spaced_over_the_window() {
+        // A 6-minute window, 100 lines and room for 10,000 samples: 100 per line, one per
+        // 3.6 s, though reports come every second.
+        let mut history = LineHistory::new(360_000, 360, 10_000);
+        let mut at_ms = 0;
+        for second in 0..720u64 {
+            at_ms = second * 1_000;
+            let mut lines = BTreeMap::new();
+            for n in 0..100 {
+                let mut one = live(at_ms, 20.0);
+                if n == 0 && second == 701 {
+                    one.measurement.health = LineHealth::Down;
+                }
+                lines.insert(("site".to_string(), format!("line-{n}")), one);
+            }
+            history.record(&lines, at_ms);
+        }
+        let total: usize = history.lines.values().map(VecDeque::len).sum();
+        assert!(total <= 10_000 + 100, "within budget: {total}");
+        let line1 = history.samples("site", "line-1");
+        // One every 4 s of reports (the first report at least 3.6 s after the last kept).
+        assert!((89..=91).contains(&line1.len()), "{}", line1.len());
+        assert!(line1.windows(2).all(|w| w[1].at_ms - w[0].at_ms >= 3_600));
+        assert!(line1[0].at_ms >= at_ms - 360_000, "only the window");
+        let line0 = history.samples("site", "line-0");
+        assert!(
+            line0
+                .iter()
+                .any(|s| s.at_ms == 701_000 && s.health == LineHealth::Down),
+            "a health change is kept even between spaced samples"
+        );
+    }
+
+    #[test]
     fn old_samples_and_overflow_are_dropped() {
-        let mut history = LineHistory::new(10_000, 3);
+        let mut history = LineHistory::new(10_000, 3, 10_000);
         for at in [1_000, 2_000, 3_000, 4_000] {
             history.record(&latest(at, at as f64), at);
         }

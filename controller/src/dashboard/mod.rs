@@ -49,8 +49,11 @@ use tickets::{Holder, TICKET_LIFETIME_MS, Tickets};
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 /// How much line history the charts get.
 const HISTORY_WINDOW_MS: u64 = 3_600_000;
-/// Samples kept per line (an hour of one report a second, with room).
-const HISTORY_PER_LINE: usize = 4_096;
+/// Samples kept per line at most (an hour of one report a second).
+const HISTORY_PER_LINE: usize = 3_600;
+/// Samples kept across all lines (about 50 MB): a network of more than ~280 lines keeps
+/// fewer per line, spaced over the hour.
+const HISTORY_BUDGET: usize = 1_000_000;
 
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const APP_JS: &str = include_str!("../../assets/app.js");
@@ -142,6 +145,10 @@ async fn sample(dashboard: Arc<Dashboard>, controller: Controller, tx: watch::Se
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .record(&controller.lines(), now_ms());
+                if tx.receiver_count() <= 1 {
+                    // Only the dashboard's own receiver: no page is open, skip the digest.
+                    continue;
+                }
                 tx.send_if_modified(|old| {
                     let now = Fingerprint::of(&controller);
                     let moved = now != *old;
@@ -157,7 +164,11 @@ async fn sample(dashboard: Arc<Dashboard>, controller: Controller, tx: watch::Se
 pub fn router(controller: &Controller) -> Router<Controller> {
     let dashboard = Arc::new(Dashboard {
         tickets: Mutex::new(Tickets::default()),
-        history: Mutex::new(LineHistory::new(HISTORY_WINDOW_MS, HISTORY_PER_LINE)),
+        history: Mutex::new(LineHistory::new(
+            HISTORY_WINDOW_MS,
+            HISTORY_PER_LINE,
+            HISTORY_BUDGET,
+        )),
         changes: OnceLock::new(),
     });
     if tokio::runtime::Handle::try_current().is_ok() {
