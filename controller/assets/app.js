@@ -521,6 +521,47 @@ function eventsView() {
 
 // ----- policy -----
 
+// A line diff (longest common subsequence) of two texts, as hunks with two lines of
+// context; null when the texts are too long to compare in the page.
+function lineDiff(before, after) {
+  const a = before.split("\n"), b = after.split("\n");
+  if (a.length * b.length > 4e6) return null;
+  const n = a.length, m = b.length;
+  const lcs = Array.from({ length: n + 1 }, () => new Uint32Array(m + 1));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) {
+      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const ops = [];
+  let i = 0, j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && a[i] === b[j]) { ops.push([" ", a[i], j + 1]); i++; j++; }
+    else if (i < n && (j === m || lcs[i + 1][j] >= lcs[i][j + 1])) { ops.push(["-", a[i], null]); i++; }
+    else { ops.push(["+", b[j], j + 1]); j++; }
+  }
+  const keep = ops.map((op, k) => op[0] !== " " ||
+    ops.slice(Math.max(0, k - 2), k + 3).some((o) => o[0] !== " "));
+  const out = [];
+  ops.forEach((op, k) => {
+    if (!keep[k]) {
+      if (out[out.length - 1] !== "gap") out.push("gap");
+      return;
+    }
+    out.push(op);
+  });
+  return out;
+}
+
+function textDiff(before, after) {
+  const ops = lineDiff(before, after);
+  if (ops === null) return h("p", { class: "muted" }, "Too long to show a line diff.");
+  return h("pre", { id: "textdiff" }, ops.map((op) => op === "gap" ?
+    h("div", { class: "gap" }, "…") :
+    h("div", { class: { "+": "add", "-": "del", " ": "ctx" }[op[0]] },
+      (op[2] ? String(op[2]).padStart(4) : "    ") + " " + op[0] + " " + op[1])));
+}
+
 // Puts the caret of the policy editor at a diagnostic's line and column.
 function jumpTo(line, column) {
   const area = document.getElementById("policy-text");
@@ -605,10 +646,13 @@ function uploadCard(text, file) {
       const r = await send("POST", "/api/v1/policy/diff");
       previewed = area.value;
       apply.disabled = false;
+      const active = await api("/api/v1/policy");
       result.replaceChildren(h("p", {}, `Changes against v${r.current_version}:`),
         r.changes.length ? h("ul", { id: "diff" }, r.changes.map((c) => h("li", {}, c))) :
           h("p", { class: "muted" }, "No changes."),
-        diagnosticsList(r.warnings));
+        diagnosticsList(r.warnings),
+        h("details", { open: true }, h("summary", {}, "Line diff (new line numbers)"),
+          textDiff(active.text, area.value)));
     } catch (e) { fail(e); }
   };
   apply.addEventListener("click", async () => {

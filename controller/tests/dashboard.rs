@@ -708,6 +708,20 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
             "document.querySelectorAll('#diff li').length > 0",
         )
         .await;
+    let line_diff = driver
+        .wait_for(
+            "the line diff",
+            "(d => d && [...d.querySelectorAll('.add')].map(x => x.textContent).join('|'))(document.getElementById('textdiff'))",
+        )
+        .await;
+    assert!(
+        line_diff
+            .as_str()
+            .unwrap()
+            .contains("+ name: examplebank-wan-2"),
+        "the added line is shown: {line_diff}"
+    );
+    driver.screenshot("policy-admin-diff").await;
     driver.click("#apply").await;
     driver
         .wait_for(
