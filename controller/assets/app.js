@@ -368,9 +368,10 @@ function lineTable(lines) {
 
 function lineView(site, line) {
   mount(["lines"], async () => {
-    const [detail, lines] = await Promise.all([
+    const [detail, lines, siteDetail] = await Promise.all([
       api("/api/v1/lines/" + encodeURIComponent(site) + "/" + encodeURIComponent(line) + "/history"),
       api("/api/v1/lines"),
+      api("/api/v1/sites/" + encodeURIComponent(site)),
     ]);
     const now = lines.find((l) => l.site === site && l.line === line) || {};
     const metrics = [
@@ -382,8 +383,34 @@ function lineView(site, line) {
       h("p", { class: "muted" }, `Last hour, ${detail.samples.length} measurements. ` +
         "Dashed lines: the tightest SLA among the classes (RTT is twice the one-way latency)."),
       metrics.map(([key, title, unit]) => h("div", { class: "card" }, h("h2", {}, title),
-        chart(detail.samples, key, unit, detail.thresholds))));
+        chart(detail.samples, key, unit, detail.thresholds))),
+      h("div", { class: "card" }, lineClasses(siteDetail.rule_set, line)));
   });
+}
+
+// What the published rule set runs on a line: classes routed over it (first or as a
+// backup) and the HTB rates it gives each class there.
+function lineClasses(ruleSet, line) {
+  if (!ruleSet) return h("p", { class: "muted" }, "No rule set published for this site yet.");
+  const spec = (ruleSet.lines || []).find((l) => l.name === line) || { shares: [], rate_bps: 0 };
+  const shares = {};
+  for (const share of spec.shares || []) shares[share.class] = share;
+  const rows = [];
+  for (const route of ruleSet.routes || []) {
+    const role = route.primary === line ? "primary" : (route.backups || []).includes(line) ? "backup" : null;
+    if (!role) continue;
+    const share = shares[route.class];
+    rows.push(h("tr", { "data-class": route.class },
+      h("td", {}, route.class), h("td", {}, route.destination), h("td", {}, role),
+      h("td", {}, share ? fmtRate(share.rate_bps) + " – " + fmtRate(share.ceil_bps) : "—"),
+      h("td", {}, route.reason)));
+  }
+  return [h("h2", {}, `Classes on this line (rule set v${ruleSet.version})`),
+    h("p", { class: "muted" }, `HTB root ${spec.rate_bps ? fmtRate(spec.rate_bps) : "—"}; ` +
+      "rates are what the controller allocated, following measured demand."),
+    rows.length ? h("table", { id: "line-classes" },
+      h("thead", {}, h("tr", {}, ["Class", "Destination", "Role", "Rate – ceiling", "Why"].map((x) => h("th", {}, x)))),
+      h("tbody", {}, rows)) : h("p", { class: "muted" }, "No class is routed over this line.")];
 }
 
 function tightest(thresholds, key) {

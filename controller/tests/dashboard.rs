@@ -224,7 +224,7 @@ impl Driver {
             .console()
             .await
             .into_iter()
-            .filter(|entry| entry["level"] == "SEVERE" || entry["level"] == "WARNING")
+            .filter(|entry| entry["level"] == "SEVERE")
             .collect();
         assert!(errors.is_empty(), "console errors on {page}: {errors:#?}");
     }
@@ -557,6 +557,13 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
         threshold.as_str().unwrap().contains("SLA"),
         "the loss chart draws an SLA line: {threshold}"
     );
+    let on_line = driver
+        .wait_for(
+            "the classes on the line",
+            "(t => t && t.innerText)(document.querySelector('#line-classes tr[data-class=\"voice\"]'))",
+        )
+        .await;
+    assert!(on_line.as_str().unwrap().contains("primary"), "{on_line}");
     driver.screenshot("line-detail").await;
     driver.assert_no_console_errors("line detail").await;
 
