@@ -261,10 +261,25 @@ function spread(count, width, margin) {
   return Array.from({ length: count }, (_, i) => margin + i * step);
 }
 
-function topologySvg(sites, lines) {
+// Beyond this many branches the graph draws only those with a troubled line (the table
+// still lists every line): a thousand boxes in one picture help nobody.
+const MAX_DRAWN_BRANCHES = 40;
+
+function topologySvg(allSites, allLines) {
   const width = 1100, height = 520;
-  const core = sites.filter((x) => x.kind !== "branch");
-  const branches = sites.filter((x) => x.kind === "branch");
+  const core = allSites.filter((x) => x.kind !== "branch");
+  let branches = allSites.filter((x) => x.kind === "branch");
+  let hidden = 0;
+  if (branches.length > MAX_DRAWN_BRANCHES) {
+    const troubled = new Set(allLines.filter((l) => l.health === "degraded" || l.health === "down")
+      .map((l) => l.site));
+    const shown = branches.filter((b) => troubled.has(b.name)).slice(0, MAX_DRAWN_BRANCHES);
+    hidden = branches.length - shown.length;
+    branches = shown;
+  }
+  const sites = core.concat(branches);
+  const drawn = new Set(sites.map((x) => x.name));
+  const lines = allLines.filter((l) => drawn.has(l.site));
   const transports = [...new Set(lines.map((l) => l.transport))];
   const pos = {};
   spread(core.length, width, 120).forEach((x, i) => { pos["site:" + core[i].name] = [x, 60]; });
@@ -329,6 +344,10 @@ function topologySvg(sites, lines) {
       `loss ${fmtNum(l.loss_percent, "%", 1)}, jitter ${fmtNum(l.jitter_ms, " ms", 1)}`));
   });
   svg.append(list);
+  if (hidden) {
+    svg.append(s("text", { x: width - 10, y: height - 8, "text-anchor": "end", class: "label", id: "hidden-branches" },
+      `${hidden} branches with only healthy lines not drawn`));
+  }
   const legend = s("g", { class: "legend" });
   HEALTHS.forEach((health, i) => {
     legend.append(s("line", { x1: 10 + i * 110, y1: height - 12, x2: 40 + i * 110, y2: height - 12, class: "swatch " + health }),

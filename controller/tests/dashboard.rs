@@ -743,3 +743,93 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
     driver.quit().await;
     running.stop().await;
 }
+
+/// A hub and `branches` branches with two lines each.
+fn wide_policy(branches: usize) -> String {
+    let mut text = String::from(
+        "name: wide\nsites:\n  - name: hub\n    kind: hub\n    lan: [10.0.0.0/16]\n    lines:\n      \
+         - { name: mpls, transport: mpls, interface: wan0, up: 1gbit, down: 1gbit }\n",
+    );
+    for n in 0..branches {
+        text.push_str(&format!(
+            "  - name: branch-{n}\n    kind: branch\n    lan: [10.{}.{}.0/24]\n    lines:\n      \
+             - {{ name: mpls, transport: mpls, interface: wan0, gateway: 192.0.2.1, up: 50mbit, down: 50mbit }}\n      \
+             - {{ name: lte, transport: lte, interface: wan1, gateway: 198.51.100.1, up: 20mbit, down: 20mbit }}\n",
+            1 + n / 200,
+            n % 200
+        ));
+    }
+    text.push_str(
+        "classes:\n  - name: voice\n    priority: 1\n    dscp: EF\n    \
+         sla: { latency: 150ms, loss: 1%, jitter: 30ms }\n  - name: default\n    priority: 7\n",
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_network_draws_only_the_branches_in_trouble() {
+    let policy = wide_policy(120);
+    let names: Vec<String> = std::iter::once("hub".to_string())
+        .chain((0..120).map(|n| format!("branch-{n}")))
+        .collect();
+    let tokens = TokensFile::generate(names.iter().map(String::as_str));
+    let dir = tempfile::tempdir().unwrap();
+    let running = api_support::start(dir.path(), &policy, tokens, 0).await;
+    report(
+        &running,
+        "hub",
+        vec![measurement("mpls", LineHealth::Up, 20.0, 0.0)],
+    )
+    .await;
+    report(
+        &running,
+        "branch-77",
+        vec![
+            measurement("mpls", LineHealth::Down, 0.0, 100.0),
+            measurement("lte", LineHealth::Up, 60.0, 0.0),
+        ],
+    )
+    .await;
+    let driver = Driver::start().await;
+    sign_in(&driver, &running.base, running.viewer()).await;
+    driver
+        .wait_for(
+            "the note on hidden branches",
+            "(t => t && t.textContent)(document.getElementById('hidden-branches'))",
+        )
+        .await;
+    let drawn = driver
+        .js("return [...document.querySelectorAll('#topology g.site')].map(g => g.dataset.site).sort();", json!([]))
+        .await;
+    assert_eq!(drawn, json!(["branch-77", "hub"]));
+    assert_eq!(
+        driver
+            .js(
+                &format!("return {};", stroke_of("branch-77", "mpls")),
+                json!([])
+            )
+            .await,
+        json!(format!("down {RED}"))
+    );
+    let note = driver
+        .js(
+            "return document.getElementById('hidden-branches').textContent;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        note,
+        json!("119 branches with only healthy lines not drawn")
+    );
+    let rows = driver
+        .js(
+            "return document.querySelectorAll('#lines tbody tr').length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(rows, json!(1 + 120 * 2), "the table still lists every line");
+    driver.screenshot("topology-large").await;
+    driver.assert_no_console_errors("large topology").await;
+    driver.quit().await;
+    running.stop().await;
+}
