@@ -346,7 +346,7 @@ function topologySvg(allSites, allLines) {
   svg.append(list);
   if (hidden) {
     svg.append(s("text", { x: width - 10, y: height - 8, "text-anchor": "end", class: "label", id: "hidden-branches" },
-      `${hidden} branches with only healthy lines not drawn`));
+      `${hidden} branches without a degraded or down line not drawn`));
   }
   const legend = s("g", { class: "legend" });
   HEALTHS.forEach((health, i) => {
@@ -367,7 +367,16 @@ function driftText(site) {
   return (site.connected ? "" : "offline, ") + text + version;
 }
 
+// Lines in trouble first (down, then degraded), the rest in the policy's order.
+function byTrouble(lines) {
+  const rank = { down: 0, degraded: 1 };
+  return lines.map((l, i) => [l, i])
+    .sort(([a, i], [b, j]) => ((rank[a.health] ?? 2) - (rank[b.health] ?? 2)) || i - j)
+    .map(([l]) => l);
+}
+
 function lineTable(lines) {
+  lines = byTrouble(lines);
   return h("table", { id: "lines" },
     h("thead", {}, h("tr", {}, ["Site", "Line", "Health", "RTT", "Loss", "Jitter",
       "Capacity up/down", "Measured"].map((x) => h("th", {}, x)))),

@@ -819,8 +819,15 @@ async fn a_large_network_draws_only_the_branches_in_trouble() {
         .await;
     assert_eq!(
         note,
-        json!("119 branches with only healthy lines not drawn")
+        json!("119 branches without a degraded or down line not drawn")
     );
+    let first = driver
+        .js(
+            "return document.querySelector('#lines tbody tr').dataset.site;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(first, json!("branch-77"), "the table lists trouble first");
     let rows = driver
         .js(
             "return document.querySelectorAll('#lines tbody tr').length;",
