@@ -8,6 +8,7 @@
 
 mod api_support;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use api_support::Running;
 use serde_json::{Value, json};
 use wansteer_controller::auth::TokensFile;
-use wansteer_wire::session::{LineHealth, LineMeasurement, Report};
+use wansteer_wire::session::{Ack, AckOutcome, LineHealth, LineMeasurement, Register, Report};
 
 const BANK: &str = include_str!("../../policies/examples/bank.yaml");
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -37,6 +38,11 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // chromedriver leads its own process group, so the browsers it started go too,
+        // also when a failed assertion skipped `quit`.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -56,6 +62,7 @@ impl Driver {
             probe.local_addr().unwrap().port()
         };
         let child = Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -329,6 +336,44 @@ async fn report(running: &Running, site: &str, lines: Vec<LineMeasurement>) {
     assert_eq!(status, 204, "report of {site} refused: {body}");
 }
 
+/// `site`'s agent registers and acks the rule set published for it, as a real agent does.
+async fn register_and_ack(running: &Running, site: &str) {
+    let register = Register {
+        protocol: wansteer_wire::PROTOCOL_VERSION,
+        site: site.into(),
+        agent_version: "test-agent 1".into(),
+        lines: vec![],
+        running: None,
+    };
+    let (status, reply) = running
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/agent/register",
+            Some(running.agent(site)),
+            serde_json::to_string(&register).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let published = &reply["published"];
+    let ack = Ack {
+        site: site.into(),
+        version: published["version"]
+            .as_u64()
+            .expect("a rule set is published"),
+        hash: published["hash"].as_str().unwrap().into(),
+        outcome: AckOutcome::Applied,
+    };
+    let (status, body) = running
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/agent/ack",
+            Some(running.agent(site)),
+            serde_json::to_string(&ack).unwrap(),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// Every line of every site healthy.
 async fn all_healthy(running: &Running, sites: &[(String, Vec<String>)]) {
     for (site, lines) in sites {
@@ -391,6 +436,12 @@ async fn sign_in(driver: &Driver, base: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy() {
     let (_dir, running, sites) = start_bank().await;
+    running
+        .eventually("rule sets published", || async {
+            running.controller.published().len() == sites.len()
+        })
+        .await;
+    register_and_ack(&running, "branch-leeds").await;
     all_healthy(&running, &sites).await;
     let line_count: usize = sites.iter().map(|(_, l)| l.len()).sum();
     let driver = Driver::start().await;
@@ -444,6 +495,20 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
             "document.getElementById('live').classList.contains('on')",
         )
         .await;
+    let leeds_box = driver
+        .js("return document.querySelector('#topology g.site[data-site=\"branch-leeds\"]').textContent;", json!([]))
+        .await;
+    assert!(
+        leeds_box.as_str().unwrap().contains("in sync v1"),
+        "{leeds_box}"
+    );
+    let york_box = driver
+        .js("return document.querySelector('#topology g.site[data-site=\"branch-york\"]').textContent;", json!([]))
+        .await;
+    assert!(
+        york_box.as_str().unwrap().contains("no agent"),
+        "{york_box}"
+    );
     driver.screenshot("topology-healthy").await;
     driver.assert_no_console_errors("topology").await;
 
