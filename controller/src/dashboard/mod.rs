@@ -22,6 +22,7 @@
 //! ```
 
 pub mod history;
+pub mod openapi;
 pub mod tickets;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
