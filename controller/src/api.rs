@@ -64,6 +64,7 @@ pub fn router(controller: Controller) -> Router {
         .route("/api/v1/agent/report", post(agent_report))
         .route("/api/v1/agent/ack", post(agent_ack))
         .route("/api/v1/agent/rules", get(agent_rules))
+        .merge(crate::dashboard::router(&controller))
         .with_state(controller)
 }
 

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod compile;
+pub mod dashboard;
 pub mod drift;
 pub mod graph;
 pub mod lp;
