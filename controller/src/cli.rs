@@ -104,10 +104,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         plan_interval: Duration::from_millis(args.plan_interval_ms.max(1)),
         report_interval: Duration::from_secs(1),
     };
-    tracing::warn!(
-        "no path planner is wired into the command line yet: rule sets already recorded are served, none are planned"
-    );
-    let controller = Controller::start(config, Box::new(crate::planning::NoPlanner)).await?;
+    let planner = Box::new(crate::solver_planning::SolverPlanning::new());
+    let controller = Controller::start(config, planner).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

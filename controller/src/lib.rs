@@ -28,4 +28,5 @@ pub mod policy_diff;
 pub mod push;
 pub mod service;
 pub mod solver;
+pub mod solver_planning;
 pub mod store;

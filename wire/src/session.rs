@@ -148,6 +148,10 @@ pub struct ClassDemand {
     pub class: String,
     /// The line it was measured on, if per line.
     pub line: Option<String>,
+    /// The site the traffic goes to, when the agent knows it (the controller places demand
+    /// on paths between site pairs; demand without a destination only informs).
+    #[serde(default)]
+    pub destination: Option<String>,
     pub bps: u64,
 }
 

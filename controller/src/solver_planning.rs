@@ -1,0 +1,217 @@
+//! The real path planner behind the service's [`Planning`] seam.
+//!
+//! Translates what agents report (per-line measurements in the session's units, per-class
+//! demand) into the planner's inputs, and the planner's decisions into the records the
+//! service stores, audits and shows. No decision is taken here.
+
+use std::time::Duration;
+
+use tracing::warn;
+use wansteer_policies::Policy;
+use wansteer_wire::session::{self, Report};
+
+use crate::graph::{self, LineMeasurement};
+use crate::plan::{ClassDemand, Decision, Planner};
+use crate::planning::{DecisionRecord, Plan, Planning};
+
+/// The SLA-aware solver of [`crate::plan`], driven by the service.
+#[derive(Debug, Default)]
+pub struct SolverPlanning {
+    planner: Option<Planner>,
+}
+
+impl SolverPlanning {
+    pub fn new() -> Self {
+        SolverPlanning::default()
+    }
+}
+
+/// The planner's view of a line's health. A line the agent cannot judge yet (`unknown`,
+/// e.g. right after start) is treated as degraded: usable when nothing better fits, never
+/// preferred over a line known to be good.
+fn health(health: session::LineHealth) -> graph::LineHealth {
+    match health {
+        session::LineHealth::Up => graph::LineHealth::Up,
+        session::LineHealth::Degraded | session::LineHealth::Unknown => graph::LineHealth::Degraded,
+        session::LineHealth::Down => graph::LineHealth::Down,
+    }
+}
+
+fn millis(ms: f64) -> Duration {
+    Duration::from_secs_f64(ms.max(0.0) / 1000.0)
+}
+
+fn record(decision: Decision) -> DecisionRecord {
+    DecisionRecord {
+        at_ms: decision.at.as_millis() as u64,
+        site: decision.site,
+        class: decision.class,
+        destination: decision.destination,
+        from_line: decision.from_line,
+        to_line: decision.to_line.unwrap_or_else(|| "none".to_string()),
+        reason: decision.reason.text,
+        measurements: serde_json::json!({
+            "kind": decision.reason.kind,
+            "path": decision.path,
+            "evidence": decision.reason.evidence,
+        }),
+    }
+}
+
+impl Planning for SolverPlanning {
+    fn on_policy(&mut self, policy: &Policy) {
+        match &mut self.planner {
+            Some(planner) => planner.replace_policy(policy.clone()),
+            None => self.planner = Some(Planner::new(policy.clone())),
+        }
+    }
+
+    fn on_report(&mut self, report: &Report) {
+        let Some(planner) = &mut self.planner else {
+            return;
+        };
+        let at = Duration::from_millis(report.at_ms);
+        for line in &report.lines {
+            let measurement = LineMeasurement {
+                site: report.site.clone(),
+                line: line.line.clone(),
+                rtt: millis(line.rtt_ms),
+                loss: (line.loss_percent / 100.0).clamp(0.0, 1.0),
+                jitter: millis(line.jitter_ms),
+                health: health(line.health),
+                at,
+            };
+            if let Err(error) = planner.update_measurement(measurement) {
+                warn!(site = %report.site, line = %line.line, %error, "measurement ignored");
+            }
+        }
+        for demand in &report.demand {
+            // Demand without a destination site cannot be placed on a path; agents that
+            // know the destination send it.
+            let Some(destination) = &demand.destination else {
+                continue;
+            };
+            let class_demand = ClassDemand {
+                site: report.site.clone(),
+                class: demand.class.clone(),
+                destination: destination.clone(),
+                bps: demand.bps as f64,
+            };
+            if let Err(error) = planner.update_demand(class_demand) {
+                warn!(site = %report.site, class = %demand.class, %error, "demand ignored");
+            }
+        }
+    }
+
+    fn plan(&mut self, now_ms: u64) -> Plan {
+        let Some(planner) = &mut self.planner else {
+            return Plan::default();
+        };
+        let plan = planner.plan(Duration::from_millis(now_ms));
+        Plan {
+            rule_sets: plan.rulesets,
+            decisions: plan.decisions.into_iter().map(record).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+sites:
+  - name: dc
+    kind: dc
+    lan: [10.0.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: m0, gateway: 172.16.1.1, up: 1gbit, down: 1gbit }
+      - { name: inet, transport: internet, interface: i0, gateway: 172.16.2.1, up: 1gbit, down: 1gbit }
+  - name: b1
+    kind: branch
+    lan: [10.1.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: m0, gateway: 172.16.1.254, up: 50mbit, down: 50mbit, preference: 1 }
+      - { name: inet, transport: internet, interface: i0, gateway: 172.16.2.254, up: 100mbit, down: 100mbit, preference: 2 }
+classes:
+  - name: voice
+    priority: 1
+    dscp: EF
+    match: [{ protocols: [udp], ports: ["16384-32767"] }]
+    sla: { latency: 150ms, loss: 1%, jitter: 30ms }
+    steering: { prefer: [mpls] }
+  - name: default
+    priority: 7
+"#;
+
+    fn line(
+        name: &str,
+        loss_percent: f64,
+        health: session::LineHealth,
+    ) -> session::LineMeasurement {
+        session::LineMeasurement {
+            line: name.to_string(),
+            rtt_ms: 20.0,
+            loss_percent,
+            jitter_ms: 1.0,
+            samples: 100,
+            health,
+        }
+    }
+
+    fn report(site: &str, at_ms: u64, lines: Vec<session::LineMeasurement>) -> Report {
+        Report {
+            site: site.to_string(),
+            at_ms,
+            lines,
+            ..Report::default()
+        }
+    }
+
+    fn voice_line(plan: &Plan, site: &str) -> Option<String> {
+        plan.rule_sets.get(site).and_then(|rules| {
+            rules
+                .routes
+                .iter()
+                .find(|route| route.class == "voice")
+                .map(|route| route.primary.clone())
+        })
+    }
+
+    #[test]
+    fn reported_loss_moves_voice_off_the_line_and_says_why() {
+        let policy = wansteer_policies::check_source("p.yaml", POLICY)
+            .unwrap()
+            .policy;
+        let mut planning = SolverPlanning::new();
+        planning.on_policy(&policy);
+        let up = session::LineHealth::Up;
+        for site in ["dc", "b1"] {
+            planning.on_report(&report(
+                site,
+                1_000,
+                vec![line("mpls", 0.0, up), line("inet", 0.0, up)],
+            ));
+        }
+        let first = planning.plan(1_000);
+        assert_eq!(voice_line(&first, "b1").as_deref(), Some("mpls"));
+
+        planning.on_report(&report(
+            "b1",
+            2_000,
+            vec![
+                line("mpls", 5.0, session::LineHealth::Degraded),
+                line("inet", 0.0, up),
+            ],
+        ));
+        let second = planning.plan(2_000);
+        assert_eq!(voice_line(&second, "b1").as_deref(), Some("inet"));
+        let moved = second
+            .decisions
+            .iter()
+            .find(|d| d.site == "b1" && d.class == "voice")
+            .expect("the move is recorded as a decision");
+        assert_eq!(moved.from_line.as_deref(), Some("mpls"));
+        assert!(moved.reason.contains("loss"), "{}", moved.reason);
+    }
+}
