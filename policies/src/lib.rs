@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+pub mod classes;
 pub mod cli;
 pub mod diff;
 pub mod model;

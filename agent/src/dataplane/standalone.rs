@@ -5,9 +5,7 @@
 
 use ipnet::IpNet;
 use wansteer_policies::model::{Line, Policy};
-use wansteer_wire::ruleset::{
-    ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
-};
+use wansteer_wire::ruleset::{ClassRoute, ClassShare, LineSpec, RuleSet};
 
 /// Why a policy cannot be run standalone at a site.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,44 +48,7 @@ pub fn compile_policy(
         .name
         .clone();
 
-    let classes: Vec<ClassSpec> = policy
-        .classes
-        .iter()
-        .enumerate()
-        .map(|(index, class)| {
-            let mut spec = ClassSpec {
-                name: class.name.clone(),
-                mark: index as u32 + 1,
-                priority: class.priority,
-                dscp: class.dscp.0,
-                matches: Vec::new(),
-                apps: Vec::new(),
-                domains: Vec::new(),
-            };
-            for rule in &class.matches {
-                if rule.apps.is_empty() && rule.domains.is_empty() {
-                    spec.matches.push(StaticMatch {
-                        prefixes: rule.prefixes.clone(),
-                        ports: rule
-                            .ports
-                            .iter()
-                            .map(|p| PortSpan {
-                                first: p.first,
-                                last: p.last,
-                            })
-                            .collect(),
-                        protocols: rule.protocols.iter().map(|p| p.number()).collect(),
-                        dscp: rule.dscp.iter().map(|d| d.0).collect(),
-                    });
-                } else {
-                    // Application and domain rules need the classifier (DPI verdicts).
-                    spec.apps.extend(rule.apps.iter().cloned());
-                    spec.domains.extend(rule.domains.iter().cloned());
-                }
-            }
-            spec
-        })
-        .collect();
+    let classes = wansteer_policies::classes::class_specs(policy);
 
     let lines: Vec<LineSpec> = here
         .lines

@@ -7,62 +7,15 @@
 use std::collections::BTreeMap;
 
 use wansteer_policies::Policy;
-use wansteer_policies::model::{Class, MatchRule};
-use wansteer_wire::ruleset::{
-    ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
-};
+pub use wansteer_policies::classes::class_specs;
+use wansteer_policies::model::Class;
+use wansteer_wire::ruleset::{ClassRoute, ClassShare, ClassSpec, LineSpec, RuleSet};
 
 /// HTB rates are rounded up to this fraction of the line, so small demand wiggles do not
 /// produce a new rule set every second.
 pub const RATE_STEP_FRACTION: f64 = 0.02;
 /// Headroom on top of measured demand, so a class can grow before the next plan.
 pub const DEMAND_HEADROOM: f64 = 1.25;
-
-/// The class specs every site shares, in policy (match) order; mark = position + 1.
-pub fn class_specs(policy: &Policy) -> Vec<ClassSpec> {
-    policy
-        .classes
-        .iter()
-        .enumerate()
-        .map(|(position, class)| ClassSpec {
-            name: class.name.clone(),
-            mark: position as u32 + 1,
-            priority: class.priority,
-            dscp: class.dscp.0,
-            matches: class.matches.iter().filter_map(static_match).collect(),
-            apps: dedup(class.matches.iter().flat_map(|m| m.apps.iter().cloned())),
-            domains: dedup(class.matches.iter().flat_map(|m| m.domains.iter().cloned())),
-        })
-        .collect()
-}
-
-fn dedup(items: impl Iterator<Item = String>) -> Vec<String> {
-    let mut items: Vec<String> = items.collect();
-    items.sort();
-    items.dedup();
-    items
-}
-
-/// The part of a match rule the kernel can do alone. A rule that also names apps or
-/// domains needs the classifier, so it yields no static match (it would over-match).
-fn static_match(rule: &MatchRule) -> Option<StaticMatch> {
-    if !rule.apps.is_empty() || !rule.domains.is_empty() || rule.is_catch_all() {
-        return None;
-    }
-    Some(StaticMatch {
-        prefixes: rule.prefixes.clone(),
-        ports: rule
-            .ports
-            .iter()
-            .map(|p| PortSpan {
-                first: p.first,
-                last: p.last,
-            })
-            .collect(),
-        protocols: rule.protocols.iter().map(|p| p.number()).collect(),
-        dscp: rule.dscp.iter().map(|d| d.0).collect(),
-    })
-}
 
 /// HTB rates for one line: strict priority order, each class gets its measured load plus
 /// headroom, at least its guaranteed share and at most its ceiling, until the line is full.
