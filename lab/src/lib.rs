@@ -9,6 +9,7 @@
 
 pub mod bulk;
 pub mod cli;
+pub mod demo;
 pub mod echo;
 pub mod emulator;
 pub mod lab;

@@ -1,6 +1,8 @@
 //! The daemon's structured output: one line per event, for operators (text) and for the
 //! lab demo and other tools (`--json`: one JSON object per line).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use wansteer_wire::report::{HealthTransition, LineSummary};
 
@@ -21,6 +23,8 @@ pub enum AgentEvent {
         r#move: Move,
         text: String,
         apply_ms: f64,
+        /// The line each class takes now, by class.
+        placement: BTreeMap<String, String>,
     },
     /// A line died: every class on it went to its backup (local fast failover).
     Failover {
@@ -28,9 +32,14 @@ pub enum AgentEvent {
         classes: Vec<String>,
         text: String,
         apply_ms: f64,
+        placement: BTreeMap<String, String>,
     },
     /// Lines routed around are used again after their hold-down.
-    Failback { lines: Vec<String>, apply_ms: f64 },
+    Failback {
+        lines: Vec<String>,
+        apply_ms: f64,
+        placement: BTreeMap<String, String>,
+    },
     /// A health transition of one line for one SLA class.
     Health {
         transition: HealthTransition,
@@ -92,7 +101,9 @@ impl EventLog {
                         self.site
                     )
                 }
-                AgentEvent::Failback { lines, apply_ms } => format!(
+                AgentEvent::Failback {
+                    lines, apply_ms, ..
+                } => format!(
                     "{}: fail-back: {} in use again after the hold-down ({apply_ms:.0} ms)",
                     self.site,
                     lines.join(", ")

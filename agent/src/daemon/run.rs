@@ -211,7 +211,7 @@ async fn event_loop(
                     Ok(_) => {
                         let back: Vec<String> = before.difference(dataplane.avoided_lines()).cloned().collect();
                         if !back.is_empty() {
-                            log.emit(AgentEvent::Failback { lines: back, apply_ms: ms(started) });
+                            log.emit(AgentEvent::Failback { lines: back, apply_ms: ms(started), placement: state.placement(dataplane) });
                         }
                     }
                     Err(error) => log.emit(AgentEvent::Error { text: format!("fail-back failed: {error:#}") }),
@@ -274,6 +274,19 @@ impl Loop<'_> {
         }
     }
 
+    /// The line each steering group's traffic takes now.
+    fn placement(&self, dataplane: &Dataplane) -> BTreeMap<String, String> {
+        self.plan
+            .groups
+            .iter()
+            .filter_map(|g| {
+                self.steering
+                    .effective(&g.lines.class, dataplane.avoided_lines())
+                    .map(|line| (g.lines.class.clone(), line))
+            })
+            .collect()
+    }
+
     /// Local fast failover: the line is routed around now.
     fn failover(&mut self, dataplane: &mut Dataplane, line: &str, why: &str) {
         let on_line: Vec<String> = self
@@ -319,6 +332,7 @@ impl Loop<'_> {
                         report.conntrack_entries_deleted
                     ),
                     apply_ms: ms(started),
+                    placement: self.placement(dataplane),
                 });
             }
             Err(error) => self.log.emit(AgentEvent::Error {
@@ -353,12 +367,14 @@ impl Loop<'_> {
         match dataplane.apply(self.ruleset.clone().seal()) {
             Ok(_) => {
                 let apply_ms = ms(started);
+                let placement = self.placement(dataplane);
                 for r#move in moves {
                     let text = r#move.to_string();
                     self.log.emit(AgentEvent::Move {
                         r#move,
                         text,
                         apply_ms,
+                        placement: placement.clone(),
                     });
                 }
             }
