@@ -250,3 +250,137 @@ pub fn sla_score(sla: &Sla, summary: &wansteer_wire::report::LineSummary) -> f64
     }
     score
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::standalone::compile_policy;
+
+    const HUB_AND_BRANCH: &str = r#"
+sites:
+  - name: dc
+    kind: dc
+    lan: [10.0.0.0/24]
+    lines:
+      - { name: br1-mpls, transport: mpls, interface: br1-mpls, gateway: 172.16.1.1, up: 50mbit, down: 50mbit }
+      - { name: br1-inet, transport: internet, interface: br1-inet, gateway: 172.16.2.1, up: 100mbit, down: 100mbit, preference: 20 }
+      - { name: br2-mpls, transport: mpls, interface: br2-mpls, gateway: 172.16.4.1, up: 50mbit, down: 50mbit }
+  - name: br1
+    kind: branch
+    lan: [10.1.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: mpls, gateway: 172.16.1.2, up: 50mbit, down: 50mbit }
+      - { name: inet, transport: internet, interface: inet, gateway: 172.16.2.2, up: 100mbit, down: 100mbit, preference: 20 }
+  - name: br2
+    kind: branch
+    lan: [10.2.0.0/24]
+    lines:
+      - { name: mpls, transport: mpls, interface: mpls, gateway: 172.16.4.2, up: 50mbit, down: 50mbit }
+classes:
+  - name: voice
+    priority: 1
+    dscp: EF
+    match: [{ dscp: [EF] }]
+    sla: { latency: 100ms, loss: 1%, jitter: 30ms }
+    steering: { prefer: [mpls, internet] }
+  - name: default
+    priority: 7
+timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
+"#;
+
+    fn plan(site: &str) -> (SitePlan, RuleSet) {
+        let policy = wansteer_policies::check_source("test.yaml", HUB_AND_BRANCH)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, site, 1).expect("compiles");
+        let plan = plan_site(&policy, site, &mut ruleset, None).expect("plans");
+        (plan, ruleset)
+    }
+
+    #[test]
+    fn a_branch_probes_each_line_s_gateway_with_the_policy_timers_and_class_slas() {
+        let (plan, _) = plan("br1");
+        let targets: Vec<String> = plan
+            .probes
+            .iter()
+            .map(|p| p.reflector.to_string())
+            .collect();
+        assert_eq!(targets, ["172.16.1.2:862", "172.16.2.2:862"]);
+        let monitor = &plan.probes[0].monitor;
+        assert_eq!(monitor.interval, Duration::from_millis(20));
+        assert_eq!(monitor.health.outage_probes, 4);
+        assert_eq!(monitor.health.hold_down, Duration::from_secs(5));
+        let voice = monitor
+            .slas
+            .iter()
+            .find(|s| s.name == "voice")
+            .expect("voice SLA");
+        assert_eq!(voice.loss_limit, 0.01);
+        assert_eq!(
+            voice.rtt_limit,
+            Some(Duration::from_millis(200)),
+            "one-way latency × 2"
+        );
+        assert!(monitor.slas.iter().any(|s| s.name == LINE_SLA));
+    }
+
+    #[test]
+    fn a_branch_steers_each_class_as_one_group_over_all_destinations() {
+        let (plan, _) = plan("br1");
+        let voice = plan
+            .groups
+            .iter()
+            .find(|g| g.lines.class == "voice")
+            .expect("voice");
+        assert_eq!(voice.lines.order, ["mpls", "inet"]);
+        assert_eq!(voice.destinations.len(), 2, "dc and br2");
+        let default = plan
+            .groups
+            .iter()
+            .find(|g| g.lines.class == "default")
+            .expect("default");
+        assert_eq!(
+            default.lines.sla, LINE_SLA,
+            "no SLA of its own: reachability only"
+        );
+    }
+
+    #[test]
+    fn a_hub_reaches_each_branch_only_over_that_branch_s_lines() {
+        let (plan, ruleset) = plan("dc");
+        for route in &ruleset.routes {
+            let mut lines = vec![route.primary.clone()];
+            lines.extend(route.backups.iter().cloned());
+            let branch = if route.destination.to_string() == "10.1.0.0/24" {
+                "br1-"
+            } else {
+                "br2-"
+            };
+            assert!(lines.iter().all(|l| l.starts_with(branch)), "{route:?}");
+        }
+        let groups: Vec<&str> = plan.groups.iter().map(|g| g.lines.class.as_str()).collect();
+        assert!(
+            groups.contains(&"voice→br1") && groups.contains(&"voice→br2"),
+            "{groups:?}"
+        );
+    }
+
+    #[test]
+    fn steered_orders_land_in_the_routes_of_their_group_only() {
+        let (plan, mut ruleset) = plan("dc");
+        let orders: BTreeMap<String, Vec<String>> = [(
+            "voice→br1".to_string(),
+            vec!["br1-inet".to_string(), "br1-mpls".to_string()],
+        )]
+        .into();
+        steer_routes(&mut ruleset, &plan.groups, &orders);
+        for route in ruleset.routes.iter().filter(|r| r.class == "voice") {
+            let expected = if route.destination.to_string() == "10.1.0.0/24" {
+                "br1-inet"
+            } else {
+                "br2-mpls"
+            };
+            assert_eq!(route.primary, expected);
+        }
+    }
+}

@@ -68,6 +68,24 @@ fn wall_clock() -> Duration {
         .unwrap_or_default()
 }
 
+/// Reads, checks and compiles the policy for `site`; every diagnostic in the error.
+fn load(
+    policy_path: &std::path::Path,
+    site: &str,
+    long_window: Option<Duration>,
+) -> anyhow::Result<(SitePlan, RuleSet)> {
+    let checked = wansteer_policies::check_file(policy_path).map_err(|diagnostics| {
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("policy refused:\n{}", text.join("\n"))
+    })?;
+    let policy = checked.policy;
+    let mut ruleset = compile_policy(&policy, site, 1)
+        .with_context(|| format!("policy {} cannot run at site {site}", policy_path.display()))?;
+    let plan = plan_site(&policy, site, &mut ruleset, long_window)
+        .map_err(|e| anyhow::anyhow!("policy {}: {e}", policy_path.display()))?;
+    Ok((plan, ruleset))
+}
+
 /// Runs `wansteer agent` (no subcommand).
 pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     if args.once || args.policy.is_none() {
@@ -82,15 +100,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let (Some(policy_path), Some(site)) = (args.policy.clone(), args.site.clone()) else {
         anyhow::bail!("give --policy FILE --site NAME to run standalone");
     };
-    let checked = wansteer_policies::check_file(&policy_path).map_err(|diagnostics| {
-        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("policy refused:\n{}", text.join("\n"))
-    })?;
-    let policy = checked.policy;
-    let mut ruleset = compile_policy(&policy, &site, 1)
-        .with_context(|| format!("policy {} cannot run at site {site}", policy_path.display()))?;
-    let plan = plan_site(&policy, &site, &mut ruleset, args.long_window)
-        .map_err(|e| anyhow::anyhow!("policy {}: {e}", policy_path.display()))?;
+    let (plan, ruleset) = load(&policy_path, &site, args.long_window)?;
     let log = EventLog {
         site: site.clone(),
         json: args.json,
@@ -152,7 +162,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         reflector: reflect.to_string(),
     });
 
-    let result = event_loop(&plan, &log, &mut dataplane, ruleset, &mut reports).await;
+    let reload = || load(&policy_path, &site, args.long_window);
+    let result = event_loop(plan, &log, &mut dataplane, ruleset, &mut reports, reload).await;
     let _ = stop_reflector.send(());
     for sender in &senders {
         sender.abort();
@@ -164,7 +175,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 
 /// What the loop owns besides the data plane.
 struct Loop<'a> {
-    plan: &'a SitePlan,
+    plan: SitePlan,
     log: &'a EventLog,
     ruleset: RuleSet,
     steering: Steering,
@@ -173,31 +184,30 @@ struct Loop<'a> {
 }
 
 async fn event_loop(
-    plan: &SitePlan,
+    plan: SitePlan,
     log: &EventLog,
     dataplane: &mut Dataplane,
     ruleset: RuleSet,
     reports: &mut mpsc::UnboundedReceiver<LineReport>,
+    reload: impl Fn() -> anyhow::Result<(SitePlan, RuleSet)>,
 ) -> anyhow::Result<()> {
     let mut state = Loop {
+        steering: steering_for(&plan),
         plan,
         log,
         ruleset,
-        steering: Steering::new(
-            plan.groups.iter().map(|g| g.lines.clone()).collect(),
-            plan.hold_down,
-            plan.min_improvement,
-        ),
         board: HealthBoard::default(),
         down: BTreeSet::new(),
     };
     let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let deadline = dataplane.next_deadline();
         tokio::select! {
             _ = terminate.recv() => return Ok(()),
+            _ = hangup.recv() => state.reload(dataplane, &reload),
             _ = interrupt.recv() => return Ok(()),
             report = reports.recv() => match report {
                 Some(report) => state.on_report(dataplane, report),
@@ -220,6 +230,14 @@ async fn event_loop(
             }
         }
     }
+}
+
+fn steering_for(plan: &SitePlan) -> Steering {
+    Steering::new(
+        plan.groups.iter().map(|g| g.lines.clone()).collect(),
+        plan.hold_down,
+        plan.min_improvement,
+    )
 }
 
 fn ms(started: std::time::Instant) -> f64 {
@@ -271,6 +289,41 @@ impl Loop<'_> {
                 }
                 self.steer(dataplane);
             }
+        }
+    }
+
+    /// SIGHUP: a new policy. Refused (the rules in force stay) when it does not check or
+    /// compile, or when it changes the probed lines (that needs a restart).
+    fn reload(
+        &mut self,
+        dataplane: &mut Dataplane,
+        reload: &impl Fn() -> anyhow::Result<(SitePlan, RuleSet)>,
+    ) {
+        let outcome = reload().and_then(|(plan, mut ruleset)| {
+            let targets = |p: &SitePlan| {
+                p.probes
+                    .iter()
+                    .map(|l| (l.line.clone(), l.reflector, l.monitor.clone()))
+                    .collect::<Vec<_>>()
+            };
+            if targets(&plan) != targets(&self.plan) {
+                anyhow::bail!("the policy changes the probed lines or timers: restart the agent");
+            }
+            ruleset.version = self.ruleset.version + 1;
+            dataplane.apply(ruleset.clone().seal())?;
+            Ok((plan, ruleset))
+        });
+        match outcome {
+            Ok((plan, ruleset)) => {
+                self.steering = steering_for(&plan);
+                self.plan = plan;
+                self.ruleset = ruleset;
+                tracing::info!("policy reloaded");
+                self.steer(dataplane);
+            }
+            Err(error) => self.log.emit(AgentEvent::Error {
+                text: format!("reload refused, the rules in force stay: {error:#}"),
+            }),
         }
     }
 
