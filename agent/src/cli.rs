@@ -9,7 +9,7 @@ pub struct AgentArgs {
     #[command(subcommand)]
     command: Option<AgentCommand>,
     #[command(flatten)]
-    daemon: crate::dataplane::cli::DaemonArgs,
+    daemon: crate::daemon::DaemonArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -25,6 +25,6 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(AgentCommand::Classify(args)) => crate::classifier::cli::run(args).await,
         Some(AgentCommand::Cleanup(args)) => crate::dataplane::cli::run_cleanup(args).await,
-        None => crate::dataplane::cli::run_daemon(args.daemon).await,
+        None => crate::daemon::run(args.daemon).await,
     }
 }

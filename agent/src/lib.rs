@@ -7,4 +7,5 @@
 pub mod classifier;
 pub mod cli;
 pub mod control;
+pub mod daemon;
 pub mod dataplane;

@@ -129,6 +129,9 @@ enum LabCommand {
     /// Voice-like UDP traffic (50 packets/s, 160-byte payload) and its receiver.
     #[command(subcommand)]
     Voice(voice::cli::VoiceCommand),
+    /// The closed loop, shown: build bank.yaml, start an agent per site, send voice and
+    /// bulk traffic, degrade and kill br1's mpls line, print the timeline, write a report.
+    Demo(crate::demo::DemoArgs),
     /// Run one line's emulator in this process (used by `lab up --detach`).
     #[command(hide = true)]
     Emulate {
@@ -661,6 +664,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             })
         }
         LabCommand::Voice(cmd) => voice::cli::run(cmd).await,
+        LabCommand::Demo(args) => crate::demo::run(args).await,
         LabCommand::Emulate {
             namespace,
             line,

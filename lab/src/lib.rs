@@ -10,6 +10,7 @@
 pub mod apps;
 pub mod bulk;
 pub mod cli;
+pub mod demo;
 pub mod echo;
 pub mod emulator;
 pub mod lab;

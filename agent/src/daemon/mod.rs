@@ -1,0 +1,26 @@
+//! The composed agent: probes, health, steering and the data plane in one daemon.
+//!
+//! ```text
+//!  per WAN line: STAMP sender (bound to the line's interface) ──► far agent's reflector
+//!        │ LineReport (summaries, health transitions per SLA class)
+//!        ▼
+//!  HealthBoard ──► Down/up of a line ──► Dataplane::on_line_event (local fast failover)
+//!        └──────► Steering::decide ──► moved class routes ──► Dataplane::apply
+//!  STAMP reflector on UDP 862 answers the far agents' probes
+//! ```
+//!
+//! Standalone (`wansteer agent --policy FILE --site NAME [--netns NS]`): the policy is
+//! compiled into the site's rule set ([`crate::dataplane::standalone`]), every line is
+//! probed, a dead line is routed around at once and a class whose SLA breaks on its line
+//! moves to the next line in its order that meets it ([`steering`]). Every move is one
+//! structured line on stdout with its reason (JSON with `--json`). The installed rules stay
+//! when the daemon exits, so a restart does not disturb traffic.
+
+pub mod events;
+pub mod plan;
+pub mod steering;
+
+mod netns;
+mod run;
+
+pub use run::{DaemonArgs, run};

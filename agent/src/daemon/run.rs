@@ -1,0 +1,446 @@
+//! The daemon's tasks and its one event loop (the only owner of the data plane).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use wansteer_probes::LineMonitor;
+use wansteer_probes::net::{SocketOptions, udp_socket};
+use wansteer_probes::tasks::{UdpTransport, run_reflector, run_sender};
+use wansteer_wire::report::{HealthState, LineReport};
+use wansteer_wire::ruleset::RuleSet;
+
+use super::events::{AgentEvent, EventLog};
+use super::netns;
+use super::plan::{LINE_SLA, SitePlan, plan_site, sla_score, steer_routes};
+use super::steering::{HealthBoard, Steering};
+use crate::dataplane::standalone::compile_policy;
+use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
+
+/// Options of the agent daemon.
+#[derive(Debug, clap::Args)]
+pub struct DaemonArgs {
+    /// Run standalone from this policy file (no controller).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The site of the policy this agent is (standalone mode).
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub site: Option<String>,
+    /// Run in this network namespace (kernel state and sockets) instead of the agent's own.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
+    /// Apply the policy once and exit (no probes, no steering).
+    #[arg(long)]
+    pub once: bool,
+    /// Where the STAMP reflector listens for the far agents' probes.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:862")]
+    pub reflect: SocketAddr,
+    /// Recovery (long) window of the probes, e.g. `10s` (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
+    pub long_window: Option<Duration>,
+    /// One JSON object per event on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print each line's periodic measurement summary.
+    #[arg(long)]
+    pub summaries: bool,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let number = text.strip_suffix('s').unwrap_or(text);
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("`{text}`: expected seconds, e.g. 10s"))
+}
+
+fn wall_clock() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Reads, checks and compiles the policy for `site`; every diagnostic in the error.
+fn load(
+    policy_path: &std::path::Path,
+    site: &str,
+    long_window: Option<Duration>,
+) -> anyhow::Result<(SitePlan, RuleSet)> {
+    let checked = wansteer_policies::check_file(policy_path).map_err(|diagnostics| {
+        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("policy refused:\n{}", text.join("\n"))
+    })?;
+    let policy = checked.policy;
+    let mut ruleset = compile_policy(&policy, site, 1)
+        .with_context(|| format!("policy {} cannot run at site {site}", policy_path.display()))?;
+    let plan = plan_site(&policy, site, &mut ruleset, long_window)
+        .map_err(|e| anyhow::anyhow!("policy {}: {e}", policy_path.display()))?;
+    Ok((plan, ruleset))
+}
+
+/// Runs `wansteer agent` (no subcommand).
+pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    if args.once || args.policy.is_none() {
+        return crate::dataplane::cli::run_daemon(crate::dataplane::cli::DaemonArgs {
+            policy: args.policy,
+            site: args.site,
+            netns: args.netns,
+            once: args.once,
+        })
+        .await;
+    }
+    let (Some(policy_path), Some(site)) = (args.policy.clone(), args.site.clone()) else {
+        anyhow::bail!("give --policy FILE --site NAME to run standalone");
+    };
+    let (plan, ruleset) = load(&policy_path, &site, args.long_window)?;
+    let log = EventLog {
+        site: site.clone(),
+        json: args.json,
+        summaries: args.summaries,
+    };
+    let kernel = args
+        .netns
+        .clone()
+        .map_or_else(Kernel::here, Kernel::in_netns);
+    let mut dataplane = Dataplane::new(kernel, FailoverState::standalone(plan.hold_down));
+    dataplane
+        .apply(ruleset.clone().seal())
+        .context("applying the policy")?;
+
+    let netns = args.netns.as_deref();
+    let reflect = args.reflect;
+    let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
+        let socket = std::net::UdpSocket::bind(reflect)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    })?
+    .with_context(|| format!("cannot listen on {reflect} for probes"))?;
+    let (stop_reflector, reflector_stopped) = oneshot::channel::<()>();
+    let reflector_task = tokio::spawn(run_reflector(UdpSocket::from_std(reflector)?, async move {
+        let _ = reflector_stopped.await;
+    }));
+
+    let (reports_in, mut reports) = mpsc::unbounded_channel();
+    let mut senders = Vec::new();
+    for probe in &plan.probes {
+        let options = SocketOptions {
+            device: Some(probe.interface.clone()),
+            ..SocketOptions::default()
+        };
+        let bind: SocketAddr = if probe.reflector.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            ([0u16; 8], 0).into()
+        };
+        let socket = netns::run_in(netns, || udp_socket(bind, &options))?
+            .with_context(|| format!("probe socket for line {}", probe.line))?;
+        let monitor = LineMonitor::new(probe.monitor.clone(), wall_clock())
+            .map_err(|e| anyhow::anyhow!("line {}: {e}", probe.line))?;
+        let transport = UdpTransport::new(UdpSocket::from_std(socket.into())?, probe.reflector);
+        senders.push(tokio::spawn(run_sender(
+            monitor,
+            transport,
+            None,
+            reports_in.clone(),
+        )));
+    }
+    drop(reports_in);
+    log.emit(AgentEvent::Ready {
+        lines: plan
+            .probes
+            .iter()
+            .map(|p| format!("{} via {} to {}", p.line, p.interface, p.reflector))
+            .collect(),
+        reflector: reflect.to_string(),
+    });
+
+    let reload = || load(&policy_path, &site, args.long_window);
+    let result = event_loop(plan, &log, &mut dataplane, ruleset, &mut reports, reload).await;
+    let _ = stop_reflector.send(());
+    for sender in &senders {
+        sender.abort();
+    }
+    let _ = reflector_task.await;
+    tracing::info!("agent stopping; the installed rules stay in place");
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// What the loop owns besides the data plane.
+struct Loop<'a> {
+    plan: SitePlan,
+    log: &'a EventLog,
+    ruleset: RuleSet,
+    steering: Steering,
+    board: HealthBoard,
+    down: BTreeSet<String>,
+}
+
+async fn event_loop(
+    plan: SitePlan,
+    log: &EventLog,
+    dataplane: &mut Dataplane,
+    ruleset: RuleSet,
+    reports: &mut mpsc::UnboundedReceiver<LineReport>,
+    reload: impl Fn() -> anyhow::Result<(SitePlan, RuleSet)>,
+) -> anyhow::Result<()> {
+    let mut state = Loop {
+        steering: steering_for(&plan),
+        plan,
+        log,
+        ruleset,
+        board: HealthBoard::default(),
+        down: BTreeSet::new(),
+    };
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let deadline = dataplane.next_deadline();
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = hangup.recv() => state.reload(dataplane, &reload),
+            _ = interrupt.recv() => return Ok(()),
+            report = reports.recv() => match report {
+                Some(report) => state.on_report(dataplane, report),
+                None => anyhow::bail!("every line prober stopped"),
+            },
+            _ = tick.tick() => state.steer(dataplane),
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                let before = dataplane.avoided_lines().clone();
+                let started = std::time::Instant::now();
+                match dataplane.on_tick(tokio::time::Instant::now()) {
+                    Ok(_) => {
+                        let back: Vec<String> = before.difference(dataplane.avoided_lines()).cloned().collect();
+                        if !back.is_empty() {
+                            log.emit(AgentEvent::Failback { lines: back, apply_ms: ms(started), placement: state.placement(dataplane) });
+                        }
+                    }
+                    Err(error) => log.emit(AgentEvent::Error { text: format!("fail-back failed: {error:#}") }),
+                }
+                state.steer(dataplane);
+            }
+        }
+    }
+}
+
+fn steering_for(plan: &SitePlan) -> Steering {
+    Steering::new(
+        plan.groups.iter().map(|g| g.lines.clone()).collect(),
+        plan.hold_down,
+        plan.min_improvement,
+    )
+}
+
+fn ms(started: std::time::Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+impl Loop<'_> {
+    fn on_report(&mut self, dataplane: &mut Dataplane, report: LineReport) {
+        match report {
+            LineReport::Summary(summary) => {
+                for (name, sla) in &self.plan.slas {
+                    self.board
+                        .set_score(&summary.line, name, sla_score(sla, &summary));
+                }
+                self.log.emit(AgentEvent::Summary { summary });
+            }
+            LineReport::Transition(transition) => {
+                let text = transition.to_string();
+                self.board.set_state(
+                    &transition.line,
+                    &transition.sla,
+                    transition.to,
+                    transition.reasons.clone(),
+                );
+                let line = transition.line.clone();
+                let is_line_sla = transition.sla == LINE_SLA;
+                let (from, to) = (transition.from, transition.to);
+                self.log.emit(AgentEvent::Health {
+                    transition,
+                    text: text.clone(),
+                });
+                if to == HealthState::Down && self.down.insert(line.clone()) {
+                    // Any SLA machine seeing the outage is the line's outage: fail over first,
+                    // before any per-class move.
+                    self.failover(dataplane, &line, &text);
+                } else if is_line_sla && to == HealthState::Up && from != HealthState::Down {
+                    // Proven again for a whole hold-down: the data plane's own hold-down
+                    // (standalone fail-back) starts now.
+                    if self.down.remove(&line) {
+                        let event = LineEvent { line, up: true };
+                        if let Err(error) =
+                            dataplane.on_line_event(&event, tokio::time::Instant::now())
+                        {
+                            self.log.emit(AgentEvent::Error {
+                                text: format!("line {} up: {error:#}", event.line),
+                            });
+                        }
+                    }
+                }
+                self.steer(dataplane);
+            }
+        }
+    }
+
+    /// SIGHUP: a new policy. Refused (the rules in force stay) when it does not check or
+    /// compile, or when it changes the probed lines (that needs a restart).
+    fn reload(
+        &mut self,
+        dataplane: &mut Dataplane,
+        reload: &impl Fn() -> anyhow::Result<(SitePlan, RuleSet)>,
+    ) {
+        let outcome = reload().and_then(|(plan, mut ruleset)| {
+            let targets = |p: &SitePlan| {
+                p.probes
+                    .iter()
+                    .map(|l| (l.line.clone(), l.reflector, l.monitor.clone()))
+                    .collect::<Vec<_>>()
+            };
+            if targets(&plan) != targets(&self.plan) {
+                anyhow::bail!("the policy changes the probed lines or timers: restart the agent");
+            }
+            ruleset.version = self.ruleset.version + 1;
+            dataplane.apply(ruleset.clone().seal())?;
+            Ok((plan, ruleset))
+        });
+        match outcome {
+            Ok((plan, ruleset)) => {
+                self.steering = steering_for(&plan);
+                self.plan = plan;
+                self.ruleset = ruleset;
+                tracing::info!("policy reloaded");
+                self.steer(dataplane);
+            }
+            Err(error) => self.log.emit(AgentEvent::Error {
+                text: format!("reload refused, the rules in force stay: {error:#}"),
+            }),
+        }
+    }
+
+    /// The line each steering group's traffic takes now.
+    fn placement(&self, dataplane: &Dataplane) -> BTreeMap<String, String> {
+        self.plan
+            .groups
+            .iter()
+            .filter_map(|g| {
+                self.steering
+                    .effective(&g.lines.class, dataplane.avoided_lines())
+                    .map(|line| (g.lines.class.clone(), line))
+            })
+            .collect()
+    }
+
+    /// Local fast failover: the line is routed around now.
+    fn failover(&mut self, dataplane: &mut Dataplane, line: &str, why: &str) {
+        let on_line: Vec<String> = self
+            .plan
+            .groups
+            .iter()
+            .map(|g| g.lines.class.clone())
+            .filter(|class| {
+                self.steering
+                    .effective(class, dataplane.avoided_lines())
+                    .is_some_and(|l| l == line)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let event = LineEvent {
+            line: line.to_string(),
+            up: false,
+        };
+        match dataplane.on_line_event(&event, tokio::time::Instant::now()) {
+            Ok(report) => {
+                let moved: Vec<String> = on_line
+                    .iter()
+                    .map(|class| {
+                        format!(
+                            "{class} {line}→{}",
+                            self.steering
+                                .effective(class, dataplane.avoided_lines())
+                                .unwrap_or_else(|| "(none)".into())
+                        )
+                    })
+                    .collect();
+                self.log.emit(AgentEvent::Failover {
+                    line: line.to_string(),
+                    classes: on_line,
+                    text: format!(
+                        "{why}; {} ({} routes replaced, {} conntrack entries moved)",
+                        if moved.is_empty() {
+                            "no class was on it".to_string()
+                        } else {
+                            moved.join(", ")
+                        },
+                        report.route_commands,
+                        report.conntrack_entries_deleted
+                    ),
+                    apply_ms: ms(started),
+                    placement: self.placement(dataplane),
+                });
+            }
+            Err(error) => self.log.emit(AgentEvent::Error {
+                text: format!("failover off {line} failed: {error:#}"),
+            }),
+        }
+    }
+
+    /// Moves classes whose line breaks their SLA, and fails back when due.
+    fn steer(&mut self, dataplane: &mut Dataplane) {
+        let moves = self.steering.decide(
+            &self.board,
+            dataplane.avoided_lines(),
+            tokio::time::Instant::now(),
+        );
+        if moves.is_empty() {
+            return;
+        }
+        let orders: BTreeMap<String, Vec<String>> = self
+            .plan
+            .groups
+            .iter()
+            .filter_map(|g| {
+                self.steering
+                    .route_order(&g.lines.class)
+                    .map(|order| (g.lines.class.clone(), order))
+            })
+            .collect();
+        steer_routes(&mut self.ruleset, &self.plan.groups, &orders);
+        self.ruleset.version += 1;
+        let started = std::time::Instant::now();
+        match dataplane.apply(self.ruleset.clone().seal()) {
+            Ok(_) => {
+                let apply_ms = ms(started);
+                let placement = self.placement(dataplane);
+                for r#move in moves {
+                    let text = r#move.to_string();
+                    self.log.emit(AgentEvent::Move {
+                        r#move,
+                        text,
+                        apply_ms,
+                        placement: placement.clone(),
+                    });
+                }
+            }
+            Err(error) => self.log.emit(AgentEvent::Error {
+                text: format!(
+                    "moving {} failed, the rules in force stay: {error:#}",
+                    moves
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            }),
+        }
+    }
+}
