@@ -301,14 +301,13 @@ async fn agent(
 }
 
 async fn reports_total(http: &reqwest::Client, base: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("metrics scrape failed: {error}");
+            return 0;
+        }
+    };
     text.lines()
         .find(|l| l.starts_with("wansteer_reports_total "))
         .and_then(|l| l.split_whitespace().nth(1))
@@ -344,8 +343,10 @@ async fn generate(agents: usize, seconds: u64) {
     tokens.save(&root.join("tokens.yaml")).unwrap();
     let admin = tokens.api[0].token.clone();
 
+    // The child exits when its stdin closes, so it never outlives this process.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["serve", root.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -421,9 +422,9 @@ async fn generate(agents: usize, seconds: u64) {
         .body(policy(agents, true))
         .send()
         .await
-        .unwrap();
+        .expect("policy PUT");
     let status = response.status();
-    let body = response.text().await.unwrap();
+    let body = response.text().await.unwrap_or_default();
     println!(
         "policy PUT answered {status} after {:.0} ms ({} bytes)",
         change.elapsed().as_secs_f64() * 1000.0,
@@ -466,6 +467,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     if args.get(1).map(String::as_str) == Some("serve") {
+        std::thread::spawn(|| {
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            std::process::exit(0);
+        });
         runtime.block_on(serve(PathBuf::from(&args[2])));
         return;
     }
