@@ -28,21 +28,27 @@ use wansteer_wire::session::{
     Ack, AckOutcome, LineHealth, LineMeasurement, Push, Register, Report,
 };
 
-/// Benchmark fixture planner: every class on the site's first line.
+/// Benchmark fixture planner: every class on the site's first line. Reports never move
+/// anything, so like an incremental planner it returns rule sets only after a policy change.
 #[derive(Default)]
 struct FirstLine {
     policy: Option<Policy>,
+    changed: bool,
 }
 
 impl Planning for FirstLine {
     fn on_policy(&mut self, policy: &Policy) {
         self.policy = Some(policy.clone());
+        self.changed = true;
     }
     fn on_report(&mut self, _report: &Report) {}
     fn plan(&mut self, _now_ms: u64) -> Plan {
         let Some(policy) = &self.policy else {
             return Plan::default();
         };
+        if !std::mem::take(&mut self.changed) {
+            return Plan::default();
+        }
         let classes: Vec<ClassSpec> = policy
             .classes
             .iter()
