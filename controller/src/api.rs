@@ -65,8 +65,13 @@ pub fn router(controller: Controller) -> Router {
         .route("/api/v1/agent/ack", post(agent_ack))
         .route("/api/v1/agent/rules", get(agent_rules))
         .merge(crate::dashboard::router(&controller))
+        // A policy for thousands of sites is several MiB of YAML.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(controller)
 }
+
+/// Largest request body accepted (policies are the large ones).
+pub const MAX_BODY_BYTES: usize = 64 << 20;
 
 // ----- errors -----
 

@@ -13,6 +13,19 @@ use crate::service::{Controller, ControllerConfig};
 /// File name of generated tokens inside the state directory.
 pub const GENERATED_TOKENS: &str = "tokens.yaml";
 
+const TOKENS_HELP: &str = "\
+Tokens file, YAML, mode 0600 (a file group or others can read is refused):
+
+  agents:                  # one per site; its agent sends `Authorization: Bearer <token>`
+    - { site: branch-1, token: <64 hex>, revoked: false }
+  api:                     # viewer reads; admin also validates/applies policies
+    - { name: alice, role: admin, token: <64 hex> }
+    - { name: grafana, role: viewer, token: <64 hex> }
+
+Tokens must be unique and at least 16 characters (`openssl rand -hex 32`). Without
+--tokens the controller generates one token per site plus `admin` and `viewer` API tokens
+into DIR/tokens.yaml, reuses them on restart, and adds tokens for new sites.";
+
 /// Run the central controller: REST API and agent sessions under /api/v1/, the OpenAPI
 /// document at /api/v1/openapi.json, Prometheus metrics at /metrics.
 #[derive(Debug, clap::Args)]
@@ -29,7 +42,7 @@ pub struct ControllerArgs {
     pub state: PathBuf,
     /// Tokens file (agent tokens per site, API tokens with roles); must be mode 0600.
     /// Without it tokens are generated into DIR/tokens.yaml.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", long_help = TOKENS_HELP)]
     pub tokens: Option<PathBuf>,
     /// Rotate the audit log when it reaches this many MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
@@ -42,8 +55,12 @@ pub struct ControllerArgs {
     pub plan_interval_ms: u64,
 }
 
-/// Reads the tokens file, or loads/creates the generated one in the state directory.
-fn tokens(args: &ControllerArgs, sites: &[&str]) -> anyhow::Result<TokensFile> {
+/// Reads the tokens file, or loads/creates the generated one in the state directory
+/// (adding a token for any site of the policy that has none).
+pub fn load_or_generate_tokens(
+    args: &ControllerArgs,
+    sites: &[&str],
+) -> anyhow::Result<TokensFile> {
     if let Some(path) = &args.tokens {
         return Ok(TokensFile::load(path)?);
     }
@@ -91,7 +108,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    let tokens = tokens(&args, &sites)?;
+    let tokens = load_or_generate_tokens(&args, &sites)?;
     let config = ControllerConfig {
         state_dir: args.state.clone(),
         policy_file: file,

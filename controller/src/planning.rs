@@ -25,7 +25,9 @@ pub trait Planning: Send + 'static {
 /// What one planning round produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// The desired rule set per site (version and hash are set by the service).
+    /// The desired rule set per site (version and hash are set by the service). Sites left
+    /// out keep what they have, so an incremental planner returns only the sites whose rule
+    /// set may have changed; returning every site is correct too, only slower.
     pub rule_sets: BTreeMap<String, RuleSet>,
     /// Classes moved in this round, each with its reason.
     pub decisions: Vec<DecisionRecord>,

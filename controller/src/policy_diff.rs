@@ -4,6 +4,8 @@
 //! (sites, lines, classes) compare by name, anything else compares as a whole, e.g.
 //! `classes[voice].sla.loss: "1%" -> "2%"` or `sites[branch-9]: added`.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 use wansteer_policies::Policy;
 
@@ -40,10 +42,13 @@ fn diff_value(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
             }
         }
         (Value::Array(a), Value::Array(b)) if is_named_list(a) && is_named_list(b) => {
+            // Indexed by name: policies list thousands of sites.
             let name = |v: &Value| v["name"].as_str().unwrap_or_default().to_string();
+            let old_by_name: HashMap<String, &Value> = a.iter().map(|v| (name(v), v)).collect();
+            let new_by_name: HashMap<String, &Value> = b.iter().map(|v| (name(v), v)).collect();
             for old_item in a {
                 let key = name(old_item);
-                match b.iter().find(|item| name(item) == key) {
+                match new_by_name.get(&key) {
                     Some(new_item) => {
                         diff_value(&format!("{path}[{key}]"), old_item, new_item, out)
                     }
@@ -52,18 +57,19 @@ fn diff_value(path: &str, old: &Value, new: &Value, out: &mut Vec<String>) {
             }
             for new_item in b {
                 let key = name(new_item);
-                if !a.iter().any(|item| name(item) == key) {
+                if !old_by_name.contains_key(&key) {
                     out.push(format!("{path}[{key}]: added"));
                 }
             }
-            let order = |list: &[Value]| -> Vec<String> {
+            let common = |list: &[Value], other: &HashMap<String, &Value>| -> Vec<String> {
                 list.iter()
                     .map(name)
-                    .filter(|n| a.iter().any(|x| name(x) == *n) && b.iter().any(|x| name(x) == *n))
+                    .filter(|n| other.contains_key(n))
                     .collect()
             };
-            if order(a) != order(b) {
-                out.push(format!("{path}: order changed to {}", order(b).join(", ")));
+            let new_order = common(b, &old_by_name);
+            if common(a, &new_by_name) != new_order {
+                out.push(format!("{path}: order changed to {}", new_order.join(", ")));
             }
         }
         _ if old != new => out.push(format!("{path}: {old} -> {new}")),

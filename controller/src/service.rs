@@ -165,6 +165,9 @@ struct Shared {
     report_interval: Duration,
     /// Set once at shutdown: push streams and the planner task end.
     closing: watch::Sender<bool>,
+    /// Agent records waiting for the registry writer, by site (latest wins).
+    pending_agents: Mutex<BTreeMap<String, AgentRecord>>,
+    agents_dirty: tokio::sync::Notify,
 }
 
 /// Handle to the running controller; cheap to clone.
@@ -298,6 +301,8 @@ impl Controller {
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
             closing: watch::Sender::new(false),
+            pending_agents: Mutex::new(BTreeMap::new()),
+            agents_dirty: tokio::sync::Notify::new(),
         });
         let controller = Controller { shared };
         let task = PlannerTask {
@@ -307,6 +312,10 @@ impl Controller {
             interval: config.plan_interval,
         };
         tokio::spawn(task.run(planner_rx, policy, plan_now));
+        tokio::spawn(registry_writer(
+            Arc::downgrade(&controller.shared),
+            controller.closing(),
+        ));
         Ok(controller)
     }
 
@@ -339,6 +348,7 @@ impl Controller {
     /// Shuts down and releases the store, durably; call before exiting.
     pub fn close(&self) -> Result<(), crate::store::StoreError> {
         self.begin_shutdown();
+        self.flush_agents();
         self.shared.store.close()
     }
 
@@ -509,8 +519,30 @@ impl Controller {
             record.applied.as_ref().map(|a| a.version),
             state.is_drift(),
         );
-        if let Err(error) = self.shared.store.save_agent(record) {
-            tracing::error!(%error, site = %record.site, "cannot record agent");
+        // Registry writes are batched by a writer task: one commit for many acks.
+        self.shared
+            .pending_agents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.site.clone(), record.clone());
+        self.shared.agents_dirty.notify_one();
+    }
+
+    /// Writes the queued agent records in one commit.
+    fn flush_agents(&self) {
+        let batch: Vec<AgentRecord> = std::mem::take(
+            &mut *self
+                .shared
+                .pending_agents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
+        .into_values()
+        .collect();
+        if !batch.is_empty()
+            && let Err(error) = self.shared.store.save_agents(&batch)
+        {
+            tracing::error!(%error, agents = batch.len(), "cannot record agents");
         }
     }
 
@@ -629,8 +661,9 @@ impl Controller {
             .iter()
             .map(|s| s.name.clone())
             .collect();
+        let known: std::collections::BTreeSet<String> = sites.iter().cloned().collect();
         for site in state.agents.keys() {
-            if !sites.contains(site) {
+            if !known.contains(site) {
                 sites.push(site.clone());
             }
         }
@@ -685,18 +718,27 @@ impl Controller {
     /// Publishes a plan: sites whose content hash changed get the next version, persisted
     /// before it is sent. Returns the sites republished.
     fn publish(&self, plan: Plan) -> Vec<String> {
+        // Hash outside the lock: with thousands of sites this is the expensive part.
+        let hashed: Vec<(RuleSet, String)> = plan
+            .rule_sets
+            .into_iter()
+            .map(|(site, mut rule_set)| {
+                rule_set.site = site;
+                let hash = rule_set.content_hash();
+                (rule_set, hash)
+            })
+            .collect();
         let mut fresh = Vec::new();
         {
             let state = self.state();
-            for (site, mut rule_set) in plan.rule_sets {
-                rule_set.site = site.clone();
-                let hash = rule_set.content_hash();
-                let previous = state.published.get(&site);
+            for (mut rule_set, hash) in hashed {
+                let previous = state.published.get(&rule_set.site);
                 if previous.is_some_and(|p| p.rule_set.hash == hash) {
                     continue;
                 }
                 rule_set.version = previous.map_or(1, |p| p.rule_set.version + 1);
-                fresh.push(rule_set.seal());
+                rule_set.hash = hash;
+                fresh.push(rule_set);
             }
         }
         if !fresh.is_empty()
@@ -803,6 +845,29 @@ impl Drop for StreamGuard {
             .shared
             .metrics
             .set_connected(state.connected);
+    }
+}
+
+/// Writes queued agent records, a batch at a time, until shutdown.
+async fn registry_writer(shared: std::sync::Weak<Shared>, mut closing: watch::Receiver<bool>) {
+    loop {
+        let Some(notified) = shared.upgrade() else {
+            return;
+        };
+        tokio::select! {
+            () = notified.agents_dirty.notified() => {}
+            _ = closing.wait_for(|closing| *closing) => return,
+        }
+        drop(notified);
+        // Let a burst of acks gather into one commit.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let controller = Controller { shared };
+        tokio::task::spawn_blocking(move || controller.flush_agents())
+            .await
+            .ok();
     }
 }
 

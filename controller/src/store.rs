@@ -234,6 +234,25 @@ impl Store {
         })
     }
 
+    /// Records agents' registry entries in one commit (without fsync).
+    pub fn save_agents(&self, agents: &[AgentRecord]) -> Result<(), StoreError> {
+        self.with_db("save agents", |db| {
+            let mut txn = db.begin_write().map_err(err("save agents"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("save agents"))?;
+            {
+                let mut table = txn.open_table(AGENTS).map_err(err("save agents"))?;
+                for agent in agents {
+                    let json = serde_json::to_string(agent).expect("agent records serialise");
+                    table
+                        .insert(agent.site.as_str(), json.as_str())
+                        .map_err(err("save agents"))?;
+                }
+            }
+            txn.commit().map_err(err("save agents"))
+        })
+    }
+
     /// Records an agent's registry entry (without fsync).
     pub fn save_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
         self.with_db("save agent", |db| {

@@ -50,6 +50,8 @@ pub struct ClientStatus {
     pub running: Option<RuleSetId>,
     /// Push streams opened so far.
     pub sessions: u64,
+    /// `rule-set` events received (including ones refused or already running).
+    pub received: u64,
     /// Rule sets handed to the apply callback.
     pub applied: u64,
     /// Pushes refused or failed, with the last reason.
@@ -197,6 +199,7 @@ impl ControllerClient {
         });
         let mut stream = response.bytes_stream();
         let mut decoder = SseDecoder::new();
+        let mut reports_open = !reports.is_closed();
         loop {
             tokio::select! {
                 chunk = stream.next() => {
@@ -205,8 +208,11 @@ impl ControllerClient {
                         self.on_event(&event.event, &event.data, apply).await?;
                     }
                 }
-                report = reports.recv() => {
-                    let Some(report) = report else { continue };
+                report = reports.recv(), if reports_open => {
+                    let Some(report) = report else {
+                        reports_open = false;
+                        continue;
+                    };
                     // Reports go out beside the stream so a slow POST never delays a push.
                     let request = self.http
                         .post(self.url("report"))
@@ -256,6 +262,7 @@ impl ControllerClient {
             }
             Push::RuleSet(rule_set) => rule_set,
         };
+        self.status.send_modify(|s| s.received += 1);
         let running = self.status.borrow().running.clone();
         let outcome = match judge(&self.config.site, running.as_ref(), &rule_set) {
             Verdict::AlreadyRunning => {

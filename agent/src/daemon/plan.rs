@@ -84,6 +84,9 @@ pub fn plan_site(
                     // The policy's latency is one-way; probes measure the round trip.
                     rtt_limit: sla.latency.map(|l| l.0 * 2),
                     jitter_limit: sla.jitter.map(|j| j.0),
+                    // The probes' default: the short window trips only on gross loss, the
+                    // long window judges the fine SLA (DESIGN §4).
+                    fast_loss_factor: None,
                 },
             );
         }

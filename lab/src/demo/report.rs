@@ -425,6 +425,7 @@ mod tests {
             latency_ms: Some(10.0),
             jitter_ms: 0.5,
             mos: 4.4,
+            gaps: Vec::new(),
         }
     }
 

@@ -1,0 +1,486 @@
+//! Load generator for the controller: N simulated agents over loopback, each registering,
+//! holding a push stream, acking rule sets and reporting once a second. Measures report
+//! ingestion, the time from a policy change until every agent has the new rule set, and
+//! the controller's RSS (it runs as a child process so the figure is its own).
+//!
+//!     cargo run --release -p wansteer-controller --example loadgen -- --agents 10000 --seconds 20
+//!
+//! The planner inside is a benchmark fixture, not the product's solver: it puts every class
+//! on each site's first line, so the figures are the service's (ingestion, hashing,
+//! persistence, push fan-out), not the path solver's.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{Mutex, Semaphore, watch};
+use wansteer_agent::control::sse::SseDecoder;
+use wansteer_controller::audit::Retention;
+use wansteer_controller::auth::TokensFile;
+use wansteer_controller::planning::{Plan, Planning};
+use wansteer_controller::service::{Controller, ControllerConfig};
+use wansteer_policies::Policy;
+use wansteer_wire::ruleset::{ClassRoute, ClassSpec, LineSpec, RuleSet};
+use wansteer_wire::session::{
+    Ack, AckOutcome, LineHealth, LineMeasurement, Push, Register, Report,
+};
+
+/// Benchmark fixture planner: every class on the site's first line. Reports never move
+/// anything, so like an incremental planner it returns rule sets only after a policy change.
+#[derive(Default)]
+struct FirstLine {
+    policy: Option<Policy>,
+    changed: bool,
+}
+
+impl Planning for FirstLine {
+    fn on_policy(&mut self, policy: &Policy) {
+        self.policy = Some(policy.clone());
+        self.changed = true;
+    }
+    fn on_report(&mut self, _report: &Report) {}
+    fn plan(&mut self, _now_ms: u64) -> Plan {
+        let Some(policy) = &self.policy else {
+            return Plan::default();
+        };
+        if !std::mem::take(&mut self.changed) {
+            return Plan::default();
+        }
+        let classes: Vec<ClassSpec> = policy
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ClassSpec {
+                name: c.name.clone(),
+                mark: i as u32 + 1,
+                priority: c.priority,
+                dscp: c.dscp.0,
+                matches: vec![],
+                apps: vec![],
+                domains: vec![],
+            })
+            .collect();
+        let mut rule_sets = BTreeMap::new();
+        for site in &policy.sites {
+            let line = &site.lines[0];
+            rule_sets.insert(
+                site.name.clone(),
+                RuleSet {
+                    site: site.name.clone(),
+                    version: 0,
+                    hash: String::new(),
+                    classes: classes.clone(),
+                    default_class: "default".into(),
+                    lines: site
+                        .lines
+                        .iter()
+                        .map(|l| LineSpec {
+                            name: l.name.clone(),
+                            interface: l.interface.clone(),
+                            gateway: l.gateway,
+                            gateway6: None,
+                            rate_bps: l.up.bps(),
+                            shares: vec![],
+                        })
+                        .collect(),
+                    routes: policy
+                        .classes
+                        .iter()
+                        .map(|c| ClassRoute {
+                            class: c.name.clone(),
+                            destination: "10.0.0.0/8".parse().unwrap(),
+                            primary: line.name.clone(),
+                            backups: site.lines[1..].iter().map(|l| l.name.clone()).collect(),
+                            reason: "first line".into(),
+                        })
+                        .collect(),
+                },
+            );
+        }
+        Plan {
+            rule_sets,
+            decisions: vec![],
+        }
+    }
+}
+
+fn policy(sites: usize, extra_class: bool) -> String {
+    let mut text = String::from("name: loadgen\nsites:\n");
+    for i in 0..sites {
+        text.push_str(&format!(
+            "  - name: s{i}\n    kind: branch\n    lines:\n      - {{ name: mpls, transport: mpls, interface: wan0, gateway: 192.0.2.1, up: 50mbit, down: 50mbit }}\n      - {{ name: inet, transport: internet, interface: wan1, up: 100mbit, down: 100mbit }}\n"
+        ));
+    }
+    text.push_str("classes:\n  - name: voice\n    priority: 1\n    dscp: EF\n");
+    if extra_class {
+        text.push_str("  - name: video\n    priority: 2\n    dscp: AF41\n");
+    }
+    text.push_str("  - name: default\n    priority: 7\n");
+    text
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child mode: run the controller on 127.0.0.1:0 and write the port to DIR/port.
+async fn serve(dir: PathBuf) {
+    let text = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
+    let tokens = TokensFile::load(&dir.join("tokens.yaml")).unwrap();
+    let config = ControllerConfig {
+        state_dir: dir.join("state"),
+        policy_file: "policy.yaml".into(),
+        policy_text: text,
+        tokens,
+        retention: Retention::default(),
+        plan_interval: Duration::from_millis(200),
+        report_interval: Duration::from_secs(1),
+    };
+    let controller = Controller::start(config, Box::new(FirstLine::default()))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    std::fs::write(
+        dir.join("port.tmp"),
+        listener.local_addr().unwrap().port().to_string(),
+    )
+    .unwrap();
+    std::fs::rename(dir.join("port.tmp"), dir.join("port")).unwrap();
+    wansteer_controller::api::serve(listener, controller, std::future::pending())
+        .await
+        .unwrap();
+}
+
+#[derive(Default)]
+struct Stats {
+    registered: AtomicU64,
+    have_v1: AtomicU64,
+    reports_ok: AtomicU64,
+    reports_failed: AtomicU64,
+    acks: AtomicU64,
+    errors: AtomicU64,
+    push_ms: Mutex<Vec<f64>>,
+}
+
+async fn agent(
+    i: usize,
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    stats: Arc<Stats>,
+    changed_at: watch::Receiver<Option<Instant>>,
+    gate: Arc<Semaphore>,
+) {
+    let site = format!("s{i}");
+    let connect = async {
+        let _permit = gate.acquire().await.unwrap();
+        let register = Register {
+            protocol: wansteer_wire::PROTOCOL_VERSION,
+            site: site.clone(),
+            agent_version: "loadgen".into(),
+            lines: vec![],
+            running: None,
+        };
+        http.post(format!("{base}/api/v1/agent/register"))
+            .bearer_auth(&token)
+            .json(&register)
+            .send()
+            .await?
+            .error_for_status()?;
+        http.get(format!("{base}/api/v1/agent/rules"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .error_for_status()
+    };
+    let response = match connect.await {
+        Ok(response) => response,
+        Err(error) => {
+            if stats.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("agent {i}: {error}");
+            }
+            return;
+        }
+    };
+    stats.registered.fetch_add(1, Ordering::Relaxed);
+    // Reports once a second, spread over the second.
+    {
+        let (http, base, token, site, stats) = (
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            site.clone(),
+            stats.clone(),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis((i as u64 * 7919) % 1000)).await;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let report = Report {
+                    site: site.clone(),
+                    at_ms: 0,
+                    lines: ["mpls", "inet"]
+                        .into_iter()
+                        .map(|line| LineMeasurement {
+                            line: line.into(),
+                            rtt_ms: 20.0,
+                            loss_percent: 0.1,
+                            jitter_ms: 1.0,
+                            samples: 20,
+                            health: LineHealth::Up,
+                        })
+                        .collect(),
+                    events: vec![],
+                    demand: vec![],
+                };
+                let ok = http
+                    .post(format!("{base}/api/v1/agent/report"))
+                    .bearer_auth(&token)
+                    .json(&report)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let counter = if ok {
+                    &stats.reports_ok
+                } else {
+                    &stats.reports_failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut stream = response.bytes_stream();
+    let mut decoder = SseDecoder::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        for event in decoder.feed(&chunk) {
+            let Ok(Push::RuleSet(rule_set)) = Push::decode(&event.event, &event.data) else {
+                continue;
+            };
+            assert!(rule_set.is_sealed());
+            let changed = *changed_at.borrow();
+            if rule_set.version == 1 {
+                stats.have_v1.fetch_add(1, Ordering::Relaxed);
+            } else if let Some(at) = changed {
+                stats
+                    .push_ms
+                    .lock()
+                    .await
+                    .push(at.elapsed().as_secs_f64() * 1000.0);
+            }
+            let ack = Ack {
+                site: site.clone(),
+                version: rule_set.version,
+                hash: rule_set.hash.clone(),
+                outcome: AckOutcome::Applied,
+            };
+            let acked = http
+                .post(format!("{base}/api/v1/agent/ack"))
+                .bearer_auth(&token)
+                .json(&ack)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if acked {
+                stats.acks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+async fn reports_total(http: &reqwest::Client, base: &str) -> u64 {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => {
+            eprintln!("metrics scrape failed: {error}");
+            return 0;
+        }
+    };
+    text.lines()
+        .find(|l| l.starts_with("wansteer_reports_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank]
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > limit {
+            eprintln!("gave up waiting for {what} after {limit:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn generate(agents: usize, seconds: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let root: &Path = dir.path();
+    std::fs::write(root.join("policy.yaml"), policy(agents, false)).unwrap();
+    let names: Vec<String> = (0..agents).map(|i| format!("s{i}")).collect();
+    let tokens = TokensFile::generate(names.iter().map(String::as_str));
+    tokens.save(&root.join("tokens.yaml")).unwrap();
+    let admin = tokens.api[0].token.clone();
+
+    // The child exits when its stdin closes, so it never outlives this process.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["serve", root.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    wait_for("the controller", Duration::from_secs(120), || {
+        root.join("port").exists()
+    })
+    .await;
+    let port = std::fs::read_to_string(root.join("port")).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    println!(
+        "controller up after {:.2} s ({agents} sites), RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_kib(child.id(), "VmRSS:") / 1024
+    );
+
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(4096)
+        .build()
+        .unwrap();
+    let stats = Arc::new(Stats::default());
+    let (changed_tx, changed_rx) = watch::channel(None);
+    let gate = Arc::new(Semaphore::new(256));
+    let connect_start = Instant::now();
+    for (i, site) in tokens.agents.iter().enumerate() {
+        assert_eq!(site.site, format!("s{i}"));
+        tokio::spawn(agent(
+            i,
+            http.clone(),
+            base.clone(),
+            site.token.clone(),
+            stats.clone(),
+            changed_rx.clone(),
+            gate.clone(),
+        ));
+    }
+    wait_for("every agent to hold v1", Duration::from_secs(180), || {
+        stats.have_v1.load(Ordering::Relaxed) as usize
+            + stats.errors.load(Ordering::Relaxed) as usize
+            >= agents
+    })
+    .await;
+    println!(
+        "{} agents registered and got v1 in {:.2} s ({} failed to connect)",
+        stats.have_v1.load(Ordering::Relaxed),
+        connect_start.elapsed().as_secs_f64(),
+        stats.errors.load(Ordering::Relaxed)
+    );
+
+    // Ingestion: reports per second accepted by the controller over the window.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = reports_total(&http, &base).await;
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let after = reports_total(&http, &base).await;
+    let rate = (after - before) as f64 / window.elapsed().as_secs_f64();
+    println!(
+        "ingestion: {rate:.0} reports/s accepted (offered {agents}/s); agent-side failed reports so far: {}",
+        stats.reports_failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "controller RSS under load: {} MiB (peak {} MiB)",
+        rss_kib(child.id(), "VmRSS:") / 1024,
+        rss_kib(child.id(), "VmHWM:") / 1024
+    );
+
+    // A policy change: time until every agent received its new rule set.
+    let acks_before = stats.acks.load(Ordering::Relaxed);
+    let change = Instant::now();
+    changed_tx.send_replace(Some(change));
+    let response = http
+        .put(format!("{base}/api/v1/policy"))
+        .bearer_auth(&admin)
+        .body(policy(agents, true))
+        .send()
+        .await
+        .expect("policy PUT");
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    println!(
+        "policy PUT answered {status} after {:.0} ms ({} bytes)",
+        change.elapsed().as_secs_f64() * 1000.0,
+        body.len()
+    );
+    let have = stats.have_v1.load(Ordering::Relaxed) as usize;
+    let stats_ref = stats.clone();
+    let mut received = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        received = stats_ref.push_ms.lock().await.len();
+        if received >= have {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut latencies = stats.push_ms.lock().await.clone();
+    latencies.sort_by(f64::total_cmp);
+    println!(
+        "push after policy change: {received}/{have} agents got v2; p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    wait_for("acks", Duration::from_secs(30), || {
+        stats.acks.load(Ordering::Relaxed) - acks_before >= received as u64
+    })
+    .await;
+    println!(
+        "acks for v2: {}; controller RSS after the push {} MiB (peak {} MiB)",
+        stats.acks.load(Ordering::Relaxed) - acks_before,
+        rss_kib(child.id(), "VmRSS:") / 1024,
+        rss_kib(child.id(), "VmHWM:") / 1024
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        std::thread::spawn(|| {
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            std::process::exit(0);
+        });
+        runtime.block_on(serve(PathBuf::from(&args[2])));
+        return;
+    }
+    let agents = arg("--agents", 1000) as usize;
+    let seconds = arg("--seconds", 10);
+    runtime.block_on(generate(agents, seconds));
+}
