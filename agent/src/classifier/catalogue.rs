@@ -35,6 +35,9 @@ struct AppFile {
     domains: Vec<String>,
     #[serde(default)]
     prefixes: Vec<IpNet>,
+    /// Certificate subject names that are not host names ("AnyDesk Client").
+    #[serde(default)]
+    certificate_names: Vec<String>,
 }
 
 /// One application the classifier can name.
@@ -144,6 +147,9 @@ impl Catalogue {
                 catalogue
                     .domains
                     .insert(domain.trim_matches('.').to_ascii_lowercase(), index);
+            }
+            for name in app.certificate_names {
+                catalogue.domains.insert(name.to_ascii_lowercase(), index);
             }
             for prefix in app.prefixes {
                 catalogue.prefixes.push((prefix.trunc(), index));

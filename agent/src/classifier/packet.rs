@@ -85,6 +85,12 @@ const ETHERTYPE_IPV6: u16 = 0x86dd;
 const ETHERTYPE_VLAN: u16 = 0x8100;
 const ETHERTYPE_QINQ: u16 = 0x88a8;
 const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
+const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+const ETHERTYPE_MPLS: u16 = 0x8847;
+const ETHERTYPE_MPLS_MULTICAST: u16 = 0x8848;
+/// UDP ports of tunnels whose inner packet is classified instead of the tunnel.
+const GTP_U_PORT: u16 = 2152;
+const VXLAN_PORT: u16 = 4789;
 
 fn be16(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
@@ -112,10 +118,10 @@ fn strip_link(link: LinkType, frame: &[u8]) -> Option<(Option<u16>, &[u8])> {
     }
 }
 
-/// Follows VLAN tags until an IP ethertype.
+/// Follows VLAN tags, a PPPoE session header and MPLS labels until an IP ethertype.
 fn strip_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Option<(Option<u16>, &[u8])> {
     let mut vlan = None;
-    for _ in 0..4 {
+    for _ in 0..8 {
         match ethertype {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => return Some((vlan, rest)),
             ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
@@ -123,16 +129,70 @@ fn strip_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Option<(Option<u16>, 
                 ethertype = be16(rest, 2)?;
                 rest = rest.get(4..)?;
             }
+            ETHERTYPE_PPPOE_SESSION => {
+                // 6-byte PPPoE header, then the PPP protocol: 0x0021 IPv4, 0x0057 IPv6.
+                ethertype = match be16(rest, 6)? {
+                    0x0021 => ETHERTYPE_IPV4,
+                    0x0057 => ETHERTYPE_IPV6,
+                    _ => return None,
+                };
+                rest = rest.get(8..)?;
+            }
+            ETHERTYPE_MPLS | ETHERTYPE_MPLS_MULTICAST => {
+                // Labels until bottom-of-stack; the payload's version nibble names it.
+                for _ in 0..8 {
+                    let bottom = rest.get(2)? & 0x01 != 0;
+                    rest = rest.get(4..)?;
+                    if bottom {
+                        break;
+                    }
+                }
+                ethertype = match rest.first()? >> 4 {
+                    4 => ETHERTYPE_IPV4,
+                    6 => ETHERTYPE_IPV6,
+                    _ => return None,
+                };
+            }
             _ => return None,
         }
     }
     None
 }
 
+/// The inner packet of a GTP-U G-PDU (mobile backhaul).
+fn gtp_u_inner(payload: &[u8]) -> Option<&[u8]> {
+    let flags = *payload.first()?;
+    if flags >> 5 != 1 || *payload.get(1)? != 0xff {
+        return None;
+    }
+    let mut at = 8;
+    if flags & 0x07 != 0 {
+        at = 12;
+        // Extension headers: length in 4-byte units, next type in the last byte.
+        let mut next = *payload.get(11)?;
+        while next != 0 {
+            let units = usize::from(*payload.get(at)?);
+            if units == 0 {
+                return None;
+            }
+            at += units * 4;
+            next = *payload.get(at - 1)?;
+        }
+    }
+    let inner = payload.get(at..)?;
+    matches!(inner.first()? >> 4, 4 | 6).then_some(inner)
+}
+
 /// Decodes one frame of the given link type. `None` for non-IP frames and for frames too
 /// broken to name a flow (a truncated IP header, a non-first fragment without ports).
 pub fn decode(link: LinkType, frame: &[u8]) -> Option<PacketView<'_>> {
     let (vlan, ip) = strip_link(link, frame)?;
+    decode_ip(vlan, ip, 2)
+}
+
+/// Decodes an IP packet; tunnels (6in4, IP-in-IP, GTP-U, VXLAN) are opened up to `depth`
+/// levels so the inner flow is classified, as the tunnel itself says nothing.
+fn decode_ip(vlan: Option<u16>, ip: &[u8], depth: u8) -> Option<PacketView<'_>> {
     let sliced = LaxSlicedPacket::from_ip(ip).ok()?;
     let (src, dst, proto, dscp, ip_len, fragmented, ip_payload) = match sliced.net.as_ref()? {
         LaxNetSlice::Ipv4(v4) => {
@@ -161,6 +221,13 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Option<PacketView<'_>> {
         }
         LaxNetSlice::Arp(_) => return None,
     };
+    if depth > 0
+        && matches!(proto, 4 | 41)
+        && !fragmented
+        && let Some(inner) = decode_ip(vlan, ip_payload, depth - 1)
+    {
+        return Some(inner);
+    }
     let mut view = PacketView {
         vlan,
         src,
@@ -189,6 +256,22 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Option<PacketView<'_>> {
             view.sport = udp.source_port();
             view.dport = udp.destination_port();
             view.payload = udp.payload();
+            if depth > 0 {
+                let tunnel = |port: u16| view.sport == port || view.dport == port;
+                let inner = if tunnel(GTP_U_PORT) {
+                    gtp_u_inner(view.payload).and_then(|inner| decode_ip(vlan, inner, depth - 1))
+                } else if tunnel(VXLAN_PORT) && view.payload.first() == Some(&0x08) {
+                    view.payload
+                        .get(8..)
+                        .and_then(|frame| strip_link(LinkType::Ethernet, frame))
+                        .and_then(|(_, inner)| decode_ip(vlan, inner, depth - 1))
+                } else {
+                    None
+                };
+                if inner.is_some() {
+                    return inner;
+                }
+            }
         }
         Some(_) => view.payload = ip_payload,
         None => {
@@ -259,6 +342,32 @@ mod tests {
         assert_eq!(decode(LinkType::LinuxSll, &sll).unwrap(), raw);
         assert_eq!(decode(LinkType::LinuxSll2, &sll2).unwrap(), raw);
         assert_eq!(raw.src, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn pppoe_inside_qinq_and_6in4_are_opened() {
+        let eth = udp_frame(None);
+        let ip = &eth[14..];
+        let mut frame = eth[..12].to_vec();
+        frame.extend_from_slice(&[0x81, 0x00, 0x01, 0xa5, 0x81, 0x00, 0x03, 0x11, 0x88, 0x64]);
+        frame.extend_from_slice(&[0x11, 0x00, 0x55, 0x6a, 0x00, 0x3f, 0x00, 0x21]);
+        frame.extend_from_slice(ip);
+        let view = decode(LinkType::Ethernet, &frame).unwrap();
+        assert_eq!(view.vlan, Some(0x311));
+        assert_eq!(view.dport, 5061);
+
+        let inner = PacketBuilder::ipv6([1; 16], [2; 16], 64).udp(1000, 514);
+        let mut inner_bytes = Vec::new();
+        inner.write(&mut inner_bytes, b"<13>hello").unwrap();
+        let mut outer = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 41, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let total = (outer.len() + inner_bytes.len()) as u16;
+        outer[2..4].copy_from_slice(&total.to_be_bytes());
+        outer.extend_from_slice(&inner_bytes);
+        let view = decode(LinkType::RawIp, &outer).unwrap();
+        assert_eq!((view.proto, view.dport), (17, 514));
+        assert_eq!(view.payload, b"<13>hello");
     }
 
     #[test]

@@ -96,6 +96,8 @@ pub struct Inspector {
     rtp: [rtp::RtpTrack; 2],
     detection: Option<Detection>,
     finished: bool,
+    /// First payload byte (after a TCP length prefix) and length from each direction.
+    first_bytes: [Option<(u8, usize)>; 2],
 }
 
 impl Inspector {
@@ -127,6 +129,21 @@ impl Inspector {
             self.finish();
         }
         let dir = usize::from(!seen.from_initiator);
+        if self.first_bytes[dir].is_none() {
+            let body = if seen.proto == ip_proto::TCP {
+                seen.payload.get(2..)
+            } else {
+                Some(seen.payload)
+            };
+            self.first_bytes[dir] = body
+                .and_then(|b| b.first())
+                .map(|&b| (b, seen.payload.len()));
+            if self.detection.is_none() && self.openvpn_handshake() {
+                self.detection = Some(Detection::of(Protocol::OpenVpn));
+                self.finish();
+                return None;
+            }
+        }
         match seen.proto {
             ip_proto::TCP => self.inspect_tcp(dir, seen),
             ip_proto::UDP => self.inspect_udp(dir, seen),
@@ -134,6 +151,18 @@ impl Inspector {
                 self.finish();
                 None
             }
+        }
+    }
+
+    /// OpenVPN's reset exchange: the initiator opens with a client hard reset (v2/v3) and
+    /// the responder answers with a server hard reset, both with key id 0. Catches OpenVPN
+    /// with tls-auth/tls-crypt, whose later bytes are opaque.
+    fn openvpn_handshake(&self) -> bool {
+        match self.first_bytes {
+            [Some((client, _)), Some((server, _))] => {
+                matches!(client, 0x38 | 0x50) && matches!(server, 0x40 | 0x58)
+            }
+            _ => false,
         }
     }
 
@@ -378,6 +407,10 @@ fn http_hint(payload: &[u8]) -> Option<&'static str> {
         }
         if path.ends_with(".m3u8") {
             return Some("hls");
+        }
+        const VIDEO: &[&str] = &[".mp4", ".m4v", ".m4a", ".webm", ".ts", ".flv", ".mkv"];
+        if VIDEO.iter().any(|ext| path.ends_with(ext)) {
+            return Some("http-video");
         }
     }
     let content_type = signatures::http_header(payload, b"content-type")?;

@@ -81,6 +81,8 @@ pub fn detect(p: &Payload<'_>) -> Option<Hit> {
             .or_else(|| ntp(p))
             .or_else(|| ssdp(p))
             .or_else(|| wireguard(p))
+            .or_else(|| zoom_media(p))
+            .or_else(|| teamviewer(p))
             .or_else(|| bittorrent_udp(p))
             .or_else(|| dropbox_lansync(p))
             .or_else(|| spotify_lan(p))
@@ -90,8 +92,6 @@ pub fn detect(p: &Payload<'_>) -> Option<Hit> {
             .or_else(|| openvpn_udp(p))
             .or_else(|| ike(p))
             .or_else(|| sun_rpc(p))
-            .or_else(|| teamviewer(p))
-            .or_else(|| zoom_media(p))
             .or_else(|| rdp_udp(p))
             .or_else(|| kerberos(p))
             .or_else(|| syslog(p))
@@ -240,11 +240,11 @@ fn bittorrent_udp(p: &Payload<'_>) -> Option<Hit> {
         let version = d[0] & 0x0f;
         let extension = d[1];
         let window = be32(d, 12)?;
-        if version == 1 && kind <= 4 && extension <= 2 && window > 0 {
-            if extension == 0 && kind == 4 && d.len() == 20 {
-                return Hit::bare(Protocol::BitTorrent);
-            }
-            if kind == 0 && d.len() > 20 || kind == 2 && d.len() == 20 {
+        // Only the fixed-size SYN and STATE packets: data packets are too easily mimicked.
+        if version == 1 && matches!(kind, 2 | 4) && extension <= 2 && window > 0 {
+            let header_only =
+                d.len() == 20 || extension != 0 && d.len() == 20 + 2 + usize::from(d[21]);
+            if header_only {
                 return Hit::bare(Protocol::BitTorrent);
             }
         }
