@@ -156,6 +156,7 @@ impl Classifier {
                 sport: packet.sport,
                 dport: packet.dport,
                 tcp_seq: packet.tcp.map(|t| t.seq),
+                tcp_syn: packet.tcp.is_some_and(|t| t.syn),
                 payload: packet.payload,
             };
             if let Some(message) = flow.state.inspector.inspect(&seen) {

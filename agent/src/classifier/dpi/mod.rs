@@ -75,6 +75,8 @@ pub struct Seen<'a> {
     pub sport: u16,
     pub dport: u16,
     pub tcp_seq: Option<u32>,
+    /// The TCP SYN flag (its sequence number anchors the stream).
+    pub tcp_syn: bool,
     pub payload: &'a [u8],
 }
 
@@ -98,6 +100,8 @@ pub struct Inspector {
     finished: bool,
     /// First payload byte (after a TCP length prefix) and length from each direction.
     first_bytes: [Option<(u8, usize)>; 2],
+    /// Initial sequence numbers from the SYNs, per direction.
+    isn: [Option<u32>; 2],
 }
 
 impl Inspector {
@@ -113,6 +117,9 @@ impl Inspector {
     /// Looks at one packet. Returns a parsed DNS message when the flow carries DNS, so the
     /// caller can learn its answers (DNS flows are parsed on every packet, even when done).
     pub fn inspect(&mut self, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
+        if seen.tcp_syn && !self.finished {
+            self.isn[usize::from(!seen.from_initiator)] = seen.tcp_seq;
+        }
         if seen.payload.is_empty() {
             return None;
         }
@@ -185,20 +192,51 @@ impl Inspector {
     }
 
     fn inspect_tcp(&mut self, dir: usize, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
-        let seq = seen.tcp_seq.unwrap_or(0);
+        // Data on a SYN (TCP Fast Open) starts one past the SYN's own sequence number.
+        let seq = seen
+            .tcp_seq
+            .unwrap_or(0)
+            .wrapping_add(u32::from(seen.tcp_syn));
         let tls_so_far = matches!(&self.detection, Some(d) if d.protocol == Protocol::Tls);
-        if self.streams[dir].is_none()
-            && (self.detection.is_none() || tls_so_far && !self.has_host())
-            && tls::looks_like_tls(seen.payload)
-        {
-            self.detection.get_or_insert(Detection::of(Protocol::Tls));
-            self.streams[dir] = Some(Box::default());
+        let wants_stream = self.detection.is_none() || tls_so_far && !self.has_host();
+        if self.streams[dir].is_none() && wants_stream {
+            // Anchor at the SYN when we saw it, so a first segment that arrives late still
+            // lands in place; otherwise start at the first segment that opens a TLS record.
+            if let Some(isn) = self.isn[dir] {
+                self.streams[dir] = Some(Box::new(StreamPrefix::starting_at(isn.wrapping_add(1))));
+            } else if tls::looks_like_tls(seen.payload) {
+                self.streams[dir] = Some(Box::default());
+            }
         }
         if let Some(stream) = self.streams[dir].as_mut() {
             stream.push(seq, seen.payload);
-            self.advance_tls(dir);
-            return None;
+            let start = stream.bytes();
+            if start.is_empty() {
+                if stream.held() < 4 {
+                    return None; // the first bytes are still missing
+                }
+                // They are not coming (the capture lost them): judge segments as they come.
+                self.streams[dir] = None;
+                self.isn[dir] = None;
+                return self.inspect_tcp_plain(seen);
+            }
+            if tls::looks_like_tls(start) || start.len() < 3 && start[0] == 22 {
+                self.detection.get_or_insert(Detection::of(Protocol::Tls));
+                self.advance_tls(dir);
+                return None;
+            }
+            // Not TLS: judge the reassembled start of the stream instead of this segment.
+            let start = start.to_vec();
+            self.streams[dir] = None;
+            return self.inspect_tcp_plain(&Seen {
+                payload: &start,
+                ..*seen
+            });
         }
+        self.inspect_tcp_plain(seen)
+    }
+
+    fn inspect_tcp_plain(&mut self, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
         if self.detection.is_none()
             && (seen.sport == 53 || seen.dport == 53)
             && let Some(message) = dns::parse(seen.payload, true)
