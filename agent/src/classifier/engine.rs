@@ -35,6 +35,10 @@ impl Default for Config {
     }
 }
 
+/// Announced data connections kept at most, and for how long.
+const EXPECTED_CAP: usize = 4096;
+const EXPECTED_FOR: Duration = Duration::from_secs(60);
+
 /// The classifier's current answer for a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Outcome {
@@ -48,6 +52,8 @@ struct Outcome {
 pub struct FlowState {
     inspector: Inspector,
     outcome: Option<Outcome>,
+    /// Announced beforehand by another flow (an FTP data connection).
+    expected: Option<Protocol>,
 }
 
 /// Counters of what the classifier has seen.
@@ -81,6 +87,8 @@ pub struct Classifier {
     default_class: u16,
     stats: Vec<ClassCounters>,
     pending: Vec<Verdict>,
+    /// Data connections announced on FTP control flows: (server address, port) → until.
+    expected: std::collections::HashMap<(IpAddr, u16), Duration>,
     records: Vec<FlowRecord>,
     keep_records: bool,
     pub counters: ClassifierCounters,
@@ -122,6 +130,7 @@ impl Classifier {
             catalogue,
             policy,
             pending: Vec::new(),
+            expected: std::collections::HashMap::new(),
             records: Vec::new(),
             keep_records: false,
             counters: ClassifierCounters::default(),
@@ -148,6 +157,17 @@ impl Classifier {
         let (flow, direction, created) = self.table.track(now, packet);
         let from_initiator = direction == Direction::Initiator;
         let mut changed = created;
+        if created
+            && !self.expected.is_empty()
+            && packet.proto == ip_proto::TCP
+            && let Some(until) = self
+                .expected
+                .remove(&(packet.dst, packet.dport))
+                .or_else(|| self.expected.remove(&(packet.src, packet.sport)))
+            && until >= now
+        {
+            flow.state.expected = Some(Protocol::FtpData);
+        }
         if !flow.state.inspector.is_finished() || flow_carries_dns(flow) {
             let before = detection_fingerprint(flow.state.inspector.detection());
             let seen = Seen {
@@ -161,6 +181,13 @@ impl Classifier {
             };
             if let Some(message) = flow.state.inspector.inspect(&seen) {
                 self.dns.learn(now, &message);
+            }
+            for (addr, port) in flow.state.inspector.take_announced() {
+                // Without an address (EPSV), the data connection goes to the reply's sender.
+                let addr = addr.unwrap_or(packet.src);
+                if self.expected.len() < EXPECTED_CAP {
+                    self.expected.insert((addr, port), now + EXPECTED_FOR);
+                }
             }
             changed |= before != detection_fingerprint(flow.state.inspector.detection());
         }
@@ -447,6 +474,16 @@ fn identify(
         );
     }
     let known_by_dns = dns.name_of(now, tuple.dst).map(str::to_owned);
+    if let Some(p) = flow.state.expected {
+        let reason = format!("{} announced on a control connection", p.name());
+        return (
+            p.name().to_owned(),
+            catalogue.protocol_class(p).to_owned(),
+            reason,
+            Some(p),
+            known_by_dns,
+        );
+    }
     if let Some((p, port)) = ports::service_port(flow.key.proto, tuple.sport, tuple.dport) {
         return (
             p.name().to_owned(),

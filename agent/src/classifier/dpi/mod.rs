@@ -102,6 +102,8 @@ pub struct Inspector {
     first_bytes: [Option<(u8, usize)>; 2],
     /// Initial sequence numbers from the SYNs, per direction.
     isn: [Option<u32>; 2],
+    /// Data connections an FTP control flow announced (address if given, port).
+    announced: Vec<(Option<std::net::IpAddr>, u16)>,
 }
 
 impl Inspector {
@@ -129,6 +131,19 @@ impl Inspector {
             return dns::parse(seen.payload, seen.proto == ip_proto::TCP);
         }
         if self.finished {
+            return None;
+        }
+        if matches!(&self.detection, Some(d) if d.protocol == Protocol::Ftp) {
+            // Keep reading the control channel for the data connections it opens.
+            self.payload_packets += 1;
+            if self.payload_packets >= PAYLOAD_PACKET_LIMIT * 4 {
+                self.finish();
+            }
+            if let Some(endpoint) = ftp_data_endpoint(seen.payload)
+                && self.announced.len() < 64
+            {
+                self.announced.push(endpoint);
+            }
             return None;
         }
         self.payload_packets += 1;
@@ -171,6 +186,11 @@ impl Inspector {
             }
             _ => false,
         }
+    }
+
+    /// Data connections an FTP control flow announced since the last call.
+    pub fn take_announced(&mut self) -> Vec<(Option<std::net::IpAddr>, u16)> {
+        std::mem::take(&mut self.announced)
     }
 
     fn finish(&mut self) {
@@ -417,11 +437,56 @@ impl Inspector {
         }
         let wants_host = matches!(hit.protocol, Protocol::Http | Protocol::HttpProxy);
         self.set_host(hit.host, HostSource::HttpHost);
+        if hit.protocol == Protocol::Ftp {
+            if let Some(endpoint) = ftp_data_endpoint(seen.payload) {
+                self.announced.push(endpoint);
+            }
+            return true; // stays open: the control channel names its data connections
+        }
         if !wants_host || self.has_host() {
             self.finish();
         }
         true
     }
+}
+
+/// A data connection named on an FTP control channel: `227 Entering Passive Mode
+/// (h1,h2,h3,h4,p1,p2)`, `229 Entering Extended Passive Mode (|||port|)`, `PORT h1,…,p2`
+/// or `EPRT |1|addr|port|`.
+pub fn ftp_data_endpoint(line: &[u8]) -> Option<(Option<std::net::IpAddr>, u16)> {
+    let text = std::str::from_utf8(line.get(..line.len().min(256))?).ok()?;
+    let six_numbers = |list: &str| -> Option<(Option<std::net::IpAddr>, u16)> {
+        let n: Vec<u8> = list
+            .split(',')
+            .map(|part| part.trim().parse::<u8>())
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if n.len() != 6 {
+            return None;
+        }
+        let addr = std::net::IpAddr::from([n[0], n[1], n[2], n[3]]);
+        Some((Some(addr), u16::from(n[4]) << 8 | u16::from(n[5])))
+    };
+    if let Some(rest) = text.strip_prefix("227 ") {
+        let open = rest.find('(')?;
+        let close = rest[open..].find(')')? + open;
+        return six_numbers(&rest[open + 1..close]);
+    }
+    if let Some(rest) = text.strip_prefix("229 ") {
+        let open = rest.find("(|||")?;
+        let close = rest[open + 4..].find('|')? + open + 4;
+        return Some((None, rest[open + 4..close].parse().ok()?));
+    }
+    if let Some(rest) = text.strip_prefix("PORT ") {
+        return six_numbers(rest.trim_end());
+    }
+    if let Some(rest) = text.strip_prefix("EPRT ") {
+        let fields: Vec<&str> = rest.trim_end().split('|').collect();
+        if fields.len() >= 4 {
+            return Some((fields[2].parse().ok(), fields[3].parse().ok()?));
+        }
+    }
+    None
 }
 
 /// Applications an HTTP request names by what it asks for.

@@ -427,6 +427,23 @@ mod tests {
     }
 
     #[test]
+    fn rfc9369_appendix_a_v2_client_initial_opens() {
+        let datagram = unhex(include_str!("testdata/rfc9369_client_initial.hex"));
+        let Some(Sighting::Initial(header)) = sight(&datagram) else {
+            panic!("v2 Initial not seen");
+        };
+        let keys = InitialKeys::client(V2, header.dcid).unwrap();
+        let mut stream = CryptoStream::default();
+        stream.add(initial_crypto_frames(&datagram, &keys));
+        assert!(
+            matches!(stream.client_hello(), Progress::Done(h) if h.sni.as_deref() == Some("example.com"))
+        );
+        // Opening it with v1 keys fails: the version's salt matters.
+        let v1_keys = InitialKeys::client(V1, header.dcid).unwrap();
+        assert!(initial_crypto_frames(&datagram, &v1_keys).is_empty());
+    }
+
+    #[test]
     fn rfc9001_appendix_a_derived_values() {
         // A.1: client key/iv/hp from DCID 0x8394c8f03e515708.
         let dcid = unhex("8394c8f03e515708");
