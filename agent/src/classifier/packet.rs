@@ -159,6 +159,109 @@ fn strip_ethertype(mut ethertype: u16, mut rest: &[u8]) -> Option<(Option<u16>, 
     None
 }
 
+/// The inner packet of a GTP-U or VXLAN tunnel carried in this UDP packet, if any.
+fn open_udp_tunnel<'a>(view: &PacketView<'a>, depth: u8) -> Option<PacketView<'a>> {
+    let tunnel = |port: u16| view.sport == port || view.dport == port;
+    if tunnel(GTP_U_PORT) {
+        gtp_u_inner(view.payload).and_then(|inner| decode_ip(view.vlan, inner, depth - 1))
+    } else if tunnel(VXLAN_PORT) && view.payload.first() == Some(&0x08) {
+        view.payload
+            .get(8..)
+            .and_then(|frame| strip_link(LinkType::Ethernet, frame))
+            .and_then(|(_, inner)| decode_ip(view.vlan, inner, depth - 1))
+    } else {
+        None
+    }
+}
+
+/// The common case by hand: an unfragmented IPv4 packet, or an IPv6 packet without
+/// extension headers, carrying TCP or UDP. Anything else goes to etherparse.
+fn fast_path(vlan: Option<u16>, ip: &[u8]) -> Option<PacketView<'_>> {
+    let version = ip.first()? >> 4;
+    let (src, dst, proto, dscp, ip_len, transport) = match version {
+        4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(be16(ip, 2)?);
+            let fragment = be16(ip, 6)? & 0x3fff;
+            if ihl < 20 || total < ihl || fragment != 0 || ip.len() < ihl {
+                return None;
+            }
+            let src: [u8; 4] = ip[12..16].try_into().ok()?;
+            let dst: [u8; 4] = ip[16..20].try_into().ok()?;
+            let end = total.min(ip.len());
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                ip[9],
+                ip[1] >> 2,
+                total as u32,
+                &ip[ihl..end],
+            )
+        }
+        6 => {
+            if ip.len() < 40 {
+                return None;
+            }
+            let payload_len = usize::from(be16(ip, 4)?);
+            let src: [u8; 16] = ip[8..24].try_into().ok()?;
+            let dst: [u8; 16] = ip[24..40].try_into().ok()?;
+            let traffic_class = ((ip[0] & 0x0f) << 4) | (ip[1] >> 4);
+            let end = (40 + payload_len).min(ip.len());
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                ip[6],
+                traffic_class >> 2,
+                payload_len as u32 + 40,
+                &ip[40..end],
+            )
+        }
+        _ => return None,
+    };
+    let mut view = PacketView {
+        vlan,
+        src,
+        dst,
+        proto,
+        sport: be16(transport, 0)?,
+        dport: be16(transport, 2)?,
+        dscp,
+        ip_len,
+        payload: &[],
+        tcp: None,
+    };
+    match proto {
+        ip_proto::TCP => {
+            let offset = usize::from(*transport.get(12)? >> 4) * 4;
+            let flags = *transport.get(13)?;
+            if offset < 20 || offset > transport.len() {
+                return None;
+            }
+            view.payload = &transport[offset..];
+            view.tcp = Some(TcpInfo {
+                seq: u32::from_be_bytes(transport[4..8].try_into().ok()?),
+                syn: flags & 0x02 != 0,
+                fin: flags & 0x01 != 0,
+                rst: flags & 0x04 != 0,
+            });
+        }
+        ip_proto::UDP => {
+            if transport.len() < 8 {
+                return None;
+            }
+            let udp_len = usize::from(be16(transport, 4)?);
+            let end = if (8..=transport.len()).contains(&udp_len) {
+                udp_len
+            } else {
+                transport.len()
+            };
+            view.payload = &transport[8..end];
+        }
+        _ => return None,
+    }
+    Some(view)
+}
+
 /// The inner packet of a GTP-U G-PDU (mobile backhaul).
 fn gtp_u_inner(payload: &[u8]) -> Option<&[u8]> {
     let flags = *payload.first()?;
@@ -193,6 +296,21 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Option<PacketView<'_>> {
 /// Decodes an IP packet; tunnels (6in4, IP-in-IP, GTP-U, VXLAN) are opened up to `depth`
 /// levels so the inner flow is classified, as the tunnel itself says nothing.
 fn decode_ip(vlan: Option<u16>, ip: &[u8], depth: u8) -> Option<PacketView<'_>> {
+    let Some(view) = fast_path(vlan, ip) else {
+        return decode_ip_lax(vlan, ip, depth);
+    };
+    if view.proto == ip_proto::UDP
+        && depth > 0
+        && let Some(inner) = open_udp_tunnel(&view, depth)
+    {
+        return Some(inner);
+    }
+    Some(view)
+}
+
+/// Every other IP packet, through etherparse's lax slicer (options, extension headers,
+/// fragments, other protocols).
+fn decode_ip_lax(vlan: Option<u16>, ip: &[u8], depth: u8) -> Option<PacketView<'_>> {
     let sliced = LaxSlicedPacket::from_ip(ip).ok()?;
     let (src, dst, proto, dscp, ip_len, fragmented, ip_payload) = match sliced.net.as_ref()? {
         LaxNetSlice::Ipv4(v4) => {
@@ -256,21 +374,10 @@ fn decode_ip(vlan: Option<u16>, ip: &[u8], depth: u8) -> Option<PacketView<'_>> 
             view.sport = udp.source_port();
             view.dport = udp.destination_port();
             view.payload = udp.payload();
-            if depth > 0 {
-                let tunnel = |port: u16| view.sport == port || view.dport == port;
-                let inner = if tunnel(GTP_U_PORT) {
-                    gtp_u_inner(view.payload).and_then(|inner| decode_ip(vlan, inner, depth - 1))
-                } else if tunnel(VXLAN_PORT) && view.payload.first() == Some(&0x08) {
-                    view.payload
-                        .get(8..)
-                        .and_then(|frame| strip_link(LinkType::Ethernet, frame))
-                        .and_then(|(_, inner)| decode_ip(vlan, inner, depth - 1))
-                } else {
-                    None
-                };
-                if inner.is_some() {
-                    return inner;
-                }
+            if depth > 0
+                && let Some(inner) = open_udp_tunnel(&view, depth)
+            {
+                return Some(inner);
             }
         }
         Some(_) => view.payload = ip_payload,
@@ -368,6 +475,34 @@ mod tests {
         let view = decode(LinkType::RawIp, &outer).unwrap();
         assert_eq!((view.proto, view.dport), (17, 514));
         assert_eq!(view.payload, b"<13>hello");
+    }
+
+    proptest::proptest! {
+        /// The hand-written fast path reads exactly what etherparse reads.
+        #[test]
+        fn fast_path_agrees_with_etherparse(
+            v6 in proptest::bool::ANY,
+            tcp in proptest::bool::ANY,
+            sport in 1u16..,
+            dport in 1u16..,
+            seq in proptest::num::u32::ANY,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let builder = if v6 {
+                PacketBuilder::ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0xfe; 16], 64)
+            } else {
+                PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 2], 64)
+            };
+            let mut bytes = Vec::new();
+            if tcp {
+                builder.tcp(sport, dport, seq, 1000).syn().write(&mut bytes, &payload).unwrap();
+            } else {
+                builder.udp(sport, dport).write(&mut bytes, &payload).unwrap();
+            }
+            let fast = fast_path(None, &bytes).unwrap();
+            let lax = decode_ip_lax(None, &bytes, 0).unwrap();
+            proptest::prop_assert_eq!(fast, lax);
+        }
     }
 
     #[test]
