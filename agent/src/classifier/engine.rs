@@ -378,6 +378,9 @@ fn identify(
         ip_proto::IGMP => Some(Protocol::Igmp),
         ip_proto::ESP | ip_proto::AH => Some(Protocol::Esp),
         ip_proto::GRE => Some(Protocol::Gre),
+        89 => Some(Protocol::Ospf),
+        103 => Some(Protocol::Pim),
+        112 => Some(Protocol::Vrrp),
         _ => None,
     });
     let host = detection.and_then(|d| d.host.as_ref());

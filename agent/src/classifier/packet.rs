@@ -262,6 +262,27 @@ fn fast_path(vlan: Option<u16>, ip: &[u8]) -> Option<PacketView<'_>> {
     Some(view)
 }
 
+/// The inner IP packet of a GRE tunnel (plain GRE or transparent Ethernet bridging).
+fn gre_inner(payload: &[u8]) -> Option<(Option<u16>, &[u8])> {
+    let flags = be16(payload, 0)?;
+    if flags & 0x0007 != 0 {
+        return None; // GRE version 1 is PPTP's enhanced GRE: PPP inside, not IP
+    }
+    let mut at = 4;
+    for bit in [0x8000u16, 0x2000, 0x1000] {
+        // checksum(+reserved), key, sequence number: 4 bytes each when present
+        if flags & bit != 0 {
+            at += 4;
+        }
+    }
+    let inner = payload.get(at..)?;
+    match be16(payload, 2)? {
+        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Some((None, inner)),
+        0x6558 => strip_link(LinkType::Ethernet, inner),
+        _ => None,
+    }
+}
+
 /// The inner packet of a GTP-U G-PDU (mobile backhaul).
 fn gtp_u_inner(payload: &[u8]) -> Option<&[u8]> {
     let flags = *payload.first()?;
@@ -339,6 +360,14 @@ fn decode_ip_lax(vlan: Option<u16>, ip: &[u8], depth: u8) -> Option<PacketView<'
         }
         LaxNetSlice::Arp(_) => return None,
     };
+    if depth > 0
+        && proto == ip_proto::GRE
+        && !fragmented
+        && let Some((inner_vlan, inner)) = gre_inner(ip_payload)
+        && let Some(view) = decode_ip(inner_vlan.or(vlan), inner, depth - 1)
+    {
+        return Some(view);
+    }
     if depth > 0
         && matches!(proto, 4 | 41)
         && !fragmented
@@ -503,6 +532,21 @@ mod tests {
             let lax = decode_ip_lax(None, &bytes, 0).unwrap();
             proptest::prop_assert_eq!(fast, lax);
         }
+    }
+
+    #[test]
+    fn gre_is_opened_to_the_inner_flow() {
+        let eth = udp_frame(None);
+        let inner = &eth[14..];
+        let mut outer = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 47, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        outer.extend_from_slice(&[0x00, 0x00, 0x08, 0x00]);
+        outer.extend_from_slice(inner);
+        let total = outer.len() as u16;
+        outer[2..4].copy_from_slice(&total.to_be_bytes());
+        let view = decode(LinkType::RawIp, &outer).unwrap();
+        assert_eq!((view.proto, view.sport, view.dport), (17, 5060, 5061));
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn detect(p: &Payload<'_>) -> Option<Hit> {
             .or_else(|| dropbox_lansync(p))
             .or_else(|| spotify_lan(p))
             .or_else(|| megaco(p))
+            .or_else(|| mgcp(p))
             .or_else(|| iax(p))
             .or_else(|| dtls(p))
             .or_else(|| openvpn_udp(p))
@@ -550,6 +551,22 @@ fn dropbox_lansync(p: &Payload<'_>) -> Option<Hit> {
 fn spotify_lan(p: &Payload<'_>) -> Option<Hit> {
     (p.port(57621) && p.data.starts_with(b"SpotUdp")).then_some(())?;
     Hit::bare(Protocol::SpotifyLan)
+}
+
+/// MGCP: a verb, a transaction id and `MGCP 1.0` on the first line.
+fn mgcp(p: &Payload<'_>) -> Option<Hit> {
+    const VERBS: &[&[u8]] = &[
+        b"AUEP ", b"AUCX ", b"CRCX ", b"DLCX ", b"EPCF ", b"MDCX ", b"NTFY ", b"RQNT ", b"RSIP ",
+    ];
+    let d = p.data;
+    let line_end = d
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(d.len());
+    let line = &d[..line_end];
+    (VERBS.iter().any(|v| line.starts_with(v)) && line.windows(8).any(|w| w == b"MGCP 1.0"))
+        .then_some(())?;
+    Hit::bare(Protocol::Mgcp)
 }
 
 fn megaco(p: &Payload<'_>) -> Option<Hit> {
