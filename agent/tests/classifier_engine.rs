@@ -315,6 +315,46 @@ default_class: best-effort
     assert!(stats.get("trading").unwrap().bytes_up > hello.len() as u64);
 }
 
+#[test]
+fn ended_flows_leave_the_live_counts_and_nothing_piles_up() {
+    let mut classifier = classifier();
+    for i in 0..50u16 {
+        let frame = tcp(
+            CLIENT,
+            41000 + i,
+            [203, 0, 113, 20],
+            22,
+            1,
+            false,
+            b"SSH-2.0-x\r\n",
+        );
+        classifier.process_frame(Duration::from_secs(1), LinkType::Ethernet, &frame);
+    }
+    assert_eq!(
+        classifier.class_stats().get("interactive").unwrap().flows,
+        50
+    );
+    // An hour later one DNS packet arrives; the idle SSH flows are swept out.
+    let query = udp(
+        CLIENT,
+        5555,
+        [10, 1, 0, 1],
+        53,
+        &dns_answer("example.com", [192, 0, 2, 1]),
+    );
+    classifier.process_frame(Duration::from_secs(3600), LinkType::Ethernet, &query);
+    assert_eq!(classifier.live_flows(), 1);
+    assert_eq!(
+        classifier.class_stats().get("interactive").unwrap().flows,
+        0
+    );
+    assert_eq!(
+        classifier.class_stats().get("interactive").unwrap().packets,
+        50
+    );
+    assert_eq!(classifier.table_counters().expired, 50);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
 

@@ -185,6 +185,9 @@ impl Classifier {
             for (addr, port) in flow.state.inspector.take_announced() {
                 // Without an address (EPSV), the data connection goes to the reply's sender.
                 let addr = addr.unwrap_or(packet.src);
+                if self.expected.len() >= EXPECTED_CAP {
+                    self.expected.retain(|_, until| *until >= now);
+                }
                 if self.expected.len() < EXPECTED_CAP {
                     self.expected.insert((addr, port), now + EXPECTED_FOR);
                 }
@@ -203,7 +206,8 @@ impl Classifier {
             let previous = flow.state.outcome.replace(outcome.clone());
             if previous.as_ref() != Some(&outcome) {
                 if let Some(previous) = &previous {
-                    self.stats[usize::from(previous.class)].flows -= 1;
+                    let counters = &mut self.stats[usize::from(previous.class)];
+                    counters.flows = counters.flows.saturating_sub(1);
                 }
                 self.stats[usize::from(outcome.class)].flows += 1;
                 self.counters.verdicts += 1;
@@ -212,6 +216,7 @@ impl Classifier {
             }
         }
         let Some(outcome) = &flow.state.outcome else {
+            self.retire_finished();
             return;
         };
         let counters = &mut self.stats[usize::from(outcome.class)];
@@ -222,20 +227,27 @@ impl Classifier {
         } else {
             counters.bytes_down += u64::from(packet.ip_len);
         }
-        if self.keep_records {
-            let finished = self.table.take_finished();
-            for flow in finished {
-                self.record(flow);
-            }
+        self.retire_finished();
+    }
+
+    /// Takes ended flows out of the table's hands: they leave the per-class live-flow counts
+    /// and, for a capture replay, become flow records. Nothing piles up in a long-running agent.
+    fn retire_finished(&mut self) {
+        for flow in self.table.take_finished() {
+            self.retire(flow);
         }
     }
 
-    fn record(&mut self, flow: Flow<FlowState>) {
+    fn retire(&mut self, flow: Flow<FlowState>) {
         let Some(outcome) = &flow.state.outcome else {
             return;
         };
-        let record = record_of(&flow, outcome, &self.class_names);
-        self.records.push(record);
+        let counters = &mut self.stats[usize::from(outcome.class)];
+        counters.flows = counters.flows.saturating_sub(1);
+        if self.keep_records {
+            let record = record_of(&flow, outcome, &self.class_names);
+            self.records.push(record);
+        }
     }
 
     /// Verdicts issued since the last call, for the data plane to install.
@@ -268,7 +280,7 @@ impl Classifier {
     pub fn finish(&mut self) -> Vec<FlowRecord> {
         let flows = self.table.drain();
         for flow in flows {
-            self.record(flow);
+            self.retire(flow);
         }
         let mut records = std::mem::take(&mut self.records);
         records.sort_by_key(|r| r.first_seen);
