@@ -115,7 +115,12 @@ fn tagged_copy(frame: &Frame, copy: u16) -> Frame {
 /// Replays the frames; verdicts are taken every 1,024 packets, as the agent hands them to
 /// the data plane.
 fn replay(frames: &[Frame]) -> Classifier {
-    let mut classifier = Classifier::new(Catalogue::builtin().clone(), None, Config::default());
+    // Room for every flow of the 100 copies: the figure is for classification, not eviction.
+    let config = Config {
+        max_flows: 1 << 17,
+        ..Config::default()
+    };
+    let mut classifier = Classifier::new(Catalogue::builtin().clone(), None, config);
     for (i, frame) in frames.iter().enumerate() {
         classifier.process_frame(frame.time, frame.link, &frame.data);
         if i % 1024 == 1023 {

@@ -21,7 +21,11 @@ const LENIENT_FLOOR: f64 = 0.96;
 
 fn classify_capture(path: &Path) -> Vec<FlowRecord> {
     let bytes = capture::read_file(path).unwrap();
-    let mut classifier = Classifier::new(Catalogue::builtin().clone(), None, Config::default());
+    let config = Config {
+        max_flows: 1 << 20,
+        ..Config::default()
+    };
+    let mut classifier = Classifier::new(Catalogue::builtin().clone(), None, config);
     classifier.keep_flow_records(true);
     capture::replay(&bytes, |frame| {
         classifier.process_frame(frame.time, frame.link, frame.data)

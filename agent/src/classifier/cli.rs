@@ -69,7 +69,13 @@ fn run_blocking(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
-    let mut classifier = Classifier::new(catalogue, policy, Config::default());
+    // A capture on disk can hold far more flows than a live branch: keep them all.
+    let config = Config {
+        max_flows: 1 << 20,
+        dns_cache_entries: 1 << 18,
+        ..Config::default()
+    };
+    let mut classifier = Classifier::new(catalogue, policy, config);
     classifier.keep_flow_records(true);
     if let Some(path) = &args.pcap {
         let bytes = capture::read_file(path)?;

@@ -26,10 +26,12 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Sized for a branch agent within its memory budget: at ≈ 1.4 KB per flow (see
+    /// docs/benchmarks/classifier.md) 16,384 flows take ≈ 23 MB at worst.
     fn default() -> Self {
         Config {
-            max_flows: 262_144,
-            dns_cache_entries: 65_536,
+            max_flows: 16_384,
+            dns_cache_entries: 16_384,
             timeouts: Timeouts::default(),
         }
     }
