@@ -243,8 +243,8 @@ fn bittorrent_udp(p: &Payload<'_>) -> Option<Hit> {
         let window = be32(d, 12)?;
         // Only the fixed-size SYN and STATE packets: data packets are too easily mimicked.
         if version == 1 && matches!(kind, 2 | 4) && extension <= 2 && window > 0 {
-            let header_only =
-                d.len() == 20 || extension != 0 && d.len() == 20 + 2 + usize::from(d[21]);
+            let header_only = d.len() == 20
+                || extension != 0 && d.get(21).is_some_and(|&n| d.len() == 22 + usize::from(n));
             if header_only {
                 return Hit::bare(Protocol::BitTorrent);
             }
@@ -762,6 +762,25 @@ mod tests {
         assert_eq!(udp(19302, &binding), Some(Protocol::Stun));
         binding[3] = 0x40; // claims more than is there
         assert_eq!(udp(19302, &binding), None);
+    }
+
+    #[test]
+    fn fuzz_regression_utp_extension_length_past_the_end() {
+        // Found by the rtp_stun_signatures fuzz target: a uTP STATE header with an extension
+        // whose length byte would sit one past the datagram.
+        let mut data = vec![0x21, 0x01];
+        data.extend_from_slice(&[0x41; 10]);
+        data.extend_from_slice(&[0, 0, 1, 0]);
+        data.extend_from_slice(&[0x41; 5]);
+        assert_eq!(data.len(), 21);
+        for proto in [6, 17] {
+            let _ = detect(&Payload {
+                proto,
+                sport: 1,
+                dport: 2,
+                data: &data,
+            });
+        }
     }
 
     #[test]
