@@ -27,9 +27,10 @@ pub struct Frame<'a> {
 /// Why a capture could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: String,
+        #[source]
         source: std::io::Error,
     },
     #[error("not a pcap or pcapng capture (magic {0:02x?})")]

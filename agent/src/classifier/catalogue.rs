@@ -35,6 +35,9 @@ struct AppFile {
     domains: Vec<String>,
     #[serde(default)]
     prefixes: Vec<IpNet>,
+    /// Certificate subject names that are not host names ("AnyDesk Client").
+    #[serde(default)]
+    certificate_names: Vec<String>,
 }
 
 /// One application the classifier can name.
@@ -72,6 +75,9 @@ pub struct Catalogue {
     domains: HashMap<String, usize>,
     /// Prefixes, most specific first.
     prefixes: Vec<(IpNet, usize)>,
+    /// The same, indexed: per prefix length (longest first), network address → app.
+    v4_index: Vec<(u8, HashMap<u32, usize>)>,
+    v6_index: Vec<(u8, HashMap<u128, usize>)>,
     protocol_class: HashMap<Protocol, String>,
     media_protocols: Vec<Protocol>,
 }
@@ -128,6 +134,8 @@ impl Catalogue {
             by_name: HashMap::new(),
             domains: HashMap::new(),
             prefixes: Vec::new(),
+            v4_index: Vec::new(),
+            v6_index: Vec::new(),
             protocol_class,
             media_protocols,
         };
@@ -145,6 +153,9 @@ impl Catalogue {
                     .domains
                     .insert(domain.trim_matches('.').to_ascii_lowercase(), index);
             }
+            for name in app.certificate_names {
+                catalogue.domains.insert(name.to_ascii_lowercase(), index);
+            }
             for prefix in app.prefixes {
                 catalogue.prefixes.push((prefix.trunc(), index));
             }
@@ -157,6 +168,26 @@ impl Catalogue {
         catalogue
             .prefixes
             .sort_by_key(|(net, _)| std::cmp::Reverse(net.prefix_len()));
+        for (net, index) in &catalogue.prefixes {
+            match net {
+                IpNet::V4(v4) => {
+                    let len = v4.prefix_len();
+                    if catalogue.v4_index.last().is_none_or(|(l, _)| *l != len) {
+                        catalogue.v4_index.push((len, HashMap::new()));
+                    }
+                    let table = &mut catalogue.v4_index.last_mut().expect("just pushed").1;
+                    table.entry(u32::from(v4.network())).or_insert(*index);
+                }
+                IpNet::V6(v6) => {
+                    let len = v6.prefix_len();
+                    if catalogue.v6_index.last().is_none_or(|(l, _)| *l != len) {
+                        catalogue.v6_index.push((len, HashMap::new()));
+                    }
+                    let table = &mut catalogue.v6_index.last_mut().expect("just pushed").1;
+                    table.entry(u128::from(v6.network())).or_insert(*index);
+                }
+            }
+        }
         Ok(catalogue)
     }
 
@@ -188,10 +219,23 @@ impl Catalogue {
 
     /// The application whose most specific address range holds `addr`.
     pub fn app_for_address(&self, addr: IpAddr) -> Option<&App> {
-        self.prefixes
-            .iter()
-            .find(|(net, _)| net.contains(&addr))
-            .map(|(_, index)| &self.apps[*index])
+        let index = match addr {
+            IpAddr::V4(v4) => {
+                let bits = u32::from(v4);
+                self.v4_index.iter().find_map(|(len, table)| {
+                    let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+                    table.get(&(bits & mask))
+                })
+            }
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6);
+                self.v6_index.iter().find_map(|(len, table)| {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(*len)).unwrap_or(0);
+                    table.get(&(bits & mask))
+                })
+            }
+        };
+        index.map(|i| &self.apps[*i])
     }
 
     /// The class of a protocol when no application is known.
@@ -279,6 +323,28 @@ mod tests {
         assert_eq!(catalogue.app_for_address(webex).unwrap().name, "webex");
         let nowhere: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(catalogue.app_for_address(nowhere).is_none());
+        // The index agrees with a plain scan over the prefixes.
+        for probe in [
+            "13.107.6.152",
+            "13.107.6.153",
+            "13.107.6.154",
+            "52.113.194.132",
+            "2a00:1450:4007:805::2002",
+            "2603:1063::1",
+            "8.8.8.8",
+        ] {
+            let addr: IpAddr = probe.parse().unwrap();
+            let scan = catalogue
+                .prefixes
+                .iter()
+                .find(|(net, _)| net.contains(&addr))
+                .map(|(_, i)| catalogue.apps[*i].name.as_str());
+            assert_eq!(
+                catalogue.app_for_address(addr).map(|a| a.name.as_str()),
+                scan,
+                "{probe}"
+            );
+        }
     }
 
     #[test]

@@ -69,7 +69,13 @@ fn run_blocking(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         },
         None => None,
     };
-    let mut classifier = Classifier::new(catalogue, policy, Config::default());
+    // A capture on disk can hold far more flows than a live branch: keep them all.
+    let config = Config {
+        max_flows: 1 << 20,
+        dns_cache_entries: 1 << 18,
+        ..Config::default()
+    };
+    let mut classifier = Classifier::new(catalogue, policy, config);
     classifier.keep_flow_records(true);
     if let Some(path) = &args.pcap {
         let bytes = capture::read_file(path)?;
@@ -97,28 +103,12 @@ fn run_blocking(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let records = classifier.finish();
-    if args.json {
-        let flows: Vec<serde_json::Value> = records.iter().map(flow_json).collect();
-        println!("{}", serde_json::to_string_pretty(&flows)?);
-    } else {
-        for record in &records {
-            let v = &record.verdict;
-            println!(
-                "{:<5} {}:{} -> {}:{}{}  {}  {}  ({})",
-                v.tuple.l4_name(),
-                v.tuple.src,
-                v.tuple.sport,
-                v.tuple.dst,
-                v.tuple.dport,
-                v.tuple
-                    .vlan
-                    .map(|id| format!(" vlan {id}"))
-                    .unwrap_or_default(),
-                v.app,
-                v.class,
-                v.reason
-            );
-        }
+    match print_flows(&records, args.json) {
+        // A closed pipe (`… | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
+    }
+    if !args.json {
         eprintln!(
             "{} flows, {} packets",
             records.len(),
@@ -126,6 +116,35 @@ fn run_blocking(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_flows(records: &[FlowRecord], json: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let flows: Vec<serde_json::Value> = records.iter().map(flow_json).collect();
+        serde_json::to_writer_pretty(&mut out, &flows)?;
+        writeln!(out)?;
+    } else {
+        for record in records {
+            let v = &record.verdict;
+            writeln!(
+                out,
+                "{:<5} {} -> {}{}  {}  {}  ({})",
+                v.tuple.l4_name(),
+                std::net::SocketAddr::new(v.tuple.src, v.tuple.sport),
+                std::net::SocketAddr::new(v.tuple.dst, v.tuple.dport),
+                v.tuple
+                    .vlan
+                    .map(|id| format!(" vlan {id}"))
+                    .unwrap_or_default(),
+                v.app,
+                v.class,
+                v.reason
+            )?;
+        }
+    }
+    out.flush()
 }
 
 fn flow_json(record: &FlowRecord) -> serde_json::Value {

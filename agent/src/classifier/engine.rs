@@ -26,14 +26,20 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Sized for a branch agent within its memory budget: at ≈ 1.4 KB per flow (see
+    /// docs/benchmarks/classifier.md) 16,384 flows take ≈ 23 MB at worst.
     fn default() -> Self {
         Config {
-            max_flows: 262_144,
-            dns_cache_entries: 65_536,
+            max_flows: 16_384,
+            dns_cache_entries: 16_384,
             timeouts: Timeouts::default(),
         }
     }
 }
+
+/// Announced data connections kept at most, and for how long.
+const EXPECTED_CAP: usize = 4096;
+const EXPECTED_FOR: Duration = Duration::from_secs(60);
 
 /// The classifier's current answer for a flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +54,8 @@ struct Outcome {
 pub struct FlowState {
     inspector: Inspector,
     outcome: Option<Outcome>,
+    /// Announced beforehand by another flow (an FTP data connection).
+    expected: Option<Protocol>,
 }
 
 /// Counters of what the classifier has seen.
@@ -81,6 +89,8 @@ pub struct Classifier {
     default_class: u16,
     stats: Vec<ClassCounters>,
     pending: Vec<Verdict>,
+    /// Data connections announced on FTP control flows: (server address, port) → until.
+    expected: std::collections::HashMap<(IpAddr, u16), Duration>,
     records: Vec<FlowRecord>,
     keep_records: bool,
     pub counters: ClassifierCounters,
@@ -122,6 +132,7 @@ impl Classifier {
             catalogue,
             policy,
             pending: Vec::new(),
+            expected: std::collections::HashMap::new(),
             records: Vec::new(),
             keep_records: false,
             counters: ClassifierCounters::default(),
@@ -148,6 +159,17 @@ impl Classifier {
         let (flow, direction, created) = self.table.track(now, packet);
         let from_initiator = direction == Direction::Initiator;
         let mut changed = created;
+        if created
+            && !self.expected.is_empty()
+            && packet.proto == ip_proto::TCP
+            && let Some(until) = self
+                .expected
+                .remove(&(packet.dst, packet.dport))
+                .or_else(|| self.expected.remove(&(packet.src, packet.sport)))
+            && until >= now
+        {
+            flow.state.expected = Some(Protocol::FtpData);
+        }
         if !flow.state.inspector.is_finished() || flow_carries_dns(flow) {
             let before = detection_fingerprint(flow.state.inspector.detection());
             let seen = Seen {
@@ -156,10 +178,21 @@ impl Classifier {
                 sport: packet.sport,
                 dport: packet.dport,
                 tcp_seq: packet.tcp.map(|t| t.seq),
+                tcp_syn: packet.tcp.is_some_and(|t| t.syn),
                 payload: packet.payload,
             };
             if let Some(message) = flow.state.inspector.inspect(&seen) {
                 self.dns.learn(now, &message);
+            }
+            for (addr, port) in flow.state.inspector.take_announced() {
+                // Without an address (EPSV), the data connection goes to the reply's sender.
+                let addr = addr.unwrap_or(packet.src);
+                if self.expected.len() >= EXPECTED_CAP {
+                    self.expected.retain(|_, until| *until >= now);
+                }
+                if self.expected.len() < EXPECTED_CAP {
+                    self.expected.insert((addr, port), now + EXPECTED_FOR);
+                }
             }
             changed |= before != detection_fingerprint(flow.state.inspector.detection());
         }
@@ -175,7 +208,8 @@ impl Classifier {
             let previous = flow.state.outcome.replace(outcome.clone());
             if previous.as_ref() != Some(&outcome) {
                 if let Some(previous) = &previous {
-                    self.stats[usize::from(previous.class)].flows -= 1;
+                    let counters = &mut self.stats[usize::from(previous.class)];
+                    counters.flows = counters.flows.saturating_sub(1);
                 }
                 self.stats[usize::from(outcome.class)].flows += 1;
                 self.counters.verdicts += 1;
@@ -184,6 +218,7 @@ impl Classifier {
             }
         }
         let Some(outcome) = &flow.state.outcome else {
+            self.retire_finished();
             return;
         };
         let counters = &mut self.stats[usize::from(outcome.class)];
@@ -194,20 +229,27 @@ impl Classifier {
         } else {
             counters.bytes_down += u64::from(packet.ip_len);
         }
-        if self.keep_records {
-            let finished = self.table.take_finished();
-            for flow in finished {
-                self.record(flow);
-            }
+        self.retire_finished();
+    }
+
+    /// Takes ended flows out of the table's hands: they leave the per-class live-flow counts
+    /// and, for a capture replay, become flow records. Nothing piles up in a long-running agent.
+    fn retire_finished(&mut self) {
+        for flow in self.table.take_finished() {
+            self.retire(flow);
         }
     }
 
-    fn record(&mut self, flow: Flow<FlowState>) {
+    fn retire(&mut self, flow: Flow<FlowState>) {
         let Some(outcome) = &flow.state.outcome else {
             return;
         };
-        let record = record_of(&flow, outcome, &self.class_names);
-        self.records.push(record);
+        let counters = &mut self.stats[usize::from(outcome.class)];
+        counters.flows = counters.flows.saturating_sub(1);
+        if self.keep_records {
+            let record = record_of(&flow, outcome, &self.class_names);
+            self.records.push(record);
+        }
     }
 
     /// Verdicts issued since the last call, for the data plane to install.
@@ -240,7 +282,7 @@ impl Classifier {
     pub fn finish(&mut self) -> Vec<FlowRecord> {
         let flows = self.table.drain();
         for flow in flows {
-            self.record(flow);
+            self.retire(flow);
         }
         let mut records = std::mem::take(&mut self.records);
         records.sort_by_key(|r| r.first_seen);
@@ -350,6 +392,9 @@ fn identify(
         ip_proto::IGMP => Some(Protocol::Igmp),
         ip_proto::ESP | ip_proto::AH => Some(Protocol::Esp),
         ip_proto::GRE => Some(Protocol::Gre),
+        89 => Some(Protocol::Ospf),
+        103 => Some(Protocol::Pim),
+        112 => Some(Protocol::Vrrp),
         _ => None,
     });
     let host = detection.and_then(|d| d.host.as_ref());
@@ -446,6 +491,16 @@ fn identify(
         );
     }
     let known_by_dns = dns.name_of(now, tuple.dst).map(str::to_owned);
+    if let Some(p) = flow.state.expected {
+        let reason = format!("{} announced on a control connection", p.name());
+        return (
+            p.name().to_owned(),
+            catalogue.protocol_class(p).to_owned(),
+            reason,
+            Some(p),
+            known_by_dns,
+        );
+    }
     if let Some((p, port)) = ports::service_port(flow.key.proto, tuple.sport, tuple.dport) {
         return (
             p.name().to_owned(),

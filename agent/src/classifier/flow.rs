@@ -245,23 +245,25 @@ impl<S: Default> FlowTable<S> {
             self.next_sweep = now + SWEEP_EVERY;
         }
         let (key, forward) = FlowKey::of(packet);
-        let mut created = false;
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.capacity {
+        // One lookup for the common case (a live flow); the rest only for new flows.
+        let state = match self.flows.get(&key) {
+            Some(flow) if now.saturating_sub(flow.last_seen) <= self.timeouts.for_flow(flow) => {
+                None
+            }
+            Some(_) => Some(true),
+            None => Some(false),
+        };
+        let created = state.is_some();
+        if let Some(stale) = state {
+            if stale {
+                // The same 5-tuple after the flow went idle is a new flow.
+                if let Some(old) = self.flows.remove(&key) {
+                    self.counters.expired += 1;
+                    self.finished.push(old);
+                }
+            } else if self.flows.len() >= self.capacity {
                 self.evict_oldest();
             }
-            created = true;
-        } else if let Some(flow) = self.flows.get(&key)
-            && now.saturating_sub(flow.last_seen) > self.timeouts.for_flow(flow)
-        {
-            // The same 5-tuple after the flow went idle is a new flow.
-            if let Some(old) = self.flows.remove(&key) {
-                self.counters.expired += 1;
-                self.finished.push(old);
-            }
-            created = true;
-        }
-        if created {
             self.counters.created += 1;
         }
         let flow = self.flows.entry(key).or_insert_with(|| {

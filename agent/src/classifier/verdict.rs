@@ -32,7 +32,13 @@ impl FlowTuple {
             ip_proto::AH => "AH".into(),
             ip_proto::GRE => "GRE".into(),
             ip_proto::SCTP => "SCTP".into(),
-            other => format!("IP{other}"),
+            4 => "IP_IN_IP".into(),
+            8 => "EGP".into(),
+            89 => "OSPF".into(),
+            103 => "PIM".into(),
+            112 => "VRRP".into(),
+            // nDPI prints other protocols by number; so do we, so tuples compare.
+            other => other.to_string(),
         }
     }
 }

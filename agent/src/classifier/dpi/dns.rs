@@ -66,6 +66,8 @@ pub struct DnsCache {
     capacity: usize,
     /// Answers dropped because the cache was full of live entries.
     pub refused: u64,
+    /// A full cache is swept for expired entries at most this often (capture time).
+    next_sweep: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ impl DnsCache {
             entries: HashMap::new(),
             capacity: capacity.max(1),
             refused: 0,
+            next_sweep: Duration::ZERO,
         }
     }
 
@@ -96,7 +99,10 @@ impl DnsCache {
         }
         for (address, ttl) in &message.answers {
             if self.entries.len() >= self.capacity && !self.entries.contains_key(address) {
-                self.entries.retain(|_, entry| entry.expires > now);
+                if now >= self.next_sweep {
+                    self.entries.retain(|_, entry| entry.expires > now);
+                    self.next_sweep = now + Duration::from_secs(1);
+                }
                 if self.entries.len() >= self.capacity {
                     self.refused += 1;
                     continue;

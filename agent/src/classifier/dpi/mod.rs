@@ -75,6 +75,8 @@ pub struct Seen<'a> {
     pub sport: u16,
     pub dport: u16,
     pub tcp_seq: Option<u32>,
+    /// The TCP SYN flag (its sequence number anchors the stream).
+    pub tcp_syn: bool,
     pub payload: &'a [u8],
 }
 
@@ -96,6 +98,12 @@ pub struct Inspector {
     rtp: [rtp::RtpTrack; 2],
     detection: Option<Detection>,
     finished: bool,
+    /// First payload byte (after a TCP length prefix) and length from each direction.
+    first_bytes: [Option<(u8, usize)>; 2],
+    /// Initial sequence numbers from the SYNs, per direction.
+    isn: [Option<u32>; 2],
+    /// Data connections an FTP control flow announced (address if given, port).
+    announced: Vec<(Option<std::net::IpAddr>, u16)>,
 }
 
 impl Inspector {
@@ -111,6 +119,9 @@ impl Inspector {
     /// Looks at one packet. Returns a parsed DNS message when the flow carries DNS, so the
     /// caller can learn its answers (DNS flows are parsed on every packet, even when done).
     pub fn inspect(&mut self, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
+        if seen.tcp_syn && !self.finished {
+            self.isn[usize::from(!seen.from_initiator)] = seen.tcp_seq;
+        }
         if seen.payload.is_empty() {
             return None;
         }
@@ -122,11 +133,39 @@ impl Inspector {
         if self.finished {
             return None;
         }
+        if matches!(&self.detection, Some(d) if d.protocol == Protocol::Ftp) {
+            // Keep reading the control channel for the data connections it opens.
+            self.payload_packets += 1;
+            if self.payload_packets >= PAYLOAD_PACKET_LIMIT * 4 {
+                self.finish();
+            }
+            if let Some(endpoint) = ftp_data_endpoint(seen.payload)
+                && self.announced.len() < 64
+            {
+                self.announced.push(endpoint);
+            }
+            return None;
+        }
         self.payload_packets += 1;
         if self.payload_packets >= PAYLOAD_PACKET_LIMIT {
             self.finish();
         }
         let dir = usize::from(!seen.from_initiator);
+        if self.first_bytes[dir].is_none() {
+            let body = if seen.proto == ip_proto::TCP {
+                seen.payload.get(2..)
+            } else {
+                Some(seen.payload)
+            };
+            self.first_bytes[dir] = body
+                .and_then(|b| b.first())
+                .map(|&b| (b, seen.payload.len()));
+            if self.detection.is_none() && self.openvpn_handshake() {
+                self.detection = Some(Detection::of(Protocol::OpenVpn));
+                self.finish();
+                return None;
+            }
+        }
         match seen.proto {
             ip_proto::TCP => self.inspect_tcp(dir, seen),
             ip_proto::UDP => self.inspect_udp(dir, seen),
@@ -135,6 +174,23 @@ impl Inspector {
                 None
             }
         }
+    }
+
+    /// OpenVPN's reset exchange: the initiator opens with a client hard reset (v2/v3) and
+    /// the responder answers with a server hard reset, both with key id 0. Catches OpenVPN
+    /// with tls-auth/tls-crypt, whose later bytes are opaque.
+    fn openvpn_handshake(&self) -> bool {
+        match self.first_bytes {
+            [Some((client, _)), Some((server, _))] => {
+                matches!(client, 0x38 | 0x50) && matches!(server, 0x40 | 0x58)
+            }
+            _ => false,
+        }
+    }
+
+    /// Data connections an FTP control flow announced since the last call.
+    pub fn take_announced(&mut self) -> Vec<(Option<std::net::IpAddr>, u16)> {
+        std::mem::take(&mut self.announced)
     }
 
     fn finish(&mut self) {
@@ -156,20 +212,51 @@ impl Inspector {
     }
 
     fn inspect_tcp(&mut self, dir: usize, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
-        let seq = seen.tcp_seq.unwrap_or(0);
+        // Data on a SYN (TCP Fast Open) starts one past the SYN's own sequence number.
+        let seq = seen
+            .tcp_seq
+            .unwrap_or(0)
+            .wrapping_add(u32::from(seen.tcp_syn));
         let tls_so_far = matches!(&self.detection, Some(d) if d.protocol == Protocol::Tls);
-        if self.streams[dir].is_none()
-            && (self.detection.is_none() || tls_so_far && !self.has_host())
-            && tls::looks_like_tls(seen.payload)
-        {
-            self.detection.get_or_insert(Detection::of(Protocol::Tls));
-            self.streams[dir] = Some(Box::default());
+        let wants_stream = self.detection.is_none() || tls_so_far && !self.has_host();
+        if self.streams[dir].is_none() && wants_stream {
+            // Anchor at the SYN when we saw it, so a first segment that arrives late still
+            // lands in place; otherwise start at the first segment that opens a TLS record.
+            if let Some(isn) = self.isn[dir] {
+                self.streams[dir] = Some(Box::new(StreamPrefix::starting_at(isn.wrapping_add(1))));
+            } else if tls::looks_like_tls(seen.payload) {
+                self.streams[dir] = Some(Box::default());
+            }
         }
         if let Some(stream) = self.streams[dir].as_mut() {
             stream.push(seq, seen.payload);
-            self.advance_tls(dir);
-            return None;
+            let start = stream.bytes();
+            if start.is_empty() {
+                if stream.held() < 4 {
+                    return None; // the first bytes are still missing
+                }
+                // They are not coming (the capture lost them): judge segments as they come.
+                self.streams[dir] = None;
+                self.isn[dir] = None;
+                return self.inspect_tcp_plain(seen);
+            }
+            if tls::looks_like_tls(start) || start.len() < 3 && start[0] == 22 {
+                self.detection.get_or_insert(Detection::of(Protocol::Tls));
+                self.advance_tls(dir);
+                return None;
+            }
+            // Not TLS: judge the reassembled start of the stream instead of this segment.
+            let start = start.to_vec();
+            self.streams[dir] = None;
+            return self.inspect_tcp_plain(&Seen {
+                payload: &start,
+                ..*seen
+            });
         }
+        self.inspect_tcp_plain(seen)
+    }
+
+    fn inspect_tcp_plain(&mut self, seen: &Seen<'_>) -> Option<dns::DnsMessage> {
         if self.detection.is_none()
             && (seen.sport == 53 || seen.dport == 53)
             && let Some(message) = dns::parse(seen.payload, true)
@@ -350,11 +437,56 @@ impl Inspector {
         }
         let wants_host = matches!(hit.protocol, Protocol::Http | Protocol::HttpProxy);
         self.set_host(hit.host, HostSource::HttpHost);
+        if hit.protocol == Protocol::Ftp {
+            if let Some(endpoint) = ftp_data_endpoint(seen.payload) {
+                self.announced.push(endpoint);
+            }
+            return true; // stays open: the control channel names its data connections
+        }
         if !wants_host || self.has_host() {
             self.finish();
         }
         true
     }
+}
+
+/// A data connection named on an FTP control channel: `227 Entering Passive Mode
+/// (h1,h2,h3,h4,p1,p2)`, `229 Entering Extended Passive Mode (|||port|)`, `PORT h1,…,p2`
+/// or `EPRT |1|addr|port|`.
+pub fn ftp_data_endpoint(line: &[u8]) -> Option<(Option<std::net::IpAddr>, u16)> {
+    let text = std::str::from_utf8(line.get(..line.len().min(256))?).ok()?;
+    let six_numbers = |list: &str| -> Option<(Option<std::net::IpAddr>, u16)> {
+        let n: Vec<u8> = list
+            .split(',')
+            .map(|part| part.trim().parse::<u8>())
+            .collect::<Result<_, _>>()
+            .ok()?;
+        if n.len() != 6 {
+            return None;
+        }
+        let addr = std::net::IpAddr::from([n[0], n[1], n[2], n[3]]);
+        Some((Some(addr), u16::from(n[4]) << 8 | u16::from(n[5])))
+    };
+    if let Some(rest) = text.strip_prefix("227 ") {
+        let open = rest.find('(')?;
+        let close = rest[open..].find(')')? + open;
+        return six_numbers(&rest[open + 1..close]);
+    }
+    if let Some(rest) = text.strip_prefix("229 ") {
+        let open = rest.find("(|||")?;
+        let close = rest[open + 4..].find('|')? + open + 4;
+        return Some((None, rest[open + 4..close].parse().ok()?));
+    }
+    if let Some(rest) = text.strip_prefix("PORT ") {
+        return six_numbers(rest.trim_end());
+    }
+    if let Some(rest) = text.strip_prefix("EPRT ") {
+        let fields: Vec<&str> = rest.trim_end().split('|').collect();
+        if fields.len() >= 4 {
+            return Some((fields[2].parse().ok(), fields[3].parse().ok()?));
+        }
+    }
+    None
 }
 
 /// Applications an HTTP request names by what it asks for.
@@ -378,6 +510,10 @@ fn http_hint(payload: &[u8]) -> Option<&'static str> {
         }
         if path.ends_with(".m3u8") {
             return Some("hls");
+        }
+        const VIDEO: &[&str] = &[".mp4", ".m4v", ".m4a", ".webm", ".ts", ".flv", ".mkv"];
+        if VIDEO.iter().any(|ext| path.ends_with(ext)) {
+            return Some("http-video");
         }
     }
     let content_type = signatures::http_header(payload, b"content-type")?;

@@ -17,6 +17,13 @@ const SALT_V1: [u8; 20] = hex20("38762cf7f55934b34d179ae6a4c80cadccbb7f0a");
 const SALT_V2: [u8; 20] = hex20("0dede3def700a6db819381be6e269dcbf9bd2ed9");
 const SALT_DRAFT_29: [u8; 20] = hex20("afbfec289993d24c9e9786f19c6111e04390a899");
 const SALT_DRAFT_23: [u8; 20] = hex20("c3eef712c72ebb5a11a7d2432bb46365bef9f502");
+/// Google QUIC versions that adopted IETF Initial protection (Chrome 2020–2021).
+const Q050: u32 = u32::from_be_bytes(*b"Q050");
+const T050: u32 = u32::from_be_bytes(*b"T050");
+const T051: u32 = u32::from_be_bytes(*b"T051");
+const SALT_Q050: [u8; 20] = hex20("504574efd066fe2f9d945cfcdbd3a7f0d3b56b45");
+const SALT_T050: [u8; 20] = hex20("7ff579e5acd072915580304c43a2367c60488310");
+const SALT_T051: [u8; 20] = hex20("7a4edef4e7ccee5fa4506c19124fc8ccda6e033d");
 
 const fn hex20(text: &str) -> [u8; 20] {
     let bytes = text.as_bytes();
@@ -47,6 +54,9 @@ fn version_params(version: u32) -> Option<(&'static [u8; 20], &'static str)> {
         // Facebook mvfst builds of draft-22/27 and the mvfst experimental versions.
         0xface_b001 | 0xface_b002 | 0xface_b00e => Some((&SALT_DRAFT_23, "quic ")),
         0xface_b003 => Some((&SALT_DRAFT_29, "quic ")),
+        Q050 => Some((&SALT_Q050, "quic ")),
+        T050 => Some((&SALT_T050, "quic ")),
+        T051 => Some((&SALT_T051, "quic ")),
         _ => None,
     }
 }
@@ -299,11 +309,21 @@ impl CryptoStream {
         out
     }
 
-    /// The ClientHello, once its bytes are all here.
+    /// The ClientHello, once its bytes are all here. Q050 carries a gQUIC CHLO instead.
     pub fn client_hello(&self) -> Progress<ClientHello> {
         let bytes = self.contiguous();
         if bytes.len() < 4 {
             return Progress::NeedMore;
+        }
+        if bytes.starts_with(b"CHLO") {
+            return match chlo_sni(&bytes) {
+                Some(sni) => Progress::Done(ClientHello {
+                    sni: Some(sni),
+                    alpn: Vec::new(),
+                }),
+                None if bytes.len() < 4096 => Progress::NeedMore,
+                None => Progress::NotThis,
+            };
         }
         if bytes[0] != 1 {
             return Progress::NotThis;
@@ -369,6 +389,9 @@ fn gquic(datagram: &[u8]) -> Option<Option<String>> {
     if !(version[0] == b'Q' && version[1..].iter().all(u8::is_ascii_digit)) {
         return None;
     }
+    if version_params(u32::from_be_bytes(version.try_into().ok()?)).is_some() {
+        return None; // Q050: protected like IETF Initials, opened there
+    }
     let chlo = datagram.windows(4).position(|w| w == b"CHLO");
     Some(chlo.and_then(|at| chlo_sni(&datagram[at..])))
 }
@@ -424,6 +447,23 @@ mod tests {
             panic!("no ClientHello");
         };
         assert_eq!(hello.sni.as_deref(), Some("example.com"));
+    }
+
+    #[test]
+    fn rfc9369_appendix_a_v2_client_initial_opens() {
+        let datagram = unhex(include_str!("testdata/rfc9369_client_initial.hex"));
+        let Some(Sighting::Initial(header)) = sight(&datagram) else {
+            panic!("v2 Initial not seen");
+        };
+        let keys = InitialKeys::client(V2, header.dcid).unwrap();
+        let mut stream = CryptoStream::default();
+        stream.add(initial_crypto_frames(&datagram, &keys));
+        assert!(
+            matches!(stream.client_hello(), Progress::Done(h) if h.sni.as_deref() == Some("example.com"))
+        );
+        // Opening it with v1 keys fails: the version's salt matters.
+        let v1_keys = InitialKeys::client(V1, header.dcid).unwrap();
+        assert!(initial_crypto_frames(&datagram, &v1_keys).is_empty());
     }
 
     #[test]

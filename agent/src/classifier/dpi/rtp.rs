@@ -65,6 +65,8 @@ impl RtpTrack {
                     {
                         self.in_order = self.in_order.saturating_add(1);
                     }
+                    // A duplicate (captured twice, or retransmitted) is neither for nor against.
+                    Some((last_ssrc, last_seq)) if last_ssrc == ssrc && seq == last_seq => {}
                     Some(_) => self.in_order = 0,
                     None => {}
                 }

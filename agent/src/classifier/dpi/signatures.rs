@@ -81,17 +81,18 @@ pub fn detect(p: &Payload<'_>) -> Option<Hit> {
             .or_else(|| ntp(p))
             .or_else(|| ssdp(p))
             .or_else(|| wireguard(p))
+            .or_else(|| zoom_media(p))
+            .or_else(|| teamviewer(p))
             .or_else(|| bittorrent_udp(p))
             .or_else(|| dropbox_lansync(p))
             .or_else(|| spotify_lan(p))
             .or_else(|| megaco(p))
+            .or_else(|| mgcp(p))
             .or_else(|| iax(p))
             .or_else(|| dtls(p))
             .or_else(|| openvpn_udp(p))
             .or_else(|| ike(p))
             .or_else(|| sun_rpc(p))
-            .or_else(|| teamviewer(p))
-            .or_else(|| zoom_media(p))
             .or_else(|| rdp_udp(p))
             .or_else(|| kerberos(p))
             .or_else(|| syslog(p))
@@ -240,11 +241,11 @@ fn bittorrent_udp(p: &Payload<'_>) -> Option<Hit> {
         let version = d[0] & 0x0f;
         let extension = d[1];
         let window = be32(d, 12)?;
-        if version == 1 && kind <= 4 && extension <= 2 && window > 0 {
-            if extension == 0 && kind == 4 && d.len() == 20 {
-                return Hit::bare(Protocol::BitTorrent);
-            }
-            if kind == 0 && d.len() > 20 || kind == 2 && d.len() == 20 {
+        // Only the fixed-size SYN and STATE packets: data packets are too easily mimicked.
+        if version == 1 && matches!(kind, 2 | 4) && extension <= 2 && window > 0 {
+            let header_only = d.len() == 20
+                || extension != 0 && d.get(21).is_some_and(|&n| d.len() == 22 + usize::from(n));
+            if header_only {
                 return Hit::bare(Protocol::BitTorrent);
             }
         }
@@ -552,6 +553,22 @@ fn spotify_lan(p: &Payload<'_>) -> Option<Hit> {
     Hit::bare(Protocol::SpotifyLan)
 }
 
+/// MGCP: a verb, a transaction id and `MGCP 1.0` on the first line.
+fn mgcp(p: &Payload<'_>) -> Option<Hit> {
+    const VERBS: &[&[u8]] = &[
+        b"AUEP ", b"AUCX ", b"CRCX ", b"DLCX ", b"EPCF ", b"MDCX ", b"NTFY ", b"RQNT ", b"RSIP ",
+    ];
+    let d = p.data;
+    let line_end = d
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(d.len());
+    let line = &d[..line_end];
+    (VERBS.iter().any(|v| line.starts_with(v)) && line.windows(8).any(|w| w == b"MGCP 1.0"))
+        .then_some(())?;
+    Hit::bare(Protocol::Mgcp)
+}
+
 fn megaco(p: &Payload<'_>) -> Option<Hit> {
     let d = p.data;
     (d.starts_with(b"MEGACO/") || d.starts_with(b"!/1 ") || d.starts_with(b"!/1[")).then_some(())?;
@@ -745,6 +762,25 @@ mod tests {
         assert_eq!(udp(19302, &binding), Some(Protocol::Stun));
         binding[3] = 0x40; // claims more than is there
         assert_eq!(udp(19302, &binding), None);
+    }
+
+    #[test]
+    fn fuzz_regression_utp_extension_length_past_the_end() {
+        // Found by the rtp_stun_signatures fuzz target: a uTP STATE header with an extension
+        // whose length byte would sit one past the datagram.
+        let mut data = vec![0x21, 0x01];
+        data.extend_from_slice(&[0x41; 10]);
+        data.extend_from_slice(&[0, 0, 1, 0]);
+        data.extend_from_slice(&[0x41; 5]);
+        assert_eq!(data.len(), 21);
+        for proto in [6, 17] {
+            let _ = detect(&Payload {
+                proto,
+                sport: 1,
+                dport: 2,
+                data: &data,
+            });
+        }
     }
 
     #[test]

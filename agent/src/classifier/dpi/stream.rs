@@ -18,9 +18,22 @@ pub const STREAM_CAP: usize = 16 * 1024;
 const EARLY_SEGMENTS: usize = 8;
 
 impl StreamPrefix {
+    /// A stream whose first byte has sequence number `seq` (the SYN's plus one).
+    pub fn starting_at(seq: u32) -> StreamPrefix {
+        StreamPrefix {
+            next_seq: Some(seq),
+            ..StreamPrefix::default()
+        }
+    }
+
     /// The reassembled leading bytes so far.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// Segments held back waiting for a gap to close.
+    pub fn held(&self) -> usize {
+        self.early.len()
     }
 
     /// True once nothing more will be kept.

@@ -219,7 +219,10 @@ fn subject_common_name(der: &[u8]) -> Option<String> {
     if len >= 0x80 {
         return None;
     }
-    clean_host_name(rest.get(..len)?)
+    // Kept even when it is not a host name ("AnyDesk Client"): the catalogue lists such names.
+    let name = std::str::from_utf8(rest.get(..len)?).ok()?;
+    let printable = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    printable.then(|| name.trim_start_matches("*.").to_ascii_lowercase())
 }
 
 #[cfg(test)]
