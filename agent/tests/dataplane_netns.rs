@@ -813,6 +813,7 @@ classes:
     bandwidth: { guaranteed: 10%, ceiling: 30% }
   - name: bulk
     priority: 6
+    dscp: CS1
     match: [{ protocols: [udp], ports: ["5100-5199"] }]
     steering: { prefer: [internet] }
   - name: default
