@@ -31,7 +31,6 @@ use crate::auth::{Authenticator, TokensFile};
 use crate::drift::{Drift, drift};
 use crate::metrics::Metrics;
 use crate::planning::{DecisionRecord, Plan, Planning};
-use crate::policy_diff;
 use crate::store::{AgentRecord, PolicyVersion, Store};
 
 /// Decisions kept in memory for the API (older ones stay in the store and audit log).
@@ -94,10 +93,26 @@ pub struct Applied {
     pub version: u64,
     /// False when the text equals the policy in force (nothing recorded).
     pub changed: bool,
+    /// One line per change, as the audit log and the policy history record them.
     pub changes: Vec<String>,
+    /// The same changes, structured (area, kind, subject, text).
+    pub details: Vec<PolicyChange>,
     pub warnings: Vec<Diagnostic>,
     /// Sites that got a new rule set version from this change.
     pub sites_republished: Vec<String>,
+}
+
+/// One change between two policies, in the policies crate's operator wording.
+pub type PolicyChange = wansteer_policies::diff::Change;
+
+/// The changes from `old` to `new`, structured and as the lines that get recorded
+/// (`~ class voice: …`, see [`wansteer_policies::diff::Change`]'s `Display`).
+fn policy_changes(
+    old: &wansteer_policies::Policy,
+    new: &wansteer_policies::Policy,
+) -> (Vec<String>, Vec<PolicyChange>) {
+    let details = wansteer_policies::diff::diff(old, new);
+    (details.iter().map(ToString::to_string).collect(), details)
 }
 
 /// An agent's operation refused.
@@ -206,7 +221,7 @@ impl Controller {
             let changes = match &latest {
                 None => vec!["initial policy".to_string()],
                 Some(latest) => match wansteer_policies::check_source(&latest.file, &latest.text) {
-                    Ok(old) => policy_diff::diff(&old.policy, &checked.policy),
+                    Ok(old) => policy_changes(&old.policy, &checked.policy).0,
                     Err(_) => vec!["replaced a policy this version cannot read".into()],
                 },
             };
@@ -369,11 +384,12 @@ impl Controller {
     pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
         let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
         let state = self.state();
-        let changes = policy_diff::diff(&state.policy.policy, &checked.policy);
+        let (changes, details) = policy_changes(&state.policy.policy, &checked.policy);
         Ok(Applied {
             version: state.policy.record.version,
             changed: state.policy.record.text != text,
             changes,
+            details,
             warnings: checked.warnings,
             sites_republished: Vec::new(),
         })
@@ -389,11 +405,11 @@ impl Controller {
     ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
         let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let (previous, changes) = {
+        let (previous, (changes, details)) = {
             let state = self.state();
             (
                 state.policy.record.clone(),
-                policy_diff::diff(&state.policy.policy, &checked.policy),
+                policy_changes(&state.policy.policy, &checked.policy),
             )
         };
         if previous.text == text {
@@ -401,6 +417,7 @@ impl Controller {
                 version: previous.version,
                 changed: false,
                 changes: Vec::new(),
+                details: Vec::new(),
                 warnings: checked.warnings,
                 sites_republished: Vec::new(),
             });
@@ -448,6 +465,7 @@ impl Controller {
             version: record.version,
             changed: true,
             changes,
+            details,
             warnings: checked.warnings,
             sites_republished: republished.await.unwrap_or_default(),
         })

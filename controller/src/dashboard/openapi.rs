@@ -76,9 +76,9 @@ pub fn paths() -> Value {
                         }}},
                         "thresholds": { "type": "array", "items": { "type": "object", "properties": {
                             "class": { "type": "string" },
-                            "rtt_ms": { "type": ["number", "null"] },
-                            "jitter_ms": { "type": ["number", "null"] },
-                            "loss_percent": { "type": ["number", "null"] },
+                            "rtt_ms": { "type": "number", "nullable": true },
+                            "jitter_ms": { "type": "number", "nullable": true },
+                            "loss_percent": { "type": "number", "nullable": true },
                         }}},
                     },
                 })),
