@@ -345,6 +345,12 @@ struct LineView {
     jitter_ms: Option<f64>,
     samples: Option<u64>,
     measured_at_ms: Option<u64>,
+    /// Latest throughput per class on the line, bits per second.
+    class_bps: BTreeMap<String, u64>,
+    /// Their sum.
+    load_bps: u64,
+    /// `load_bps` against the line's upstream capacity, per cent.
+    load_percent: f64,
 }
 
 fn line_views(controller: &Controller) -> Vec<LineView> {
@@ -355,6 +361,9 @@ fn line_views(controller: &Controller) -> Vec<LineView> {
         for line in &site.lines {
             let now = live.get(&(site.name.clone(), line.name.clone()));
             let m = now.map(|n| &n.measurement);
+            let load_bps = now.map_or(0, |n| {
+                n.class_bps.values().fold(0u64, |a, b| a.saturating_add(*b))
+            });
             views.push(LineView {
                 site: site.name.clone(),
                 line: line.name.clone(),
@@ -370,6 +379,13 @@ fn line_views(controller: &Controller) -> Vec<LineView> {
                 jitter_ms: m.map(|m| m.jitter_ms),
                 samples: m.map(|m| m.samples),
                 measured_at_ms: now.map(|n| n.at_ms),
+                class_bps: now.map(|n| n.class_bps.clone()).unwrap_or_default(),
+                load_bps,
+                load_percent: if line.up.bps() == 0 {
+                    0.0
+                } else {
+                    100.0 * load_bps as f64 / line.up.bps() as f64
+                },
             });
         }
     }

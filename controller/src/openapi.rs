@@ -274,7 +274,10 @@ fn schemas() -> Value {
             "up_bps": int, "down_bps": int, "cost": number, "preference": int,
             "health": { "type": "string", "enum": ["up", "degraded", "down", "unknown"] },
             "rtt_ms": number, "loss_percent": number, "jitter_ms": number, "samples": int,
-            "measured_at_ms": int } },
+            "measured_at_ms": int,
+            "class_bps": { "type": "object", "additionalProperties": int,
+                "description": "Latest throughput per class on the line (bits/s), from the agents' demand reports." },
+            "load_bps": int, "load_percent": { "type": "number", "description": "load_bps against up_bps." } } },
         "Class": { "type": "object", "properties": {
             "name": string, "priority": int, "sla": { "type": "object", "nullable": true },
             "placements": { "type": "array", "items": { "type": "object", "properties": {
@@ -303,7 +306,8 @@ fn schemas() -> Value {
                 "samples": int, "health": string } } },
             "events": { "type": "array", "items": { "type": "object" } },
             "demand": { "type": "array", "items": { "type": "object", "properties": {
-                "class": string, "line": { "type": "string", "nullable": true }, "bps": int } } } } },
+                "class": string, "line": { "type": "string", "nullable": true },
+                "destination": { "type": "string", "nullable": true }, "bps": int } } } } },
         "Ack": { "type": "object", "required": ["site", "version", "hash", "outcome"], "properties": {
             "site": string, "version": int, "hash": string,
             "outcome": { "type": "object", "properties": {

@@ -24,7 +24,9 @@ use tokio::time::Instant;
 use wansteer_policies::{Diagnostic, Policy};
 use wansteer_wire::PROTOCOL_VERSION;
 use wansteer_wire::ruleset::RuleSet;
-use wansteer_wire::session::{Ack, LineMeasurement, Register, RegisterReply, Report, RuleSetId};
+use wansteer_wire::session::{
+    Ack, ClassDemand, LineMeasurement, Register, RegisterReply, Report, RuleSetId,
+};
 
 use crate::audit::{AuditEntry, AuditLog, Retention};
 use crate::auth::{Authenticator, TokensFile};
@@ -140,11 +142,31 @@ struct AgentLive {
     last_report_ms: Option<u64>,
 }
 
-/// The latest measurement of one line.
+/// The latest measurement of one line, and the latest per-class demand on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LineLive {
     pub measurement: LineMeasurement,
     pub at_ms: u64,
+    /// Bits per second per class, summed over destinations, from the latest report that
+    /// measured or carried demand for this line; a class it did not list is idle.
+    pub class_bps: BTreeMap<String, u64>,
+}
+
+/// A report's per-class demand summed per (line, class); demand not tied to a line only
+/// informs the planner and is left out.
+fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut by_line: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for d in demand {
+        if let Some(line) = &d.line {
+            let bps = by_line
+                .entry(line.clone())
+                .or_default()
+                .entry(d.class.clone())
+                .or_default();
+            *bps = bps.saturating_add(d.bps);
+        }
+    }
+    by_line
 }
 
 struct CurrentPolicy {
@@ -570,17 +592,27 @@ impl Controller {
         let now = now_ms();
         {
             let mut state = self.state();
+            let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
                 self.shared
                     .metrics
                     .on_measurement(&report.site, measurement);
+                let key = (report.site.clone(), measurement.line.clone());
+                let class_bps = demand.remove(&measurement.line).unwrap_or_default();
                 state.lines.insert(
-                    (report.site.clone(), measurement.line.clone()),
+                    key,
                     LineLive {
                         measurement: measurement.clone(),
                         at_ms: now,
+                        class_bps,
                     },
                 );
+            }
+            // Demand on a line this report did not measure updates its last measurement's.
+            for (line, class_bps) in demand {
+                if let Some(live) = state.lines.get_mut(&(report.site.clone(), line)) {
+                    live.class_bps = class_bps;
+                }
             }
             if let Some(live) = state.agents.get_mut(&report.site) {
                 live.last_report_ms = Some(now);

@@ -10,7 +10,7 @@ use api_support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wansteer_controller::api::all_routes;
-use wansteer_wire::session::{LineHealth, Register, Report};
+use wansteer_wire::session::{ClassDemand, LineHealth, Register, Report};
 
 fn register_body(site: &str) -> String {
     serde_json::to_string(&Register {
@@ -178,6 +178,15 @@ async fn bad_policy_is_refused_with_its_location_and_nothing_changes() {
     );
 }
 
+fn demand(class: &str, line: Option<&str>, destination: Option<&str>, bps: u64) -> ClassDemand {
+    ClassDemand {
+        class: class.into(),
+        line: line.map(Into::into),
+        destination: destination.map(Into::into),
+        bps,
+    }
+}
+
 /// How the policies crate's diff words the class the test policy adds.
 const VIDEO_ADDED: &str =
     "+ class video: new class: priority 2, DSCP AF41, share 0% guaranteed / 100% ceiling";
@@ -333,7 +342,13 @@ async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
             measurement("lte", LineHealth::Up, 0.2),
         ],
         events: vec![],
-        demand: vec![],
+        demand: vec![
+            demand("voice", Some("lte"), Some("hub"), 64_000),
+            demand("voice", Some("lte"), Some("branch-2"), 36_000),
+            demand("bulk", Some("lte"), Some("hub"), 9_900_000),
+            // Not tied to a line: informs the planner only.
+            demand("bulk", None, Some("hub"), 1_000_000),
+        ],
     };
     let (status, _) = server
         .send(
@@ -415,6 +430,20 @@ async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
     assert_eq!(mpls["health"], "down");
     assert_eq!(mpls["loss_percent"], 100.0);
     assert_eq!(mpls["up_bps"], 50_000_000);
+    assert_eq!(mpls["class_bps"], json!({}), "nothing reported on mpls");
+    let lte = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["site"] == "branch-1" && l["line"] == "lte")
+        .unwrap();
+    assert_eq!(
+        lte["class_bps"],
+        json!({ "voice": 100_000, "bulk": 9_900_000 }),
+        "summed over destinations, per class"
+    );
+    assert_eq!(lte["load_bps"], 10_000_000);
+    assert_eq!(lte["load_percent"], 50.0, "10 of 20 Mbit/s");
     let (status, site) = server
         .get("/api/v1/sites/branch-1", Some(server.viewer()))
         .await;
