@@ -107,9 +107,19 @@ pub fn read(path: &Path, filter: &AuditFilter) -> io::Result<Vec<serde_json::Val
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // Entries are written with their tag first; a cheap text test skips most lines of
+    // other kinds without parsing them (decisions outnumber everything else).
+    let tag = filter
+        .kind
+        .as_ref()
+        .map(|kind| format!("\"kind\":\"{kind}\""));
     let mut kept = std::collections::VecDeque::new();
     for line in BufReader::new(file).lines() {
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line?) else {
+        let line = line?;
+        if tag.as_ref().is_some_and(|tag| !line.contains(tag.as_str())) {
+            continue;
+        }
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
         if let Some(kind) = &filter.kind
