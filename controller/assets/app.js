@@ -306,11 +306,13 @@ function topologySvg(allSites, allLines) {
     const health = HEALTHS.includes(l.health) ? l.health : "unknown";
     const line = s("line", {
       x1: x1 + offset, y1, x2: x2 + offset, y2,
-      class: "line " + health,
+      class: "line " + health + " " + loadClass(l.load_percent),
       "data-site": l.site, "data-line": l.line, "data-health": health,
+      "data-load-bps": l.load_bps || 0,
       onclick: () => { location.hash = "#/line/" + encodeURIComponent(l.site) + "/" + encodeURIComponent(l.line); },
     }, s("title", {}, `${l.site} ${l.line}: ${health}, RTT ${fmtNum(l.rtt_ms, " ms")}, ` +
-      `loss ${fmtNum(l.loss_percent, "%", 2)}, jitter ${fmtNum(l.jitter_ms, " ms")}`));
+      `loss ${fmtNum(l.loss_percent, "%", 2)}, jitter ${fmtNum(l.jitter_ms, " ms")}, ` +
+      `load ${fmtLoad(l)}`));
     edges.append(line);
     if (health === "degraded" || health === "down") {
       // Troubled lines are named on the graph (near their site) and listed with their
@@ -357,6 +359,15 @@ function topologySvg(allSites, allLines) {
   return svg;
 }
 
+// Line width on the graph follows load against the line's upstream capacity, in quarters.
+function loadClass(percent) {
+  return "load-" + Math.min(4, Math.floor((percent || 0) / 25));
+}
+
+function fmtLoad(l) {
+  return `${fmtRate(l.load_bps || 0)} (${fmtNum(l.load_percent || 0, "%", 0)})`;
+}
+
 // How a site's agent stands against what the controller published for it.
 function driftText(site) {
   const text = {
@@ -379,7 +390,7 @@ function lineTable(lines) {
   lines = byTrouble(lines);
   return h("table", { id: "lines" },
     h("thead", {}, h("tr", {}, ["Site", "Line", "Health", "RTT", "Loss", "Jitter",
-      "Capacity up/down", "Measured"].map((x) => h("th", {}, x)))),
+      "Load", "Capacity up/down", "Measured"].map((x) => h("th", {}, x)))),
     h("tbody", {}, lines.map((l) => h("tr", { "data-site": l.site, "data-line": l.line },
       h("td", {}, l.site),
       h("td", {}, h("a", { href: "#/line/" + encodeURIComponent(l.site) + "/" + encodeURIComponent(l.line) },
@@ -388,6 +399,7 @@ function lineTable(lines) {
       h("td", {}, fmtNum(l.rtt_ms, " ms")),
       h("td", {}, fmtNum(l.loss_percent, "%", 2)),
       h("td", {}, fmtNum(l.jitter_ms, " ms")),
+      h("td", { class: "load" }, fmtLoad(l)),
       h("td", {}, fmtRate(l.up_bps) + " / " + fmtRate(l.down_bps)),
       h("td", { class: "muted" }, fmtAgo(l.measured_at_ms))))));
 }
@@ -412,6 +424,8 @@ function lineView(site, line) {
         "Dashed lines: the tightest SLA among the classes (RTT is twice the one-way latency)."),
       metrics.map(([key, title, unit]) => h("div", { class: "card" }, h("h2", {}, title),
         chart(detail.samples, key, unit, detail.thresholds))),
+      h("div", { class: "card" }, h("h2", {}, "Throughput per class"),
+        throughputChart(detail.samples, now.up_bps)),
       h("div", { class: "card" }, lineClasses(siteDetail.rule_set, line)));
   });
 }
@@ -489,6 +503,52 @@ function chart(samples, key, unit, thresholds) {
   return svg;
 }
 
+// One series per class: the bits per second the agent measured on this line.
+function throughputChart(samples, capacityBps) {
+  const width = 1000, height = 220, left = 70, right = 10, top = 10, bottom = 40;
+  const svg = s("svg", { class: "chart", id: "throughput", "data-metric": "class_bps",
+    viewBox: `0 0 ${width} ${height}`, width: "100%" });
+  const classes = [...new Set(samples.flatMap((p) => Object.keys(p.class_bps || {})))].sort();
+  const rate = (p, c) => (p.class_bps || {})[c] || 0;
+  const max = Math.max(1, ...samples.flatMap((p) => classes.map((c) => rate(p, c)))) * 1.1;
+  const t1 = samples.length ? samples[samples.length - 1].at_ms : Date.now();
+  const t0 = samples.length ? Math.min(samples[0].at_ms, t1 - 60_000) : t1 - 60_000;
+  const x = (t) => left + (width - left - right) * (t - t0) / Math.max(1, t1 - t0);
+  const y = (v) => top + (height - top - bottom) * (1 - v / max);
+  svg.append(s("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }),
+    s("line", { class: "axis", x1: left, y1: height - bottom, x2: width - right, y2: height - bottom }));
+  for (const v of [0, max / 2, max]) {
+    svg.append(s("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "label" }, fmtRate(v)));
+  }
+  svg.append(s("text", { x: left, y: height - 24, class: "label" }, new Date(t0).toLocaleTimeString()),
+    s("text", { x: width - right, y: height - 24, "text-anchor": "end", class: "label" },
+      new Date(t1).toLocaleTimeString()));
+  if (!classes.length) {
+    svg.append(s("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "label" },
+      "no per-class demand reported for this line"));
+    return svg;
+  }
+  classes.forEach((c, i) => {
+    const colour = "c" + (i % 6);
+    const g = s("g", { class: "class-series " + colour, "data-class": c });
+    g.append(s("polyline", { class: "series",
+      points: samples.map((p) => `${x(p.at_ms).toFixed(1)},${y(rate(p, c)).toFixed(1)}`).join(" ") }));
+    for (const p of samples) {
+      g.append(s("circle", { class: "point", r: 2, cx: x(p.at_ms).toFixed(1), cy: y(rate(p, c)).toFixed(1) },
+        s("title", {}, `${c} ${new Date(p.at_ms).toLocaleTimeString()}: ${fmtRate(rate(p, c))}`)));
+    }
+    svg.append(g);
+    svg.append(s("g", { class: "legend-item " + colour },
+      s("line", { class: "swatch", x1: left + i * 130, y1: height - 9, x2: left + 24 + i * 130, y2: height - 9 }),
+      s("text", { x: left + 30 + i * 130, y: height - 5, class: "label" }, c)));
+  });
+  if (capacityBps) {
+    svg.append(s("text", { x: width - right, y: height - 5, "text-anchor": "end", class: "label" },
+      "line capacity up " + fmtRate(capacityBps)));
+  }
+  return svg;
+}
+
 // ----- classes -----
 
 function sinceByPlacement(decisions) {
@@ -545,24 +605,37 @@ function eventsView() {
       h("option", { value: "" }, "all"),
       options.map((o) => h("option", { value: o, selected: filters[name] === o }, o))));
   mount(["decisions", "policy"], async () => {
-    const [decisions, versions, lines, classes] = await Promise.all([
+    const admin = state.me && state.me.role === "admin";
+    const [decisions, versions, lines, classes, changes, refusals] = await Promise.all([
       api("/api/v1/decisions?limit=1000"), api("/api/v1/policy/versions"),
-      api("/api/v1/lines"), api("/api/v1/classes")]);
+      api("/api/v1/lines"), api("/api/v1/classes"),
+      // The audit log is for admins: who changed the policy, which tokens were refused.
+      admin ? api("/api/v1/audit?kind=policy_change&limit=1000") : null,
+      admin ? api("/api/v1/audit?kind=auth_refused&limit=1000") : null]);
+    const policyEvents = changes ? changes.map((a) => ({
+      at_ms: a.at_ms, kind: "policy", site: null, class: null, lines: [],
+      what: `policy ${a.from_version ? "v" + a.from_version + " → " : ""}v${a.to_version} by ${a.by} (audit)`,
+      why: a.changes.join("; "),
+    })) : versions.map((v) => ({
+      at_ms: v.at_ms, kind: "policy", site: null, class: null, lines: [],
+      what: `policy v${v.version} by ${v.by}`, why: v.changes.join("; "),
+    }));
+    const refusedEvents = (refusals || []).map((a) => ({
+      at_ms: a.at_ms, kind: "refused", site: null, class: null, lines: [],
+      what: `token refused from ${a.peer}`, why: a.reason,
+    }));
     const events = decisions.map((d) => ({
       at_ms: d.at_ms, kind: "decision", site: d.site, class: d.class,
       lines: [d.from_line, d.to_line].filter(Boolean),
       what: `${d.site}: ${d.class} ${d.from_line ? d.from_line + " → " : "→ "}${d.to_line}`,
       why: d.reason,
-    })).concat(versions.map((v) => ({
-      at_ms: v.at_ms, kind: "policy", site: null, class: null, lines: [],
-      what: `policy v${v.version} by ${v.by}`, why: v.changes.join("; "),
-    })));
+    })).concat(policyEvents, refusedEvents);
     events.sort((a, b) => b.at_ms - a.at_ms);
     loaded = { events };
     const uniq = (xs) => [...new Set(xs)].sort();
     show(h("h1", {}, "Events"),
       h("div", { class: "filters" },
-        select("kind", ["decision", "policy"]),
+        select("kind", admin ? ["decision", "policy", "refused"] : ["decision", "policy"]),
         select("site", uniq(lines.map((l) => l.site))),
         select("line", uniq(lines.map((l) => l.line))),
         select("class", uniq(classes.map((c) => c.name))),

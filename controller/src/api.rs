@@ -24,7 +24,7 @@ use crate::audit::AuditEntry;
 use crate::auth::{Principal, Refusal, Role};
 use crate::service::{ApplyError, Controller, SessionError, now_ms};
 
-/// Every route as (method, path in OpenAPI form); the OpenAPI test checks each is described.
+/// The REST API's routes as (method, path in OpenAPI form); see [`all_routes`].
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("get", "/metrics"),
@@ -43,7 +43,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/agent/report"),
     ("post", "/api/v1/agent/ack"),
     ("get", "/api/v1/agent/rules"),
+    ("get", "/api/v1/audit"),
 ];
+
+/// Every route the server answers as API, the dashboard's included (its page and assets are
+/// not API), as (method, path in OpenAPI form).
+pub fn all_routes() -> Vec<(&'static str, &'static str)> {
+    ROUTES
+        .iter()
+        .chain(crate::dashboard::openapi::ROUTES)
+        .copied()
+        .collect()
+}
 
 /// The router, with the controller as state.
 pub fn router(controller: Controller) -> Router {
@@ -64,6 +75,7 @@ pub fn router(controller: Controller) -> Router {
         .route("/api/v1/agent/report", post(agent_report))
         .route("/api/v1/agent/ack", post(agent_ack))
         .route("/api/v1/agent/rules", get(agent_rules))
+        .route("/api/v1/audit", get(audit))
         .merge(crate::dashboard::router(&controller))
         // A policy for thousands of sites is several MiB of YAML.
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -333,6 +345,12 @@ struct LineView {
     jitter_ms: Option<f64>,
     samples: Option<u64>,
     measured_at_ms: Option<u64>,
+    /// Latest throughput per class on the line, bits per second.
+    class_bps: BTreeMap<String, u64>,
+    /// Their sum.
+    load_bps: u64,
+    /// `load_bps` against the line's upstream capacity, per cent.
+    load_percent: f64,
 }
 
 fn line_views(controller: &Controller) -> Vec<LineView> {
@@ -343,6 +361,9 @@ fn line_views(controller: &Controller) -> Vec<LineView> {
         for line in &site.lines {
             let now = live.get(&(site.name.clone(), line.name.clone()));
             let m = now.map(|n| &n.measurement);
+            let load_bps = now.map_or(0, |n| {
+                n.class_bps.values().fold(0u64, |a, b| a.saturating_add(*b))
+            });
             views.push(LineView {
                 site: site.name.clone(),
                 line: line.name.clone(),
@@ -358,6 +379,13 @@ fn line_views(controller: &Controller) -> Vec<LineView> {
                 jitter_ms: m.map(|m| m.jitter_ms),
                 samples: m.map(|m| m.samples),
                 measured_at_ms: now.map(|n| n.at_ms),
+                class_bps: now.map(|n| n.class_bps.clone()).unwrap_or_default(),
+                load_bps,
+                load_percent: if line.up.bps() == 0 {
+                    0.0
+                } else {
+                    100.0 * load_bps as f64 / line.up.bps() as f64
+                },
             });
         }
     }
@@ -510,6 +538,7 @@ async fn diff_policy(
     Ok(Json(json!({
         "current_version": preview.version,
         "changes": preview.changes,
+        "details": preview.details,
         "warnings": diagnostics_json(&preview.warnings),
     })))
 }
@@ -525,6 +554,52 @@ async fn apply_policy(
     let mut body = json!(applied);
     body["warnings"] = diagnostics_json(&applied.warnings);
     Ok(Json(body))
+}
+
+// ----- audit -----
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    /// Only entries at or after this time (ms since the epoch).
+    since: Option<u64>,
+    /// Only entries of this kind.
+    kind: Option<String>,
+    limit: Option<usize>,
+}
+
+const AUDIT_KINDS: [&str; 3] = ["policy_change", "decision", "auth_refused"];
+
+/// The live audit file, for admins only: it names who changed what and who was refused.
+async fn audit(
+    caller: Caller,
+    State(controller): State<Controller>,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.user(Role::Admin)?;
+    if let Some(kind) = &query.kind
+        && !AUDIT_KINDS.contains(&kind.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown kind {kind:?}; one of {}", AUDIT_KINDS.join(", ")),
+        ));
+    }
+    let filter = crate::audit::AuditFilter {
+        since_ms: query.since,
+        kind: query.kind,
+        limit: query.limit.unwrap_or(1000).min(10_000),
+    };
+    let controller = controller.clone();
+    let entries = tokio::task::spawn_blocking(move || controller.audit().read(&filter))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not read the audit log: {e}"),
+            )
+        })?;
+    Ok(Json(Value::Array(entries)))
 }
 
 // ----- agent sessions -----

@@ -4,9 +4,13 @@
 //! is waiting, writes it, and fsyncs once per batch, so a burst of decisions costs one fsync
 //! while a policy change can still wait until its line is on disk. When the file passes
 //! `max_bytes` it becomes `audit.jsonl.1` (older ones shift up) and files past `keep` go.
+//!
+//! Audit files are owner-only (0600): an audit trail is readable only by those who need it
+//! (PCI DSS 10.3). [`read`] gives the live file's entries back to the API.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -66,6 +70,74 @@ struct Queued {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Queued>,
+    path: PathBuf,
+}
+
+/// Creates `path` owner-only if missing, and narrows it to 0600 if it exists wider.
+pub fn create_owner_only(path: &Path) -> io::Result<()> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    create_owner_only(path)?;
+    OpenOptions::new().append(true).open(path)
+}
+
+/// Which entries [`read`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only entries at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only entries of this kind (`policy_change`, `decision`, `auth_refused`).
+    pub kind: Option<String>,
+    /// At most this many, the newest.
+    pub limit: usize,
+}
+
+/// The live audit file's entries that pass `filter`, oldest first. Rotated files are not
+/// read: they are for archiving. A line that is not JSON (a torn write) is skipped.
+pub fn read(path: &Path, filter: &AuditFilter) -> io::Result<Vec<serde_json::Value>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // Entries are written with their tag first; a cheap text test skips most lines of
+    // other kinds without parsing them (decisions outnumber everything else).
+    let tag = filter
+        .kind
+        .as_ref()
+        .map(|kind| format!("\"kind\":\"{kind}\""));
+    let mut kept = std::collections::VecDeque::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        if tag.as_ref().is_some_and(|tag| !line.contains(tag.as_str())) {
+            continue;
+        }
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(kind) = &filter.kind
+            && entry["kind"].as_str() != Some(kind)
+        {
+            continue;
+        }
+        if let Some(since) = filter.since_ms
+            && entry["at_ms"].as_u64().is_none_or(|at| at < since)
+        {
+            continue;
+        }
+        kept.push_back(entry);
+        if kept.len() > filter.limit {
+            kept.pop_front();
+        }
+    }
+    Ok(kept.into())
 }
 
 impl std::fmt::Debug for Queued {
@@ -77,12 +149,18 @@ impl std::fmt::Debug for Queued {
 impl AuditLog {
     /// Opens (or creates) `dir/audit.jsonl` and starts the writer thread.
     pub fn open(dir: &Path, retention: Retention) -> io::Result<AuditLog> {
-        let mut writer = Writer::open(dir.join(AUDIT_FILE), retention)?;
+        let path = dir.join(AUDIT_FILE);
+        let mut writer = Writer::open(path.clone(), retention)?;
         let (tx, rx) = mpsc::channel::<Queued>();
         thread::Builder::new()
             .name("audit-log".into())
             .spawn(move || writer.run(rx))?;
-        Ok(AuditLog { tx })
+        Ok(AuditLog { tx, path })
+    }
+
+    /// The live file's entries that pass `filter` (see [`read`]).
+    pub fn read(&self, filter: &AuditFilter) -> io::Result<Vec<serde_json::Value>> {
+        read(&self.path, filter)
     }
 
     /// Queues an entry; it reaches disk with the next batch.
@@ -119,7 +197,7 @@ struct Writer {
 
 impl Writer {
     fn open(path: PathBuf, retention: Retention) -> io::Result<Writer> {
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_append(&path)?;
         let size = file.metadata()?.len();
         Ok(Writer {
             path,
@@ -182,10 +260,7 @@ impl Writer {
             }
             fs::rename(&self.path, self.rotated(1))?;
         }
-        self.file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = open_append(&self.path)?;
         self.size = 0;
         if let Some(dir) = self.path.parent() {
             // Make the renames durable too.
@@ -248,6 +323,91 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(line).unwrap();
             }
         }
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn audit_files_are_owner_only_even_when_left_wider() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join(AUDIT_FILE);
+        let log = AuditLog::open(
+            dir.path(),
+            Retention {
+                max_bytes: 200,
+                keep: 2,
+            },
+        )
+        .unwrap();
+        for version in 1..=5 {
+            log.record_durably(&change(version)).await.unwrap();
+        }
+        assert_eq!(mode(&live), 0o600);
+        assert_eq!(mode(&dir.path().join("audit.jsonl.1")), 0o600);
+        drop(log);
+        // A file an older controller left world-readable is narrowed on open.
+        fs::set_permissions(&live, fs::Permissions::from_mode(0o644)).unwrap();
+        let _log = AuditLog::open(dir.path(), Retention::default()).unwrap();
+        assert_eq!(mode(&live), 0o600);
+    }
+
+    #[tokio::test]
+    async fn read_filters_by_kind_and_time_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path(), Retention::default()).unwrap();
+        for version in 1..=4 {
+            let mut entry = change(version);
+            if let AuditEntry::PolicyChange { at_ms, .. } = &mut entry {
+                *at_ms = version * 1000;
+            }
+            log.record_durably(&entry).await.unwrap();
+        }
+        log.record_durably(&AuditEntry::AuthRefused {
+            at_ms: 2500,
+            peer: "127.0.0.1:1".into(),
+            reason: "unknown token on /api/v1/sites".into(),
+        })
+        .await
+        .unwrap();
+        let all = |filter: AuditFilter| log.read(&filter).unwrap();
+        let everything = all(AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        });
+        assert_eq!(everything.len(), 5);
+        let refused = all(AuditFilter {
+            kind: Some("auth_refused".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        });
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0]["peer"], "127.0.0.1:1");
+        let recent = all(AuditFilter {
+            since_ms: Some(2000),
+            kind: Some("policy_change".into()),
+            limit: 2,
+        });
+        let versions: Vec<u64> = recent
+            .iter()
+            .map(|e| e["to_version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(versions, [3, 4]);
+        // A torn last line does not hide the rest.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(AUDIT_FILE))
+            .unwrap();
+        file.write_all(b"{\"kind\":\"pol").unwrap();
+        assert_eq!(
+            all(AuditFilter {
+                limit: 100,
+                ..AuditFilter::default()
+            })
+            .len(),
+            5
+        );
     }
 
     #[tokio::test]

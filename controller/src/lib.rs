@@ -24,7 +24,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod plan;
 pub mod planning;
-pub mod policy_diff;
 pub mod push;
 pub mod service;
 pub mod solver;

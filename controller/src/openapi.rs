@@ -1,5 +1,6 @@
 //! The OpenAPI 3 document served at `/api/v1/openapi.json`, written by hand.
-//! A test checks that every route in [`crate::api::ROUTES`] is described here and nothing else.
+//! The dashboard's endpoints come from [`crate::dashboard::openapi::paths`]. A test checks
+//! that every route in [`crate::api::all_routes`] is described here and nothing else.
 
 use serde_json::{Value, json};
 
@@ -149,7 +150,20 @@ pub fn document() -> Value {
     rules["parameters"] = json!([{ "name": "hash", "in": "query", "required": false,
         "description": "Content hash of the rule set the agent runs.", "schema": { "type": "string" } }]);
 
-    json!({
+    let mut audit = op(
+        "The live audit log's entries, oldest first: policy changes (who, what changed), steering decisions, refused tokens. Rotated files are not read.",
+        "audit",
+        admin,
+        ok_json("Entries.", array_of("AuditEntry")),
+    );
+    audit["parameters"] = json!([
+        { "name": "since", "in": "query", "description": "Only entries at or after this time (ms since the epoch).", "schema": { "type": "integer" } },
+        { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["policy_change", "decision", "auth_refused"] } },
+        { "name": "limit", "in": "query", "description": "At most this many, the newest.", "schema": { "type": "integer", "default": 1000, "maximum": 10000 } },
+    ]);
+    audit["responses"]["400"] = json!({ "description": "Unknown kind." });
+
+    let mut document = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "wansteer controller",
@@ -176,6 +190,7 @@ pub fn document() -> Value {
             "/api/v1/agent/report": { "post": report },
             "/api/v1/agent/ack": { "post": ack },
             "/api/v1/agent/rules": { "get": rules },
+            "/api/v1/audit": { "get": audit },
         },
         "components": {
             "securitySchemes": {
@@ -190,7 +205,15 @@ pub fn document() -> Value {
             },
             "schemas": schemas(),
         },
-    })
+    });
+    // The dashboard's own endpoints are API too (the page and its assets are not).
+    let paths = document["paths"]
+        .as_object_mut()
+        .expect("paths is an object");
+    if let Value::Object(dashboard) = crate::dashboard::openapi::paths() {
+        paths.extend(dashboard);
+    }
+    document
 }
 
 fn json_body(schema: &str) -> Value {
@@ -215,10 +238,26 @@ fn schemas() -> Value {
         "Applied": { "type": "object", "properties": {
             "version": int, "changed": { "type": "boolean" },
             "changes": { "type": "array", "items": string },
+            "details": { "type": "array", "items": reference("PolicyChange") },
             "warnings": { "type": "array", "items": reference("Diagnostic") },
             "sites_republished": { "type": "array", "items": string } } },
         "PolicyDiff": { "type": "object", "properties": {
-            "current_version": int, "changes": { "type": "array", "items": string } } },
+            "current_version": int, "changes": { "type": "array", "items": string },
+            "details": { "type": "array", "items": reference("PolicyChange") },
+            "warnings": { "type": "array", "items": reference("Diagnostic") } } },
+        "PolicyChange": { "type": "object", "properties": {
+            "area": { "type": "string", "enum": ["policy", "sites", "classes", "timers"] },
+            "kind": { "type": "string", "enum": ["added", "removed", "changed"] },
+            "subject": { "type": "string", "description": "What changed: `class voice`, `site branch-1 line lte`, `timers`." },
+            "text": string } },
+        "AuditEntry": { "type": "object", "required": ["kind", "at_ms"], "properties": {
+            "kind": { "type": "string", "enum": ["policy_change", "decision", "auth_refused"] },
+            "at_ms": int,
+            "by": { "type": "string", "description": "policy_change: who." },
+            "from_version": { "type": "integer", "nullable": true }, "to_version": int,
+            "changes": { "type": "array", "items": string },
+            "peer": { "type": "string", "description": "auth_refused: the client address." },
+            "reason": string } },
         "PolicyVersion": { "type": "object", "properties": {
             "version": int, "file": string, "text": string, "by": string, "at_ms": int,
             "changes": { "type": "array", "items": string } } },
@@ -235,7 +274,10 @@ fn schemas() -> Value {
             "up_bps": int, "down_bps": int, "cost": number, "preference": int,
             "health": { "type": "string", "enum": ["up", "degraded", "down", "unknown"] },
             "rtt_ms": number, "loss_percent": number, "jitter_ms": number, "samples": int,
-            "measured_at_ms": int } },
+            "measured_at_ms": int,
+            "class_bps": { "type": "object", "additionalProperties": int,
+                "description": "Latest throughput per class on the line (bits/s), from the agents' demand reports." },
+            "load_bps": int, "load_percent": { "type": "number", "description": "load_bps against up_bps." } } },
         "Class": { "type": "object", "properties": {
             "name": string, "priority": int, "sla": { "type": "object", "nullable": true },
             "placements": { "type": "array", "items": { "type": "object", "properties": {
@@ -264,7 +306,8 @@ fn schemas() -> Value {
                 "samples": int, "health": string } } },
             "events": { "type": "array", "items": { "type": "object" } },
             "demand": { "type": "array", "items": { "type": "object", "properties": {
-                "class": string, "line": { "type": "string", "nullable": true }, "bps": int } } } } },
+                "class": string, "line": { "type": "string", "nullable": true },
+                "destination": { "type": "string", "nullable": true }, "bps": int } } } } },
         "Ack": { "type": "object", "required": ["site", "version", "hash", "outcome"], "properties": {
             "site": string, "version": int, "hash": string,
             "outcome": { "type": "object", "properties": {

@@ -24,14 +24,15 @@ use tokio::time::Instant;
 use wansteer_policies::{Diagnostic, Policy};
 use wansteer_wire::PROTOCOL_VERSION;
 use wansteer_wire::ruleset::RuleSet;
-use wansteer_wire::session::{Ack, LineMeasurement, Register, RegisterReply, Report, RuleSetId};
+use wansteer_wire::session::{
+    Ack, ClassDemand, LineMeasurement, Register, RegisterReply, Report, RuleSetId,
+};
 
 use crate::audit::{AuditEntry, AuditLog, Retention};
 use crate::auth::{Authenticator, TokensFile};
 use crate::drift::{Drift, drift};
 use crate::metrics::Metrics;
 use crate::planning::{DecisionRecord, Plan, Planning};
-use crate::policy_diff;
 use crate::store::{AgentRecord, PolicyVersion, Store};
 
 /// Decisions kept in memory for the API (older ones stay in the store and audit log).
@@ -94,10 +95,26 @@ pub struct Applied {
     pub version: u64,
     /// False when the text equals the policy in force (nothing recorded).
     pub changed: bool,
+    /// One line per change, as the audit log and the policy history record them.
     pub changes: Vec<String>,
+    /// The same changes, structured (area, kind, subject, text).
+    pub details: Vec<PolicyChange>,
     pub warnings: Vec<Diagnostic>,
     /// Sites that got a new rule set version from this change.
     pub sites_republished: Vec<String>,
+}
+
+/// One change between two policies, in the policies crate's operator wording.
+pub type PolicyChange = wansteer_policies::diff::Change;
+
+/// The changes from `old` to `new`, structured and as the lines that get recorded
+/// (`~ class voice: …`, see [`wansteer_policies::diff::Change`]'s `Display`).
+fn policy_changes(
+    old: &wansteer_policies::Policy,
+    new: &wansteer_policies::Policy,
+) -> (Vec<String>, Vec<PolicyChange>) {
+    let details = wansteer_policies::diff::diff(old, new);
+    (details.iter().map(ToString::to_string).collect(), details)
 }
 
 /// An agent's operation refused.
@@ -125,11 +142,31 @@ struct AgentLive {
     last_report_ms: Option<u64>,
 }
 
-/// The latest measurement of one line.
+/// The latest measurement of one line, and the latest per-class demand on it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LineLive {
     pub measurement: LineMeasurement,
     pub at_ms: u64,
+    /// Bits per second per class, summed over destinations, from the latest report that
+    /// measured or carried demand for this line; a class it did not list is idle.
+    pub class_bps: BTreeMap<String, u64>,
+}
+
+/// A report's per-class demand summed per (line, class); demand not tied to a line only
+/// informs the planner and is left out.
+fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut by_line: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for d in demand {
+        if let Some(line) = &d.line {
+            let bps = by_line
+                .entry(line.clone())
+                .or_default()
+                .entry(d.class.clone())
+                .or_default();
+            *bps = bps.saturating_add(d.bps);
+        }
+    }
+    by_line
 }
 
 struct CurrentPolicy {
@@ -206,7 +243,7 @@ impl Controller {
             let changes = match &latest {
                 None => vec!["initial policy".to_string()],
                 Some(latest) => match wansteer_policies::check_source(&latest.file, &latest.text) {
-                    Ok(old) => policy_diff::diff(&old.policy, &checked.policy),
+                    Ok(old) => policy_changes(&old.policy, &checked.policy).0,
                     Err(_) => vec!["replaced a policy this version cannot read".into()],
                 },
             };
@@ -369,11 +406,12 @@ impl Controller {
     pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
         let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
         let state = self.state();
-        let changes = policy_diff::diff(&state.policy.policy, &checked.policy);
+        let (changes, details) = policy_changes(&state.policy.policy, &checked.policy);
         Ok(Applied {
             version: state.policy.record.version,
             changed: state.policy.record.text != text,
             changes,
+            details,
             warnings: checked.warnings,
             sites_republished: Vec::new(),
         })
@@ -389,11 +427,11 @@ impl Controller {
     ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
         let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let (previous, changes) = {
+        let (previous, (changes, details)) = {
             let state = self.state();
             (
                 state.policy.record.clone(),
-                policy_diff::diff(&state.policy.policy, &checked.policy),
+                policy_changes(&state.policy.policy, &checked.policy),
             )
         };
         if previous.text == text {
@@ -401,6 +439,7 @@ impl Controller {
                 version: previous.version,
                 changed: false,
                 changes: Vec::new(),
+                details: Vec::new(),
                 warnings: checked.warnings,
                 sites_republished: Vec::new(),
             });
@@ -448,6 +487,7 @@ impl Controller {
             version: record.version,
             changed: true,
             changes,
+            details,
             warnings: checked.warnings,
             sites_republished: republished.await.unwrap_or_default(),
         })
@@ -552,17 +592,27 @@ impl Controller {
         let now = now_ms();
         {
             let mut state = self.state();
+            let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
                 self.shared
                     .metrics
                     .on_measurement(&report.site, measurement);
+                let key = (report.site.clone(), measurement.line.clone());
+                let class_bps = demand.remove(&measurement.line).unwrap_or_default();
                 state.lines.insert(
-                    (report.site.clone(), measurement.line.clone()),
+                    key,
                     LineLive {
                         measurement: measurement.clone(),
                         at_ms: now,
+                        class_bps,
                     },
                 );
+            }
+            // Demand on a line this report did not measure updates its last measurement's.
+            for (line, class_bps) in demand {
+                if let Some(live) = state.lines.get_mut(&(report.site.clone(), line)) {
+                    live.class_bps = class_bps;
+                }
             }
             if let Some(live) = state.agents.get_mut(&report.site) {
                 live.last_report_ms = Some(now);

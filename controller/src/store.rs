@@ -107,8 +107,13 @@ pub struct Store {
 
 impl Store {
     /// Opens or creates `dir/state.redb` with every table present.
+    ///
+    /// The file is owner-only (0600), also when an older controller left it wider: it holds
+    /// the policy history and who changed what.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = Database::create(dir.join(STORE_FILE)).map_err(err("open"))?;
+        let path = dir.join(STORE_FILE);
+        crate::audit::create_owner_only(&path).map_err(err("open"))?;
+        let db = Database::create(&path).map_err(err("open"))?;
         let txn = db.begin_write().map_err(err("create tables"))?;
         {
             txn.open_table(POLICIES).map_err(err("create tables"))?;
@@ -377,5 +382,20 @@ mod tests {
             "only the newest decision is loaded"
         );
         assert_eq!(store.next_decision_seq().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_state_file_is_owner_only_even_when_left_wider() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STORE_FILE);
+        let mode = || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(mode(), 0o600);
+        store.close().unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(mode(), 0o600);
+        store.close().unwrap();
     }
 }

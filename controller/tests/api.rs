@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use api_support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
-use wansteer_controller::api::ROUTES;
-use wansteer_wire::session::{LineHealth, Register, Report};
+use wansteer_controller::api::all_routes;
+use wansteer_wire::session::{ClassDemand, LineHealth, Register, Report};
 
 fn register_body(site: &str) -> String {
     serde_json::to_string(&Register {
@@ -178,6 +178,19 @@ async fn bad_policy_is_refused_with_its_location_and_nothing_changes() {
     );
 }
 
+fn demand(class: &str, line: Option<&str>, destination: Option<&str>, bps: u64) -> ClassDemand {
+    ClassDemand {
+        class: class.into(),
+        line: line.map(Into::into),
+        destination: destination.map(Into::into),
+        bps,
+    }
+}
+
+/// How the policies crate's diff words the class the test policy adds.
+const VIDEO_ADDED: &str =
+    "+ class video: new class: priority 2, DSCP AF41, share 0% guaranteed / 100% ceiling";
+
 #[tokio::test]
 async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +206,12 @@ async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(diff["changes"], json!(["classes[video]: added"]));
+    assert_eq!(diff["changes"], json!([VIDEO_ADDED]));
+    assert_eq!(
+        diff["details"],
+        json!([{ "area": "classes", "kind": "added", "subject": "class video",
+                 "text": "new class: priority 2, DSCP AF41, share 0% guaranteed / 100% ceiling" }])
+    );
 
     let (status, applied) = server
         .send(
@@ -207,6 +225,7 @@ async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
     assert_eq!(applied["version"], 2);
     assert_eq!(applied["changed"], true);
     assert_eq!(applied["sites_republished"], json!(["branch-1", "hub"]));
+    assert_eq!(applied["changes"], json!([VIDEO_ADDED]));
 
     let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
     assert_eq!(
@@ -221,6 +240,64 @@ async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
         .find(|c| c["name"] == "video")
         .unwrap();
     assert_eq!(video["placements"].as_array().unwrap().len(), 2, "{video}");
+
+    // The audit log through the API: admins only, filtered by kind and time.
+    let (status, _) = server.get("/api/v1/audit", Some(server.viewer())).await;
+    assert_eq!(status, 403);
+    let (status, entries) = server
+        .get("/api/v1/audit?kind=policy_change", Some(server.admin()))
+        .await;
+    assert_eq!(status, 200, "{entries}");
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 2, "startup and admin: {entries:?}");
+    assert!(entries.iter().all(|e| e["kind"] == "policy_change"));
+    let last = entries.last().unwrap();
+    assert_eq!(
+        (
+            last["by"].clone(),
+            last["to_version"].clone(),
+            last["changes"].clone()
+        ),
+        (json!("admin"), json!(2), json!([VIDEO_ADDED]))
+    );
+    let since = last["at_ms"].as_u64().unwrap() + 1;
+    let (_, later) = server
+        .get(
+            &format!("/api/v1/audit?kind=policy_change&since={since}"),
+            Some(server.admin()),
+        )
+        .await;
+    assert_eq!(later, json!([]));
+    let (status, _) = server
+        .get("/api/v1/audit?kind=nonsense", Some(server.admin()))
+        .await;
+    assert_eq!(status, 400);
+    // A refused token is audited and readable.
+    let (status, _) = server
+        .get("/api/v1/sites", Some("not-a-token-anyone-has"))
+        .await;
+    assert_eq!(status, 401);
+    let refused = async {
+        loop {
+            let (_, refused) = server
+                .get("/api/v1/audit?kind=auth_refused", Some(server.admin()))
+                .await;
+            if !refused.as_array().unwrap().is_empty() {
+                return refused;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let refused = tokio::time::timeout(std::time::Duration::from_secs(10), refused)
+        .await
+        .expect("the refused token reaches the audit log");
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown token on /api/v1/sites"),
+        "{refused}"
+    );
 
     // The same text again is no new version.
     let (_, again) = server
@@ -240,7 +317,7 @@ async fn admin_applies_a_policy_with_a_diff_and_an_audit_trail() {
         .unwrap();
     assert_eq!(change["by"], "admin");
     assert_eq!(change["to_version"], 2);
-    assert_eq!(change["changes"], json!(["classes[video]: added"]));
+    assert_eq!(change["changes"], json!([VIDEO_ADDED]));
 }
 
 #[tokio::test]
@@ -265,7 +342,13 @@ async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
             measurement("lte", LineHealth::Up, 0.2),
         ],
         events: vec![],
-        demand: vec![],
+        demand: vec![
+            demand("voice", Some("lte"), Some("hub"), 64_000),
+            demand("voice", Some("lte"), Some("branch-2"), 36_000),
+            demand("bulk", Some("lte"), Some("hub"), 9_900_000),
+            // Not tied to a line: informs the planner only.
+            demand("bulk", None, Some("hub"), 1_000_000),
+        ],
     };
     let (status, _) = server
         .send(
@@ -347,6 +430,20 @@ async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
     assert_eq!(mpls["health"], "down");
     assert_eq!(mpls["loss_percent"], 100.0);
     assert_eq!(mpls["up_bps"], 50_000_000);
+    assert_eq!(mpls["class_bps"], json!({}), "nothing reported on mpls");
+    let lte = lines
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["site"] == "branch-1" && l["line"] == "lte")
+        .unwrap();
+    assert_eq!(
+        lte["class_bps"],
+        json!({ "voice": 100_000, "bulk": 9_900_000 }),
+        "summed over destinations, per class"
+    );
+    assert_eq!(lte["load_bps"], 10_000_000);
+    assert_eq!(lte["load_percent"], 50.0, "10 of 20 Mbit/s");
     let (status, site) = server
         .get("/api/v1/sites/branch-1", Some(server.viewer()))
         .await;
@@ -470,12 +567,14 @@ async fn openapi_describes_every_route_and_only_those() {
                 .map(move |method| (method.clone(), path.clone()))
         })
         .collect();
-    let routed: BTreeSet<(String, String)> = ROUTES
+    let routes = all_routes();
+    assert!(routes.contains(&("get", "/api/v1/lines/{site}/{line}/history")));
+    let routed: BTreeSet<(String, String)> = routes
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(described, routed);
-    for (method, path) in ROUTES {
+    for (method, path) in &routes {
         let operation = &doc["paths"][*path][*method];
         assert!(
             operation["summary"].is_string(),
@@ -486,7 +585,7 @@ async fn openapi_describes_every_route_and_only_those() {
             "{method} {path} has no responses"
         );
         // The route really exists on the server: without a token it is 401 (or public), never 404/405.
-        let concrete = path.replace("{site}", "branch-1");
+        let concrete = path.replace("{site}", "branch-1").replace("{line}", "mpls");
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let (status, _) = server
             .send(method.clone(), &concrete, None, String::new())

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use api_support::Running;
 use serde_json::{Value, json};
 use wansteer_controller::auth::TokensFile;
-use wansteer_wire::session::{Ack, AckOutcome, LineHealth, LineMeasurement, Register, Report};
+use wansteer_wire::session::{
+    Ack, AckOutcome, ClassDemand, LineHealth, LineMeasurement, Register, Report,
+};
 
 const BANK: &str = include_str!("../../policies/examples/bank.yaml");
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -318,12 +320,31 @@ fn measurement(line: &str, health: LineHealth, rtt_ms: f64, loss_percent: f64) -
 
 /// Posts one report of `site` through the agent API, as its agent would.
 async fn report(running: &Running, site: &str, lines: Vec<LineMeasurement>) {
+    report_with_demand(running, site, lines, vec![]).await;
+}
+
+/// Per-class demand measured on `line` (no destination: it only informs).
+fn demand(class: &str, line: &str, bps: u64) -> ClassDemand {
+    ClassDemand {
+        class: class.into(),
+        line: Some(line.into()),
+        destination: None,
+        bps,
+    }
+}
+
+async fn report_with_demand(
+    running: &Running,
+    site: &str,
+    lines: Vec<LineMeasurement>,
+    demand: Vec<ClassDemand>,
+) {
     let report = Report {
         site: site.into(),
         at_ms: wansteer_controller::service::now_ms(),
         lines,
         events: vec![],
-        demand: vec![],
+        demand,
     };
     let (status, body) = running
         .send(
@@ -587,18 +608,23 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
     );
     driver.screenshot("topology-degraded").await;
 
-    // Line detail: a few more measurements arrive; the chart has a point for each.
+    // Line detail: a few more measurements arrive, with the classes' throughput; the charts
+    // have a point for each.
     let mut expected = before + 1;
-    for rtt in [110.0, 130.0] {
+    for (rtt, voice_bps) in [(110.0, 64_000), (130.0, 96_000)] {
         running
             .eventually("the sampler took the last report", || async {
                 history_len(&running, "branch-leeds", "mpls").await >= expected
             })
             .await;
-        report(
+        report_with_demand(
             &running,
             "branch-leeds",
             vec![measurement("mpls", LineHealth::Degraded, rtt, 2.0)],
+            vec![
+                demand("voice", "mpls", voice_bps),
+                demand("bulk", "mpls", 2_000_000),
+            ],
         )
         .await;
         expected += 1;
@@ -615,6 +641,25 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
         )
         .await;
     assert!(points.as_u64().unwrap() >= expected as u64);
+    let throughput = driver
+        .wait_for(
+            "the throughput chart's points per class",
+            "(c => c && c.querySelectorAll('g.class-series[data-class=\"voice\"] circle.point').length >= 2 && \
+              [...c.querySelectorAll('g.class-series')].map(g => g.dataset.class + ':' + \
+                g.querySelectorAll('circle.point').length + ':' + \
+                g.querySelector('circle.point:last-of-type title').textContent).join('|'))\
+             (document.querySelector('svg#throughput'))",
+        )
+        .await;
+    let throughput = throughput.as_str().unwrap();
+    assert!(
+        throughput.contains("bulk:") && throughput.contains("2 Mbit/s"),
+        "bulk has its own series: {throughput}"
+    );
+    assert!(
+        throughput.contains("voice:") && throughput.contains("96 kbit/s"),
+        "voice's latest point is its last report: {throughput}"
+    );
     let threshold = driver
         .js("return document.querySelector('svg.chart[data-metric=\"loss_percent\"] .threshold-label').textContent;", json!([]))
         .await;
@@ -630,7 +675,32 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
         .await;
     assert!(on_line.as_str().unwrap().contains("primary"), "{on_line}");
     driver.screenshot("line-detail").await;
+    driver
+        .js(
+            "document.getElementById('throughput').scrollIntoView();",
+            json!([]),
+        )
+        .await;
+    driver.screenshot("line-throughput").await;
     driver.assert_no_console_errors("line detail").await;
+
+    // The topology draws the line's load: 96 kbit/s + 2 Mbit/s.
+    driver.js("location.hash = '#/topology';", json!([])).await;
+    let load = driver
+        .wait_for(
+            "the line's load on the graph",
+            "(l => l && l.dataset.loadBps !== '0' && l.dataset.loadBps)\
+             (document.querySelector('#topology line[data-site=\"branch-leeds\"][data-line=\"mpls\"]'))",
+        )
+        .await;
+    assert_eq!(load, json!("2096000"));
+    let load_cell = driver
+        .js("return document.querySelector('#lines tr[data-site=\"branch-leeds\"][data-line=\"mpls\"] td.load').innerText;", json!([]))
+        .await;
+    assert!(
+        load_cell.as_str().unwrap().contains("2.1 Mbit/s"),
+        "the table shows the load: {load_cell}"
+    );
 
     // Classes: every class of the policy, with where it runs.
     driver.js("location.hash = '#/classes';", json!([])).await;
@@ -804,6 +874,24 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
     assert_eq!(running.controller.policy().0.version, 2);
     driver.screenshot("policy-admin-applied").await;
     driver.assert_no_console_errors("policy (admin)").await;
+
+    // Events as an admin: the audit log's policy changes and the refused sign-in.
+    driver.js("location.hash = '#/events';", json!([])).await;
+    let audited = driver
+        .wait_for(
+            "the audit entries",
+            "(rows => rows.some(r => r.includes('by admin (audit)')) && \
+                      rows.some(r => r.includes('token refused')) && rows.join('\\n'))\
+             ([...document.querySelectorAll('#events-body tr')].map(r => r.innerText))",
+        )
+        .await;
+    let audited = audited.as_str().unwrap();
+    assert!(
+        audited.contains("examplebank-wan-2"),
+        "the policy change says what changed: {audited}"
+    );
+    driver.screenshot("events-admin-audit").await;
+    driver.assert_no_console_errors("events (admin)").await;
 
     driver.quit().await;
     running.stop().await;

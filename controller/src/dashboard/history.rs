@@ -19,6 +19,8 @@ pub struct Sample {
     pub jitter_ms: f64,
     pub loss_percent: f64,
     pub health: wansteer_wire::session::LineHealth,
+    /// Throughput per class on the line, bits per second (see [`LineLive::class_bps`]).
+    pub class_bps: BTreeMap<String, u64>,
 }
 
 /// Measurements per (site, line), newest last, no older than `window_ms`.
@@ -85,6 +87,7 @@ impl LineHistory {
                 jitter_ms: m.jitter_ms,
                 loss_percent: m.loss_percent,
                 health: m.health,
+                class_bps: live.class_bps.clone(),
             });
             changed = true;
         }
@@ -122,6 +125,7 @@ mod tests {
                 health: LineHealth::Up,
             },
             at_ms,
+            class_bps: BTreeMap::from([("voice".into(), 64_000)]),
         }
     }
 
@@ -141,6 +145,10 @@ mod tests {
             .map(|s| s.rtt_ms)
             .collect();
         assert_eq!(rtts, [20.0, 30.0]);
+        assert_eq!(
+            history.samples("hub", "mpls")[1].class_bps,
+            BTreeMap::from([("voice".to_string(), 64_000)])
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn paths() -> Value {
             },
         }},
         "/api/v1/lines/{site}/{line}/history": { "get": {
-            "summary": "The last hour of a line's measurements and each class's SLA thresholds (RTT is twice the one-way latency).",
+            "summary": "The last hour of a line's measurements and per-class throughput, and each class's SLA thresholds (RTT is twice the one-way latency).",
             "tags": ["dashboard"], "security": viewer,
             "parameters": [path_param("site", "Site name."), path_param("line", "Line name.")],
             "responses": refusals(json!({
@@ -73,12 +73,14 @@ pub fn paths() -> Value {
                             "at_ms": { "type": "integer" }, "rtt_ms": { "type": "number" },
                             "jitter_ms": { "type": "number" }, "loss_percent": { "type": "number" },
                             "health": { "type": "string", "enum": ["up", "degraded", "down", "unknown"] },
+                            "class_bps": { "type": "object", "additionalProperties": { "type": "integer" },
+                                           "description": "Throughput per class, bits/s." },
                         }}},
                         "thresholds": { "type": "array", "items": { "type": "object", "properties": {
                             "class": { "type": "string" },
-                            "rtt_ms": { "type": ["number", "null"] },
-                            "jitter_ms": { "type": ["number", "null"] },
-                            "loss_percent": { "type": ["number", "null"] },
+                            "rtt_ms": { "type": "number", "nullable": true },
+                            "jitter_ms": { "type": "number", "nullable": true },
+                            "loss_percent": { "type": "number", "nullable": true },
                         }}},
                     },
                 })),
