@@ -2,7 +2,9 @@
 //! `wansteer agent --controller …` per site of the bank lab. The agents register and ack
 //! the controller's rule sets, the kernel holds the pushed routes, the controller sees the
 //! agents' line reports; when br1's mpls line loses 5% of its packets the controller moves
-//! voice off it (a decision with its reason) and br1 applies the new version.
+//! voice off it (a decision with its reason) and br1 applies the new version. Then the
+//! controller is killed: the agents keep their rules, and when the line voice moved to dies,
+//! br1 routes around it locally, without the controller.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -245,7 +247,7 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
     let policy = repo().join("lab/demo/bank-lab.yaml");
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let controller_log = state.path().join("controller.log");
-    let _controller = ChildGuard(
+    let mut controller = ChildGuard(
         wansteer()
             .args(["controller", "--policy"])
             .arg(&policy)
@@ -403,4 +405,87 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
         )),
         "the agent says what it applied:\n{log}"
     );
+
+    // The controller goes away: the rules stay, and a dead line is still routed around.
+    controller.0.kill().expect("controller killed");
+    controller.0.wait().expect("controller reaped");
+    let voice_line = now.expect("voice has a line");
+    let voice_mark = br1_rules["classes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "voice"))
+        .and_then(|c| c["mark"].as_u64())
+        .expect("voice has a mark");
+    let interface_of = |line: &str| {
+        br1_rules["lines"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == line))
+            .and_then(|l| l["interface"].as_str())
+            .map(str::to_string)
+            .expect("line in the rule set")
+    };
+    let br1_ns = format!("{prefix}-br1");
+    assert_eq!(
+        kernel_line_of(&br1_ns, voice_mark, "10.0.0.0/24"),
+        Some(interface_of(&voice_line)),
+        "the rules stay when the controller goes away"
+    );
+    let down = wansteer()
+        .args([
+            "lab",
+            "impair",
+            &format!("br1-{voice_line}"),
+            "--prefix",
+            &prefix,
+            "--down",
+        ])
+        .output()
+        .expect("lab impair runs");
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let dead = interface_of(&voice_line);
+    let backup = wait_for(
+        "br1 routing voice around its dead line without the controller",
+        Duration::from_secs(10),
+        || kernel_line_of(&br1_ns, voice_mark, "10.0.0.0/24").filter(|dev| *dev != dead),
+    );
+    let backups: Vec<String> = br1_rules["routes"]
+        .as_array()
+        .and_then(|r| {
+            r.iter()
+                .find(|r| r["class"] == "voice" && r["destination"] == "10.0.0.0/24")
+        })
+        .and_then(|r| r["backups"].as_array())
+        .map(|b| {
+            b.iter()
+                .filter_map(|l| l.as_str())
+                .map(interface_of)
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        backups.contains(&backup),
+        "voice on {backup}, one of its pushed backups {backups:?}"
+    );
+    for agent in &mut agents {
+        assert!(
+            agent.0.try_wait().expect("wait").is_none(),
+            "agents keep running without the controller"
+        );
+    }
+    // The event is written just after the routes change.
+    let failover = wait_for(
+        "the local failover in br1's log",
+        Duration::from_secs(5),
+        || {
+            logs(state.path())
+                .lines()
+                .find(|l| l.starts_with(&format!("br1: failover {voice_line} ")))
+                .map(str::to_string)
+        },
+    );
+    assert!(failover.contains("voice"), "{failover}");
+    eprintln!("{failover}");
 }

@@ -306,13 +306,33 @@ fn on_transition(
     let Ok(mut dataplane) = dataplane.lock() else {
         return;
     };
+    // The classes whose current route uses the line, before it is routed around.
+    let mut classes: Vec<String> = dataplane
+        .ruleset()
+        .map(|rules| {
+            rules
+                .routes
+                .iter()
+                .filter(|r| r.primary == line && !dataplane.avoided_lines().contains(&line))
+                .map(|r| r.class.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    classes.sort();
+    classes.dedup();
     match dataplane.on_line_event(&event, tokio::time::Instant::now()) {
         Ok(report) if !event.up => log.emit(AgentEvent::Failover {
             line: line.clone(),
-            classes: Vec::new(),
+            classes: classes.clone(),
             text: format!(
-                "{text}; routed around locally ({} routes replaced, {} conntrack entries moved)",
-                report.route_commands, report.conntrack_entries_deleted
+                "{text}; {} routed around it locally ({} routes replaced, {} conntrack entries moved)",
+                if classes.is_empty() {
+                    "no class was on it;".to_string()
+                } else {
+                    classes.join(", ")
+                },
+                report.route_commands,
+                report.conntrack_entries_deleted
             ),
             apply_ms: ms(started),
             placement: BTreeMap::new(),
