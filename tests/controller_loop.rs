@@ -487,5 +487,10 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
         },
     );
     assert!(failover.contains("voice"), "{failover}");
+    let controller_log = std::fs::read_to_string(&controller_log).unwrap_or_default();
+    assert!(
+        !controller_log.contains("ignored"),
+        "the controller takes every report the agents send:\n{controller_log}"
+    );
     eprintln!("{failover}");
 }

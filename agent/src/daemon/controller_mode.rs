@@ -28,6 +28,7 @@ use wansteer_wire::report::{HealthState, HealthTransition, LineReport, LineSumma
 use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{HealthEvent, LineHealth, LineMeasurement, LineRegistration, Report};
 
+use super::demand::{DemandMeter, PerLineClass, attribute, parse_htb_sent};
 use super::events::{AgentEvent, EventLog};
 use super::plan::LINE_SLA;
 use super::run::{DaemonArgs, Probes, load, ms};
@@ -128,6 +129,7 @@ impl ReportBuilder {
             at_ms,
             lines: self.latest.values().map(measurement).collect(),
             events: std::mem::take(&mut self.events),
+            // Filled in by the daemon from the HTB counters.
             demand: Vec::new(),
         }
     }
@@ -184,6 +186,19 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let token = read_token(&token_file)?;
     // The locally compiled rule set is not applied: the controller's is.
     let (plan, _) = load(&policy_path, &site, args.long_window)?;
+    // The sites' LAN prefixes name the destination of measured demand.
+    let sites: Vec<(String, Vec<ipnet::IpNet>)> = wansteer_policies::check_file(&policy_path)
+        .map(|checked| {
+            checked
+                .policy
+                .sites
+                .iter()
+                .map(|s| (s.name.clone(), s.lan.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut meter = DemandMeter::default();
+    let started = tokio::time::Instant::now();
     let log = EventLog {
         site: site.clone(),
         json: args.json,
@@ -257,7 +272,13 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 }
             }
             _ = tick.tick() => {
-                let report = builder.take(&site, super::run::wall_clock().as_millis() as u64);
+                let mut report = builder.take(&site, super::run::wall_clock().as_millis() as u64);
+                let rule_set = dataplane.lock().ok().and_then(|d| d.ruleset().cloned());
+                if let Some(rule_set) = rule_set {
+                    let counters = htb_counters(args.netns.as_deref(), &rule_set).await;
+                    let rates = meter.update(started.elapsed(), counters);
+                    report.demand = attribute(&rates, &rule_set, &sites);
+                }
                 if reports_out.try_send(report).is_err() {
                     tracing::debug!("report dropped: the controller session is not keeping up");
                 }
@@ -269,6 +290,31 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     probes.tasks.stop().await;
     tracing::info!("agent stopping; the installed rules stay in place");
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Bytes sent per (line, HTB minor) on every line of the rule set; a line whose counters
+/// cannot be read is left out.
+async fn htb_counters(netns: Option<&str>, rule_set: &RuleSet) -> PerLineClass {
+    let mut counters = BTreeMap::new();
+    for line in &rule_set.lines {
+        let mut command = tokio::process::Command::new("tc");
+        if let Some(ns) = netns {
+            command.args(["-n", ns]);
+        }
+        command.args(["-s", "class", "show", "dev", &line.interface]);
+        match command.output().await {
+            Ok(out) if out.status.success() => {
+                for (minor, bytes) in parse_htb_sent(&String::from_utf8_lossy(&out.stdout)) {
+                    counters.insert((line.name.clone(), minor), bytes);
+                }
+            }
+            Ok(out) => {
+                tracing::debug!(line = %line.name, stderr = %String::from_utf8_lossy(&out.stderr), "tc counters unreadable")
+            }
+            Err(error) => tracing::debug!(line = %line.name, %error, "tc not run"),
+        }
+    }
+    counters
 }
 
 /// Local fast failover on a line's outage; a line up again waits for the controller's word.

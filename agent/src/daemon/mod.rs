@@ -26,6 +26,7 @@ pub mod plan;
 pub mod steering;
 
 pub mod controller_mode;
+pub mod demand;
 mod netns;
 mod run;
 
