@@ -168,8 +168,10 @@ fn kernel_line_of(ns: &str, mark: u64, destination: &str) -> Option<String> {
     })
 }
 
-/// Every IPv4 route of the published rule set is in the kernel on its primary line.
-fn kernel_has_routes(ns: &str, rule_set: &Value) -> Result<(), String> {
+/// Every IPv4 route of the published rule set is in the kernel on its primary line, or
+/// (with `or_backup`, while a line is impaired and may have been failed over locally) on
+/// one of its backups.
+fn kernel_has_routes(ns: &str, rule_set: &Value, or_backup: bool) -> Result<(), String> {
     let lines = rule_set["lines"].as_array().ok_or("no lines")?;
     let classes = rule_set["classes"].as_array().ok_or("no classes")?;
     let routes = rule_set["routes"].as_array().ok_or("no routes")?;
@@ -183,18 +185,27 @@ fn kernel_has_routes(ns: &str, rule_set: &Value) -> Result<(), String> {
         }
         let class = route["class"].as_str().unwrap_or_default();
         let primary = route["primary"].as_str().unwrap_or_default();
-        let interface = lines
-            .iter()
-            .find(|l| l["name"] == primary)
-            .and_then(|l| l["interface"].as_str())
-            .ok_or(format!("line {primary} not in the rule set"))?;
+        let interface_of = |name: &str| {
+            lines
+                .iter()
+                .find(|l| l["name"] == name)
+                .and_then(|l| l["interface"].as_str())
+                .ok_or(format!("line {name} not in the rule set"))
+        };
+        let interface = interface_of(primary)?;
+        let mut allowed = vec![interface];
+        if or_backup {
+            for backup in route["backups"].as_array().into_iter().flatten() {
+                allowed.push(interface_of(backup.as_str().unwrap_or_default())?);
+            }
+        }
         let mark = classes
             .iter()
             .find(|c| c["name"] == class)
             .and_then(|c| c["mark"].as_u64())
             .ok_or(format!("class {class} not in the rule set"))?;
         let installed = kernel_line_of(ns, mark, destination);
-        if installed.as_deref() != Some(interface) {
+        if !installed.as_deref().is_some_and(|i| allowed.contains(&i)) {
             return Err(format!(
                 "{ns}: {class} to {destination} should leave by {interface}, the kernel has {installed:?}"
             ));
@@ -270,20 +281,19 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
     });
     let logs = |dir: &Path| {
         let mut text = std::fs::read_to_string(&controller_log).unwrap_or_default();
-        for site in SITES {
-            text += &format!("\n--- agent {site}:\n");
-            text +=
-                &std::fs::read_to_string(dir.join(format!("agent-{site}.log"))).unwrap_or_default();
+        let names = SITES.iter().map(|s| format!("agent-{s}.log"));
+        for name in names.chain(["agent-br1-restarted.log".to_string()]) {
+            text += &format!("\n--- {name}:\n");
+            text += &std::fs::read_to_string(dir.join(name)).unwrap_or_default();
         }
         text
     };
 
-    let mut agents = Vec::new();
-    for site in SITES {
+    let start_agent = |site: &str, log_name: &str| {
         let token_file = state.path().join(format!("{site}.token"));
         std::fs::write(&token_file, token_of(&tokens, "site", site)).unwrap();
-        let log = std::fs::File::create(state.path().join(format!("agent-{site}.log"))).unwrap();
-        agents.push(ChildGuard(
+        let log = std::fs::File::create(state.path().join(log_name)).unwrap();
+        ChildGuard(
             wansteer()
                 .args(["agent", "--controller", &format!("http://{addr}")])
                 .args(["--site", site, "--policy"])
@@ -296,8 +306,12 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
                 .stderr(log)
                 .spawn()
                 .expect("agent starts"),
-        ));
-    }
+        )
+    };
+    let mut agents: Vec<ChildGuard> = SITES
+        .iter()
+        .map(|site| start_agent(site, &format!("agent-{site}.log")))
+        .collect();
 
     // Registered, pushed, applied, acked: every agent in sync with what is published.
     let first = wait_for("every agent in sync", Duration::from_secs(40), || {
@@ -321,7 +335,7 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
     for site in SITES {
         let rule_set =
             get(addr, &format!("/api/v1/sites/{site}"), &viewer).unwrap()["rule_set"].clone();
-        if let Err(error) = kernel_has_routes(&format!("{prefix}-{site}"), &rule_set) {
+        if let Err(error) = kernel_has_routes(&format!("{prefix}-{site}"), &rule_set, false) {
             panic!("{error}\n{}", logs(state.path()));
         }
     }
@@ -389,9 +403,20 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
         now.as_deref().is_some_and(|l| l != "mpls"),
         "voice left mpls: {now:?}\n{decision:#}"
     );
-    if let Err(error) = kernel_has_routes(&format!("{prefix}-br1"), &br1_rules) {
+    if let Err(error) = kernel_has_routes(&format!("{prefix}-br1"), &br1_rules, true) {
         panic!("{error}\n{}", logs(state.path()));
     }
+    let voice_mark = br1_rules["classes"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "voice"))
+        .and_then(|c| c["mark"].as_u64())
+        .expect("voice has a mark");
+    let br1_ns = format!("{prefix}-br1");
+    assert_eq!(
+        kernel_line_of(&br1_ns, voice_mark, "10.0.0.0/24").as_deref(),
+        now.as_deref(),
+        "the kernel sends br1's voice where the controller moved it"
+    );
     eprintln!(
         "voice moved {now:?} {:.1} s after the impairment: {}",
         impaired_at.elapsed().as_secs_f64(),
@@ -406,15 +431,42 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
         "the agent says what it applied:\n{log}"
     );
 
+    // br1's agent restarts: the kernel keeps its rules meanwhile, and the new agent adopts
+    // them and syncs without a new version (no churn).
+    let settled = agent_row(&get(addr, "/api/v1/agents", &viewer).unwrap(), "br1");
+    {
+        let old = &mut agents[1].0;
+        old.kill().expect("agent killed");
+        old.wait().expect("agent reaped");
+    }
+    if let Err(error) = kernel_has_routes(&format!("{prefix}-br1"), &br1_rules, true) {
+        panic!("rules gone with the agent: {error}");
+    }
+    wait_for(
+        "the controller noticing br1 left",
+        Duration::from_secs(10),
+        || {
+            let row = agent_row(&get(addr, "/api/v1/agents", &viewer).ok()?, "br1");
+            (row["connected"] == false).then_some(())
+        },
+    );
+    agents[1] = start_agent("br1", "agent-br1-restarted.log");
+    let resynced = wait_for("the restarted br1 in sync", Duration::from_secs(20), || {
+        let row = agent_row(&get(addr, "/api/v1/agents", &viewer).ok()?, "br1");
+        in_sync(&row).then_some(row)
+    });
+    assert_eq!(
+        resynced["published"], settled["published"],
+        "a restart publishes nothing new"
+    );
+    if let Err(error) = kernel_has_routes(&format!("{prefix}-br1"), &br1_rules, true) {
+        panic!("{error}\n{}", logs(state.path()));
+    }
+
     // The controller goes away: the rules stay, and a dead line is still routed around.
     controller.0.kill().expect("controller killed");
     controller.0.wait().expect("controller reaped");
     let voice_line = now.expect("voice has a line");
-    let voice_mark = br1_rules["classes"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["name"] == "voice"))
-        .and_then(|c| c["mark"].as_u64())
-        .expect("voice has a mark");
     let interface_of = |line: &str| {
         br1_rules["lines"]
             .as_array()
@@ -423,7 +475,6 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
             .map(str::to_string)
             .expect("line in the rule set")
     };
-    let br1_ns = format!("{prefix}-br1");
     assert_eq!(
         kernel_line_of(&br1_ns, voice_mark, "10.0.0.0/24"),
         Some(interface_of(&voice_line)),
