@@ -40,6 +40,13 @@ pub enum AgentEvent {
         apply_ms: f64,
         placement: BTreeMap<String, String>,
     },
+    /// A rule set from the controller is in force.
+    Applied {
+        version: u64,
+        hash: String,
+        apply_ms: f64,
+        text: String,
+    },
     /// A health transition of one line for one SLA class.
     Health {
         transition: HealthTransition,
@@ -108,6 +115,9 @@ impl EventLog {
                     self.site,
                     lines.join(", ")
                 ),
+                AgentEvent::Applied { text, apply_ms, .. } => {
+                    format!("{}: applied {text} in {apply_ms:.0} ms", self.site)
+                }
                 AgentEvent::Health { text, .. } => format!("{}: health {text}", self.site),
                 AgentEvent::Summary { summary } => format!(
                     "{}: {} loss {:.1}% rtt {}",

@@ -15,11 +15,18 @@
 //! moves to the next line in its order that meets it ([`steering`]). Every move is one
 //! structured line on stdout with its reason (JSON with `--json`). The installed rules stay
 //! when the daemon exits, so a restart does not disturb traffic.
+//!
+//! With a controller (`wansteer agent --controller URL --site NAME --token-file FILE
+//! --policy FILE`): the policy only gives the site's lines and probe settings; the
+//! controller's pushed rule sets decide routes and QoS, the agent reports its lines every
+//! second and still fails over locally on a dead line ([`controller_mode`]).
 
 pub mod events;
 pub mod plan;
 pub mod steering;
 
+pub mod controller_mode;
+pub mod demand;
 mod netns;
 mod run;
 

@@ -26,12 +26,23 @@ use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
 /// Options of the agent daemon.
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
-    /// Run standalone from this policy file (no controller).
+    /// The policy file. Standalone: everything comes from it. With --controller: only this
+    /// site's lines and probe settings (interfaces, reflectors, SLA limits, timers) are
+    /// read from it; routes, QoS and DSCP come from the controller's rule sets.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// The site of the policy this agent is (standalone mode).
+    /// The site of the policy this agent is.
     #[arg(long, value_name = "NAME", requires = "policy")]
     pub site: Option<String>,
+    /// Take routes and QoS from this controller, e.g. http://10.0.0.1:8080 (needs --site,
+    /// --policy and --token-file). Reports line measurements to it every second; a dead
+    /// line is still routed around locally at once; without the controller the rules in
+    /// force stay.
+    #[arg(long, value_name = "URL", requires_all = ["policy", "token_file"])]
+    pub controller: Option<String>,
+    /// File holding this site's agent token (first line), from the controller's tokens file.
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub token_file: Option<PathBuf>,
     /// Run in this network namespace (kernel state and sockets) instead of the agent's own.
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
@@ -62,14 +73,14 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}`: expected seconds, e.g. 10s"))
 }
 
-fn wall_clock() -> Duration {
+pub(super) fn wall_clock() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
 
 /// Reads, checks and compiles the policy for `site`; every diagnostic in the error.
-fn load(
+pub(super) fn load(
     policy_path: &std::path::Path,
     site: &str,
     long_window: Option<Duration>,
@@ -88,6 +99,12 @@ fn load(
 
 /// Runs `wansteer agent` (no subcommand).
 pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    if let Some(controller) = args.controller.clone() {
+        if args.once {
+            anyhow::bail!("--once applies a policy standalone; it does not go with --controller");
+        }
+        return super::controller_mode::run(args, controller).await;
+    }
     if args.once || args.policy.is_none() {
         return crate::dataplane::cli::run_daemon(crate::dataplane::cli::DaemonArgs {
             policy: args.policy,
@@ -115,44 +132,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .apply(ruleset.clone().seal())
         .context("applying the policy")?;
 
-    let netns = args.netns.as_deref();
+    let probes = Probes::start(&plan, args.netns.as_deref(), args.reflect)?;
     let reflect = args.reflect;
-    let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
-        let socket = std::net::UdpSocket::bind(reflect)?;
-        socket.set_nonblocking(true)?;
-        Ok(socket)
-    })?
-    .with_context(|| format!("cannot listen on {reflect} for probes"))?;
-    let (stop_reflector, reflector_stopped) = oneshot::channel::<()>();
-    let reflector_task = tokio::spawn(run_reflector(UdpSocket::from_std(reflector)?, async move {
-        let _ = reflector_stopped.await;
-    }));
-
-    let (reports_in, mut reports) = mpsc::unbounded_channel();
-    let mut senders = Vec::new();
-    for probe in &plan.probes {
-        let options = SocketOptions {
-            device: Some(probe.interface.clone()),
-            ..SocketOptions::default()
-        };
-        let bind: SocketAddr = if probe.reflector.is_ipv4() {
-            ([0, 0, 0, 0], 0).into()
-        } else {
-            ([0u16; 8], 0).into()
-        };
-        let socket = netns::run_in(netns, || udp_socket(bind, &options))?
-            .with_context(|| format!("probe socket for line {}", probe.line))?;
-        let monitor = LineMonitor::new(probe.monitor.clone(), wall_clock())
-            .map_err(|e| anyhow::anyhow!("line {}: {e}", probe.line))?;
-        let transport = UdpTransport::new(UdpSocket::from_std(socket.into())?, probe.reflector);
-        senders.push(tokio::spawn(run_sender(
-            monitor,
-            transport,
-            None,
-            reports_in.clone(),
-        )));
-    }
-    drop(reports_in);
+    let mut reports = probes.reports;
     log.emit(AgentEvent::Ready {
         lines: plan
             .probes
@@ -164,11 +146,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 
     let reload = || load(&policy_path, &site, args.long_window);
     let result = event_loop(plan, &log, &mut dataplane, ruleset, &mut reports, reload).await;
-    let _ = stop_reflector.send(());
-    for sender in &senders {
-        sender.abort();
-    }
-    let _ = reflector_task.await;
+    probes.tasks.stop().await;
     tracing::info!("agent stopping; the installed rules stay in place");
     result.map(|()| ExitCode::SUCCESS)
 }
@@ -240,7 +218,7 @@ fn steering_for(plan: &SitePlan) -> Steering {
     )
 }
 
-fn ms(started: std::time::Instant) -> f64 {
+pub(super) fn ms(started: std::time::Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
@@ -442,5 +420,89 @@ impl Loop<'_> {
                 ),
             }),
         }
+    }
+}
+
+/// The running probers and reflector of one site.
+pub(super) struct Probes {
+    /// Every line's summaries and health transitions.
+    pub reports: mpsc::UnboundedReceiver<LineReport>,
+    pub tasks: ProbeTasks,
+}
+
+/// Handles to stop the probe tasks.
+pub(super) struct ProbeTasks {
+    stop_reflector: oneshot::Sender<()>,
+    reflector: tokio::task::JoinHandle<()>,
+    senders: Vec<tokio::task::AbortHandle>,
+}
+
+impl ProbeTasks {
+    pub async fn stop(self) {
+        let _ = self.stop_reflector.send(());
+        for sender in &self.senders {
+            sender.abort();
+        }
+        let _ = self.reflector.await;
+    }
+}
+
+impl Probes {
+    /// Starts the STAMP reflector on `reflect` and one prober per line of `plan`, with
+    /// their sockets in namespace `netns` (or here).
+    pub fn start(
+        plan: &SitePlan,
+        netns: Option<&str>,
+        reflect: SocketAddr,
+    ) -> anyhow::Result<Probes> {
+        let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
+            let socket = std::net::UdpSocket::bind(reflect)?;
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        })?
+        .with_context(|| format!("cannot listen on {reflect} for probes"))?;
+        let (stop_reflector, reflector_stopped) = oneshot::channel::<()>();
+        let reflector = UdpSocket::from_std(reflector)?;
+        let reflector_task = tokio::spawn(async move {
+            if let Err(error) = run_reflector(reflector, async move {
+                let _ = reflector_stopped.await;
+            })
+            .await
+            {
+                tracing::error!(%error, "the STAMP reflector stopped");
+            }
+        });
+
+        let (reports_in, reports) = mpsc::unbounded_channel();
+        let mut senders = Vec::new();
+        for probe in &plan.probes {
+            let options = SocketOptions {
+                device: Some(probe.interface.clone()),
+                ..SocketOptions::default()
+            };
+            let bind: SocketAddr = if probe.reflector.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                ([0u16; 8], 0).into()
+            };
+            let socket = netns::run_in(netns, || udp_socket(bind, &options))?
+                .with_context(|| format!("probe socket for line {}", probe.line))?;
+            let monitor = LineMonitor::new(probe.monitor.clone(), wall_clock())
+                .map_err(|e| anyhow::anyhow!("line {}: {e}", probe.line))?;
+            let transport = UdpTransport::new(UdpSocket::from_std(socket.into())?, probe.reflector);
+            senders.push(
+                tokio::spawn(run_sender(monitor, transport, None, reports_in.clone()))
+                    .abort_handle(),
+            );
+        }
+        drop(reports_in);
+        Ok(Probes {
+            reports,
+            tasks: ProbeTasks {
+                stop_reflector,
+                reflector: reflector_task,
+                senders,
+            },
+        })
     }
 }
