@@ -106,14 +106,28 @@ pub struct ClassRoute {
 }
 
 impl RuleSet {
-    /// Hex SHA-256 over the content, independent of `version` and `hash`.
+    /// Hex SHA-256 over what the agent installs, independent of `version`, `hash` and the
+    /// routes' `reason` texts: reasons quote live measurements, and a new wording of why a
+    /// class stays where it is must not become a new rule set pushed to every agent.
     pub fn content_hash(&self) -> String {
+        let routes: Vec<_> = self
+            .routes
+            .iter()
+            .map(|route| {
+                (
+                    &route.class,
+                    &route.destination,
+                    &route.primary,
+                    &route.backups,
+                )
+            })
+            .collect();
         let content = (
             &self.site,
             &self.classes,
             &self.default_class,
             &self.lines,
-            &self.routes,
+            &routes,
         );
         let bytes = serde_json::to_vec(&content).expect("rule set content always serialises");
         hex::encode(Sha256::digest(&bytes))
@@ -200,6 +214,12 @@ mod tests {
         let mut moved = sealed.clone();
         moved.routes[0].primary = "lte".into();
         assert!(!moved.is_sealed(), "changing a route must change the hash");
+        let mut reworded = sealed.clone();
+        reworded.routes[0].reason = "loss 0.1% ≤ 1%".into();
+        assert!(
+            reworded.is_sealed(),
+            "a reason's wording is not a change to install"
+        );
     }
 
     #[test]

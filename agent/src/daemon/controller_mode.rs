@@ -160,6 +160,7 @@ impl ApplyRuleSet for Applier {
                         report.qdisc_commands,
                         dataplane.avoided_lines().len()
                     ),
+                    placement: placement(rule_set, dataplane.avoided_lines()),
                 });
                 Ok(())
             }
@@ -381,7 +382,10 @@ fn on_transition(
                 report.conntrack_entries_deleted
             ),
             apply_ms: ms(started),
-            placement: BTreeMap::new(),
+            placement: dataplane
+                .ruleset()
+                .map(|rules| placement(rules, dataplane.avoided_lines()))
+                .unwrap_or_default(),
         }),
         Ok(_) => tracing::info!(%line, "line up again; used once the controller says so"),
         Err(error) => log.emit(AgentEvent::Error {
@@ -391,6 +395,27 @@ fn on_transition(
             ),
         }),
     }
+}
+
+/// The line each class takes now towards its first destination: the pushed primary, or the
+/// first backup not routed around locally. Operators and the lab demo follow classes by it.
+fn placement(
+    rule_set: &wansteer_wire::ruleset::RuleSet,
+    avoided: &std::collections::BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    let mut placement = BTreeMap::new();
+    for route in &rule_set.routes {
+        if placement.contains_key(&route.class) {
+            continue;
+        }
+        let line = std::iter::once(&route.primary)
+            .chain(&route.backups)
+            .find(|line| !avoided.contains(*line));
+        if let Some(line) = line {
+            placement.insert(route.class.clone(), line.clone());
+        }
+    }
+    placement
 }
 
 #[cfg(test)]

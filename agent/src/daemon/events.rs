@@ -46,6 +46,7 @@ pub enum AgentEvent {
         hash: String,
         apply_ms: f64,
         text: String,
+        placement: BTreeMap<String, String>,
     },
     /// A health transition of one line for one SLA class.
     Health {

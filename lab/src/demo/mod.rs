@@ -9,6 +9,7 @@
 //! [`report`] holds the pure part (expectations, report files); [`traffic`] the voice and
 //! bulk generators; this module the orchestration.
 
+pub mod controller;
 pub mod report;
 pub mod traffic;
 
@@ -58,6 +59,11 @@ pub struct DemoArgs {
     /// Longest acceptable voice gap when the line dies, milliseconds.
     #[arg(long, default_value_t = 1000.0)]
     pub max_gap_ms: f64,
+    /// Standalone agents only: each agent steers on its own from the policy, no controller.
+    /// By default a `wansteer controller` on loopback decides and the agents apply its
+    /// rule sets (and still fail over locally when a line dies).
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 /// The branch and line the scenario hits.
@@ -90,10 +96,15 @@ struct Running {
     plan: Plan,
     emulators: Vec<Emulator>,
     agents: Vec<(String, Child)>,
+    controller: Option<Child>,
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Some(mut controller) = self.controller.take() {
+            let _ = controller.kill();
+            let _ = controller.wait();
+        }
         for (_, child) in &self.agents {
             // SAFETY: kill has no memory effects; the pid is our own child's.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -141,13 +152,27 @@ fn start_agent(
     site: &str,
     ns: &str,
     log: &Path,
+    controller: Option<&controller::DemoController>,
     tx: mpsc::UnboundedSender<(String, Value)>,
 ) -> anyhow::Result<Child> {
-    let mut command = Command::new("ip");
+    let mut command;
+    match controller {
+        // In the root namespace so it reaches the controller on loopback; probes and
+        // kernel state go into the router's namespace through --netns.
+        Some(controller) => {
+            command = Command::new(exe);
+            command
+                .args(["agent", "--controller", &controller.url, "--token-file"])
+                .arg(controller.token_file(site)?)
+                .args(["--netns", ns]);
+        }
+        None => {
+            command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(exe).arg("agent");
+        }
+    }
     command
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args(["agent", "--policy"])
+        .arg("--policy")
         .arg(policy)
         .args([
             "--site",
@@ -205,6 +230,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plan: plan.clone(),
         emulators: Vec::new(),
         agents: Vec::new(),
+        controller: None,
     };
     let state = LabState {
         prefix: prefix.clone(),
@@ -231,11 +257,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plan.lines.len()
     );
 
+    let demo_controller = if args.standalone {
+        None
+    } else {
+        let (child, demo_controller) = controller::start(&exe, &policy, &args.report)?;
+        running.controller = Some(child);
+        println!("controller up at {}", demo_controller.url);
+        Some(demo_controller)
+    };
     let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
     for ns in plan.namespaces.iter().filter(|n| n.role == Role::Router) {
         let log = args.report.join(format!("agent-{}.log", ns.node));
-        let child = start_agent(&exe, &policy, &ns.node, &ns.name, &log, agent_tx.clone())?;
+        let child = start_agent(
+            &exe,
+            &policy,
+            &ns.node,
+            &ns.name,
+            &log,
+            demo_controller.as_ref(),
+            agent_tx.clone(),
+        )?;
         running.agents.push((ns.node.clone(), child));
+    }
+    if let Some(demo_controller) = &demo_controller {
+        demo_controller.follow_decisions(agent_tx.clone());
     }
     drop(agent_tx);
     let sites: Vec<String> = running.agents.iter().map(|(s, _)| s.clone()).collect();
@@ -518,6 +563,19 @@ fn on_agent_event(
                 ),
             );
         }
+        "applied" => {
+            track_voice(rec);
+            log(
+                rec,
+                t,
+                "applied",
+                format!(
+                    "{site}: {text} (applied in {:.0} ms)",
+                    event["apply_ms"].as_f64().unwrap_or(0.0)
+                ),
+            );
+        }
+        "decision" => log(rec, t, "decision", format!("controller → {site}: {text}")),
         "failback" => {
             track_voice(rec);
             log(

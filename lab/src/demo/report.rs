@@ -203,7 +203,7 @@ pub fn write(
         md,
         "Voice (EF, 50 packets/s) from br1-pc1 to dc-dc1 and bulk TCP (cubic) from br1-pc2 to \
          dc-dc2 while br1's {} line loses {:.0}% ({:.0}–{:.0} s) and dies ({:.0}–{:.0} s). One \
-         `wansteer agent` per site, standalone, policy `lab/demo/bank-lab.yaml`.\n",
+         `wansteer agent` per site with policy `lab/demo/bank-lab.yaml`; a `wansteer controller` decides unless the run was `--standalone`.\n",
         s.line,
         s.loss * 100.0,
         s.impair_at,
