@@ -107,8 +107,11 @@ fn voice_leaves_a_lossy_line_and_survives_its_outage() {
         .as_f64()
         .expect("gap measured");
     assert!(gap <= 1000.0, "outage gap {gap} ms > 1 s\n{context}");
+    // The controller's decision (or the agent's local failover when 5% loss also costs
+    // three probes in a row) names the move and why.
     assert!(
-        stdout.contains("br1: voice mpls→inet: loss"),
+        stdout.lines().any(|line| line.contains("voice mpls→inet")
+            && (line.contains("loss") || line.contains("down"))),
         "the move and its reason are on the timeline\n{context}"
     );
     assert!(stdout.contains("local failover"), "{context}");
