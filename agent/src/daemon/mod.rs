@@ -16,7 +16,9 @@
 //! structured line on stdout with its reason (JSON with `--json`). The installed rules stay
 //! when the daemon exits, so a restart does not disturb traffic.
 
+pub mod dpi;
 pub mod events;
+pub mod metrics;
 pub mod plan;
 pub mod steering;
 
