@@ -184,20 +184,47 @@ fn delete_element(flow: &FlowKey) -> String {
     )
 }
 
+/// What to do with one verdict, given the class already installed for its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// The default class (nft gives it anyway) or the class already installed.
+    Skip,
+    Add,
+    /// Another class is installed: delete that element, then add.
+    Replace,
+}
+
+pub fn install_action(
+    verdict: &Verdict,
+    default_class: &str,
+    installed: Option<&String>,
+) -> Install {
+    match installed {
+        Some(class) if *class == verdict.class => Install::Skip,
+        Some(_) => Install::Replace,
+        None if verdict.class == default_class => Install::Skip,
+        None => Install::Add,
+    }
+}
+
 impl Dpi {
     /// Installs a batch of verdicts; returns the errors (the verdicts that did go in stay).
     pub fn install(&mut self, dataplane: &Dataplane, batch: Vec<Verdict>) -> Vec<String> {
         let mut errors = Vec::new();
         for verdict in batch {
-            if verdict.class == self.default_class
-                || self.installed.get(&verdict.tuple) == Some(&verdict.class)
-            {
-                continue;
-            }
+            let action = install_action(
+                &verdict,
+                &self.default_class,
+                self.installed.get(&verdict.tuple),
+            );
             let flow = flow_key(&verdict.tuple);
-            if self.installed.contains_key(&verdict.tuple) {
-                // Best effort: the element may have timed out already.
-                let _ = dataplane.kernel().nft_text(&delete_element(&flow));
+            match action {
+                Install::Skip => continue,
+                Install::Add => {}
+                Install::Replace => {
+                    // Best effort: the element may have timed out already.
+                    let _ = dataplane.kernel().nft_text(&delete_element(&flow));
+                }
             }
             let result = dataplane.add_dpi_verdict(
                 &flow,
@@ -226,5 +253,64 @@ impl Dpi {
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(class: &str) -> Verdict {
+        Verdict {
+            tuple: FlowTuple {
+                proto: 6,
+                vlan: None,
+                src: "10.1.0.2".parse().unwrap(),
+                sport: 40000,
+                dst: "203.0.113.9".parse().unwrap(),
+                dport: 443,
+            },
+            app: "teams".into(),
+            class: class.into(),
+            reason: "tls sni".into(),
+        }
+    }
+
+    #[test]
+    fn only_a_new_non_default_class_reaches_the_kernel() {
+        let meetings = "meetings".to_string();
+        assert_eq!(
+            install_action(&verdict("default"), "default", None),
+            Install::Skip
+        );
+        assert_eq!(
+            install_action(&verdict("meetings"), "default", None),
+            Install::Add
+        );
+        assert_eq!(
+            install_action(&verdict("meetings"), "default", Some(&meetings)),
+            Install::Skip
+        );
+        // nft refuses to overwrite a map element with another mark: delete it first.
+        assert_eq!(
+            install_action(&verdict("bulk"), "default", Some(&meetings)),
+            Install::Replace
+        );
+        assert_eq!(
+            install_action(&verdict("default"), "default", Some(&meetings)),
+            Install::Replace
+        );
+    }
+
+    #[test]
+    fn verdicts_live_as_long_as_the_classifier_keeps_the_flow() {
+        assert_eq!(verdict_timeout(6), Timeouts::default().tcp);
+        assert_eq!(verdict_timeout(17), Timeouts::default().udp);
+        assert_eq!(verdict_timeout(1), Timeouts::default().other);
+        let text = delete_element(&flow_key(&verdict("x").tuple));
+        assert_eq!(
+            text,
+            "delete element inet wansteer dpi4 { 10.1.0.2 . 203.0.113.9 . 6 . 40000 . 443 }"
+        );
     }
 }
