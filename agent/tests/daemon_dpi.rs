@@ -103,6 +103,7 @@ impl Lab {
             (far, "w0", "10.100.1.1/24"),
             (far, "w1", "10.100.2.1/24"),
             (far, "lo", "10.200.0.1/32"),
+            (far, "lo", "10.200.0.7/32"),
             (lan, "l0", "10.1.0.2/24"),
         ] {
             sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
@@ -241,6 +242,18 @@ fn client_hello(sni: &str) -> Vec<u8> {
     record
 }
 
+/// A DNS response: `name` has address `address` (TTL 1 h).
+fn dns_answer(id: [u8; 2], name: &str, address: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![id[0], id[1], 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+    for label in name.split('.') {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.extend_from_slice(&[0, 0, 1, 0, 1, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4]);
+    out.extend_from_slice(&address);
+    out
+}
+
 /// GET /metrics from inside the site namespace.
 fn scrape(site: &str) -> String {
     in_ns(site, || {
@@ -273,7 +286,19 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
     // STAMP reflectors at the far end of both lines keep the lines up.
     let reflector = in_ns(&lab.far, || UdpSocket::bind("0.0.0.0:862").unwrap());
     reflector.set_nonblocking(true).unwrap();
-    let server = in_ns(&lab.far, || TcpListener::bind("10.200.0.1:443").unwrap());
+    let server = in_ns(&lab.far, || TcpListener::bind("0.0.0.0:443").unwrap());
+    // The far end's DNS server says teams.microsoft.com is 10.200.0.7.
+    let dns = in_ns(&lab.far, || UdpSocket::bind("10.200.0.1:53").unwrap());
+    std::thread::spawn(move || {
+        let mut query = [0u8; 512];
+        while let Ok((n, from)) = dns.recv_from(&mut query) {
+            if n >= 2 {
+                let answer =
+                    dns_answer([query[0], query[1]], "teams.microsoft.com", [10, 200, 0, 7]);
+                let _ = dns.send_to(&answer, from);
+            }
+        }
+    });
     std::thread::spawn(move || {
         for stream in server.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -376,6 +401,33 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         "an unclassified flow keeps the default class and line: {plain_after:?}"
     );
 
+    // An address learned from a DNS answer seen on the LAN: the flow is the app's from its
+    // first packet on, without any TLS.
+    let resolver = in_ns(&lab.lan, || UdpSocket::bind("10.1.0.2:0").unwrap());
+    resolver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    resolver
+        .send_to(b"\x12\x34 query for teams.microsoft.com", "10.200.0.1:53")
+        .unwrap();
+    let mut answer = [0u8; 512];
+    resolver.recv_from(&mut answer).expect("the DNS answer");
+    let before = lab.far_counts();
+    let mut learned = in_ns(&lab.lan, || TcpStream::connect("10.200.0.7:443").unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        learned.write_all(b"no tls here").unwrap();
+        let counts = lab.far_counts();
+        if counts["af41"] >= before["af41"] + 3 || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        after["af41"] >= before["af41"] + 3 && after["w1"] >= before["w1"] + 3,
+        "the DNS-learned flow never got its class: {before:?} → {after:?}"
+    );
+
     // /metrics: the verdict counted, the lines measured, and a clean exposition.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
@@ -388,7 +440,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         std::thread::sleep(Duration::from_millis(100));
     };
     for expected in [
-        "wansteer_agent_dpi_verdicts_installed_total{class=\"meetings\",site=\"branch-1\"} 1",
+        "wansteer_agent_dpi_verdicts_installed_total{class=\"meetings\",site=\"branch-1\"} 2",
         "wansteer_agent_class_bytes_total{class=\"meetings\",direction=\"up\"",
         "wansteer_agent_line_rtt_seconds{line=\"mpls\"",
         "wansteer_agent_line_health{line=\"inet\"",
