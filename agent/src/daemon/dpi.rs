@@ -210,7 +210,9 @@ pub fn install_action(
 impl Dpi {
     /// Installs a batch of verdicts; returns the errors (the verdicts that did go in stay).
     pub fn install(&mut self, dataplane: &Dataplane, batch: Vec<Verdict>) -> Vec<String> {
+        let started = std::time::Instant::now();
         let mut errors = Vec::new();
+        let mut kernel_calls = 0;
         for verdict in batch {
             let action = install_action(
                 &verdict,
@@ -226,6 +228,7 @@ impl Dpi {
                     let _ = dataplane.kernel().nft_text(&delete_element(&flow));
                 }
             }
+            kernel_calls += 1;
             let result = dataplane.add_dpi_verdict(
                 &flow,
                 &verdict.class,
@@ -251,6 +254,11 @@ impl Dpi {
                     verdict.tuple.dport
                 )),
             }
+        }
+        if let Some(metrics) = &self.metrics
+            && kernel_calls > 0
+        {
+            metrics.install_took(started.elapsed().as_secs_f64());
         }
         errors
     }

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder, core::Collector,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder, core::Collector,
 };
 use wansteer_wire::report::HealthState;
 
@@ -46,6 +46,7 @@ pub struct AgentMetrics {
     class_bytes: IntCounterVec,
     installed: IntCounterVec,
     install_errors: IntCounter,
+    install_seconds: Histogram,
     /// Last cumulative values read from the classifier, to turn them into counter steps.
     seen: Arc<Mutex<Seen>>,
 }
@@ -194,6 +195,19 @@ impl AgentMetrics {
                 "wansteer_agent_dpi_install_errors_total",
                 "DPI verdicts the data plane refused.",
             ),
+            install_seconds: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "wansteer_agent_dpi_install_seconds",
+                        "Time the event loop spent installing one batch of DPI verdicts.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    ]),
+                )
+                .expect("valid metric"),
+            ),
             seen: Arc::default(),
             registry,
         }
@@ -274,6 +288,11 @@ impl AgentMetrics {
         } else {
             self.install_errors.inc();
         }
+    }
+
+    /// One batch of verdicts took `seconds` to install.
+    pub fn install_took(&self, seconds: f64) {
+        self.install_seconds.observe(seconds);
     }
 
     /// The classifier's cumulative counters and per-class statistics now.
