@@ -53,10 +53,10 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub summaries: bool,
     /// Classify the traffic of this LAN interface and install DPI verdicts (repeatable).
-    #[arg(long, value_name = "IFACE")]
+    #[arg(long, value_name = "IFACE", requires = "policy", conflicts_with = "once")]
     pub lan: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (inside --netns when given).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", requires = "policy", conflicts_with = "once")]
     pub metrics: Option<SocketAddr>,
 }
 
