@@ -447,6 +447,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         "wansteer_agent_class_line{class=\"meetings\",line=\"inet\",site=\"branch-1\"} 1",
         "wansteer_agent_ruleset_version{site=\"branch-1\"} 1",
         "wansteer_agent_classifier_verdicts_total",
+        "wansteer_agent_failovers_total{line=\"inet\",site=\"branch-1\"} 0",
         "wansteer_agent_dpi_install_seconds_count{site=\"branch-1\"} 2",
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");

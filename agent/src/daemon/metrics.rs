@@ -213,6 +213,21 @@ impl AgentMetrics {
         }
     }
 
+    /// Zero series for every line and steering class, so a dashboard shows 0 moves and 0
+    /// failovers rather than nothing before the first one.
+    pub fn declare<'a>(
+        &self,
+        lines: impl IntoIterator<Item = &'a str>,
+        classes: impl IntoIterator<Item = &'a str>,
+    ) {
+        for line in lines {
+            self.failovers.with_label_values(&[line]);
+        }
+        for class in classes {
+            self.moves.with_label_values(&[class]);
+        }
+    }
+
     /// Updates the metrics an event of the daemon tells about.
     pub fn observe(&self, event: &AgentEvent) {
         match event {

@@ -53,10 +53,20 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub summaries: bool,
     /// Classify the traffic of this LAN interface and install DPI verdicts (repeatable).
-    #[arg(long, value_name = "IFACE", requires = "policy", conflicts_with = "once")]
+    #[arg(
+        long,
+        value_name = "IFACE",
+        requires = "policy",
+        conflicts_with = "once"
+    )]
     pub lan: Vec<String>,
     /// Serve Prometheus metrics at http://ADDR/metrics (inside --netns when given).
-    #[arg(long, value_name = "ADDR", requires = "policy", conflicts_with = "once")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "policy",
+        conflicts_with = "once"
+    )]
     pub metrics: Option<SocketAddr>,
 }
 
@@ -134,6 +144,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("policy {} refused", policy_path.display()))?
         .policy;
     let mut dpi = dpi::spawn(&args.lan, netns, &policy, log.metrics.clone())?;
+    if let Some(metrics) = &log.metrics {
+        let classes = plan.groups.iter().map(|g| g.lines.class.as_str());
+        metrics.declare(plan.probes.iter().map(|p| p.line.as_str()), classes);
+    }
     let reflect = args.reflect;
     let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
         let socket = std::net::UdpSocket::bind(reflect)?;
