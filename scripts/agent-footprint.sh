@@ -9,11 +9,15 @@
 # many UDP datagrams per second through the site (new flow every 10) during the sample, so
 # capture and classification are part of the figure. Needs root.
 #
-#   scripts/agent-footprint.sh [BINARY] [SECONDS] [LAN_PPS]
+#   scripts/agent-footprint.sh [SECONDS] [LAN_PPS]
+# AGENT (default `target/release/wansteer agent`) is the measured command; REFLECT (default
+# `target/release/wansteer probe reflect`) answers the probes at the far end (not measured).
+# The agent alone: AGENT=target/release/examples/agent_daemon (see agent/examples/agent_daemon.rs).
 set -euo pipefail
-BIN=${1:-target/release/wansteer}
-SECONDS_TO_SAMPLE=${2:-60}
-LAN_PPS=${3:-0}
+AGENT_CMD=${AGENT:-target/release/wansteer agent}
+REFLECT_CMD=${REFLECT:-target/release/wansteer probe reflect}
+SECONDS_TO_SAMPLE=${1:-60}
+LAN_PPS=${2:-0}
 WARMUP=${WARMUP:-10}
 TAG=$(( $$ % 100000 ))
 SITE=wstfS$TAG FAR=wstfF$TAG LAN=wstfL$TAG
@@ -83,9 +87,11 @@ classes:
     priority: 7
 EOF
 
-ip netns exec "$FAR" "$BIN" probe reflect --listen 0.0.0.0:862 >/dev/null 2>&1 &
+# shellcheck disable=SC2086
+ip netns exec "$FAR" $REFLECT_CMD --listen 0.0.0.0:862 >/dev/null 2>&1 &
 REFLECTOR=$!
-"$BIN" agent --policy "$DIR/policy.yaml" --site branch-1 --netns "$SITE" --lan lan0 \
+# shellcheck disable=SC2086
+$AGENT_CMD --policy "$DIR/policy.yaml" --site branch-1 --netns "$SITE" --lan lan0 \
   --metrics 127.0.0.1:19465 >"$DIR/agent.log" 2>&1 &
 AGENT=$!
 sleep "$WARMUP"
