@@ -12,6 +12,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use wansteer_agent::classifier::{FlowTuple, Verdict};
+use wansteer_agent::daemon::dpi::Dpi;
+use wansteer_agent::daemon::metrics::AgentMetrics;
+use wansteer_agent::dataplane::standalone::compile_policy;
+use wansteer_agent::dataplane::{Dataplane, FailoverState, Kernel};
 
 fn sh(args: &[&str]) -> String {
     let output = Command::new(args[0])
@@ -58,12 +63,13 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Lab {
+    /// `test` (one letter) keeps the namespaces of tests running in parallel apart.
+    fn new(test: char) -> Lab {
         let tag = std::process::id() % 100_000;
         let lab = Lab {
-            site: format!("wstdS{tag}"),
-            far: format!("wstdF{tag}"),
-            lan: format!("wstdL{tag}"),
+            site: format!("wst{test}S{tag}"),
+            far: format!("wst{test}F{tag}"),
+            lan: format!("wst{test}L{tag}"),
         };
         let (site, far, lan) = (lab.site.as_str(), lab.far.as_str(), lab.lan.as_str());
         for ns in [site, far, lan] {
@@ -278,7 +284,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::new('d');
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -316,7 +322,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         reflect: "0.0.0.0:862".parse().unwrap(),
         long_window: None,
         json: true,
-        summaries: true,
+        summaries: false,
         lan: vec!["lan0".into()],
         metrics: Some("127.0.0.1:19464".parse().unwrap()),
     };
@@ -452,6 +458,13 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
     ] {
         assert!(text.contains(expected), "missing {expected}:\n{text}");
     }
+    // For the benchmark notes: what installing the verdicts cost the event loop.
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("wansteer_agent_dpi_install_seconds_"))
+    {
+        eprintln!("{line}");
+    }
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -471,5 +484,99 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         "promtool: {}{}\n{text}",
         String::from_utf8_lossy(&checked.stdout),
         String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+fn verdict(sport: u16, class: &str) -> Verdict {
+    Verdict {
+        tuple: FlowTuple {
+            proto: 6,
+            vlan: None,
+            src: "10.1.0.2".parse().unwrap(),
+            sport,
+            dst: "10.200.0.1".parse().unwrap(),
+            dport: 443,
+        },
+        app: "teams".into(),
+        class: class.into(),
+        reason: "test".into(),
+    }
+}
+
+/// The dpi4 elements as `sport → mark`.
+fn dpi_marks(site: &str) -> std::collections::BTreeMap<u64, u64> {
+    let listing: Value = serde_json::from_str(&sh(&[
+        "ip", "netns", "exec", site, "nft", "-j", "list", "map", "inet", "wansteer", "dpi4",
+    ]))
+    .unwrap();
+    let map = listing["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|o| o.get("map"))
+        .unwrap();
+    map.get("elem")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|element| {
+            let key = element
+                .pointer("/0/elem/val/concat")
+                .unwrap_or_else(|| panic!("unexpected element {element}"));
+            (key[3].as_u64().unwrap(), element[1].as_u64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn verdict_batches_go_in_whole_a_bad_one_alone_is_refused_and_a_class_change_replaces() {
+    if !is_root() {
+        eprintln!("skipped: needs root for network namespaces");
+        return;
+    }
+    let lab = Lab::new('b');
+    let policy: wansteer_policies::model::Policy = yaml_serde::from_str(POLICY).unwrap();
+    let ruleset = compile_policy(&policy, "branch-1", 1).unwrap();
+    let mark = |class: &str| u64::from(ruleset.class(class).unwrap().mark);
+    let (meetings, default) = (mark("meetings"), mark("default"));
+    let mut dataplane = Dataplane::new(
+        Kernel::in_netns(&lab.site),
+        FailoverState::standalone(Duration::from_secs(30)),
+    );
+    dataplane.apply(ruleset.clone()).unwrap();
+    let metrics = AgentMetrics::new("branch-1");
+    let mut dpi = Dpi::installer("default", Some(metrics.clone()));
+
+    let errors = dpi.install(
+        &dataplane,
+        vec![
+            verdict(1001, "meetings"),
+            verdict(1002, "meetings"),
+            verdict(1003, "default"),
+            verdict(1004, "no-such-class"),
+        ],
+    );
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("no-such-class"), "{errors:?}");
+    assert_eq!(
+        dpi_marks(&lab.site),
+        [(1001, meetings), (1002, meetings)].into(),
+        "the good verdicts went in, the default class is left to nft"
+    );
+
+    // The first flow turns out to be something else; a new flow comes in the same batch.
+    let errors = dpi.install(
+        &dataplane,
+        vec![verdict(1001, "default"), verdict(1005, "meetings")],
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        dpi_marks(&lab.site),
+        [(1001, default), (1002, meetings), (1005, meetings)].into()
+    );
+    let text = metrics.render();
+    assert!(
+        text.contains("wansteer_agent_dpi_install_errors_total{site=\"branch-1\"} 1"),
+        "{text}"
     );
 }

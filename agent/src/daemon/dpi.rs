@@ -11,7 +11,8 @@
 //! Only verdicts that name a class other than the policy's default are installed: an
 //! unmatched flow gets the default class from nft already, and an nft map element cannot be
 //! overwritten in place (`add element` of an existing key with another mark fails), so a
-//! flow whose class changes has its element deleted first.
+//! flow whose class changes has its element deleted first. A batch's new elements go into
+//! the kernel as one `nft` transaction.
 
 use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
@@ -27,7 +28,7 @@ use crate::classifier::flow::Timeouts;
 use crate::classifier::packet::LinkType;
 use crate::classifier::policy::PolicyClasses;
 use crate::classifier::{Catalogue, Classifier, Config, FlowTuple, Verdict};
-use crate::dataplane::nft::{DPI_MAP_V4, DPI_MAP_V6, FlowKey};
+use crate::dataplane::nft::{self, DPI_MAP_V4, DPI_MAP_V6, FlowKey};
 use crate::dataplane::{Dataplane, NFT_TABLE};
 
 /// Frames queued per LAN interface before capture drops (the classifier fell behind).
@@ -207,33 +208,74 @@ pub fn install_action(
     }
 }
 
+/// The nft text adding `verdict`'s element, when its class is in the rule set in force.
+fn element_text(dataplane: &Dataplane, verdict: &Verdict) -> Option<String> {
+    let mark = dataplane.ruleset()?.class(&verdict.class)?.mark;
+    let timeout = verdict_timeout(verdict.tuple.proto).as_secs();
+    nft::dpi_element(&flow_key(&verdict.tuple), mark, timeout)
+}
+
 impl Dpi {
+    /// The installer alone, without capture: verdicts come from the caller (tests, replay).
+    pub fn installer(default_class: &str, metrics: Option<AgentMetrics>) -> Dpi {
+        Dpi {
+            verdicts: None,
+            default_class: default_class.to_string(),
+            installed: HashMap::new(),
+            metrics,
+        }
+    }
+
     /// Installs a batch of verdicts; returns the errors (the verdicts that did go in stay).
+    ///
+    /// The batch's new elements go in as one `nft` transaction (one process, a few ms, while
+    /// the event loop waits); when that fails, they go one by one through
+    /// [`Dataplane::add_dpi_verdict`] so only the bad ones are refused.
     pub fn install(&mut self, dataplane: &Dataplane, batch: Vec<Verdict>) -> Vec<String> {
         let started = std::time::Instant::now();
-        let mut errors = Vec::new();
-        let mut kernel_calls = 0;
+        // The latest verdict of a flow within the batch is the one that counts.
+        let mut latest: HashMap<FlowTuple, Verdict> = HashMap::new();
         for verdict in batch {
-            let action = install_action(
+            latest.insert(verdict.tuple, verdict);
+        }
+        let mut adds = Vec::new();
+        for verdict in latest.into_values() {
+            match install_action(
                 &verdict,
                 &self.default_class,
                 self.installed.get(&verdict.tuple),
-            );
-            let flow = flow_key(&verdict.tuple);
-            match action {
+            ) {
                 Install::Skip => continue,
                 Install::Add => {}
                 Install::Replace => {
                     // Best effort: the element may have timed out already.
-                    let _ = dataplane.kernel().nft_text(&delete_element(&flow));
+                    let _ = dataplane
+                        .kernel()
+                        .nft_text(&delete_element(&flow_key(&verdict.tuple)));
                 }
             }
-            kernel_calls += 1;
-            let result = dataplane.add_dpi_verdict(
-                &flow,
-                &verdict.class,
-                verdict_timeout(verdict.tuple.proto),
-            );
+            adds.push(verdict);
+        }
+        if adds.is_empty() {
+            return Vec::new();
+        }
+        let script = adds
+            .iter()
+            .map(|verdict| element_text(dataplane, verdict))
+            .collect::<Option<Vec<String>>>()
+            .map(|lines| lines.join("\n"));
+        let all_in = script.is_some_and(|script| dataplane.kernel().nft_text(&script).is_ok());
+        let mut errors = Vec::new();
+        for verdict in adds {
+            let result = if all_in {
+                Ok(())
+            } else {
+                dataplane.add_dpi_verdict(
+                    &flow_key(&verdict.tuple),
+                    &verdict.class,
+                    verdict_timeout(verdict.tuple.proto),
+                )
+            };
             if let Some(metrics) = &self.metrics {
                 metrics.verdict_installed(&verdict.class, result.is_ok());
             }
@@ -255,9 +297,7 @@ impl Dpi {
                 )),
             }
         }
-        if let Some(metrics) = &self.metrics
-            && kernel_calls > 0
-        {
+        if let Some(metrics) = &self.metrics {
             metrics.install_took(started.elapsed().as_secs_f64());
         }
         errors
