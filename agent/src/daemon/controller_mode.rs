@@ -175,6 +175,11 @@ impl ApplyRuleSet for Applier {
 
 /// Runs `wansteer agent --controller URL …`.
 pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCode> {
+    // Refused rather than ignored: an operator who asked for DPI or metrics must not
+    // believe they are running.
+    if !args.lan.is_empty() || args.metrics.is_some() {
+        anyhow::bail!("--lan and --metrics work standalone only for now, not with --controller");
+    }
     let (Some(policy_path), Some(site), Some(token_file)) = (
         args.policy.clone(),
         args.site.clone(),
@@ -200,10 +205,12 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
         .unwrap_or_default();
     let mut meter = DemandMeter::default();
     let started = tokio::time::Instant::now();
+    // Controller mode has no --metrics endpoint yet; the controller's /metrics covers lines.
     let log = EventLog {
         site: site.clone(),
         json: args.json,
         summaries: args.summaries,
+        metrics: None,
     };
     let kernel = args
         .netns

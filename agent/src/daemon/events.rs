@@ -65,6 +65,8 @@ pub struct EventLog {
     pub site: String,
     pub json: bool,
     pub summaries: bool,
+    /// Fed with every event, when `/metrics` is served.
+    pub metrics: Option<super::metrics::AgentMetrics>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +80,9 @@ struct Stamped<'a> {
 impl EventLog {
     pub fn emit(&self, event: AgentEvent) {
         use std::io::Write as _;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(&event);
+        }
         if matches!(event, AgentEvent::Summary { .. }) && !self.summaries {
             return;
         }

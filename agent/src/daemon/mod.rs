@@ -21,7 +21,9 @@
 //! controller's pushed rule sets decide routes and QoS, the agent reports its lines every
 //! second and still fails over locally on a dead line ([`controller_mode`]).
 
+pub mod dpi;
 pub mod events;
+pub mod metrics;
 pub mod plan;
 pub mod steering;
 

@@ -16,7 +16,9 @@ use wansteer_probes::tasks::{UdpTransport, run_reflector, run_sender};
 use wansteer_wire::report::{HealthState, LineReport};
 use wansteer_wire::ruleset::RuleSet;
 
+use super::dpi;
 use super::events::{AgentEvent, EventLog};
+use super::metrics::AgentMetrics;
 use super::netns;
 use super::plan::{LINE_SLA, SitePlan, plan_site, sla_score, steer_routes};
 use super::steering::{HealthBoard, Steering};
@@ -61,6 +63,22 @@ pub struct DaemonArgs {
     /// Also print each line's periodic measurement summary.
     #[arg(long)]
     pub summaries: bool,
+    /// Classify the traffic of this LAN interface and install DPI verdicts (repeatable).
+    #[arg(
+        long,
+        value_name = "IFACE",
+        requires = "policy",
+        conflicts_with = "once"
+    )]
+    pub lan: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (inside --netns when given).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "policy",
+        conflicts_with = "once"
+    )]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -118,10 +136,12 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("give --policy FILE --site NAME to run standalone");
     };
     let (plan, ruleset) = load(&policy_path, &site, args.long_window)?;
+    let metrics = args.metrics.map(|_| AgentMetrics::new(&site));
     let log = EventLog {
         site: site.clone(),
         json: args.json,
         summaries: args.summaries,
+        metrics: metrics.clone(),
     };
     let kernel = args
         .netns
@@ -132,7 +152,20 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .apply(ruleset.clone().seal())
         .context("applying the policy")?;
 
-    let probes = Probes::start(&plan, args.netns.as_deref(), args.reflect)?;
+    let netns = args.netns.as_deref();
+    let metrics_task = match (args.metrics, metrics) {
+        (Some(addr), Some(metrics)) => Some(super::metrics::spawn(addr, netns, metrics)?),
+        _ => None,
+    };
+    let policy = wansteer_policies::check_file(&policy_path)
+        .map_err(|_| anyhow::anyhow!("policy {} refused", policy_path.display()))?
+        .policy;
+    let mut dpi = dpi::spawn(&args.lan, netns, &policy, log.metrics.clone())?;
+    if let Some(metrics) = &log.metrics {
+        let classes = plan.groups.iter().map(|g| g.lines.class.as_str());
+        metrics.declare(plan.probes.iter().map(|p| p.line.as_str()), classes);
+    }
+    let probes = Probes::start(&plan, netns, args.reflect)?;
     let reflect = args.reflect;
     let mut reports = probes.reports;
     log.emit(AgentEvent::Ready {
@@ -145,7 +178,17 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     });
 
     let reload = || load(&policy_path, &site, args.long_window);
-    let result = event_loop(plan, &log, &mut dataplane, ruleset, &mut reports, reload).await;
+    let result = event_loop(
+        plan,
+        &log,
+        &mut dataplane,
+        ruleset,
+        &mut reports,
+        reload,
+        &mut dpi,
+    )
+    .await;
+    metrics_task.inspect(tokio::task::JoinHandle::abort);
     probes.tasks.stop().await;
     tracing::info!("agent stopping; the installed rules stay in place");
     result.map(|()| ExitCode::SUCCESS)
@@ -168,6 +211,7 @@ async fn event_loop(
     ruleset: RuleSet,
     reports: &mut mpsc::UnboundedReceiver<LineReport>,
     reload: impl Fn() -> anyhow::Result<(SitePlan, RuleSet)>,
+    dpi: &mut Option<dpi::Dpi>,
 ) -> anyhow::Result<()> {
     let mut state = Loop {
         steering: steering_for(&plan),
@@ -191,7 +235,18 @@ async fn event_loop(
                 Some(report) => state.on_report(dataplane, report),
                 None => anyhow::bail!("every line prober stopped"),
             },
-            _ = tick.tick() => state.steer(dataplane),
+            _ = tick.tick() => {
+                state.steer(dataplane);
+                if let (Some(metrics), Some(ruleset)) = (&log.metrics, dataplane.ruleset()) {
+                    metrics.set_ruleset_version(ruleset.version);
+                    metrics.set_placement(&state.placement(dataplane));
+                }
+            }
+            batch = dpi::next(dpi) => {
+                for text in dpi.as_mut().map(|d| d.install(dataplane, batch)).unwrap_or_default() {
+                    log.emit(AgentEvent::Error { text });
+                }
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                 let before = dataplane.avoided_lines().clone();
                 let started = std::time::Instant::now();
