@@ -244,6 +244,7 @@ async fn agent(
                             line: line.into(),
                             rtt_ms: 20.0,
                             loss_percent: 0.1,
+                            loss_bounds_percent: None,
                             jitter_ms: 1.0,
                             samples: 20,
                             health: LineHealth::Up,

@@ -37,6 +37,15 @@ fn health(health: session::LineHealth) -> graph::LineHealth {
     }
 }
 
+/// The loss the planner holds a line to: the lower bound of the agent's 95% interval when
+/// it sent one, so a class leaves a line only when the line surely breaks its SLA, not on a
+/// short run of bad luck. Gross loss is caught by the agent's own health machine (and its
+/// local failover) long before the interval matters.
+fn judged_loss_percent(line: &session::LineMeasurement) -> f64 {
+    line.loss_bounds_percent
+        .map_or(line.loss_percent, |(lower, _)| lower)
+}
+
 fn millis(ms: f64) -> Duration {
     Duration::from_secs_f64(ms.max(0.0) / 1000.0)
 }
@@ -76,7 +85,7 @@ impl Planning for SolverPlanning {
                 site: report.site.clone(),
                 line: line.line.clone(),
                 rtt: millis(line.rtt_ms),
-                loss: (line.loss_percent / 100.0).clamp(0.0, 1.0),
+                loss: (judged_loss_percent(line) / 100.0).clamp(0.0, 1.0),
                 jitter: millis(line.jitter_ms),
                 health: health(line.health),
                 at,
@@ -153,6 +162,7 @@ classes:
             line: name.to_string(),
             rtt_ms: 20.0,
             loss_percent,
+            loss_bounds_percent: None,
             jitter_ms: 1.0,
             samples: 100,
             health,
@@ -213,5 +223,49 @@ classes:
             .expect("the move is recorded as a decision");
         assert_eq!(moved.from_line.as_deref(), Some("mpls"));
         assert!(moved.reason.contains("loss"), "{}", moved.reason);
+    }
+
+    #[test]
+    fn voice_stays_while_the_loss_interval_still_admits_its_sla() {
+        let policy = wansteer_policies::check_source("p.yaml", POLICY)
+            .unwrap()
+            .policy;
+        let mut planning = SolverPlanning::new();
+        planning.on_policy(&policy);
+        let up = session::LineHealth::Up;
+        for site in ["dc", "b1"] {
+            planning.on_report(&report(
+                site,
+                1_000,
+                vec![line("mpls", 0.0, up), line("inet", 0.0, up)],
+            ));
+        }
+        assert_eq!(
+            voice_line(&planning.plan(1_000), "b1").as_deref(),
+            Some("mpls")
+        );
+
+        // 2 of 80 probes lost: 2.5% as a ratio, but the interval reaches down to 0.7%.
+        let mut unlucky = line("mpls", 2.5, up);
+        unlucky.loss_bounds_percent = Some((0.7, 8.7));
+        planning.on_report(&report("b1", 2_000, vec![unlucky, line("inet", 0.0, up)]));
+        let second = planning.plan(2_000);
+        assert!(
+            !second
+                .decisions
+                .iter()
+                .any(|d| d.site == "b1" && d.class == "voice"),
+            "{:?}",
+            second.decisions
+        );
+
+        // 5% with an interval wholly above 1%: voice leaves.
+        let mut lossy = line("mpls", 5.0, up);
+        lossy.loss_bounds_percent = Some((2.1, 11.0));
+        planning.on_report(&report("b1", 3_000, vec![lossy, line("inet", 0.0, up)]));
+        assert_eq!(
+            voice_line(&planning.plan(3_000), "b1").as_deref(),
+            Some("inet")
+        );
     }
 }

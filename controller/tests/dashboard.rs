@@ -312,6 +312,7 @@ fn measurement(line: &str, health: LineHealth, rtt_ms: f64, loss_percent: f64) -
         line: line.into(),
         rtt_ms,
         loss_percent,
+        loss_bounds_percent: None,
         jitter_ms: 1.5,
         samples: 100,
         health,

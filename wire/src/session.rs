@@ -97,6 +97,11 @@ pub struct LineMeasurement {
     pub rtt_ms: f64,
     /// Loss in per cent (0–100).
     pub loss_percent: f64,
+    /// The 95% confidence interval of `loss_percent` (lower, upper), when the agent's
+    /// estimator gives one. The controller judges SLAs on it, not on the raw ratio: 2 lost
+    /// of 80 probes is not evidence of a 1% breach (DESIGN §4).
+    #[serde(default)]
+    pub loss_bounds_percent: Option<(f64, f64)>,
     /// Jitter (delay variation), milliseconds.
     pub jitter_ms: f64,
     /// Probes behind the figures.

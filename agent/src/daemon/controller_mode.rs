@@ -86,6 +86,10 @@ pub fn measurement(summary: &LineSummary) -> LineMeasurement {
         line: summary.line.clone(),
         rtt_ms: summary.short.rtt_ms.map_or(0.0, |r| r.p50),
         loss_percent: loss_window.loss.ratio * 100.0,
+        loss_bounds_percent: Some((
+            loss_window.loss.lower * 100.0,
+            loss_window.loss.upper * 100.0,
+        )),
         jitter_ms: summary.short.jitter_ms.unwrap_or(0.0),
         samples: u64::from(loss_window.probes),
         health: line_health(summary),

@@ -120,6 +120,7 @@ mod tests {
                 line: "mpls".into(),
                 rtt_ms,
                 loss_percent: 0.0,
+                loss_bounds_percent: None,
                 jitter_ms: 1.0,
                 samples: 10,
                 health: LineHealth::Up,

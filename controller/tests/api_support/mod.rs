@@ -329,6 +329,7 @@ pub fn measurement(line: &str, health: LineHealth, loss_percent: f64) -> LineMea
         line: line.into(),
         rtt_ms: 21.5,
         loss_percent,
+        loss_bounds_percent: None,
         jitter_ms: 1.25,
         samples: 600,
         health,
