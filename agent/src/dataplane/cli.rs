@@ -1,24 +1,21 @@
-//! `wansteer agent` (the daemon) and `wansteer agent cleanup`.
+//! `wansteer agent --once` and `wansteer agent cleanup`: the data plane's own commands.
 //!
-//! Standalone (`--policy FILE --site NAME`) the daemon compiles the policy into a rule
-//! set, applies it, keeps local failover running, re-reads the policy on SIGHUP (a bad
-//! policy is refused and the rules in force stay) and removes nothing when it exits, so
-//! traffic keeps flowing across an agent restart.
+//! `--once` compiles the policy for one site into a rule set, applies it and exits; the
+//! rules stay. The long-running agent (probes, steering, failover, SIGHUP reload) is
+//! [`crate::daemon`], which hands `--once` runs to [`run_daemon`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::mpsc;
 
-use super::failover::{FailoverState, LineEvent};
+use super::failover::FailoverState;
 use super::kernel::Kernel;
 use super::reconcile::{ApplyReport, Dataplane, cleanup};
 use super::standalone::compile_policy;
 
-/// Options of the agent daemon.
+/// Options of a one-shot apply (`wansteer agent --once`).
 #[derive(Debug, clap::Args)]
 pub struct DaemonArgs {
     /// Run standalone from this policy file (no controller).
@@ -30,7 +27,7 @@ pub struct DaemonArgs {
     /// Program this network namespace instead of the agent's own (lab and tests).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Apply once and exit instead of running as a daemon.
+    /// Apply once and exit (the only mode here; the daemon lives in `crate::daemon`).
     #[arg(long)]
     pub once: bool,
 }
@@ -74,26 +71,14 @@ fn describe(report: &ApplyReport) -> String {
     )
 }
 
-/// Runs the agent daemon.
+/// Applies the policy for one site once and exits; the rules stay in place.
 pub async fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     let (Some(policy), Some(site)) = (args.policy.clone(), args.site.clone()) else {
         anyhow::bail!(
-            "give --policy FILE --site NAME to run standalone (the controller client is not wired in yet)"
+            "give --policy FILE --site NAME (standalone), or --controller URL --site NAME --token-file FILE --policy FILE"
         );
     };
-    let (_events_in, events) = mpsc::channel(64);
-    run_standalone(&args, &policy, &site, events).await
-}
-
-/// The standalone daemon; `events` carries line health from the probes.
-pub async fn run_standalone(
-    args: &DaemonArgs,
-    policy: &Path,
-    site: &str,
-    mut events: mpsc::Receiver<LineEvent>,
-) -> anyhow::Result<ExitCode> {
-    let mut version = 1;
-    let (ruleset, hold_down) = load_policy(policy, site, version)?;
+    let (ruleset, hold_down) = load_policy(&policy, &site, 1)?;
     let mut dataplane = Dataplane::new(kernel(&args.netns), FailoverState::standalone(hold_down));
     let report = dataplane.apply(ruleset).context("applying the policy")?;
     tracing::info!(site, "policy applied: {}", describe(&report));
@@ -102,48 +87,10 @@ pub async fn run_standalone(
         policy.display(),
         describe(&report)
     );
-    if args.once {
-        return Ok(ExitCode::SUCCESS);
-    }
-
-    let mut hangup = signal(SignalKind::hangup())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut events_open = true;
-    loop {
-        let deadline = dataplane.next_deadline();
-        tokio::select! {
-            _ = hangup.recv() => match reload_policy(&mut dataplane, policy, site, version + 1) {
-                Ok(report) => {
-                    version += 1;
-                    tracing::info!(site, version, "policy reloaded: {}", describe(&report));
-                }
-                Err(error) => {
-                    tracing::error!(site, "reload refused, the rules in force stay: {error:#}");
-                }
-            },
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            event = events.recv(), if events_open => match event {
-                Some(event) => match dataplane.on_line_event(&event, tokio::time::Instant::now()) {
-                    Ok(report) => tracing::warn!(line = %event.line, up = event.up, "line event: {}", describe(&report)),
-                    Err(error) => tracing::error!(line = %event.line, "failover failed: {error:#}"),
-                },
-                None => events_open = false,
-            },
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                match dataplane.on_tick(tokio::time::Instant::now()) {
-                    Ok(report) => tracing::info!("fail-back after hold-down: {}", describe(&report)),
-                    Err(error) => tracing::error!("fail-back failed: {error:#}"),
-                }
-            }
-        }
-    }
-    tracing::info!("agent stopping; the installed rules stay in place");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Re-reads the policy (on SIGHUP) and applies it as rule set `version`. A policy that
+/// Re-reads the policy and applies it as rule set `version` on a running data plane. A policy that
 /// does not parse, does not fit the site or does not fit this host is refused and the
 /// rules in force stay untouched.
 pub fn reload_policy(
