@@ -48,7 +48,16 @@ fn main() -> ExitCode {
             Command::Controller(args) => wansteer_controller::cli::run(args).await,
             Command::Agent(args) => wansteer_agent::cli::run(args).await,
             Command::Lab(args) => wansteer_lab::cli::run(args).await,
-            Command::Policy(args) => wansteer_policies::cli::run(args).await,
+            Command::Policy(args) => {
+                // The binary knows the classifier's catalogue, so app names are checked
+                // against it (a misspelt app would otherwise never match any flow).
+                let options = wansteer_policies::CheckOptions {
+                    known_apps: Some(
+                        wansteer_agent::classifier::catalogue::Catalogue::builtin().app_names(),
+                    ),
+                };
+                wansteer_policies::cli::run(args, &options).await
+            }
             Command::Probe(args) => wansteer_probes::cli::run(args).await,
         }
     });

@@ -255,9 +255,14 @@ fn depends_on_broken_names(finding: &validate::Finding, broken: &[String]) -> bo
 
 /// Reads and checks a policy file.
 pub fn check_file(path: &Path) -> Result<Checked, Vec<Diagnostic>> {
+    check_file_with(path, &CheckOptions::default())
+}
+
+/// [`check_file`] with extra knowledge, such as the classifier's app catalogue.
+pub fn check_file_with(path: &Path, options: &CheckOptions) -> Result<Checked, Vec<Diagnostic>> {
     let file = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(text) => check_source(&file, &text),
+        Ok(text) => check_source_with(&file, &text, options),
         Err(error) => Err(vec![Diagnostic {
             file,
             line: 1,
@@ -282,7 +287,7 @@ classes:
   - name: saas
     priority: 2
     dscp: AF21
-    match: [{ apps: [m365, salesfroce] }]
+    match: [{ apps: [microsoft-365, salesfroce] }]
   - name: default
     priority: 3
 ";
@@ -291,11 +296,15 @@ classes:
     fn apps_are_checked_against_a_catalogue_when_one_is_given() {
         assert!(check_source("p.yaml", POLICY).is_ok());
         let options = CheckOptions {
-            known_apps: Some(vec!["m365".into(), "salesforce".into(), "teams".into()]),
+            known_apps: Some(vec![
+                "microsoft-365".into(),
+                "salesforce".into(),
+                "teams".into(),
+            ]),
         };
         let errors = check_source_with("p.yaml", POLICY, &options).unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!((errors[0].line, errors[0].column), (10, 28));
+        assert_eq!((errors[0].line, errors[0].column), (10, 37));
         assert_eq!(
             errors[0].message,
             "the classifier knows no application `salesfroce`"

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::check::{Diagnostic, Severity, check_file};
+use crate::check::{CheckOptions, Diagnostic, Severity, check_file_with};
 use crate::diff;
 
 /// Check policy files and show what a change would do.
@@ -48,15 +48,16 @@ pub enum PolicyCommand {
     },
 }
 
-/// Runs the subcommand.
-pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+/// Runs the subcommand. `options` carries what the binary knows beyond the files, such as
+/// the classifier's application catalogue (this crate does not depend on the classifier).
+pub async fn run(args: PolicyArgs, options: &CheckOptions) -> anyhow::Result<ExitCode> {
     let (text, status) = match args.command {
         PolicyCommand::Check {
             files,
             json,
             deny_warnings,
-        } => check_command(&files, json, deny_warnings),
-        PolicyCommand::Diff { old, new, json } => diff_command(&old, &new, json),
+        } => check_command(&files, json, deny_warnings, options),
+        PolicyCommand::Diff { old, new, json } => diff_command(&old, &new, json, options),
     };
     print!("{text}");
     Ok(ExitCode::from(status))
@@ -82,11 +83,16 @@ fn plural(count: usize, word: &str) -> String {
 }
 
 /// `wansteer policy check`: the text to print and the exit status (0 ok, 1 errors).
-pub fn check_command(files: &[PathBuf], json: bool, deny_warnings: bool) -> (String, u8) {
+pub fn check_command(
+    files: &[PathBuf],
+    json: bool,
+    deny_warnings: bool,
+    options: &CheckOptions,
+) -> (String, u8) {
     let results: Vec<(String, Vec<Diagnostic>)> = files
         .iter()
         .map(|path| {
-            let diagnostics = match check_file(path) {
+            let diagnostics = match check_file_with(path, options) {
                 Ok(checked) => checked.warnings,
                 Err(diagnostics) => diagnostics,
             };
@@ -154,11 +160,11 @@ pub fn check_command(files: &[PathBuf], json: bool, deny_warnings: bool) -> (Str
 }
 
 /// `wansteer policy diff`: the text to print and the exit status (0 shown, 1 a file is bad).
-pub fn diff_command(old: &Path, new: &Path, json: bool) -> (String, u8) {
+pub fn diff_command(old: &Path, new: &Path, json: bool, options: &CheckOptions) -> (String, u8) {
     let mut out = String::new();
     let mut policies = Vec::new();
     for path in [old, new] {
-        match check_file(path) {
+        match check_file_with(path, options) {
             Ok(checked) => policies.push(checked.policy),
             Err(diagnostics) => {
                 for diagnostic in diagnostics {
@@ -205,9 +211,14 @@ mod tests {
             "bad.yaml",
             &GOOD.replace("priority: 1", "priorty: 1"),
         );
-        let (text, status) = check_command(std::slice::from_ref(&good), false, false);
+        let (text, status) = check_command(
+            std::slice::from_ref(&good),
+            false,
+            false,
+            &CheckOptions::default(),
+        );
         assert_eq!((text.as_str(), status), ("1 file ok, 0 warnings\n", 0));
-        let (text, status) = check_command(&[good, bad], false, false);
+        let (text, status) = check_command(&[good, bad], false, false, &CheckOptions::default());
         assert_eq!(status, 1);
         assert!(
             text.contains("bad.yaml:8:5: error: unknown key `priorty` in a class"),
@@ -227,7 +238,7 @@ mod tests {
             "bad.yaml",
             &GOOD.replace("10mbit, down", "10 furlongs, down"),
         );
-        let (text, status) = check_command(&[bad], true, false);
+        let (text, status) = check_command(&[bad], true, false, &CheckOptions::default());
         assert_eq!(status, 1);
         let report: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(report["ok"], false);
@@ -247,10 +258,19 @@ mod tests {
             &format!("{GOOD}timers: {{ hold_down: 0s }}\n"),
         );
         assert_eq!(
-            check_command(std::slice::from_ref(&path), false, false).1,
+            check_command(
+                std::slice::from_ref(&path),
+                false,
+                false,
+                &CheckOptions::default()
+            )
+            .1,
             0
         );
-        assert_eq!(check_command(&[path], false, true).1, 1);
+        assert_eq!(
+            check_command(&[path], false, true, &CheckOptions::default()).1,
+            1
+        );
     }
 
     #[test]
@@ -262,12 +282,42 @@ mod tests {
             "new.yaml",
             &GOOD.replace("interface: wan0", "interface: wan0, cost: -1"),
         );
-        let (text, status) = diff_command(&old, &new, false);
+        let (text, status) = diff_command(&old, &new, false, &CheckOptions::default());
         assert_eq!(status, 1);
         assert!(text.contains("negative cost"), "{text}");
         assert!(text.contains("does not pass"), "{text}");
-        let same = diff_command(&old, &old, false);
+        let same = diff_command(&old, &old, false, &CheckOptions::default());
         assert!(same.0.ends_with("no changes\n"), "{}", same.0);
         assert_eq!(same.1, 0);
+    }
+
+    #[test]
+    fn check_refuses_an_app_outside_the_catalogue_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{GOOD}  - name: voice\n    priority: 2\n    dscp: EF\n    match: [{{ apps: [temas] }}]\n"
+        );
+        let path = write(dir.path(), "apps.yaml", &text);
+        let catalogue = CheckOptions {
+            known_apps: Some(vec!["teams".into(), "zoom".into()]),
+        };
+        assert_eq!(
+            check_command(
+                std::slice::from_ref(&path),
+                false,
+                false,
+                &CheckOptions::default()
+            )
+            .1,
+            0,
+            "without a catalogue only the syntax of app names is checked"
+        );
+        let (output, status) = check_command(&[path], false, false, &catalogue);
+        assert_eq!(status, 1, "{output}");
+        assert!(output.contains("apps.yaml:12:"), "{output}");
+        assert!(
+            output.contains("teams"),
+            "a did-you-mean names the close app: {output}"
+        );
     }
 }

@@ -19,6 +19,7 @@ pub mod units;
 pub mod validate;
 
 pub use check::{
-    CheckOptions, Checked, Diagnostic, Severity, check_file, check_source, check_source_with,
+    CheckOptions, Checked, Diagnostic, Severity, check_file, check_file_with, check_source,
+    check_source_with,
 };
 pub use model::Policy;

@@ -456,7 +456,7 @@ impl Checker<'_> {
                 self.error(
                     format!("{path}.apps[{a}]"),
                     format!("`{app}` is not an application name"),
-                    "application names are lowercase catalogue names such as `teams`, `m365`, `salesforce`"
+                    "application names are lowercase catalogue names such as `teams`, `microsoft-365`, `salesforce`"
                         .to_string(),
                 );
             } else if let Some(known) = self.known_apps
@@ -1034,7 +1034,7 @@ mod tests {
     #[test]
     fn wider_rules_cover_narrower_ones() {
         let web = rule("{protocols: [tcp], ports: [443]}");
-        let saas = rule("{protocols: [tcp], ports: [443], apps: [m365]}");
+        let saas = rule("{protocols: [tcp], ports: [443], apps: [microsoft-365]}");
         assert!(covers(&web, &saas));
         assert!(!covers(&saas, &web));
         let catch_all = MatchRule::default();

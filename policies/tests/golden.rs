@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use wansteer_policies::CheckOptions;
 use wansteer_policies::cli::{check_command, diff_command};
 
 fn golden_dir(kind: &str) -> PathBuf {
@@ -57,7 +58,7 @@ fn check_output(path: &Path) -> (String, u8) {
         .unwrap()
         .to_path_buf();
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
-    check_command(&[relative], false, false)
+    check_command(&[relative], false, false, &CheckOptions::default())
 }
 
 fn run_checks(kind: &str, want_status: u8) {
@@ -110,7 +111,12 @@ fn diffs_read_as_expected() {
                 .unwrap()
                 .to_path_buf()
         };
-        let (output, status) = diff_command(&relative(&old), &relative(&new), false);
+        let (output, status) = diff_command(
+            &relative(&old),
+            &relative(&new),
+            false,
+            &CheckOptions::default(),
+        );
         if status != 0 {
             failures.push(format!("{stem}: exit status {status}\n{output}"));
         }

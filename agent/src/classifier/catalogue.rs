@@ -201,6 +201,11 @@ impl Catalogue {
         &self.default_class
     }
 
+    /// Every application name, for checking policies against the catalogue.
+    pub fn app_names(&self) -> Vec<String> {
+        self.apps.iter().map(|app| app.name.clone()).collect()
+    }
+
     pub fn app(&self, name: &str) -> Option<&App> {
         self.by_name.get(name).map(|&i| &self.apps[i])
     }
