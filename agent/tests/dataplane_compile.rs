@@ -7,7 +7,9 @@ use std::path::Path;
 
 use wansteer_agent::dataplane::desired::effective_line;
 use wansteer_agent::dataplane::htb::{self, ListedShaper};
-use wansteer_agent::dataplane::moved::{MovedFlows, moved_flows};
+use wansteer_agent::dataplane::moved::{
+    ConntrackDelete, MovedFlows, conntrack_deletes, moved_flows,
+};
 use wansteer_agent::dataplane::nft::{self, FlowKey, NftListing};
 use wansteer_agent::dataplane::routing;
 use wansteer_agent::dataplane::standalone::{StandaloneError, compile_policy};
@@ -211,9 +213,15 @@ fn a_dead_mpls_moves_every_route_on_it_and_only_those() {
             destination: "10.20.0.0/16".parse().unwrap()
         }]
     );
+    let deletes = conntrack_deletes(&moved, &failed.placements);
     assert_eq!(
-        moved[0].conntrack_args().join(" "),
-        "-f ipv4 -m 0x1/0xff -d 10.20.0.0 --mask-dst 255.255.0.0"
+        deletes,
+        vec![ConntrackDelete {
+            mark: 1,
+            v6: false,
+            // voice has no other destination: all of its entries go
+            destinations: None,
+        }]
     );
     // nft and HTB do not depend on line health.
     assert_eq!(failed.nft, healthy.nft);

@@ -546,6 +546,122 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
     );
 }
 
+/// Conntrack entries in the site towards `destination` (the `conntrack` CLI as an
+/// independent check of what the data plane deleted over ctnetlink).
+fn conntrack_entries(lab: &Lab, destination: &str) -> usize {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.site,
+            "conntrack",
+            "-L",
+            "-d",
+            destination,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&format!("dst={destination} ")))
+        .count()
+}
+
+#[test]
+fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    let mut two_destinations = ruleset(1);
+    let mut other = route("voice", "mpls", "inet");
+    other.destination = "10.201.0.0/24".parse().unwrap();
+    two_destinations.routes.push(other.clone());
+    dp.apply(two_destinations.clone().seal()).unwrap();
+    let socket = socket_in(&lab.site);
+    // Two voice flows: one to each destination (the second needs no listener: the
+    // conntrack entry is made on the way out; the main route only lets the socket send).
+    sh(&[
+        "ip",
+        "-n",
+        &lab.site,
+        "route",
+        "add",
+        "10.201.0.0/24",
+        "via",
+        "10.100.1.1",
+    ]);
+    lab.send(&socket, 5010, 3);
+    socket.send_to(b"voice", "10.201.0.5:5010").unwrap();
+    assert_eq!(conntrack_entries(&lab, "10.200.0.1"), 1);
+    assert_eq!(conntrack_entries(&lab, "10.201.0.5"), 1);
+
+    // A push that names a line the rule set does not have is refused; nothing moves.
+    let mut bad = two_destinations.clone();
+    bad.version = 2;
+    bad.routes[0] = route("voice", "satellite", "mpls");
+    let refused = dp.apply(bad.seal()).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            DataplaneError::RuleSet(RuleSetError::UnknownLine { .. })
+        ),
+        "{refused}"
+    );
+    // So is one whose hash does not match its content.
+    let mut unsealed = two_destinations.clone().seal();
+    unsealed.routes[0] = route("voice", "inet", "mpls");
+    assert!(matches!(
+        dp.apply(unsealed).unwrap_err(),
+        DataplaneError::RuleSet(RuleSetError::NotSealed { .. })
+    ));
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("10.200.0.0/24 via 10.100.1.1 dev wan0"),
+        "{table}"
+    );
+
+    // Voice to 10.200.0.0/24 moves to inet; voice to 10.201.0.0/24 stays on mpls.
+    let mut moved = two_destinations.clone();
+    moved.version = 3;
+    moved.routes[0] = route("voice", "inet", "mpls");
+    let report = dp.apply_from_controller(moved.seal()).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    assert_eq!(report.conntrack_entries_deleted, 1, "{report:?}");
+    assert_eq!(
+        conntrack_entries(&lab, "10.200.0.1"),
+        0,
+        "the moved flow is cleared"
+    );
+    assert_eq!(
+        conntrack_entries(&lab, "10.201.0.5"),
+        1,
+        "the flow whose route did not move keeps its entry"
+    );
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"),
+        "{table}"
+    );
+    assert!(
+        table.contains("10.201.0.0/24 via 10.100.1.1 dev wan0 proto 201"),
+        "{table}"
+    );
+    let after = lab.send(&socket, 5010, 10);
+    assert_eq!((after["w0"], after["w1"]), (0, 10), "{after:?}");
+
+    // Dropping a destination removes its route only.
+    let mut fewer = two_destinations;
+    fewer.version = 4;
+    fewer.routes[0] = route("voice", "inet", "mpls");
+    fewer.routes.pop();
+    let report = dp.apply(fewer.seal()).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert_eq!(
+        table.trim(),
+        "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"
+    );
+}
+
 #[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();

@@ -76,31 +76,9 @@ pub fn compile(
     let mut routes = BTreeMap::new();
     let mut placements = BTreeMap::new();
     for route in &ruleset.routes {
-        let class = ruleset.class(&route.class).expect("validated");
-        let line_name = effective_line(route, avoided);
-        let line = ruleset.line(line_name).expect("validated");
-        let via = match route.destination {
-            IpNet::V4(_) => line.gateway,
-            IpNet::V6(_) => line.gateway6.map(IpAddr::V6),
-        };
-        routes.insert(
-            RouteKey {
-                table: class_table(class.mark),
-                destination: route.destination.trunc(),
-            },
-            RouteTarget {
-                via,
-                device: line.interface.clone(),
-            },
-        );
-        placements.insert(
-            (route.class.clone(), route.destination.trunc()),
-            Placement {
-                mark: class.mark,
-                line: line_name.to_string(),
-                failed_over: line_name != route.primary,
-            },
-        );
+        let (key, target, placement) = compile_route(ruleset, route, avoided);
+        placements.insert((route.class.clone(), key.destination), placement);
+        routes.insert(key, target);
     }
 
     let default_mark = ruleset
@@ -163,6 +141,79 @@ pub fn compile(
         shapers,
         placements,
     })
+}
+
+/// One validated route: its table entry and where it places its class now.
+pub fn compile_route(
+    ruleset: &RuleSet,
+    route: &ClassRoute,
+    avoided: &BTreeSet<String>,
+) -> (RouteKey, RouteTarget, Placement) {
+    let class = ruleset.class(&route.class).expect("validated");
+    let line_name = effective_line(route, avoided);
+    let line = ruleset.line(line_name).expect("validated");
+    let via = match route.destination {
+        IpNet::V4(_) => line.gateway,
+        IpNet::V6(_) => line.gateway6.map(IpAddr::V6),
+    };
+    (
+        RouteKey {
+            table: class_table(class.mark),
+            destination: route.destination.trunc(),
+        },
+        RouteTarget {
+            via,
+            device: line.interface.clone(),
+        },
+        Placement {
+            mark: class.mark,
+            line: line_name.to_string(),
+            failed_over: line_name != route.primary,
+        },
+    )
+}
+
+/// How the routes of a new rule set differ from the old one's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteChanges {
+    /// Indexes into the new routes of those added or with other lines.
+    pub changed: Vec<usize>,
+    /// (class, destination) of routes that are gone.
+    pub removed: Vec<(String, IpNet)>,
+}
+
+/// The routes that differ, ignoring the `reason` texts. Rule sets list routes in a stable
+/// order, so the usual case is one pass side by side; otherwise by (class, destination).
+pub fn route_changes(old: &[ClassRoute], new: &[ClassRoute]) -> RouteChanges {
+    let same_line =
+        |a: &ClassRoute, b: &ClassRoute| a.primary == b.primary && a.backups == b.backups;
+    let same_key =
+        |a: &ClassRoute, b: &ClassRoute| a.class == b.class && a.destination == b.destination;
+    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| same_key(a, b)) {
+        return RouteChanges {
+            changed: (0..new.len())
+                .filter(|&i| !same_line(&old[i], &new[i]))
+                .collect(),
+            removed: Vec::new(),
+        };
+    }
+    let key = |route: &ClassRoute| (route.class.clone(), route.destination);
+    let old_by_key: BTreeMap<(String, IpNet), &ClassRoute> =
+        old.iter().map(|route| (key(route), route)).collect();
+    let new_keys: BTreeSet<(String, IpNet)> = new.iter().map(key).collect();
+    RouteChanges {
+        changed: (0..new.len())
+            .filter(|&i| {
+                old_by_key
+                    .get(&key(&new[i]))
+                    .is_none_or(|route| !same_line(route, &new[i]))
+            })
+            .collect(),
+        removed: old_by_key
+            .into_keys()
+            .filter(|key| !new_keys.contains(key))
+            .collect(),
+    }
 }
 
 /// HTB knows priorities 0..=7 (0 first); class priority 1 is served first.

@@ -1,4 +1,4 @@
-//! The thin I/O layer: runs `nft`, `ip`, `tc` and `conntrack` in the agent's network
+//! The thin I/O layer: runs `nft`, `ip` and `tc` in the agent's network
 //! namespace (or a named one, for tests and the lab) and reports their errors verbatim.
 
 use std::io::Write;
@@ -243,27 +243,6 @@ impl Kernel {
                 Ok(false)
             }
             Err(error) => Err(error),
-        }
-    }
-
-    /// `conntrack -D <args>`; returns how many entries went. Zero matches is not an error.
-    pub fn conntrack_delete(&self, args: &[&str]) -> Result<u64, KernelError> {
-        let mut all = vec!["-D"];
-        all.extend_from_slice(args);
-        let deleted = |text: &str| {
-            text.split_whitespace()
-                .zip(text.split_whitespace().skip(1))
-                .find(|(_, next)| *next == "flow")
-                .and_then(|(count, _)| count.parse().ok())
-        };
-        let output = self.run_raw("conntrack", &all, None)?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        match deleted(&stderr) {
-            Some(count) => Ok(count),
-            None => Err(KernelError::Failed {
-                command: format!("conntrack {}", all.join(" ")),
-                stderr: stderr.trim().to_string(),
-            }),
         }
     }
 }

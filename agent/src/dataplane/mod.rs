@@ -15,6 +15,7 @@
 //! HTB qdiscs with handle [`HTB_MAJOR`]`:`.
 
 pub mod cli;
+pub mod conntrack;
 pub mod desired;
 pub mod failover;
 pub mod htb;

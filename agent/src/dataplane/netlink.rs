@@ -53,34 +53,10 @@ pub struct RouteSocket {
 impl RouteSocket {
     /// Opens the socket in this process's namespace, or in the named one.
     pub fn open(netns: Option<&str>) -> Result<Self, NetlinkError> {
-        let socket = match netns {
-            None => Self::new_socket()?,
-            Some(name) => {
-                let path = format!("/var/run/netns/{name}");
-                std::thread::spawn(move || -> Result<Socket, NetlinkError> {
-                    let file = std::fs::File::open(path)?;
-                    // SAFETY: setns with a valid namespace fd; it only changes the network
-                    // namespace of this helper thread, which ends right after.
-                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(std::io::Error::last_os_error().into());
-                    }
-                    Self::new_socket()
-                })
-                .join()
-                .expect("netns helper thread does not panic")?
-            }
-        };
         Ok(RouteSocket {
-            socket,
+            socket: open_socket(netns, NETLINK_ROUTE)?,
             sequence: 1,
         })
-    }
-
-    fn new_socket() -> Result<Socket, NetlinkError> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        Ok(socket)
     }
 
     /// Installs or moves every route (`ip route replace` semantics); `interfaces` maps
@@ -158,6 +134,34 @@ impl RouteSocket {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// A netlink socket of `protocol`, connected to the kernel, created in this process's
+/// namespace or (from a helper thread that entered it) in the named one.
+pub fn open_socket(netns: Option<&str>, protocol: isize) -> Result<Socket, NetlinkError> {
+    let create = move || -> Result<Socket, NetlinkError> {
+        let mut socket = Socket::new(protocol)?;
+        socket.bind_auto()?;
+        socket.connect(&SocketAddr::new(0, 0))?;
+        Ok(socket)
+    };
+    match netns {
+        None => create(),
+        Some(name) => {
+            let path = format!("/var/run/netns/{name}");
+            std::thread::spawn(move || -> Result<Socket, NetlinkError> {
+                let file = std::fs::File::open(path)?;
+                // SAFETY: setns with a valid namespace fd; it only changes the network
+                // namespace of this helper thread, which ends right after.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+                create()
+            })
+            .join()
+            .expect("netns helper thread does not panic")
+        }
     }
 }
 

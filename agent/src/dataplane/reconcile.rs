@@ -4,15 +4,20 @@
 //! then new and moved routes, then rules, then stale rules and routes, then conntrack
 //! entries of flows that changed line.
 //!
-//! Local failover takes a faster road: it recompiles with the dead line avoided and
-//! replaces only the routes that differ from what this process last installed.
+//! A new rule set that differs from the one in force only in some routes (the
+//! controller's usual push: a class moves line for some destinations) takes the
+//! incremental road: only those routes are validated, compiled and replaced over
+//! rtnetlink, and only their flows are cleared over ctnetlink; nothing else is read or
+//! diffed. Local failover recompiles with the dead line avoided and replaces only the
+//! routes that differ from what this process last installed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use wansteer_wire::ruleset::RuleSet;
 
-use super::desired::{DesiredState, compile};
+use super::conntrack::ConntrackSocket;
+use super::desired::{DesiredState, RouteChanges, compile, compile_route, route_changes};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
 use super::kernel::{Kernel, KernelError};
 use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
@@ -20,7 +25,8 @@ use super::netlink::RouteSocket;
 use super::nft::{FlowKey, NftListing};
 use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
-use super::{NFT_TABLE, htb, nft};
+use super::validate::validate_route;
+use super::{CLASS_MARK_MASK, NFT_TABLE, htb, nft};
 
 /// Why applying failed. A refused rule set changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,8 @@ pub enum DataplaneError {
     Kernel(#[from] KernelError),
     #[error("route change over netlink failed: {0}")]
     Netlink(String),
+    #[error("clearing moved flows over ctnetlink failed: {0}")]
+    Conntrack(String),
     #[error("no rule set applied yet")]
     NoRuleSet,
     #[error("unknown class `{0}`")]
@@ -159,9 +167,12 @@ pub struct Dataplane {
     ruleset: Option<RuleSet>,
     /// Routes as this process last installed them (the failover fast path diffs these).
     routes: BTreeMap<RouteKey, RouteTarget>,
-    /// The last state applied in full; a new rule set that differs from it only in routes
-    /// takes the route-only fast path.
+    /// The state compiled from `ruleset` with `applied_avoided` lines avoided; a new rule
+    /// set that differs from it only in routes takes a fast path.
     applied: Option<DesiredState>,
+    applied_avoided: BTreeSet<String>,
+    /// ctnetlink for moved flows (opened on first use).
+    conntrack_socket: Option<ConntrackSocket>,
     /// rtnetlink for the fast path (opened on first use; `ip -batch` if it cannot be).
     route_socket: Option<RouteSocket>,
     /// Interface indexes by name, for netlink route messages.
@@ -176,6 +187,8 @@ impl Dataplane {
             ruleset: None,
             routes: BTreeMap::new(),
             applied: None,
+            applied_avoided: BTreeSet::new(),
+            conntrack_socket: None,
             route_socket: None,
             interfaces: BTreeMap::new(),
         }
@@ -223,6 +236,9 @@ impl Dataplane {
     /// diffed, against what it installed (a class move costs one `ip -batch`); anything
     /// else, and the first apply after a start, reads the kernel and reconciles in full.
     pub fn apply(&mut self, ruleset: RuleSet) -> Result<ApplyReport, DataplaneError> {
+        if let Some(changes) = self.route_delta(&ruleset)? {
+            return self.apply_delta(ruleset, changes);
+        }
         let desired = self.check(&ruleset)?;
         let routes_only = self.applied.as_ref().is_some_and(|applied| {
             applied.nft == desired.nft
@@ -237,7 +253,124 @@ impl Dataplane {
         self.ruleset = Some(ruleset);
         self.routes = desired.routes.clone();
         self.applied = Some(desired);
+        self.applied_avoided = self.failover.avoided().clone();
         Ok(report)
+    }
+
+    /// When `ruleset` differs from the one in force only in routes (and the lines avoided
+    /// are the same as when it was compiled): which routes, checked. `None` means the
+    /// full road. Changes nothing.
+    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteChanges>, DataplaneError> {
+        let (Some(current), Some(_)) = (&self.ruleset, &self.applied) else {
+            return Ok(None);
+        };
+        if *self.failover.avoided() != self.applied_avoided
+            || current.site != ruleset.site
+            || current.default_class != ruleset.default_class
+            || current.classes != ruleset.classes
+            || current.lines != ruleset.lines
+        {
+            return Ok(None);
+        }
+        if !ruleset.is_sealed() {
+            return Err(RuleSetError::NotSealed {
+                site: ruleset.site.clone(),
+                version: ruleset.version,
+            }
+            .into());
+        }
+        let changes = route_changes(&current.routes, &ruleset.routes);
+        for &index in &changes.changed {
+            validate_route(ruleset, &ruleset.routes[index])?;
+        }
+        Ok(Some(changes))
+    }
+
+    /// Installs only the routes in `changes` (rtnetlink), removes the gone ones and
+    /// clears the flows that changed line (ctnetlink).
+    fn apply_delta(
+        &mut self,
+        ruleset: RuleSet,
+        changes: RouteChanges,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut applied = self.applied.take().ok_or(DataplaneError::NoRuleSet)?;
+        let result = self.install_delta(&ruleset, &changes, &mut applied);
+        self.applied = Some(applied);
+        let report = result?;
+        self.ruleset = Some(ruleset);
+        Ok(report)
+    }
+
+    fn install_delta(
+        &mut self,
+        ruleset: &RuleSet,
+        changes: &RouteChanges,
+        applied: &mut DesiredState,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let avoided = self.applied_avoided.clone();
+        let mut upserts = Vec::new();
+        for &index in &changes.changed {
+            let route = &ruleset.routes[index];
+            let (key, target, placement) = compile_route(ruleset, route, &avoided);
+            upserts.push((route.class.clone(), key, target, placement));
+        }
+        let mut deleted_keys = Vec::new();
+        for (class, destination) in &changes.removed {
+            let destination = destination.trunc();
+            if let Some(placement) = applied.placements.get(&(class.clone(), destination)) {
+                deleted_keys.push(RouteKey {
+                    table: super::desired::class_table(placement.mark),
+                    destination,
+                });
+            }
+        }
+        let replace: Vec<(&RouteKey, &RouteTarget)> = upserts
+            .iter()
+            .filter(|(_, key, target, _)| self.routes.get(key) != Some(target))
+            .map(|(_, key, target, _)| (key, target))
+            .collect();
+        let commands: Vec<String> = replace
+            .iter()
+            .map(|(key, target)| routing::replace_route(key, target))
+            .collect();
+        let replaced = replace.len();
+        if !replace.is_empty() {
+            self.replace_routes(&replace, &commands)?;
+        }
+        let deletes: Vec<String> = deleted_keys.iter().map(routing::delete_route).collect();
+        self.kernel.ip_batch_force(&deletes)?;
+
+        let mut flows_moved = Vec::new();
+        for (class, key, target, placement) in upserts {
+            if let Some(old) = self.routes.get(&key)
+                && old.device != target.device
+            {
+                flows_moved.push(MovedFlows {
+                    mark: placement.mark,
+                    destination: key.destination,
+                });
+            }
+            applied.routes.insert(key.clone(), target.clone());
+            self.routes.insert(key.clone(), target);
+            applied
+                .placements
+                .insert((class, key.destination), placement);
+        }
+        for ((class, destination), key) in changes.removed.iter().zip(&deleted_keys) {
+            applied.routes.remove(key);
+            self.routes.remove(key);
+            applied
+                .placements
+                .remove(&(class.clone(), destination.trunc()));
+        }
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved, &applied.placements)?;
+        Ok(ApplyReport {
+            route_commands: replaced + deletes.len(),
+            flows_moved,
+            conntrack_entries_deleted,
+            on_backup: on_backup(applied),
+            ..ApplyReport::default()
+        })
     }
 
     /// Reads the kernel and repairs any drift from the rule set in force.
@@ -253,13 +386,21 @@ impl Dataplane {
         &mut self,
         ruleset: RuleSet,
     ) -> Result<ApplyReport, DataplaneError> {
-        let desired = self.check(&ruleset)?;
-        drop(desired);
+        let before = self.failover.avoided().clone();
+        let delta = self.route_delta(&ruleset)?;
+        if delta.is_none() {
+            self.check(&ruleset)?;
+        }
         self.failover.on_controller_rules();
-        self.apply(ruleset)
+        match delta {
+            Some(changes) if *self.failover.avoided() == before => {
+                self.apply_delta(ruleset, changes)
+            }
+            _ => self.apply(ruleset),
+        }
     }
 
-    fn reconcile(&self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+    fn reconcile(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let devices: BTreeSet<String> = desired.shapers.keys().cloned().collect();
         let current = KernelState::read(&self.kernel, &devices)?;
         let mut report = ApplyReport::default();
@@ -307,20 +448,40 @@ impl Dataplane {
         self.kernel.ip_batch_force(&removals)?;
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
-        report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved, desired)?;
+        report.conntrack_entries_deleted =
+            self.delete_flows(&report.flows_moved, &desired.placements)?;
         report.on_backup = on_backup(desired);
         Ok(report)
     }
 
+    /// Clears the conntrack entries of moved flows over ctnetlink (one kernel dump per
+    /// class and family, then deletes of the entries towards the moved destinations).
     fn delete_flows(
-        &self,
+        &mut self,
         moved: &[MovedFlows],
-        desired: &DesiredState,
-    ) -> Result<u64, KernelError> {
+        placements: &BTreeMap<(String, ipnet::IpNet), super::desired::Placement>,
+    ) -> Result<u64, DataplaneError> {
+        let deletes = conntrack_deletes(moved, placements);
+        if deletes.is_empty() {
+            return Ok(0);
+        }
+        let failed =
+            |error: super::netlink::NetlinkError| DataplaneError::Conntrack(error.to_string());
+        if self.conntrack_socket.is_none() {
+            self.conntrack_socket =
+                Some(ConntrackSocket::open(self.kernel.netns()).map_err(failed)?);
+        }
+        let socket = self.conntrack_socket.as_mut().expect("opened above");
         let mut deleted = 0;
-        for args in conntrack_deletes(moved, &desired.placements) {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            deleted += self.kernel.conntrack_delete(&args)?;
+        for delete in deletes {
+            deleted += socket
+                .delete_flows(
+                    delete.v6,
+                    delete.mark,
+                    CLASS_MARK_MASK,
+                    delete.destinations.as_deref(),
+                )
+                .map_err(failed)?;
         }
         Ok(deleted)
     }
@@ -340,7 +501,7 @@ impl Dataplane {
         self.kernel.ip_batch_force(&deletes)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
         self.routes = desired.routes.clone();
-        let conntrack_entries_deleted = self.delete_flows(&flows_moved, desired)?;
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved, &desired.placements)?;
         Ok(ApplyReport {
             route_commands: upserts.len() + deletes.len(),
             flows_moved,
@@ -381,7 +542,10 @@ impl Dataplane {
     fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
         let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
         let desired = compile(ruleset, self.failover.avoided())?;
-        self.install_routes(&desired)
+        let report = self.install_routes(&desired)?;
+        self.applied = Some(desired);
+        self.applied_avoided = self.failover.avoided().clone();
+        Ok(report)
     }
 
     /// A line's health changed. Down: every route on it moves to its first healthy backup

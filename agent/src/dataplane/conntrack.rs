@@ -1,0 +1,322 @@
+//! Moved flows over ctnetlink (`NETLINK_NETFILTER`): the conntrack entries of a class are
+//! listed by a dump the kernel filters on the class bits of the conntrack mark, narrowed
+//! here to the destinations that moved, and deleted by their original tuple, many
+//! requests in flight before the acks are read. No `conntrack` process is started.
+//!
+//! The messages are small and fixed, so they are built and parsed by hand; the parsers
+//! take any bytes without panicking (a proptest feeds them garbage).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
+
+use super::netlink::{NetlinkError, open_socket};
+
+const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+const IPCTNL_MSG_CT_GET: u16 = 1;
+const IPCTNL_MSG_CT_DELETE: u16 = 2;
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_MARK: u16 = 8;
+const CTA_ZONE: u16 = 18;
+const CTA_MARK_MASK: u16 = 21;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_DST: u16 = 4;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLA_TYPE_MASK: u16 = 0x3fff;
+const HEADER_LEN: usize = 16;
+/// Delete requests in flight before their acks are read.
+const WINDOW: usize = 64;
+
+/// One conntrack entry as the dump lists it: its original destination, and the raw
+/// attributes that identify it for a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub destination: IpAddr,
+    /// The `CTA_TUPLE_ORIG` attribute as the kernel sent it (header included).
+    tuple: Vec<u8>,
+    /// `CTA_ZONE`, when the entry is not in the default zone.
+    zone: Option<Vec<u8>>,
+}
+
+/// A ctnetlink socket bound to one network namespace.
+#[derive(Debug)]
+pub struct ConntrackSocket {
+    socket: Socket,
+    sequence: u32,
+}
+
+impl ConntrackSocket {
+    /// Opens the socket in this process's namespace, or in the named one.
+    pub fn open(netns: Option<&str>) -> Result<Self, NetlinkError> {
+        Ok(ConntrackSocket {
+            socket: open_socket(netns, NETLINK_NETFILTER)?,
+            sequence: 1,
+        })
+    }
+
+    fn next_sequence(&mut self) -> u32 {
+        self.sequence = self.sequence.wrapping_add(1);
+        self.sequence
+    }
+
+    /// Deletes the entries of family `v6` whose mark has `mark` in the bits of `mask`;
+    /// with `destinations`, only those whose original destination lies in one of them.
+    /// Returns how many went (entries that vanished meanwhile are not counted).
+    pub fn delete_flows(
+        &mut self,
+        v6: bool,
+        mark: u32,
+        mask: u32,
+        destinations: Option<&[IpNet]>,
+    ) -> Result<u64, NetlinkError> {
+        let entries: Vec<Entry> = self
+            .dump_by_mark(v6, mark, mask)?
+            .into_iter()
+            .filter(|entry| {
+                destinations.is_none_or(|nets| nets.iter().any(|n| n.contains(&entry.destination)))
+            })
+            .collect();
+        let mut deleted = 0;
+        for window in entries.chunks(WINDOW) {
+            deleted += self.delete_window(v6, window)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Lists the entries whose mark has `mark` in the bits of `mask` (filtered in the
+    /// kernel).
+    pub fn dump_by_mark(
+        &mut self,
+        v6: bool,
+        mark: u32,
+        mask: u32,
+    ) -> Result<Vec<Entry>, NetlinkError> {
+        let sequence = self.next_sequence();
+        let mut attributes = Vec::new();
+        push_attribute(&mut attributes, CTA_MARK, &mark.to_be_bytes());
+        push_attribute(&mut attributes, CTA_MARK_MASK, &mask.to_be_bytes());
+        let request = message(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            sequence,
+            v6,
+            &attributes,
+        );
+        self.socket.send(&request, 0)?;
+        let mut entries = Vec::new();
+        let mut receive = vec![0u8; 65536];
+        loop {
+            let size = self.socket.recv(&mut &mut receive[..], 0)?;
+            for (kind, seq, payload) in messages(&receive[..size]) {
+                if seq != sequence {
+                    continue;
+                }
+                match kind {
+                    NLMSG_DONE => return Ok(entries),
+                    NLMSG_ERROR => match error_code(payload) {
+                        Some(0) | None => return Ok(entries),
+                        Some(code) => return Err(std::io::Error::from_raw_os_error(-code).into()),
+                    },
+                    _ => entries.extend(parse_entry(payload)),
+                }
+            }
+        }
+    }
+
+    fn delete_window(&mut self, v6: bool, entries: &[Entry]) -> Result<u64, NetlinkError> {
+        let mut pending = std::collections::BTreeSet::new();
+        let mut batch = Vec::new();
+        for entry in entries {
+            let sequence = self.next_sequence();
+            let mut attributes = entry.tuple.clone();
+            if let Some(zone) = &entry.zone {
+                attributes.extend_from_slice(zone);
+            }
+            batch.extend(message(
+                IPCTNL_MSG_CT_DELETE,
+                NLM_F_REQUEST | NLM_F_ACK,
+                sequence,
+                v6,
+                &attributes,
+            ));
+            pending.insert(sequence);
+        }
+        self.socket.send(&batch, 0)?;
+        let mut deleted = 0;
+        let mut first_error = None;
+        let mut receive = vec![0u8; 16384];
+        while !pending.is_empty() {
+            let size = self.socket.recv(&mut &mut receive[..], 0)?;
+            for (kind, seq, payload) in messages(&receive[..size]) {
+                if kind != NLMSG_ERROR || !pending.remove(&seq) {
+                    continue;
+                }
+                match error_code(payload) {
+                    Some(0) => deleted += 1,
+                    Some(code) if -code == libc::ENOENT => {}
+                    Some(code) => {
+                        first_error.get_or_insert(std::io::Error::from_raw_os_error(-code));
+                    }
+                    None => {}
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error.into()),
+            None => Ok(deleted),
+        }
+    }
+}
+
+/// A ctnetlink request: netlink header, `nfgenmsg`, attributes.
+fn message(kind: u16, flags: u16, sequence: u32, v6: bool, attributes: &[u8]) -> Vec<u8> {
+    let length = HEADER_LEN + 4 + attributes.len();
+    let mut out = Vec::with_capacity(length);
+    out.extend_from_slice(&(length as u32).to_ne_bytes());
+    out.extend_from_slice(&((NFNL_SUBSYS_CTNETLINK << 8) | kind).to_ne_bytes());
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&sequence.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    let family = if v6 { libc::AF_INET6 } else { libc::AF_INET } as u8;
+    out.extend_from_slice(&[family, 0, 0, 0]);
+    out.extend_from_slice(attributes);
+    out
+}
+
+fn push_attribute(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let length = 4 + value.len();
+    out.extend_from_slice(&(length as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len().next_multiple_of(4), 0);
+}
+
+/// The netlink messages in one datagram: (type, sequence, payload after the header).
+/// Stops at the first malformed header.
+pub fn messages(mut bytes: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    while bytes.len() >= HEADER_LEN {
+        let length = u32::from_ne_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+        if length < HEADER_LEN || length > bytes.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([bytes[4], bytes[5]]);
+        let sequence = u32::from_ne_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        out.push((kind, sequence, &bytes[HEADER_LEN..length]));
+        bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
+    }
+    out
+}
+
+/// The errno of an `NLMSG_ERROR` payload (0 is an ack).
+fn error_code(payload: &[u8]) -> Option<i32> {
+    Some(i32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
+}
+
+/// Attributes in a buffer: (type without flags, value, whole attribute with header).
+pub fn attributes(mut bytes: &[u8]) -> Vec<(u16, &[u8], &[u8])> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let length = u16::from_ne_bytes([bytes[0], bytes[1]]) as usize;
+        if length < 4 || length > bytes.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]) & NLA_TYPE_MASK;
+        out.push((kind, &bytes[4..length], &bytes[..length]));
+        bytes = &bytes[length.next_multiple_of(4).min(bytes.len())..];
+    }
+    out
+}
+
+/// One entry from a dump message's payload (after the netlink header).
+pub fn parse_entry(payload: &[u8]) -> Option<Entry> {
+    let attrs = attributes(payload.get(4..)?);
+    let (_, tuple_value, tuple) = attrs.iter().find(|(kind, ..)| *kind == CTA_TUPLE_ORIG)?;
+    let (_, ip, _) = attributes(tuple_value)
+        .into_iter()
+        .find(|(kind, ..)| *kind == CTA_TUPLE_IP)?;
+    let destination = attributes(ip)
+        .into_iter()
+        .find_map(|(kind, value, _)| match kind {
+            CTA_IP_V4_DST => <[u8; 4]>::try_from(value)
+                .ok()
+                .map(|b| IpAddr::V4(Ipv4Addr::from(b))),
+            CTA_IP_V6_DST => <[u8; 16]>::try_from(value)
+                .ok()
+                .map(|b| IpAddr::V6(Ipv6Addr::from(b))),
+            _ => None,
+        })?;
+    let zone = attrs
+        .iter()
+        .find(|(kind, ..)| *kind == CTA_ZONE)
+        .map(|(_, _, whole)| pad(whole));
+    Some(Entry {
+        destination,
+        tuple: pad(tuple),
+        zone,
+    })
+}
+
+fn pad(attribute: &[u8]) -> Vec<u8> {
+    let mut out = attribute.to_vec();
+    out.resize(out.len().next_multiple_of(4), 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn nested(kind: u16, inner: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        push_attribute(&mut out, kind | 0x8000, inner);
+        out
+    }
+
+    #[test]
+    fn reads_the_original_destination_and_keeps_the_tuple_for_the_delete() {
+        let mut ip = Vec::new();
+        push_attribute(&mut ip, 1, &[10, 0, 0, 1]);
+        push_attribute(&mut ip, CTA_IP_V4_DST, &[10, 200, 0, 7]);
+        let tuple = nested(CTA_TUPLE_ORIG, &nested(CTA_TUPLE_IP, &ip));
+        let mut payload = vec![2, 0, 0, 0];
+        payload.extend_from_slice(&tuple);
+        push_attribute(&mut payload, CTA_MARK, &3u32.to_be_bytes());
+        let entry = parse_entry(&payload).expect("parses");
+        assert_eq!(entry.destination, IpAddr::from([10, 200, 0, 7]));
+        assert_eq!(entry.tuple, tuple);
+        assert_eq!(entry.zone, None);
+    }
+
+    #[test]
+    fn a_request_carries_its_length_and_subsystem() {
+        let request = message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST, 9, true, &[1, 2, 3, 4]);
+        let parsed = messages(&request);
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].0, (1 << 8) | 2);
+        assert_eq!(parsed[0].1, 9);
+        assert_eq!(
+            parsed[0].2,
+            &[libc::AF_INET6 as u8, 0, 0, 0, 1, 2, 3, 4][..]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_take_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            for (_, _, payload) in messages(&bytes) {
+                let _ = parse_entry(payload);
+                let _ = error_code(payload);
+            }
+            let _ = parse_entry(&bytes);
+            let _ = attributes(&bytes);
+        }
+    }
+}
