@@ -162,7 +162,7 @@ fn fresh_install(ruleset: &RuleSet, avoided: &BTreeSet<String>) -> String {
     out += "--- tc -batch\n";
     for (device, shaper) in &desired.shapers {
         for line in htb::diff(device, shaper, &ListedShaper::default()) {
-            out += &line;
+            out += &line.to_string();
             out.push('\n');
         }
     }
@@ -305,7 +305,10 @@ fn htb_reapplied_in_tcs_own_words_changes_nothing() {
         ),
     };
     assert_eq!(
-        htb::diff("wan0", shaper, &listed),
+        htb::diff("wan0", shaper, &listed)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         vec!["class del dev wan0 classid 5753:9"],
         "only the class no longer wanted goes"
     );

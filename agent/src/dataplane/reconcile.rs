@@ -19,14 +19,17 @@ use wansteer_wire::ruleset::RuleSet;
 use super::conntrack::ConntrackSocket;
 use super::desired::{DesiredState, RouteChanges, compile, compile_route, route_changes};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
+use super::htb::TcCommand;
 use super::kernel::{Kernel, KernelError};
 use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
-use super::netlink::RouteSocket;
+use super::netlink::{NetlinkError, RouteSocket, route_message, rule_message, tc_request};
 use super::nft::{FlowKey, NftListing};
-use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
+use super::routing::{self, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
 use super::validate::validate_route;
-use super::{CLASS_MARK_MASK, NFT_TABLE, htb, nft};
+use super::{CLASS_MARK_MASK, HTB_MAJOR, NFT_TABLE, htb, nft};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 
 /// Why applying failed. A refused rule set changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -107,44 +110,54 @@ pub struct KernelState {
     pub rules: BTreeSet<IpRule>,
     pub routes: BTreeMap<RouteKey, RouteTarget>,
     pub shapers: BTreeMap<String, htb::ListedShaper>,
+    /// Interface indexes by name.
+    pub interfaces: BTreeMap<String, u32>,
 }
 
 impl KernelState {
-    /// Reads everything wansteer owns; `devices` are also read when not (yet) ours.
-    pub fn read(kernel: &Kernel, devices: &BTreeSet<String>) -> Result<Self, KernelError> {
+    /// Reads everything wansteer owns (nft through `nft -j list`, the rest as rtnetlink
+    /// dumps); `devices` are also listed when not (yet) ours.
+    pub fn read(
+        kernel: &Kernel,
+        socket: &mut RouteSocket,
+        devices: &BTreeSet<String>,
+    ) -> Result<Self, KernelError> {
         let nft = kernel
             .nft_list_table(NFT_TABLE)?
             .map(|listing| NftListing::parse(&listing));
-        let mut rules = BTreeSet::new();
-        let mut routes = BTreeMap::new();
-        for family in [Family::V4, Family::V6] {
-            rules.extend(routing::parse_rules(
-                family,
-                &kernel.ip_json(&[family.flag(), "rule", "show"])?,
-            ));
-            let protocol = super::ROUTE_PROTOCOL.to_string();
-            routes.extend(routing::parse_routes(
-                family,
-                &kernel.ip_json(&[
-                    family.flag(),
-                    "route",
-                    "show",
-                    "table",
-                    "all",
-                    "proto",
-                    &protocol,
-                ])?,
-            ));
+        let interfaces = socket.links()?;
+        let names: BTreeMap<u32, String> = interfaces
+            .iter()
+            .map(|(name, index)| (*index, name.clone()))
+            .collect();
+        let rules = socket.rules()?;
+        let routes = socket.routes(&names)?;
+        let root = u32::from(HTB_MAJOR) << 16;
+        let mut roots = BTreeMap::new();
+        for qdisc in socket.qdiscs()? {
+            if qdisc.kind == "htb"
+                && qdisc.handle == root
+                && qdisc.parent == u32::MAX
+                && let Some(name) = names.get(&qdisc.index)
+            {
+                let default = htb::parse_qdisc_options(&qdisc.options).unwrap_or(0);
+                roots.insert(name.clone(), (qdisc.index, default));
+            }
         }
-        let roots = htb::owned_roots(&kernel.tc_json(&["qdisc", "show"])?);
         let mut shapers = BTreeMap::new();
         for device in roots.keys().chain(devices.iter()) {
             let listed = match roots.get(device) {
-                Some(default) => htb::ListedShaper {
+                Some((index, default)) => htb::ListedShaper {
                     root_default: Some(*default),
-                    classes: htb::parse_classes(
-                        &kernel.tc_text(&["class", "show", "dev", device])?,
-                    ),
+                    classes: socket
+                        .classes(*index)?
+                        .into_iter()
+                        .filter(|class| class.kind == "htb" && class.handle >> 16 == root >> 16)
+                        .filter_map(|class| {
+                            let listed = htb::parse_class_options(&class.options, class.parent)?;
+                            Some((class.handle as u16, listed))
+                        })
+                        .collect(),
                 },
                 None => htb::ListedShaper::default(),
             };
@@ -155,8 +168,61 @@ impl KernelState {
             rules,
             routes,
             shapers,
+            interfaces,
         })
     }
+}
+
+/// Sends HTB changes over `socket`; deletes tolerate what is already gone.
+fn apply_tc(
+    socket: &mut RouteSocket,
+    commands: &[TcCommand],
+    interfaces: &BTreeMap<String, u32>,
+) -> Result<(), KernelError> {
+    let mut requests = Vec::new();
+    let mut deletes = Vec::new();
+    for command in commands {
+        let index = *interfaces
+            .get(command.device())
+            .ok_or_else(|| NetlinkError::UnknownInterface(command.device().to_string()))?;
+        let request = tc_request(command, index);
+        if command.is_delete() {
+            deletes.push(request);
+        } else {
+            requests.push(request);
+        }
+    }
+    socket.execute(&requests, false)?;
+    socket.execute(&deletes, true)?;
+    Ok(())
+}
+
+fn rule_requests<'a>(
+    rules: impl IntoIterator<Item = &'a IpRule>,
+    add: bool,
+) -> Vec<(RouteNetlinkMessage, u16)> {
+    rules
+        .into_iter()
+        .map(|rule| {
+            let message = rule_message(rule);
+            if add {
+                (
+                    RouteNetlinkMessage::NewRule(message),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                )
+            } else {
+                (RouteNetlinkMessage::DelRule(message), 0)
+            }
+        })
+        .collect()
+}
+
+fn route_deletes<'a>(
+    keys: impl IntoIterator<Item = &'a RouteKey>,
+) -> Vec<(RouteNetlinkMessage, u16)> {
+    keys.into_iter()
+        .map(|key| (RouteNetlinkMessage::DelRoute(route_message(key, None)), 0))
+        .collect()
 }
 
 /// The agent's data plane: one owner of all kernel changes.
@@ -209,16 +275,24 @@ impl Dataplane {
     }
 
     /// Compiles and checks a rule set against this host without changing anything.
-    pub fn check(&self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
+    pub fn check(&mut self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
         let desired = compile(ruleset, self.failover.avoided())?;
         // Interfaces already in force were checked when they came in; a vanished one
         // shows up as a failing route replace.
         let known = self.ruleset.as_ref().map(|current| &current.lines);
-        for line in &ruleset.lines {
-            if known.is_some_and(|lines| lines.iter().any(|l| l.interface == line.interface)) {
-                continue;
-            }
-            if !self.kernel.interface_exists(&line.interface)? {
+        let unknown: Vec<_> = ruleset
+            .lines
+            .iter()
+            .filter(|line| {
+                known.is_none_or(|lines| lines.iter().all(|l| l.interface != line.interface))
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(desired);
+        }
+        self.interfaces = self.socket()?.links().map_err(KernelError::from)?;
+        for line in unknown {
+            if !self.interfaces.contains_key(&line.interface) {
                 return Err(RuleSetError::MissingInterface {
                     line: line.name.clone(),
                     interface: line.interface.clone(),
@@ -329,16 +403,14 @@ impl Dataplane {
             .filter(|(_, key, target, _)| self.routes.get(key) != Some(target))
             .map(|(_, key, target, _)| (key, target))
             .collect();
-        let commands: Vec<String> = replace
-            .iter()
-            .map(|(key, target)| routing::replace_route(key, target))
-            .collect();
         let replaced = replace.len();
         if !replace.is_empty() {
-            self.replace_routes(&replace, &commands)?;
+            self.replace_routes(&replace)?;
         }
-        let deletes: Vec<String> = deleted_keys.iter().map(routing::delete_route).collect();
-        self.kernel.ip_batch_force(&deletes)?;
+        let deletes = route_deletes(&deleted_keys);
+        self.socket()?
+            .execute(&deletes, true)
+            .map_err(KernelError::from)?;
 
         let mut flows_moved = Vec::new();
         for (class, key, target, placement) in upserts {
@@ -402,7 +474,9 @@ impl Dataplane {
 
     fn reconcile(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let devices: BTreeSet<String> = desired.shapers.keys().cloned().collect();
-        let current = KernelState::read(&self.kernel, &devices)?;
+        let kernel = self.kernel.clone();
+        let current = KernelState::read(&kernel, self.socket()?, &devices)?;
+        self.interfaces = current.interfaces.clone();
         let mut report = ApplyReport::default();
 
         let nft_commands = nft::diff(&desired.nft, current.nft.as_ref());
@@ -412,19 +486,19 @@ impl Dataplane {
         }
 
         let mut tc_commands = Vec::new();
-        let mut tc_deletes = Vec::new();
         for (device, listed) in &current.shapers {
             match desired.shapers.get(device) {
                 Some(shaper) => tc_commands.extend(htb::diff(device, shaper, listed)),
-                None if listed.root_default.is_some() => tc_deletes.push(htb::delete_root(device)),
+                None if listed.root_default.is_some() => tc_commands.push(htb::delete_root(device)),
                 None => {}
             }
         }
-        report.qdisc_commands = tc_commands.len() + tc_deletes.len();
-        self.kernel.tc_batch(&tc_commands)?;
-        self.kernel.tc_batch_force(&tc_deletes)?;
+        report.qdisc_commands = tc_commands.len();
+        let interfaces = current.interfaces.clone();
+        let socket = self.socket()?;
+        apply_tc(socket, &tc_commands, &interfaces)?;
 
-        let changes = routing::diff(
+        let changes = routing::diff_entries(
             &desired.rules,
             &desired.routes,
             &current.rules,
@@ -432,20 +506,16 @@ impl Dataplane {
         );
         report.rule_commands = changes.rule_adds.len() + changes.rule_deletes.len();
         report.route_commands = changes.upserts.len() + changes.route_deletes.len();
-        let additions: Vec<String> = changes
-            .upserts
-            .iter()
-            .chain(&changes.rule_adds)
-            .cloned()
-            .collect();
-        self.kernel.ip_batch(&additions)?;
-        let removals: Vec<String> = changes
-            .rule_deletes
-            .iter()
-            .chain(&changes.route_deletes)
-            .cloned()
-            .collect();
-        self.kernel.ip_batch_force(&removals)?;
+        // New routes before the rules that use them; old ones after.
+        socket
+            .replace_routes(&changes.upserts, &interfaces)
+            .map_err(KernelError::from)?;
+        socket
+            .execute(&rule_requests(changes.rule_adds, true), false)
+            .map_err(KernelError::from)?;
+        let mut removals = rule_requests(changes.rule_deletes, false);
+        removals.extend(route_deletes(changes.route_deletes));
+        socket.execute(&removals, true).map_err(KernelError::from)?;
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
         report.conntrack_entries_deleted =
@@ -489,21 +559,27 @@ impl Dataplane {
     /// Replaces only the routes that differ from what was last installed, then moves the
     /// affected flows.
     fn install_routes(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
-        let (upserts, deletes) = routing::diff_routes(&desired.routes, &self.routes);
         let changed: Vec<(&RouteKey, &RouteTarget)> = desired
             .routes
             .iter()
             .filter(|(key, target)| self.routes.get(key) != Some(target))
             .collect();
+        let upserts = changed.len();
         if !changed.is_empty() {
-            self.replace_routes(&changed, &upserts)?;
+            self.replace_routes(&changed)?;
         }
-        self.kernel.ip_batch_force(&deletes)?;
+        let deletes = route_deletes(
+            self.routes
+                .keys()
+                .filter(|key| !desired.routes.contains_key(key)),
+        );
+        let socket = self.socket()?;
+        socket.execute(&deletes, true).map_err(KernelError::from)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
         self.routes = desired.routes.clone();
         let conntrack_entries_deleted = self.delete_flows(&flows_moved, &desired.placements)?;
         Ok(ApplyReport {
-            route_commands: upserts.len() + deletes.len(),
+            route_commands: upserts + deletes.len(),
             flows_moved,
             conntrack_entries_deleted,
             on_backup: on_backup(desired),
@@ -511,31 +587,29 @@ impl Dataplane {
         })
     }
 
-    /// Route replaces over rtnetlink when the socket and the interface indexes are there,
-    /// else the same replaces through `ip -batch`.
+    /// The rtnetlink socket, opened on first use in the dataplane's namespace.
+    fn socket(&mut self) -> Result<&mut RouteSocket, KernelError> {
+        if self.route_socket.is_none() {
+            self.route_socket = Some(RouteSocket::open(self.kernel.netns())?);
+        }
+        Ok(self.route_socket.as_mut().expect("opened above"))
+    }
+
+    /// Route replaces over rtnetlink (interface indexes refreshed when one is unknown).
     fn replace_routes(
         &mut self,
         changed: &[(&RouteKey, &RouteTarget)],
-        commands: &[String],
     ) -> Result<(), DataplaneError> {
         if changed
             .iter()
             .any(|(_, target)| !self.interfaces.contains_key(&target.device))
         {
-            self.interfaces = interface_indexes(&self.kernel)?;
+            self.interfaces = self.socket()?.links().map_err(KernelError::from)?;
         }
-        if self.route_socket.is_none() {
-            match RouteSocket::open(self.kernel.netns()) {
-                Ok(socket) => self.route_socket = Some(socket),
-                Err(error) => tracing::warn!("rtnetlink unavailable, using ip: {error}"),
-            }
-        }
-        match &mut self.route_socket {
-            Some(socket) => socket
-                .replace_routes(changed, &self.interfaces)
-                .map_err(|error| DataplaneError::Netlink(error.to_string())),
-            None => Ok(self.kernel.ip_batch(commands)?),
-        }
+        let interfaces = std::mem::take(&mut self.interfaces);
+        let result = self.socket()?.replace_routes(changed, &interfaces);
+        self.interfaces = interfaces;
+        result.map_err(|error| DataplaneError::Netlink(error.to_string()))
     }
 
     /// Recompiles with the current avoided lines and moves the routes that change.
@@ -593,26 +667,11 @@ impl Dataplane {
     }
 }
 
-/// Interface indexes by name (`ip -j link show`).
-fn interface_indexes(kernel: &Kernel) -> Result<BTreeMap<String, u32>, KernelError> {
-    let links = kernel.ip_json(&["link", "show"])?;
-    Ok(links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|link| {
-            Some((
-                link.get("ifname")?.as_str()?.to_string(),
-                u32::try_from(link.get("ifindex")?.as_u64()?).ok()?,
-            ))
-        })
-        .collect())
-}
-
 /// Removes everything wansteer owns (nft table, tagged rules and routes, its root HTB
 /// qdiscs) and nothing else. Safe to run twice.
 pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
-    let current = KernelState::read(kernel, &BTreeSet::new())?;
+    let mut socket = RouteSocket::open(kernel.netns())?;
+    let current = KernelState::read(kernel, &mut socket, &BTreeSet::new())?;
     let mut report = CleanupReport::default();
     if current.nft.is_some() {
         match kernel.nft_apply(&nft::delete_table()) {
@@ -621,19 +680,17 @@ pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
             Err(error) => return Err(error),
         }
     }
-    let rules: Vec<String> = current.rules.iter().map(routing::delete_rule).collect();
-    let routes: Vec<String> = current.routes.keys().map(routing::delete_route).collect();
-    report.rules = rules.len();
-    report.routes = routes.len();
-    kernel.ip_batch_force(&rules)?;
-    kernel.ip_batch_force(&routes)?;
-    let qdiscs: Vec<String> = current
+    report.rules = current.rules.len();
+    report.routes = current.routes.len();
+    socket.execute(&rule_requests(&current.rules, false), true)?;
+    socket.execute(&route_deletes(current.routes.keys()), true)?;
+    let qdiscs: Vec<TcCommand> = current
         .shapers
         .iter()
         .filter(|(_, listed)| listed.root_default.is_some())
         .map(|(device, _)| htb::delete_root(device))
         .collect();
     report.qdiscs = qdiscs.len();
-    kernel.tc_batch_force(&qdiscs)?;
+    apply_tc(&mut socket, &qdiscs, &current.interfaces)?;
     Ok(report)
 }

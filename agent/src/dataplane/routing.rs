@@ -235,6 +235,36 @@ pub fn diff_routes(
     (upserts, deletes)
 }
 
+/// What differs between the desired and the listed rules and routes, as entries (the
+/// netlink path sends these).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingDiff<'a> {
+    pub upserts: Vec<(&'a RouteKey, &'a RouteTarget)>,
+    pub rule_adds: Vec<&'a IpRule>,
+    pub rule_deletes: Vec<&'a IpRule>,
+    pub route_deletes: Vec<&'a RouteKey>,
+}
+
+pub fn diff_entries<'a>(
+    desired_rules: &'a BTreeSet<IpRule>,
+    desired_routes: &'a BTreeMap<RouteKey, RouteTarget>,
+    current_rules: &'a BTreeSet<IpRule>,
+    current_routes: &'a BTreeMap<RouteKey, RouteTarget>,
+) -> RoutingDiff<'a> {
+    RoutingDiff {
+        upserts: desired_routes
+            .iter()
+            .filter(|(key, target)| current_routes.get(key) != Some(target))
+            .collect(),
+        rule_adds: desired_rules.difference(current_rules).collect(),
+        rule_deletes: current_rules.difference(desired_rules).collect(),
+        route_deletes: current_routes
+            .keys()
+            .filter(|key| !desired_routes.contains_key(key))
+            .collect(),
+    }
+}
+
 /// Everything that differs between the desired and the listed rules and routes.
 pub fn diff(
     desired_rules: &BTreeSet<IpRule>,
