@@ -593,6 +593,13 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
     socket.send_to(b"voice", "10.201.0.5:5010").unwrap();
     assert_eq!(conntrack_entries(&lab, "10.200.0.1"), 1);
     assert_eq!(conntrack_entries(&lab, "10.201.0.5"), 1);
+    // Both are known from conntrack events: the move below needs no table walk. (The
+    // event is read by a thread, or at the latest when a move asks.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while dp.indexed_flows() < Some(2) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(dp.indexed_flows(), Some(2));
 
     // A push that names a line the rule set does not have is refused; nothing moves.
     let mut bad = two_destinations.clone();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use wansteer_wire::ruleset::RuleSet;
 
-use super::conntrack::ConntrackSocket;
+use super::conntrack::{ConntrackSocket, FlowIndex};
 use super::desired::{DesiredState, RouteChanges, compile, compile_route, route_changes};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
 use super::htb::TcCommand;
@@ -68,6 +68,10 @@ pub struct OnBackup {
     pub class: String,
     pub destination: ipnet::IpNet,
     pub line: String,
+}
+
+fn conntrack_failed(error: NetlinkError) -> DataplaneError {
+    DataplaneError::Conntrack(error.to_string())
 }
 
 fn on_backup(desired: &DesiredState) -> Vec<OnBackup> {
@@ -239,6 +243,9 @@ pub struct Dataplane {
     applied_avoided: BTreeSet<String>,
     /// ctnetlink for moved flows (opened on first use).
     conntrack_socket: Option<ConntrackSocket>,
+    /// The conntrack entries that carry a class, from events (started by the first full
+    /// apply); without it moved flows are found by a dump.
+    flow_index: Option<FlowIndex>,
     /// rtnetlink for the fast path (opened on first use; `ip -batch` if it cannot be).
     route_socket: Option<RouteSocket>,
     /// Interface indexes by name, for netlink route messages.
@@ -255,6 +262,7 @@ impl Dataplane {
             applied: None,
             applied_avoided: BTreeSet::new(),
             conntrack_socket: None,
+            flow_index: None,
             route_socket: None,
             interfaces: BTreeMap::new(),
         }
@@ -267,6 +275,12 @@ impl Dataplane {
     /// The rule set in force.
     pub fn ruleset(&self) -> Option<&RuleSet> {
         self.ruleset.as_ref()
+    }
+
+    /// How many classed conntrack entries the event-fed index holds (`None` when moves
+    /// find their flows by a dump instead).
+    pub fn indexed_flows(&self) -> Option<usize> {
+        self.flow_index.as_ref().map(FlowIndex::len)
     }
 
     /// Lines currently routed around.
@@ -521,6 +535,7 @@ impl Dataplane {
         report.conntrack_entries_deleted =
             self.delete_flows(&report.flows_moved, &desired.placements)?;
         report.on_backup = on_backup(desired);
+        self.start_flow_index();
         Ok(report)
     }
 
@@ -535,25 +550,61 @@ impl Dataplane {
         if deletes.is_empty() {
             return Ok(0);
         }
-        let failed =
-            |error: super::netlink::NetlinkError| DataplaneError::Conntrack(error.to_string());
-        if self.conntrack_socket.is_none() {
-            self.conntrack_socket =
-                Some(ConntrackSocket::open(self.kernel.netns()).map_err(failed)?);
-        }
-        let socket = self.conntrack_socket.as_mut().expect("opened above");
+        self.conntrack().map_err(conntrack_failed)?;
+        let conntrack_socket = self.conntrack_socket.as_mut().expect("opened above");
         let mut deleted = 0;
         for delete in deletes {
-            deleted += socket
-                .delete_flows(
-                    delete.v6,
-                    delete.mark,
-                    CLASS_MARK_MASK,
-                    delete.destinations.as_deref(),
-                )
-                .map_err(failed)?;
+            let destinations = delete.destinations.as_deref();
+            let entries = match &self.flow_index {
+                Some(index) => index.take(conntrack_socket, delete.mark, delete.v6, destinations),
+                None => conntrack_socket
+                    .dump_by_mark(delete.v6, delete.mark, CLASS_MARK_MASK)
+                    .map(|all| {
+                        all.into_iter()
+                            .filter(|entry| {
+                                destinations.is_none_or(|nets| {
+                                    nets.iter().any(|net| net.contains(&entry.destination))
+                                })
+                            })
+                            .collect()
+                    }),
+            }
+            .map_err(conntrack_failed)?;
+            deleted += conntrack_socket
+                .delete(&entries)
+                .map_err(conntrack_failed)?;
         }
         Ok(deleted)
+    }
+
+    fn conntrack(&mut self) -> Result<&mut ConntrackSocket, NetlinkError> {
+        if self.conntrack_socket.is_none() {
+            self.conntrack_socket = Some(ConntrackSocket::open(self.kernel.netns())?);
+        }
+        Ok(self.conntrack_socket.as_mut().expect("opened above"))
+    }
+
+    /// Starts following conntrack events (once) and fills the index, so that a later
+    /// move finds its flows without walking the conntrack table.
+    fn start_flow_index(&mut self) {
+        if self.flow_index.is_none() {
+            match FlowIndex::start(self.kernel.netns(), CLASS_MARK_MASK) {
+                Ok(index) => self.flow_index = Some(index),
+                Err(error) => tracing::warn!("no conntrack events, moves will dump: {error}"),
+            }
+        }
+        let Some(index) = self.flow_index.take() else {
+            return;
+        };
+        match self.conntrack() {
+            Ok(socket) => {
+                if let Err(error) = index.fill(socket) {
+                    tracing::warn!("conntrack index not filled yet: {error}");
+                }
+            }
+            Err(error) => tracing::warn!("ctnetlink: {error}"),
+        }
+        self.flow_index = Some(index);
     }
 
     /// Replaces only the routes that differ from what was last installed, then moves the
