@@ -237,8 +237,8 @@ pub struct FlowIndex {
 }
 
 impl FlowIndex {
-    /// Subscribes to conntrack events in the namespace; the index is filled by the first
-    /// [`FlowIndex::take`] (one dump) and kept by the events from then on.
+    /// Subscribes to conntrack events in the namespace; the thread fills the index with
+    /// one dump, then keeps it from the events.
     pub fn start(netns: Option<&str>, class_mask: u32) -> Result<Self, NetlinkError> {
         let socket = open_socket(netns, NETLINK_NETFILTER)?;
         for group in [
@@ -263,11 +263,17 @@ impl FlowIndex {
         let socket = Arc::new(socket);
         let state = Arc::new(Mutex::new(IndexState::default()));
         let stop = Arc::new(AtomicBool::new(false));
+        let mut dump_socket = ConntrackSocket::open(netns)?;
         let thread = {
             let (socket, state, stop) = (socket.clone(), state.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("wansteer-ct-events".into())
-                .spawn(move || follow_events(&socket, &state, &stop, class_mask))?
+                .spawn(move || {
+                    if let Err(error) = fill(&socket, &state, &mut dump_socket, class_mask) {
+                        tracing::warn!("conntrack index: first fill failed: {error}");
+                    }
+                    follow_events(&socket, &state, &stop, class_mask)
+                })?
         };
         Ok(FlowIndex {
             socket,
@@ -306,22 +312,7 @@ impl FlowIndex {
 
     /// Fills the index from one dump when it was never filled or lost events.
     pub fn fill(&self, socket: &mut ConntrackSocket) -> Result<(), NetlinkError> {
-        let mut state = self.state.lock().expect("index lock");
-        drain(&self.socket, &mut state, self.class_mask);
-        if state.complete {
-            return Ok(());
-        }
-        // Complete from here: events queued during the dump are applied after it (the
-        // lock is held), so an entry destroyed meanwhile goes again.
-        state.complete = true;
-        state.entries.clear();
-        for entry in socket.dump(None, 0, 0)? {
-            if entry.mark & self.class_mask != 0 {
-                state.entries.insert(entry.tuple.clone(), entry);
-            }
-        }
-        drain(&self.socket, &mut state, self.class_mask);
-        Ok(())
+        fill(&self.socket, &self.state, socket, self.class_mask)
     }
 
     /// How many entries the index holds (tests, metrics).
@@ -341,6 +332,30 @@ impl Drop for FlowIndex {
             let _ = thread.join();
         }
     }
+}
+
+fn fill(
+    events: &Socket,
+    state: &Mutex<IndexState>,
+    socket: &mut ConntrackSocket,
+    class_mask: u32,
+) -> Result<(), NetlinkError> {
+    let mut state = state.lock().expect("index lock");
+    drain(events, &mut state, class_mask);
+    if state.complete {
+        return Ok(());
+    }
+    // Complete from here: events queued during the dump are applied after it (the lock
+    // is held), so an entry destroyed meanwhile goes again.
+    state.complete = true;
+    state.entries.clear();
+    for entry in socket.dump(None, 0, 0)? {
+        if entry.mark & class_mask != 0 {
+            state.entries.insert(entry.tuple.clone(), entry);
+        }
+    }
+    drain(events, &mut state, class_mask);
+    Ok(())
 }
 
 fn follow_events(socket: &Socket, state: &Mutex<IndexState>, stop: &AtomicBool, class_mask: u32) {

@@ -584,8 +584,8 @@ impl Dataplane {
         Ok(self.conntrack_socket.as_mut().expect("opened above"))
     }
 
-    /// Starts following conntrack events (once) and fills the index, so that a later
-    /// move finds its flows without walking the conntrack table.
+    /// Starts following conntrack events (once; the index fills itself in the
+    /// background), so that a later move finds its flows without walking the table.
     fn start_flow_index(&mut self) {
         if self.flow_index.is_none() {
             match FlowIndex::start(self.kernel.netns(), CLASS_MARK_MASK) {
@@ -593,18 +593,6 @@ impl Dataplane {
                 Err(error) => tracing::warn!("no conntrack events, moves will dump: {error}"),
             }
         }
-        let Some(index) = self.flow_index.take() else {
-            return;
-        };
-        match self.conntrack() {
-            Ok(socket) => {
-                if let Err(error) = index.fill(socket) {
-                    tracing::warn!("conntrack index not filled yet: {error}");
-                }
-            }
-            Err(error) => tracing::warn!("ctnetlink: {error}"),
-        }
-        self.flow_index = Some(index);
     }
 
     /// Replaces only the routes that differ from what was last installed, then moves the
