@@ -254,7 +254,10 @@ fn main() {
         let start = Instant::now();
         let report = dp.apply(first).unwrap();
         full.push(ms(start.elapsed()));
-        assert_eq!(report.route_commands, 8000);
+        assert_eq!(
+            report.route_commands, 8002,
+            "8,000 class routes, 2 arrival-line defaults"
+        );
 
         let start = Instant::now();
         let report = dp.apply(one_moved).unwrap();

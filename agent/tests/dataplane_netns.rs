@@ -409,7 +409,11 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
     let lab = Lab::new();
     let mut dp = dataplane(&lab);
     let first = dp.apply(ruleset(1)).unwrap();
-    assert!(first.nft_commands > 0 && first.route_commands == 3 && first.rule_commands == 6);
+    // 3 class routes and 2 arrival-line defaults; 3 class and 2 line rules per family.
+    assert!(
+        first.nft_commands > 0 && first.route_commands == 5 && first.rule_commands == 10,
+        "{first:?}"
+    );
 
     let site = lab.site.as_str();
     let nft = sh(&[
@@ -669,6 +673,83 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
     );
 }
 
+/// A UDP socket bound to `address` in namespace `ns`.
+fn socket_bound_in(ns: &str, address: &str) -> UdpSocket {
+    let path = format!("/var/run/netns/{ns}");
+    let address = address.to_string();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        UdpSocket::bind(address).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn replies_leave_by_the_line_their_connection_arrived_on() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    // The far side (a branch) reaches the LAN host behind this site (the hub) over inet,
+    // although the class of this traffic (default) is routed over mpls here.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.far,
+        "route",
+        "add",
+        "10.1.0.2/32",
+        "via",
+        "10.100.2.2",
+    ]);
+    let branch = socket_bound_in(&lab.far, "10.200.0.1:5950");
+    let server = socket_bound_in(&lab.lan, "10.1.0.2:7000");
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let before = lab.far_counts();
+    for _ in 0..5 {
+        branch.send_to(b"request", "10.1.0.2:7000").unwrap();
+        let (_, from) = server.recv_from(&mut buffer).unwrap();
+        assert_eq!(from.to_string(), "10.200.0.1:5950");
+        server.send_to(b"reply", from).unwrap();
+    }
+    branch
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    for _ in 0..5 {
+        branch.recv_from(&mut buffer).expect("the reply arrives");
+    }
+    let after = lab.far_counts();
+    let by_line = |name: &str| after[name] - before.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        (by_line("w0"), by_line("w1")),
+        (0, 5),
+        "replies leave by inet, the line the connection came in on"
+    );
+    // The conntrack mark holds the class (3) and the arrival line (inet is line 2).
+    let entries = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.site,
+        "conntrack",
+        "-L",
+        "-d",
+        "10.1.0.2",
+    ]);
+    assert!(entries.contains("mark=515"), "{entries}");
+
+    // A connection this side starts, same class, still follows the class: mpls.
+    let host = socket_in(&lab.lan);
+    let own = lab.send(&host, 5950, 5);
+    assert_eq!((own["w0"], own["w1"]), (5, 0), "{own:?}");
+}
+
 #[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();
@@ -700,7 +781,7 @@ fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     assert_ne!(lab.snapshot(), pristine);
     let report = cleanup(&lab.kernel()).unwrap();
     assert!(
-        report.nft_table && report.rules == 6 && report.routes == 3 && report.qdiscs == 2,
+        report.nft_table && report.rules == 10 && report.routes == 5 && report.qdiscs == 2,
         "{report:?}"
     );
     assert_eq!(lab.snapshot(), pristine);

@@ -13,7 +13,10 @@ use super::htb::{HtbClass, Shaper};
 use super::nft::NftPlan;
 use super::routing::{Family, IpRule, RouteKey, RouteTarget};
 use super::validate::{RuleSetError, validate};
-use super::{HTB_LINE_MINOR, ROUTE_TABLE_BASE, RULE_PRIORITY_BASE};
+use super::{
+    CLASS_MARK_MASK, HTB_LINE_MINOR, LINE_MARK_MASK, LINE_MARK_SHIFT, LINE_RULE_PRIORITY_BASE,
+    LINE_TABLE_BASE, ROUTE_TABLE_BASE, RULE_PRIORITY_BASE,
+};
 
 /// The smallest HTB rate wansteer installs (a class with a 0% guarantee still needs one).
 pub const MIN_HTB_RATE_BPS: u64 = 8_000;
@@ -69,12 +72,52 @@ pub fn compile(
                 priority: RULE_PRIORITY_BASE + class.mark,
                 mark: class.mark,
                 table: class_table(class.mark),
+                mask: CLASS_MARK_MASK,
             });
         }
     }
 
     let mut routes = BTreeMap::new();
     let mut placements = BTreeMap::new();
+    // Replies pinned to their arrival line: one rule per line and family, one table per
+    // line with the line's default route (per family it has a gateway for, or both when
+    // it has none: point-to-point).
+    for (number, line) in (1u32..=255).zip(&ruleset.lines) {
+        for family in [Family::V4, Family::V6] {
+            rules.insert(IpRule {
+                family,
+                priority: LINE_RULE_PRIORITY_BASE + number,
+                mark: number << LINE_MARK_SHIFT,
+                table: LINE_TABLE_BASE + number,
+                mask: LINE_MARK_MASK,
+            });
+        }
+        let no_gateway = line.gateway.is_none() && line.gateway6.is_none();
+        if line.gateway.is_some() || no_gateway {
+            routes.insert(
+                RouteKey {
+                    table: LINE_TABLE_BASE + number,
+                    destination: "0.0.0.0/0".parse().expect("literal"),
+                },
+                RouteTarget {
+                    via: line.gateway,
+                    device: line.interface.clone(),
+                },
+            );
+        }
+        if line.gateway6.is_some() || no_gateway {
+            routes.insert(
+                RouteKey {
+                    table: LINE_TABLE_BASE + number,
+                    destination: "::/0".parse().expect("literal"),
+                },
+                RouteTarget {
+                    via: line.gateway6.map(IpAddr::V6),
+                    device: line.interface.clone(),
+                },
+            );
+        }
+    }
     for route in &ruleset.routes {
         let (key, target, placement) = compile_route(ruleset, route, avoided);
         placements.insert((route.class.clone(), key.destination), placement);

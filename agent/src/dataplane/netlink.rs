@@ -31,7 +31,7 @@ use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::htb::{self, TcCommand};
 use super::routing::{Family, IpRule, RouteKey, RouteTarget};
-use super::{CLASS_MARK_MASK, HTB_MAJOR, ROUTE_PROTOCOL};
+use super::{HTB_MAJOR, ROUTE_PROTOCOL};
 
 /// A route change the kernel refused, or a socket that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -374,7 +374,7 @@ pub fn rule_message(rule: &IpRule) -> RuleMessage {
     message.attributes = vec![
         RuleAttribute::Priority(rule.priority),
         RuleAttribute::FwMark(rule.mark),
-        RuleAttribute::FwMask(CLASS_MARK_MASK),
+        RuleAttribute::FwMask(rule.mask),
         RuleAttribute::Table(rule.table),
         RuleAttribute::Protocol(RouteProtocol::from(ROUTE_PROTOCOL)),
     ];
@@ -388,10 +388,12 @@ fn parse_rule(message: &RuleMessage) -> Option<IpRule> {
         _ => return None,
     };
     let (mut priority, mut mark, mut table, mut ours) = (0, None, None, false);
+    let mut mask = u32::MAX;
     for attribute in &message.attributes {
         match attribute {
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = *m,
             RuleAttribute::Table(t) => table = Some(*t),
             RuleAttribute::Protocol(p) => ours = u8::from(*p) == ROUTE_PROTOCOL,
             _ => {}
@@ -403,6 +405,7 @@ fn parse_rule(message: &RuleMessage) -> Option<IpRule> {
         priority,
         mark: mark?,
         table: table.unwrap_or(u32::from(message.header.table)),
+        mask,
     })
 }
 

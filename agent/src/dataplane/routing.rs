@@ -38,20 +38,22 @@ impl Family {
     }
 }
 
-/// `ip rule add priority P fwmark M/0xff table T protocol 201`.
+/// `ip rule add priority P fwmark M/MASK table T protocol 201`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IpRule {
     pub family: Family,
     pub priority: u32,
     pub mark: u32,
     pub table: u32,
+    /// [`CLASS_MARK_MASK`] for class rules, `LINE_MARK_MASK` for arrival-line rules.
+    pub mask: u32,
 }
 
 impl IpRule {
     fn spec(&self) -> String {
         format!(
             "priority {} fwmark {:#x}/{:#x} table {} protocol {}",
-            self.priority, self.mark, CLASS_MARK_MASK, self.table, ROUTE_PROTOCOL
+            self.priority, self.mark, self.mask, self.table, ROUTE_PROTOCOL
         )
     }
 }
@@ -143,6 +145,10 @@ pub fn parse_rules(family: Family, listing: &Value) -> BTreeSet<IpRule> {
             priority,
             mark,
             table,
+            mask: entry
+                .get("fwmask")
+                .and_then(number)
+                .unwrap_or(CLASS_MARK_MASK),
         });
     }
     rules
