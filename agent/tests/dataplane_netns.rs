@@ -751,6 +751,112 @@ fn replies_leave_by_the_line_their_connection_arrived_on() {
 }
 
 #[test]
+fn an_ipv6_destination_leaves_by_its_line_with_its_traffic_class() {
+    let lab = Lab::new();
+    let (site, far) = (lab.site.as_str(), lab.far.as_str());
+    for (ns, devices) in [(site, ["wan0", "wan1"]), (far, ["w0", "w1"])] {
+        for dev in ["all", "default", devices[0], devices[1], "lo"] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{dev}.disable_ipv6=0"),
+            ]);
+        }
+    }
+    for (ns, dev, addr) in [
+        (site, "wan0", "fd00:1::2/64"),
+        (site, "wan1", "fd00:2::2/64"),
+        (far, "w0", "fd00:1::1/64"),
+        (far, "w1", "fd00:2::1/64"),
+        (far, "lo", "fd00:200::1/128"),
+    ] {
+        sh(&[
+            "ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad",
+        ]);
+    }
+    // The socket's own route lookup needs a path; the class table decides the line.
+    sh(&[
+        "ip",
+        "-n",
+        site,
+        "-6",
+        "route",
+        "add",
+        "fd00:200::/64",
+        "via",
+        "fd00:1::1",
+    ]);
+    nft_in(
+        far,
+        "add rule inet wsttest pre ip6 dscp ef udp dport 5000-5999 counter comment \"ef6\"\n",
+    );
+
+    let mut rules = ruleset(1);
+    rules.lines[0].gateway6 = Some("fd00:1::1".parse().unwrap());
+    rules.lines[1].gateway6 = Some("fd00:2::1".parse().unwrap());
+    let mut voice6 = route("voice", "inet", "mpls");
+    voice6.destination = "fd00:200::/64".parse().unwrap();
+    rules.routes.push(voice6);
+    let mut dp = dataplane(&lab);
+    dp.apply(rules.seal()).unwrap();
+    let table = sh(&["ip", "-n", site, "-6", "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("fd00:200::/64 via fd00:2::1 dev wan1 proto 201"),
+        "{table}"
+    );
+
+    let socket = {
+        let path = format!("/var/run/netns/{site}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(path).unwrap();
+            // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            UdpSocket::bind("[::]:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let htb_before = lab.htb_packets("wan1", 1);
+    let before = lab.far_counts();
+    for _ in 0..20 {
+        socket
+            .send_to(b"voice over v6", "[fd00:200::1]:5010")
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let delta = loop {
+        let after = lab.far_counts();
+        let delta: BTreeMap<String, u64> = after
+            .into_iter()
+            .map(|(name, n)| {
+                let d = n - before.get(&name).copied().unwrap_or(0);
+                (name, d)
+            })
+            .collect();
+        if delta["w0"] + delta["w1"] >= 20 || std::time::Instant::now() > deadline {
+            break delta;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(
+        (delta["w0"], delta["w1"], delta["ef6"]),
+        (0, 20, 20),
+        "voice to fd00:200::/64 leaves by inet with traffic class EF: {delta:?}"
+    );
+    assert!(
+        lab.htb_packets("wan1", 1) >= htb_before + 20,
+        "and lands in HTB 5753:1"
+    );
+}
+
+#[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();
     let site = lab.site.as_str();
