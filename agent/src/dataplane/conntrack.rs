@@ -315,13 +315,11 @@ impl FlowIndex {
         fill(&self.socket, &self.state, socket, self.class_mask)
     }
 
-    /// How many entries the index holds (tests, metrics).
-    pub fn len(&self) -> usize {
-        self.state.lock().expect("index lock").entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// How many entries the index holds; `None` while it is being filled (or must be
+    /// rebuilt), when a move would wait for it.
+    pub fn ready_len(&self) -> Option<usize> {
+        let state = self.state.try_lock().ok()?;
+        state.complete.then_some(state.entries.len())
     }
 }
 

@@ -277,10 +277,11 @@ impl Dataplane {
         self.ruleset.as_ref()
     }
 
-    /// How many classed conntrack entries the event-fed index holds (`None` when moves
-    /// find their flows by a dump instead).
+    /// How many classed conntrack entries the event-fed index holds; `None` while it
+    /// is being filled (in the background after the first full apply) or when there is
+    /// none (moves then find their flows by a dump).
     pub fn indexed_flows(&self) -> Option<usize> {
-        self.flow_index.as_ref().map(FlowIndex::len)
+        self.flow_index.as_ref().and_then(FlowIndex::ready_len)
     }
 
     /// Lines currently routed around.
