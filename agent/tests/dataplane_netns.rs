@@ -857,6 +857,30 @@ fn an_ipv6_destination_leaves_by_its_line_with_its_traffic_class() {
 }
 
 #[test]
+fn htb_rates_above_4_gbit_go_in_and_read_back_unchanged() {
+    let lab = Lab::new();
+    let mut fast = ruleset(1);
+    // 40 Gbit/s is 5e9 bytes/s: beyond the 32-bit rate field, so TCA_HTB_RATE64/CEIL64.
+    fast.lines[0].rate_bps = 40_000_000_000;
+    fast.lines[0].shares[1] = share("bulk", 36_000_000_000, 40_000_000_000);
+    let fast = fast.seal();
+    let mut dp = dataplane(&lab);
+    dp.apply(fast.clone()).unwrap();
+    let classes = sh(&["tc", "-n", &lab.site, "class", "show", "dev", "wan0"]);
+    assert!(
+        classes.contains("class htb 5753:100 root rate 40Gbit ceil 40Gbit"),
+        "{classes}"
+    );
+    assert!(
+        classes.contains("class htb 5753:2 parent 5753:100 prio 4 rate 36Gbit ceil 40Gbit"),
+        "{classes}"
+    );
+    let mut restarted = dataplane(&lab);
+    let again = restarted.apply(fast).unwrap();
+    assert_eq!(again.qdisc_commands, 0, "{again:?}");
+}
+
+#[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();
     let site = lab.site.as_str();
