@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use wansteer_agent::dataplane::desired::effective_line;
+use wansteer_agent::dataplane::desired::{RouteChanges, effective_line, route_changes};
 use wansteer_agent::dataplane::htb::{self, ListedShaper};
 use wansteer_agent::dataplane::moved::{
     ConntrackDelete, MovedFlows, conntrack_deletes, moved_flows,
@@ -521,4 +521,54 @@ mod listings_never_panic {
             }
         }
     }
+}
+
+#[test]
+fn route_changes_name_only_the_routes_whose_lines_changed() {
+    let old = bank_branch().routes;
+    assert_eq!(route_changes(&old, &old), RouteChanges::default());
+
+    // A new reason text is no change; a new primary is.
+    let mut new = old.clone();
+    new[0].reason = "reworded".into();
+    new[2].primary = new[2].backups[0].clone();
+    assert_eq!(
+        route_changes(&old, &new),
+        RouteChanges {
+            changed: vec![2],
+            removed: vec![],
+        }
+    );
+
+    // Reordered, one gone and one added: matched by (class, destination).
+    let mut shuffled: Vec<ClassRoute> = old.iter().rev().cloned().collect();
+    let gone = shuffled.pop().unwrap();
+    let mut added = gone.clone();
+    added.destination = "192.0.2.0/24".parse().unwrap();
+    shuffled.push(added);
+    let changes = route_changes(&old, &shuffled);
+    assert_eq!(changes.changed, vec![shuffled.len() - 1]);
+    assert_eq!(changes.removed, vec![(gone.class, gone.destination)]);
+}
+
+#[test]
+fn conntrack_deletes_are_narrowed_to_the_moved_destinations() {
+    let mut ruleset = bank_branch();
+    let mut second = ruleset.routes[0].clone();
+    second.destination = "10.30.0.0/16".parse().unwrap();
+    ruleset.routes.push(second);
+    let desired = compile(&ruleset.seal(), &BTreeSet::new()).unwrap();
+    // One of voice's two destinations moved: only that one's entries go.
+    let (class, destination) = ("voice".to_string(), "10.20.0.0/16".parse().unwrap());
+    let mark = desired.placements[&(class, destination)].mark;
+    let destination: ipnet::IpNet = destination;
+    let moved = vec![MovedFlows { mark, destination }];
+    assert_eq!(
+        conntrack_deletes(&moved, &desired.placements),
+        vec![ConntrackDelete {
+            mark,
+            v6: destination.addr().is_ipv6(),
+            destinations: Some(vec![destination]),
+        }]
+    );
 }

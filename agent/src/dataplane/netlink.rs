@@ -182,10 +182,24 @@ impl RouteSocket {
             let size = self.socket.recv(&mut &mut receive[..], 0)?;
             let mut offset = 0;
             while offset + 16 <= size {
-                let reply =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&receive[offset..size])
-                        .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let length = reply.header.length as usize;
+                let length =
+                    u32::from_ne_bytes(receive[offset..offset + 4].try_into().expect("four bytes"))
+                        as usize;
+                if length < 16 || offset + length > size {
+                    break;
+                }
+                // A listing may hold entries this crate cannot parse (exotic routes or
+                // links someone else made): they are not wansteer's; skip them.
+                let reply = match NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                    &receive[offset..offset + length],
+                ) {
+                    Ok(reply) => reply,
+                    Err(error) => {
+                        tracing::debug!("skipping a dump entry that does not parse: {error}");
+                        offset += length.next_multiple_of(4);
+                        continue;
+                    }
+                };
                 if reply.header.sequence_number == sequence {
                     match reply.payload {
                         NetlinkPayload::Done(_) => return Ok(out),
@@ -201,9 +215,6 @@ impl RouteSocket {
                         NetlinkPayload::InnerMessage(inner) => out.push(inner),
                         _ => {}
                     }
-                }
-                if length == 0 {
-                    break;
                 }
                 offset += length.next_multiple_of(4);
             }
