@@ -744,6 +744,33 @@ fn replies_leave_by_the_line_their_connection_arrived_on() {
     ]);
     assert!(entries.contains("mark=515"), "{entries}");
 
+    // The branch fails over to mpls: the same connection now comes in over mpls, and its
+    // replies follow at once.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.far,
+        "route",
+        "replace",
+        "10.1.0.2/32",
+        "via",
+        "10.100.1.2",
+    ]);
+    let before = lab.far_counts();
+    for _ in 0..5 {
+        branch.send_to(b"request", "10.1.0.2:7000").unwrap();
+        let (_, from) = server.recv_from(&mut buffer).unwrap();
+        server.send_to(b"reply", from).unwrap();
+        branch.recv_from(&mut buffer).expect("the reply arrives");
+    }
+    let after = lab.far_counts();
+    let by_line = |name: &str| after[name] - before.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        (by_line("w0"), by_line("w1")),
+        (5, 0),
+        "replies follow to mpls"
+    );
+
     // A connection this side starts, same class, still follows the class: mpls.
     let host = socket_in(&lab.lan);
     let own = lab.send(&host, 5950, 5);
