@@ -908,6 +908,32 @@ fn htb_rates_above_4_gbit_go_in_and_read_back_unchanged() {
 }
 
 #[test]
+fn a_new_default_class_rebuilds_the_htb_tree() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let mut bulk_default = ruleset(2);
+    bulk_default.default_class = "bulk".into();
+    let bulk_default = bulk_default.seal();
+    // HTB cannot change its default in place; the tree is rebuilt instead of failing.
+    dp.apply(bulk_default.clone()).unwrap();
+    for dev in ["wan0", "wan1"] {
+        let qdisc = sh(&["tc", "-n", &lab.site, "qdisc", "show", "dev", dev]);
+        assert!(
+            qdisc.contains("qdisc htb 5753: root") && qdisc.contains("default 0x2"),
+            "{qdisc}"
+        );
+        let classes = sh(&["tc", "-n", &lab.site, "class", "show", "dev", dev]);
+        assert!(
+            classes.contains("class htb 5753:1 parent 5753:100"),
+            "{classes}"
+        );
+    }
+    let again = dataplane(&lab).apply(bulk_default).unwrap();
+    assert_eq!(again.changes(), 0, "{again:?}");
+}
+
+#[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();
     let site = lab.site.as_str();

@@ -170,11 +170,6 @@ pub enum TcCommand {
         device: String,
         default_minor: u16,
     },
-    /// Change the default class of wansteer's root HTB in place.
-    ChangeRoot {
-        device: String,
-        default_minor: u16,
-    },
     ReplaceClass {
         device: String,
         minor: u16,
@@ -194,7 +189,6 @@ impl TcCommand {
     pub fn device(&self) -> &str {
         match self {
             TcCommand::ReplaceRoot { device, .. }
-            | TcCommand::ChangeRoot { device, .. }
             | TcCommand::ReplaceClass { device, .. }
             | TcCommand::DeleteClass { device, .. }
             | TcCommand::DeleteRoot { device } => device,
@@ -218,13 +212,6 @@ impl std::fmt::Display for TcCommand {
             } => write!(
                 f,
                 "qdisc replace dev {device} root handle {HTB_MAJOR:x}: htb default {default_minor:x}"
-            ),
-            TcCommand::ChangeRoot {
-                device,
-                default_minor,
-            } => write!(
-                f,
-                "qdisc change dev {device} root handle {HTB_MAJOR:x}: htb default {default_minor:x}"
             ),
             TcCommand::ReplaceClass {
                 device,
@@ -369,10 +356,19 @@ pub fn diff(device: &str, want: &Shaper, have: &ListedShaper) -> Vec<TcCommand> 
     let device = device.to_string();
     match have.root_default {
         Some(default) if default == want.default_minor => {}
-        Some(_) => commands.push(TcCommand::ChangeRoot {
-            device: device.clone(),
-            default_minor: want.default_minor,
-        }),
+        // HTB cannot change its default class in place ("Change operation not supported"):
+        // the tree is rebuilt. Rare (the rule set's default class changed); queued packets
+        // on this line are dropped once.
+        Some(_) => {
+            commands.push(TcCommand::DeleteRoot {
+                device: device.clone(),
+            });
+            commands.push(TcCommand::ReplaceRoot {
+                device: device.clone(),
+                default_minor: want.default_minor,
+            });
+            have_classes = &none;
+        }
         None => {
             commands.push(TcCommand::ReplaceRoot {
                 device: device.clone(),

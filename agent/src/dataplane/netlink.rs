@@ -540,20 +540,14 @@ pub fn tc_request(command: &TcCommand, index: u32) -> (RouteNetlinkMessage, u16)
     message.header.index = index as i32;
     let replace = NLM_F_CREATE | NLM_F_REPLACE;
     match command {
-        TcCommand::ReplaceRoot { default_minor, .. }
-        | TcCommand::ChangeRoot { default_minor, .. } => {
+        TcCommand::ReplaceRoot { default_minor, .. } => {
             message.header.handle = root;
             message.header.parent = TcHandle::ROOT;
             message.attributes = vec![
                 TcAttribute::Kind("htb".into()),
                 options(htb::qdisc_options(*default_minor)),
             ];
-            let flags = if matches!(command, TcCommand::ReplaceRoot { .. }) {
-                replace
-            } else {
-                0
-            };
-            (RouteNetlinkMessage::NewQueueDiscipline(message), flags)
+            (RouteNetlinkMessage::NewQueueDiscipline(message), replace)
         }
         TcCommand::ReplaceClass { minor, class, .. } => {
             message.header.handle = class_handle(*minor);

@@ -177,27 +177,25 @@ impl KernelState {
     }
 }
 
-/// Sends HTB changes over `socket`; deletes tolerate what is already gone.
+/// Sends HTB changes over `socket` in their order; deletes tolerate what is already gone.
 fn apply_tc(
     socket: &mut RouteSocket,
     commands: &[TcCommand],
     interfaces: &BTreeMap<String, u32>,
 ) -> Result<(), KernelError> {
-    let mut requests = Vec::new();
-    let mut deletes = Vec::new();
+    let mut run = Vec::new();
+    let mut run_deletes = false;
     for command in commands {
         let index = *interfaces
             .get(command.device())
             .ok_or_else(|| NetlinkError::UnknownInterface(command.device().to_string()))?;
-        let request = tc_request(command, index);
-        if command.is_delete() {
-            deletes.push(request);
-        } else {
-            requests.push(request);
+        if command.is_delete() != run_deletes && !run.is_empty() {
+            socket.execute(&std::mem::take(&mut run), run_deletes)?;
         }
+        run_deletes = command.is_delete();
+        run.push(tc_request(command, index));
     }
-    socket.execute(&requests, false)?;
-    socket.execute(&deletes, true)?;
+    socket.execute(&run, run_deletes)?;
     Ok(())
 }
 
