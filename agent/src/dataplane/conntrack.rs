@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use ipnet::IpNet;
 use rtnetlink::sys::{Socket, protocols::NETLINK_NETFILTER};
 
-use super::netlink::{NetlinkError, open_socket};
+use super::netlink::{NetlinkError, open_socket, read_in_netns};
 
 const NFNL_SUBSYS_CTNETLINK: u16 = 1;
 const IPCTNL_MSG_CT_GET: u16 = 1;
@@ -240,6 +240,13 @@ impl FlowIndex {
     /// Subscribes to conntrack events in the namespace; the thread fills the index with
     /// one dump, then keeps it from the events.
     pub fn start(netns: Option<&str>, class_mask: u32) -> Result<Self, NetlinkError> {
+        // With events switched off the index would silently miss flows.
+        let events = read_in_netns(netns, "/proc/sys/net/netfilter/nf_conntrack_events")?;
+        if events.trim() == "0" {
+            return Err(NetlinkError::Io(std::io::Error::other(
+                "net.netfilter.nf_conntrack_events is 0",
+            )));
+        }
         let socket = open_socket(netns, NETLINK_NETFILTER)?;
         for group in [
             NFNLGRP_CONNTRACK_NEW,

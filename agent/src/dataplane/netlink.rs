@@ -482,6 +482,29 @@ pub fn open_socket(netns: Option<&str>, protocol: isize) -> Result<Socket, Netli
     }
 }
 
+/// Reads a file (a sysctl under /proc/sys/net) as the named namespace sees it.
+pub fn read_in_netns(netns: Option<&str>, path: &str) -> std::io::Result<String> {
+    let path = path.to_string();
+    let read = move || std::fs::read_to_string(path);
+    match netns {
+        None => read(),
+        Some(name) => {
+            let ns_path = format!("/var/run/netns/{name}");
+            std::thread::spawn(move || {
+                let file = std::fs::File::open(ns_path)?;
+                // SAFETY: setns with a valid namespace fd; it only changes the network
+                // namespace of this helper thread, which ends right after.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                read()
+            })
+            .join()
+            .expect("netns helper thread does not panic")
+        }
+    }
+}
+
 fn header(flags: u16) -> NetlinkHeader {
     let mut header = NetlinkHeader::default();
     header.flags = flags;
