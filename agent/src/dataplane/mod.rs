@@ -4,10 +4,12 @@
 //! The flow is pure until the last step: [`validate`] refuses a bad rule set, [`desired`]
 //! compiles it (plus the set of lines seen down) into the kernel state wansteer wants,
 //! [`nft`], [`routing`] and [`htb`] each diff one subsystem's listing against that and
-//! produce the minimal commands, and [`reconcile::Dataplane`] runs them through the thin
-//! [`kernel`] layer. [`failover`] decides local fast failover and fail-back, [`moved`]
-//! which conntrack entries must go when a class leaves a line, [`standalone`] turns a
-//! policy file into a rule set when no controller is there.
+//! produce the minimal changes, and [`reconcile::Dataplane`] applies them: nft through
+//! the thin [`kernel`] layer (the `nft` tool, JSON), routes, ip rules and HTB over
+//! rtnetlink ([`netlink`]), moved flows over ctnetlink ([`conntrack`]). [`failover`]
+//! decides local fast failover and fail-back, [`moved`] which conntrack entries must go
+//! when a class leaves a line, [`standalone`] turns a policy file into a rule set when no
+//! controller is there.
 //!
 //! A connection that arrives over a WAN line has that line recorded in its conntrack
 //! mark ([`LINE_MARK_MASK`]); its replies leave by the same line (a per-line table with
