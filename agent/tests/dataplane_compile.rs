@@ -5,9 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use wansteer_agent::dataplane::desired::effective_line;
+use wansteer_agent::dataplane::desired::{RouteChanges, effective_line, route_changes};
 use wansteer_agent::dataplane::htb::{self, ListedShaper};
-use wansteer_agent::dataplane::moved::{MovedFlows, moved_flows};
+use wansteer_agent::dataplane::moved::{
+    ConntrackDelete, MovedFlows, conntrack_deletes, moved_flows,
+};
 use wansteer_agent::dataplane::nft::{self, FlowKey, NftListing};
 use wansteer_agent::dataplane::routing;
 use wansteer_agent::dataplane::standalone::{StandaloneError, compile_policy};
@@ -160,7 +162,7 @@ fn fresh_install(ruleset: &RuleSet, avoided: &BTreeSet<String>) -> String {
     out += "--- tc -batch\n";
     for (device, shaper) in &desired.shapers {
         for line in htb::diff(device, shaper, &ListedShaper::default()) {
-            out += &line;
+            out += &line.to_string();
             out.push('\n');
         }
     }
@@ -211,9 +213,15 @@ fn a_dead_mpls_moves_every_route_on_it_and_only_those() {
             destination: "10.20.0.0/16".parse().unwrap()
         }]
     );
+    let deletes = conntrack_deletes(&moved, &failed.placements);
     assert_eq!(
-        moved[0].conntrack_args().join(" "),
-        "-f ipv4 -m 0x1/0xff -d 10.20.0.0 --mask-dst 255.255.0.0"
+        deletes,
+        vec![ConntrackDelete {
+            mark: 1,
+            v6: false,
+            // voice has no other destination: all of its entries go
+            destinations: None,
+        }]
     );
     // nft and HTB do not depend on line health.
     assert_eq!(failed.nft, healthy.nft);
@@ -297,7 +305,10 @@ fn htb_reapplied_in_tcs_own_words_changes_nothing() {
         ),
     };
     assert_eq!(
-        htb::diff("wan0", shaper, &listed),
+        htb::diff("wan0", shaper, &listed)
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
         vec!["class del dev wan0 classid 5753:9"],
         "only the class no longer wanted goes"
     );
@@ -510,4 +521,54 @@ mod listings_never_panic {
             }
         }
     }
+}
+
+#[test]
+fn route_changes_name_only_the_routes_whose_lines_changed() {
+    let old = bank_branch().routes;
+    assert_eq!(route_changes(&old, &old), RouteChanges::default());
+
+    // A new reason text is no change; a new primary is.
+    let mut new = old.clone();
+    new[0].reason = "reworded".into();
+    new[2].primary = new[2].backups[0].clone();
+    assert_eq!(
+        route_changes(&old, &new),
+        RouteChanges {
+            changed: vec![2],
+            removed: vec![],
+        }
+    );
+
+    // Reordered, one gone and one added: matched by (class, destination).
+    let mut shuffled: Vec<ClassRoute> = old.iter().rev().cloned().collect();
+    let gone = shuffled.pop().unwrap();
+    let mut added = gone.clone();
+    added.destination = "192.0.2.0/24".parse().unwrap();
+    shuffled.push(added);
+    let changes = route_changes(&old, &shuffled);
+    assert_eq!(changes.changed, vec![shuffled.len() - 1]);
+    assert_eq!(changes.removed, vec![(gone.class, gone.destination)]);
+}
+
+#[test]
+fn conntrack_deletes_are_narrowed_to_the_moved_destinations() {
+    let mut ruleset = bank_branch();
+    let mut second = ruleset.routes[0].clone();
+    second.destination = "10.30.0.0/16".parse().unwrap();
+    ruleset.routes.push(second);
+    let desired = compile(&ruleset.seal(), &BTreeSet::new()).unwrap();
+    // One of voice's two destinations moved: only that one's entries go.
+    let (class, destination) = ("voice".to_string(), "10.20.0.0/16".parse().unwrap());
+    let mark = desired.placements[&(class, destination)].mark;
+    let destination: ipnet::IpNet = destination;
+    let moved = vec![MovedFlows { mark, destination }];
+    assert_eq!(
+        conntrack_deletes(&moved, &desired.placements),
+        vec![ConntrackDelete {
+            mark,
+            v6: destination.addr().is_ipv6(),
+            destinations: Some(vec![destination]),
+        }]
+    );
 }

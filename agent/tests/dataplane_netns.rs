@@ -409,7 +409,11 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
     let lab = Lab::new();
     let mut dp = dataplane(&lab);
     let first = dp.apply(ruleset(1)).unwrap();
-    assert!(first.nft_commands > 0 && first.route_commands == 3 && first.rule_commands == 6);
+    // 3 class routes and 2 arrival-line defaults; 3 class and 2 line rules per family.
+    assert!(
+        first.nft_commands > 0 && first.route_commands == 5 && first.rule_commands == 10,
+        "{first:?}"
+    );
 
     let site = lab.site.as_str();
     let nft = sh(&[
@@ -546,6 +550,389 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
     );
 }
 
+/// Conntrack entries in the site towards `destination` (the `conntrack` CLI as an
+/// independent check of what the data plane deleted over ctnetlink).
+fn conntrack_entries(lab: &Lab, destination: &str) -> usize {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.site,
+            "conntrack",
+            "-L",
+            "-d",
+            destination,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.contains(&format!("dst={destination} ")))
+        .count()
+}
+
+#[test]
+fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    let mut two_destinations = ruleset(1);
+    let mut other = route("voice", "mpls", "inet");
+    other.destination = "10.201.0.0/24".parse().unwrap();
+    two_destinations.routes.push(other.clone());
+    dp.apply(two_destinations.clone().seal()).unwrap();
+    let socket = socket_in(&lab.site);
+    // Two voice flows: one to each destination (the second needs no listener: the
+    // conntrack entry is made on the way out; the main route only lets the socket send).
+    sh(&[
+        "ip",
+        "-n",
+        &lab.site,
+        "route",
+        "add",
+        "10.201.0.0/24",
+        "via",
+        "10.100.1.1",
+    ]);
+    lab.send(&socket, 5010, 3);
+    socket.send_to(b"voice", "10.201.0.5:5010").unwrap();
+    assert_eq!(conntrack_entries(&lab, "10.200.0.1"), 1);
+    assert_eq!(conntrack_entries(&lab, "10.201.0.5"), 1);
+    // Both are known from conntrack events: the move below needs no table walk. (The
+    // event is read by a thread, or at the latest when a move asks.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while dp.indexed_flows() < Some(2) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(dp.indexed_flows(), Some(2));
+
+    // A push that names a line the rule set does not have is refused; nothing moves.
+    let mut bad = two_destinations.clone();
+    bad.version = 2;
+    bad.routes[0] = route("voice", "satellite", "mpls");
+    let refused = dp.apply(bad.seal()).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            DataplaneError::RuleSet(RuleSetError::UnknownLine { .. })
+        ),
+        "{refused}"
+    );
+    // So is one whose hash does not match its content.
+    let mut unsealed = two_destinations.clone().seal();
+    unsealed.routes[0] = route("voice", "inet", "mpls");
+    assert!(matches!(
+        dp.apply(unsealed).unwrap_err(),
+        DataplaneError::RuleSet(RuleSetError::NotSealed { .. })
+    ));
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("10.200.0.0/24 via 10.100.1.1 dev wan0"),
+        "{table}"
+    );
+
+    // Voice to 10.200.0.0/24 moves to inet; voice to 10.201.0.0/24 stays on mpls.
+    let mut moved = two_destinations.clone();
+    moved.version = 3;
+    moved.routes[0] = route("voice", "inet", "mpls");
+    let report = dp.apply_from_controller(moved.seal()).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    assert_eq!(report.conntrack_entries_deleted, 1, "{report:?}");
+    assert_eq!(
+        conntrack_entries(&lab, "10.200.0.1"),
+        0,
+        "the moved flow is cleared"
+    );
+    assert_eq!(
+        conntrack_entries(&lab, "10.201.0.5"),
+        1,
+        "the flow whose route did not move keeps its entry"
+    );
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"),
+        "{table}"
+    );
+    assert!(
+        table.contains("10.201.0.0/24 via 10.100.1.1 dev wan0 proto 201"),
+        "{table}"
+    );
+    let after = lab.send(&socket, 5010, 10);
+    assert_eq!((after["w0"], after["w1"]), (0, 10), "{after:?}");
+
+    // Dropping a destination removes its route only.
+    let mut fewer = two_destinations;
+    fewer.version = 4;
+    fewer.routes[0] = route("voice", "inet", "mpls");
+    fewer.routes.pop();
+    let report = dp.apply(fewer.seal()).unwrap();
+    assert_eq!(report.route_commands, 1, "{report:?}");
+    let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
+    assert_eq!(
+        table.trim(),
+        "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"
+    );
+}
+
+/// A UDP socket bound to `address` in namespace `ns`.
+fn socket_bound_in(ns: &str, address: &str) -> UdpSocket {
+    let path = format!("/var/run/netns/{ns}");
+    let address = address.to_string();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(path).unwrap();
+        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        UdpSocket::bind(address).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn replies_leave_by_the_line_their_connection_arrived_on() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    // The far side (a branch) reaches the LAN host behind this site (the hub) over inet,
+    // although the class of this traffic (default) is routed over mpls here.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.far,
+        "route",
+        "add",
+        "10.1.0.2/32",
+        "via",
+        "10.100.2.2",
+    ]);
+    let branch = socket_bound_in(&lab.far, "10.200.0.1:5950");
+    let server = socket_bound_in(&lab.lan, "10.1.0.2:7000");
+    server
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    let mut buffer = [0u8; 64];
+    let before = lab.far_counts();
+    for _ in 0..5 {
+        branch.send_to(b"request", "10.1.0.2:7000").unwrap();
+        let (_, from) = server.recv_from(&mut buffer).unwrap();
+        assert_eq!(from.to_string(), "10.200.0.1:5950");
+        server.send_to(b"reply", from).unwrap();
+    }
+    branch
+        .set_read_timeout(Some(std::time::Duration::from_secs(3)))
+        .unwrap();
+    for _ in 0..5 {
+        branch.recv_from(&mut buffer).expect("the reply arrives");
+    }
+    let after = lab.far_counts();
+    let by_line = |name: &str| after[name] - before.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        (by_line("w0"), by_line("w1")),
+        (0, 5),
+        "replies leave by inet, the line the connection came in on"
+    );
+    // The conntrack mark holds the class (3) and the arrival line (inet is line 2).
+    let entries = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &lab.site,
+        "conntrack",
+        "-L",
+        "-d",
+        "10.1.0.2",
+    ]);
+    assert!(entries.contains("mark=515"), "{entries}");
+
+    // The branch fails over to mpls: the same connection now comes in over mpls, and its
+    // replies follow at once.
+    sh(&[
+        "ip",
+        "-n",
+        &lab.far,
+        "route",
+        "replace",
+        "10.1.0.2/32",
+        "via",
+        "10.100.1.2",
+    ]);
+    let before = lab.far_counts();
+    for _ in 0..5 {
+        branch.send_to(b"request", "10.1.0.2:7000").unwrap();
+        let (_, from) = server.recv_from(&mut buffer).unwrap();
+        server.send_to(b"reply", from).unwrap();
+        branch.recv_from(&mut buffer).expect("the reply arrives");
+    }
+    let after = lab.far_counts();
+    let by_line = |name: &str| after[name] - before.get(name).copied().unwrap_or(0);
+    assert_eq!(
+        (by_line("w0"), by_line("w1")),
+        (5, 0),
+        "replies follow to mpls"
+    );
+
+    // A connection this side starts, same class, still follows the class: mpls.
+    let host = socket_in(&lab.lan);
+    let own = lab.send(&host, 5950, 5);
+    assert_eq!((own["w0"], own["w1"]), (5, 0), "{own:?}");
+}
+
+#[test]
+fn an_ipv6_destination_leaves_by_its_line_with_its_traffic_class() {
+    let lab = Lab::new();
+    let (site, far) = (lab.site.as_str(), lab.far.as_str());
+    for (ns, devices) in [(site, ["wan0", "wan1"]), (far, ["w0", "w1"])] {
+        for dev in ["all", "default", devices[0], devices[1], "lo"] {
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{dev}.disable_ipv6=0"),
+            ]);
+        }
+    }
+    for (ns, dev, addr) in [
+        (site, "wan0", "fd00:1::2/64"),
+        (site, "wan1", "fd00:2::2/64"),
+        (far, "w0", "fd00:1::1/64"),
+        (far, "w1", "fd00:2::1/64"),
+        (far, "lo", "fd00:200::1/128"),
+    ] {
+        sh(&[
+            "ip", "-n", ns, "-6", "addr", "add", addr, "dev", dev, "nodad",
+        ]);
+    }
+    // The socket's own route lookup needs a path; the class table decides the line.
+    sh(&[
+        "ip",
+        "-n",
+        site,
+        "-6",
+        "route",
+        "add",
+        "fd00:200::/64",
+        "via",
+        "fd00:1::1",
+    ]);
+    nft_in(
+        far,
+        "add rule inet wsttest pre ip6 dscp ef udp dport 5000-5999 counter comment \"ef6\"\n",
+    );
+
+    let mut rules = ruleset(1);
+    rules.lines[0].gateway6 = Some("fd00:1::1".parse().unwrap());
+    rules.lines[1].gateway6 = Some("fd00:2::1".parse().unwrap());
+    let mut voice6 = route("voice", "inet", "mpls");
+    voice6.destination = "fd00:200::/64".parse().unwrap();
+    rules.routes.push(voice6);
+    let mut dp = dataplane(&lab);
+    dp.apply(rules.seal()).unwrap();
+    let table = sh(&["ip", "-n", site, "-6", "route", "show", "table", "21001"]);
+    assert!(
+        table.contains("fd00:200::/64 via fd00:2::1 dev wan1 proto 201"),
+        "{table}"
+    );
+
+    let socket = {
+        let path = format!("/var/run/netns/{site}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(path).unwrap();
+            // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
+            assert_eq!(
+                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            UdpSocket::bind("[::]:0").unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    let htb_before = lab.htb_packets("wan1", 1);
+    let before = lab.far_counts();
+    for _ in 0..20 {
+        socket
+            .send_to(b"voice over v6", "[fd00:200::1]:5010")
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let delta = loop {
+        let after = lab.far_counts();
+        let delta: BTreeMap<String, u64> = after
+            .into_iter()
+            .map(|(name, n)| {
+                let d = n - before.get(&name).copied().unwrap_or(0);
+                (name, d)
+            })
+            .collect();
+        if delta["w0"] + delta["w1"] >= 20 || std::time::Instant::now() > deadline {
+            break delta;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert_eq!(
+        (delta["w0"], delta["w1"], delta["ef6"]),
+        (0, 20, 20),
+        "voice to fd00:200::/64 leaves by inet with traffic class EF: {delta:?}"
+    );
+    assert!(
+        lab.htb_packets("wan1", 1) >= htb_before + 20,
+        "and lands in HTB 5753:1"
+    );
+}
+
+#[test]
+fn htb_rates_above_4_gbit_go_in_and_read_back_unchanged() {
+    let lab = Lab::new();
+    let mut fast = ruleset(1);
+    // 40 Gbit/s is 5e9 bytes/s: beyond the 32-bit rate field, so TCA_HTB_RATE64/CEIL64.
+    fast.lines[0].rate_bps = 40_000_000_000;
+    fast.lines[0].shares[1] = share("bulk", 36_000_000_000, 40_000_000_000);
+    let fast = fast.seal();
+    let mut dp = dataplane(&lab);
+    dp.apply(fast.clone()).unwrap();
+    let classes = sh(&["tc", "-n", &lab.site, "class", "show", "dev", "wan0"]);
+    assert!(
+        classes.contains("class htb 5753:100 root rate 40Gbit ceil 40Gbit"),
+        "{classes}"
+    );
+    assert!(
+        classes.contains("class htb 5753:2 parent 5753:100 prio 4 rate 36Gbit ceil 40Gbit"),
+        "{classes}"
+    );
+    let mut restarted = dataplane(&lab);
+    let again = restarted.apply(fast).unwrap();
+    assert_eq!(again.qdisc_commands, 0, "{again:?}");
+}
+
+#[test]
+fn a_new_default_class_rebuilds_the_htb_tree() {
+    let lab = Lab::new();
+    let mut dp = dataplane(&lab);
+    dp.apply(ruleset(1)).unwrap();
+    let mut bulk_default = ruleset(2);
+    bulk_default.default_class = "bulk".into();
+    let bulk_default = bulk_default.seal();
+    // HTB cannot change its default in place; the tree is rebuilt instead of failing.
+    dp.apply(bulk_default.clone()).unwrap();
+    for dev in ["wan0", "wan1"] {
+        let qdisc = sh(&["tc", "-n", &lab.site, "qdisc", "show", "dev", dev]);
+        assert!(
+            qdisc.contains("qdisc htb 5753: root") && qdisc.contains("default 0x2"),
+            "{qdisc}"
+        );
+        let classes = sh(&["tc", "-n", &lab.site, "class", "show", "dev", dev]);
+        assert!(
+            classes.contains("class htb 5753:1 parent 5753:100"),
+            "{classes}"
+        );
+    }
+    let again = dataplane(&lab).apply(bulk_default).unwrap();
+    assert_eq!(again.changes(), 0, "{again:?}");
+}
+
 #[test]
 fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     let lab = Lab::new();
@@ -577,7 +964,7 @@ fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     assert_ne!(lab.snapshot(), pristine);
     let report = cleanup(&lab.kernel()).unwrap();
     assert!(
-        report.nft_table && report.rules == 6 && report.routes == 3 && report.qdiscs == 2,
+        report.nft_table && report.rules == 10 && report.routes == 5 && report.qdiscs == 2,
         "{report:?}"
     );
     assert_eq!(lab.snapshot(), pristine);

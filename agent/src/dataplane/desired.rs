@@ -13,7 +13,10 @@ use super::htb::{HtbClass, Shaper};
 use super::nft::NftPlan;
 use super::routing::{Family, IpRule, RouteKey, RouteTarget};
 use super::validate::{RuleSetError, validate};
-use super::{HTB_LINE_MINOR, ROUTE_TABLE_BASE, RULE_PRIORITY_BASE};
+use super::{
+    CLASS_MARK_MASK, HTB_LINE_MINOR, LINE_MARK_MASK, LINE_MARK_SHIFT, LINE_RULE_PRIORITY_BASE,
+    LINE_TABLE_BASE, ROUTE_TABLE_BASE, RULE_PRIORITY_BASE,
+};
 
 /// The smallest HTB rate wansteer installs (a class with a 0% guarantee still needs one).
 pub const MIN_HTB_RATE_BPS: u64 = 8_000;
@@ -69,38 +72,56 @@ pub fn compile(
                 priority: RULE_PRIORITY_BASE + class.mark,
                 mark: class.mark,
                 table: class_table(class.mark),
+                mask: CLASS_MARK_MASK,
             });
         }
     }
 
     let mut routes = BTreeMap::new();
     let mut placements = BTreeMap::new();
+    // Replies pinned to their arrival line: one rule per line and family, one table per
+    // line with the line's default route (per family it has a gateway for, or both when
+    // it has none: point-to-point).
+    for (number, line) in (1u32..=255).zip(&ruleset.lines) {
+        for family in [Family::V4, Family::V6] {
+            rules.insert(IpRule {
+                family,
+                priority: LINE_RULE_PRIORITY_BASE + number,
+                mark: number << LINE_MARK_SHIFT,
+                table: LINE_TABLE_BASE + number,
+                mask: LINE_MARK_MASK,
+            });
+        }
+        let no_gateway = line.gateway.is_none() && line.gateway6.is_none();
+        if line.gateway.is_some() || no_gateway {
+            routes.insert(
+                RouteKey {
+                    table: LINE_TABLE_BASE + number,
+                    destination: "0.0.0.0/0".parse().expect("literal"),
+                },
+                RouteTarget {
+                    via: line.gateway,
+                    device: line.interface.clone(),
+                },
+            );
+        }
+        if line.gateway6.is_some() || no_gateway {
+            routes.insert(
+                RouteKey {
+                    table: LINE_TABLE_BASE + number,
+                    destination: "::/0".parse().expect("literal"),
+                },
+                RouteTarget {
+                    via: line.gateway6.map(IpAddr::V6),
+                    device: line.interface.clone(),
+                },
+            );
+        }
+    }
     for route in &ruleset.routes {
-        let class = ruleset.class(&route.class).expect("validated");
-        let line_name = effective_line(route, avoided);
-        let line = ruleset.line(line_name).expect("validated");
-        let via = match route.destination {
-            IpNet::V4(_) => line.gateway,
-            IpNet::V6(_) => line.gateway6.map(IpAddr::V6),
-        };
-        routes.insert(
-            RouteKey {
-                table: class_table(class.mark),
-                destination: route.destination.trunc(),
-            },
-            RouteTarget {
-                via,
-                device: line.interface.clone(),
-            },
-        );
-        placements.insert(
-            (route.class.clone(), route.destination.trunc()),
-            Placement {
-                mark: class.mark,
-                line: line_name.to_string(),
-                failed_over: line_name != route.primary,
-            },
-        );
+        let (key, target, placement) = compile_route(ruleset, route, avoided);
+        placements.insert((route.class.clone(), key.destination), placement);
+        routes.insert(key, target);
     }
 
     let default_mark = ruleset
@@ -163,6 +184,79 @@ pub fn compile(
         shapers,
         placements,
     })
+}
+
+/// One validated route: its table entry and where it places its class now.
+pub fn compile_route(
+    ruleset: &RuleSet,
+    route: &ClassRoute,
+    avoided: &BTreeSet<String>,
+) -> (RouteKey, RouteTarget, Placement) {
+    let class = ruleset.class(&route.class).expect("validated");
+    let line_name = effective_line(route, avoided);
+    let line = ruleset.line(line_name).expect("validated");
+    let via = match route.destination {
+        IpNet::V4(_) => line.gateway,
+        IpNet::V6(_) => line.gateway6.map(IpAddr::V6),
+    };
+    (
+        RouteKey {
+            table: class_table(class.mark),
+            destination: route.destination.trunc(),
+        },
+        RouteTarget {
+            via,
+            device: line.interface.clone(),
+        },
+        Placement {
+            mark: class.mark,
+            line: line_name.to_string(),
+            failed_over: line_name != route.primary,
+        },
+    )
+}
+
+/// How the routes of a new rule set differ from the old one's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteChanges {
+    /// Indexes into the new routes of those added or with other lines.
+    pub changed: Vec<usize>,
+    /// (class, destination) of routes that are gone.
+    pub removed: Vec<(String, IpNet)>,
+}
+
+/// The routes that differ, ignoring the `reason` texts. Rule sets list routes in a stable
+/// order, so the usual case is one pass side by side; otherwise by (class, destination).
+pub fn route_changes(old: &[ClassRoute], new: &[ClassRoute]) -> RouteChanges {
+    let same_line =
+        |a: &ClassRoute, b: &ClassRoute| a.primary == b.primary && a.backups == b.backups;
+    let same_key =
+        |a: &ClassRoute, b: &ClassRoute| a.class == b.class && a.destination == b.destination;
+    if old.len() == new.len() && old.iter().zip(new).all(|(a, b)| same_key(a, b)) {
+        return RouteChanges {
+            changed: (0..new.len())
+                .filter(|&i| !same_line(&old[i], &new[i]))
+                .collect(),
+            removed: Vec::new(),
+        };
+    }
+    let key = |route: &ClassRoute| (route.class.clone(), route.destination);
+    let old_by_key: BTreeMap<(String, IpNet), &ClassRoute> =
+        old.iter().map(|route| (key(route), route)).collect();
+    let new_keys: BTreeSet<(String, IpNet)> = new.iter().map(key).collect();
+    RouteChanges {
+        changed: (0..new.len())
+            .filter(|&i| {
+                old_by_key
+                    .get(&key(&new[i]))
+                    .is_none_or(|route| !same_line(route, &new[i]))
+            })
+            .collect(),
+        removed: old_by_key
+            .into_keys()
+            .filter(|key| !new_keys.contains(key))
+            .collect(),
+    }
 }
 
 /// HTB knows priorities 0..=7 (0 first); class priority 1 is served first.

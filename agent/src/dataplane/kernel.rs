@@ -1,4 +1,4 @@
-//! The thin I/O layer: runs `nft`, `ip`, `tc` and `conntrack` in the agent's network
+//! The thin I/O layer for nftables: runs `nft` in the agent's network
 //! namespace (or a named one, for tests and the lab) and reports their errors verbatim.
 
 use std::io::Write;
@@ -16,6 +16,8 @@ pub enum KernelError {
     },
     #[error("`{command}` failed: {stderr}")]
     Failed { command: String, stderr: String },
+    #[error(transparent)]
+    Netlink(#[from] super::netlink::NetlinkError),
     #[error("`{command}` printed JSON that does not parse: {source}")]
     Json {
         command: String,
@@ -150,122 +152,6 @@ impl Kernel {
     pub fn nft_text(&self, script: &str) -> Result<(), KernelError> {
         self.run("nft", &["-f", "-"], Some(script)).map(drop)
     }
-
-    /// `ip -j <args>`.
-    pub fn ip_json(&self, args: &[&str]) -> Result<Value, KernelError> {
-        let mut all = vec!["-j"];
-        all.extend_from_slice(args);
-        self.json("ip", &all)
-    }
-
-    /// `ip -batch -`: one process, one netlink socket, commands in order; stops at the
-    /// first failure. Lines may start with `-4 ` or `-6 ` (a batch line cannot carry the
-    /// family itself): they run as one batch per family, each in order.
-    pub fn ip_batch(&self, commands: &[String]) -> Result<(), KernelError> {
-        self.ip_batches(commands, false)
-    }
-
-    /// Like [`Kernel::ip_batch`] but every command runs even if some fail, and "already
-    /// gone" is not an error (idempotent deletes).
-    pub fn ip_batch_force(&self, commands: &[String]) -> Result<(), KernelError> {
-        self.ip_batches(commands, true)
-    }
-
-    fn ip_batches(&self, commands: &[String], force: bool) -> Result<(), KernelError> {
-        let mut by_family: Vec<(&str, String)> = Vec::new();
-        for command in commands {
-            let (family, rest) = match command.split_once(' ') {
-                Some((flag @ ("-4" | "-6"), rest)) => (flag, rest),
-                _ => ("-4", command.as_str()),
-            };
-            match by_family.iter_mut().find(|(f, _)| *f == family) {
-                Some((_, text)) => {
-                    text.push_str(rest);
-                    text.push('\n');
-                }
-                None => by_family.push((family, format!("{rest}\n"))),
-            }
-        }
-        for (family, text) in by_family {
-            let mut args = vec![family];
-            if force {
-                args.push("-force");
-            }
-            args.extend(["-batch", "-"]);
-            match self.run("ip", &args, Some(&text)) {
-                Err(KernelError::Failed { stderr, .. }) if force && only_already_gone(&stderr) => {}
-                other => {
-                    other?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    pub fn tc_json(&self, args: &[&str]) -> Result<Value, KernelError> {
-        let mut all = vec!["-j"];
-        all.extend_from_slice(args);
-        self.json("tc", &all)
-    }
-
-    pub fn tc_text(&self, args: &[&str]) -> Result<String, KernelError> {
-        self.run("tc", args, None)
-    }
-
-    pub fn tc_batch(&self, commands: &[String]) -> Result<(), KernelError> {
-        if commands.is_empty() {
-            return Ok(());
-        }
-        self.run("tc", &["-batch", "-"], Some(&(commands.join("\n") + "\n")))
-            .map(drop)
-    }
-
-    /// `tc -force -batch -`, tolerating "already gone".
-    pub fn tc_batch_force(&self, commands: &[String]) -> Result<(), KernelError> {
-        if commands.is_empty() {
-            return Ok(());
-        }
-        match self.run(
-            "tc",
-            &["-force", "-batch", "-"],
-            Some(&(commands.join("\n") + "\n")),
-        ) {
-            Err(KernelError::Failed { stderr, .. }) if only_already_gone(&stderr) => Ok(()),
-            other => other.map(drop),
-        }
-    }
-
-    /// Does a network interface of this name exist?
-    pub fn interface_exists(&self, name: &str) -> Result<bool, KernelError> {
-        match self.ip_json(&["link", "show", "dev", name]) {
-            Ok(_) => Ok(true),
-            Err(KernelError::Failed { stderr, .. }) if stderr.contains("does not exist") => {
-                Ok(false)
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// `conntrack -D <args>`; returns how many entries went. Zero matches is not an error.
-    pub fn conntrack_delete(&self, args: &[&str]) -> Result<u64, KernelError> {
-        let mut all = vec!["-D"];
-        all.extend_from_slice(args);
-        let deleted = |text: &str| {
-            text.split_whitespace()
-                .zip(text.split_whitespace().skip(1))
-                .find(|(_, next)| *next == "flow")
-                .and_then(|(count, _)| count.parse().ok())
-        };
-        let output = self.run_raw("conntrack", &all, None)?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        match deleted(&stderr) {
-            Some(count) => Ok(count),
-            None => Err(KernelError::Failed {
-                command: format!("conntrack {}", all.join(" ")),
-                stderr: stderr.trim().to_string(),
-            }),
-        }
-    }
 }
 
 /// Starts `command` from a helper thread that entered network namespace `ns`; the child
@@ -287,17 +173,4 @@ fn spawn_in_netns(ns: &str, mut command: Command) -> std::io::Result<std::proces
             .join()
             .expect("spawn helper thread does not panic")
     })
-}
-
-/// True when every error line of a forced batch says the object was already gone.
-fn only_already_gone(stderr: &str) -> bool {
-    stderr
-        .lines()
-        .filter(|line| !line.trim().is_empty() && !line.starts_with("Command failed"))
-        .all(|line| {
-            line.contains("No such file or directory")
-                || line.contains("No such process")
-                || line.contains("Cannot find")
-                || line.contains("Cannot delete qdisc with handle of zero")
-        })
 }

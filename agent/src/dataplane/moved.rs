@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 
-use super::CLASS_MARK_MASK;
 use super::desired::Placement;
 use super::routing::{RouteKey, RouteTarget};
 
@@ -18,64 +17,44 @@ pub struct MovedFlows {
     pub destination: IpNet,
 }
 
-impl MovedFlows {
-    /// Arguments of `conntrack -D` selecting exactly these entries.
-    pub fn conntrack_args(&self) -> Vec<String> {
-        let family = match self.destination {
-            IpNet::V4(_) => "ipv4",
-            IpNet::V6(_) => "ipv6",
-        };
-        vec![
-            "-f".into(),
-            family.into(),
-            "-m".into(),
-            format!("{:#x}/{:#x}", self.mark, CLASS_MARK_MASK),
-            "-d".into(),
-            self.destination.network().to_string(),
-            "--mask-dst".into(),
-            self.destination.netmask().to_string(),
-        ]
-    }
+/// One ctnetlink deletion: the conntrack entries of class `mark` in one family whose
+/// original destination lies in `destinations` (`None`: all of the class's entries, when
+/// every destination of the class moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackDelete {
+    pub mark: u32,
+    pub v6: bool,
+    pub destinations: Option<Vec<IpNet>>,
 }
 
-/// Above this many moved destinations of one class, its conntrack entries go in one call
-/// per family instead of one per destination (each call is a process and a table walk).
-pub const PER_DESTINATION_LIMIT: usize = 8;
-
-/// The `conntrack -D` argument lists for `moved`: per destination, or for the whole class
-/// in a family when all or many of its destinations moved. Flows of the class towards
-/// destinations that did not move are then reset too; they are re-created, re-classified
-/// and routed as before at their next packet.
+/// Groups `moved` into one deletion per class and family (one kernel dump each). Only
+/// entries towards destinations that moved go; flows of the class elsewhere stay.
 pub fn conntrack_deletes(
     moved: &[MovedFlows],
     placements: &BTreeMap<(String, IpNet), Placement>,
-) -> Vec<Vec<String>> {
+) -> Vec<ConntrackDelete> {
     let family = |net: &IpNet| matches!(net, IpNet::V6(_));
-    let mut groups: BTreeMap<(u32, bool), Vec<&MovedFlows>> = BTreeMap::new();
+    let mut groups: BTreeMap<(u32, bool), Vec<IpNet>> = BTreeMap::new();
     for flows in moved {
         groups
             .entry((flows.mark, family(&flows.destination)))
             .or_default()
-            .push(flows);
+            .push(flows.destination);
     }
-    let mut calls = Vec::new();
-    for ((mark, v6), flows) in groups {
-        let total = placements
-            .iter()
-            .filter(|((_, net), placement)| placement.mark == mark && family(net) == v6)
-            .count();
-        if flows.len() == total || flows.len() > PER_DESTINATION_LIMIT {
-            calls.push(vec![
-                "-f".into(),
-                if v6 { "ipv6" } else { "ipv4" }.into(),
-                "-m".into(),
-                format!("{mark:#x}/{CLASS_MARK_MASK:#x}"),
-            ]);
-        } else {
-            calls.extend(flows.iter().map(|flows| flows.conntrack_args()));
-        }
-    }
-    calls
+    groups
+        .into_iter()
+        .map(|((mark, v6), destinations)| {
+            let total = placements
+                .iter()
+                .filter(|((_, net), placement)| placement.mark == mark && family(net) == v6)
+                .count();
+            ConntrackDelete {
+                mark,
+                v6,
+                destinations: (destinations.len() < total).then_some(destinations),
+            }
+        })
+        .collect()
 }
 
 /// Which flows must move: every placement whose route in the kernel (`current`) leaves by

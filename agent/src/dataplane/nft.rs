@@ -8,15 +8,17 @@
 //! in the conntrack mark so replies follow. `postrouting` sets DSCP and `meta priority`
 //! (the HTB class) on WAN egress; priority set in prerouting would be reset by the kernel.
 //!
-//! Return direction, the one rule: replies follow the *class*, not the arrival line. The
-//! conntrack mark restores the class on every packet of the flow, both ways, so a reply
-//! leaves by whatever line its class uses towards the peer at this site now (the
-//! controller decides each direction of a site pair). Pinning replies to their arrival
-//! line (arrival line in the conntrack mark) is not implemented.
+//! Return direction: a connection that arrives over a WAN line (its packets in the
+//! original direction come in on the line's interface) has the line's number recorded in
+//! bits 8–15 of the conntrack mark, updated when they start arriving by another line;
+//! its replies get those bits in the packet mark and an ip rule ahead of the class rules
+//! sends them out by the line they came in on (as mwan3 does). Connections this side
+//! started carry no line: their replies (inbound) and their packets follow the class. Connections with a DPI verdict are the exception: the verdict rule sets the
+//! mark from the map on every packet, so their replies follow the class.
 //!
-//! Class marks use bits 0–7 of the packet mark (`fwmark <class>/0xff`); sockets that set
-//! their own mark (probes with SO_MARK) must leave those bits zero or their packets hit a
-//! class table.
+//! Class marks use bits 0–7 of the packet mark (`fwmark <class>/0xff`), arrival lines
+//! bits 8–15 (`fwmark <line << 8>/0xff00`); sockets that set their own mark (probes with
+//! SO_MARK) must leave bits 0–15 zero or their packets hit a class or line table.
 //!
 //! Every rule carries a comment ending in a fingerprint of its content. A chain whose
 //! fingerprints already match is left alone, so re-applying the same rule set changes
@@ -29,7 +31,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use wansteer_wire::ruleset::{ClassSpec, RuleSet, StaticMatch};
 
-use super::{CLASS_MARK_MASK, HTB_MAJOR, NFT_TABLE};
+use super::{CLASS_MARK_MASK, HTB_MAJOR, LINE_MARK_MASK, LINE_MARK_SHIFT, NFT_TABLE};
 
 /// Chain priority `mangle`.
 const PRIORITY_MANGLE: i64 = -150;
@@ -164,11 +166,22 @@ impl NftPlan {
                 ],
             ));
         }
+        // Replies carry the arrival line too (it routes them back by that line); packets
+        // in the original direction carry only the class.
+        classify.push(RulePlan::new(
+            "restore class and arrival line on replies",
+            vec![
+                eq(json!({"ct": {"key": "direction"}}), json!("reply")),
+                ne(class_bits(json!({"ct": {"key": "mark"}})), json!(0)),
+                json!({"mangle": {"key": meta("mark"), "value": {"ct": {"key": "mark"}}}}),
+                json!({"return": null}),
+            ],
+        ));
         classify.push(RulePlan::new(
             "restore class from conntrack",
             vec![
                 ne(class_bits(json!({"ct": {"key": "mark"}})), json!(0)),
-                json!({"mangle": {"key": meta("mark"), "value": {"ct": {"key": "mark"}}}}),
+                json!({"mangle": {"key": meta("mark"), "value": class_bits(json!({"ct": {"key": "mark"}}))}}),
                 json!({"return": null}),
             ],
         ));
@@ -232,6 +245,21 @@ impl NftPlan {
 
         let jump =
             |label: &str| RulePlan::new(label, vec![json!({"jump": {"target": "classify"}})]);
+        let mut prerouting = vec![jump("classify forwarded")];
+        // After classify (which saves the class into the conntrack mark): a connection
+        // whose packets come in over line `n` records `n` beside its class. Every packet
+        // in the original direction rewrites it, so when the far end fails over to another
+        // line the replies follow at once (the kernel writes the mark only if it changes).
+        for (number, line) in (1u32..=255).zip(&ruleset.lines) {
+            prerouting.push(RulePlan::new(
+                &format!("line {} arrival", line.name),
+                vec![
+                    eq(meta("iifname"), json!(line.interface)),
+                    eq(json!({"ct": {"key": "direction"}}), json!("original")),
+                    json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"&": [{"ct": {"key": "mark"}}, !LINE_MARK_MASK]}, number << LINE_MARK_SHIFT]}}}),
+                ],
+            ));
+        }
         let chains = vec![
             ChainPlan {
                 name: "classify".into(),
@@ -245,7 +273,7 @@ impl NftPlan {
                     hook: "prerouting".into(),
                     priority: PRIORITY_MANGLE,
                 }),
-                rules: vec![jump("classify forwarded")],
+                rules: prerouting,
             },
             ChainPlan {
                 name: "output".into(),

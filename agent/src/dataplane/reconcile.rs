@@ -4,23 +4,32 @@
 //! then new and moved routes, then rules, then stale rules and routes, then conntrack
 //! entries of flows that changed line.
 //!
-//! Local failover takes a faster road: it recompiles with the dead line avoided and
-//! replaces only the routes that differ from what this process last installed.
+//! A new rule set that differs from the one in force only in some routes (the
+//! controller's usual push: a class moves line for some destinations) takes the
+//! incremental road: only those routes are validated, compiled and replaced over
+//! rtnetlink, and only their flows are cleared over ctnetlink; nothing else is read or
+//! diffed. Local failover recompiles with the dead line avoided and replaces only the
+//! routes that differ from what this process last installed.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use wansteer_wire::ruleset::RuleSet;
 
-use super::desired::{DesiredState, compile};
+use super::conntrack::{ConntrackSocket, FlowIndex};
+use super::desired::{DesiredState, RouteChanges, compile, compile_route, route_changes};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
+use super::htb::TcCommand;
 use super::kernel::{Kernel, KernelError};
 use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
-use super::netlink::RouteSocket;
+use super::netlink::{NetlinkError, RouteSocket, route_message, rule_message, tc_request};
 use super::nft::{FlowKey, NftListing};
-use super::routing::{self, Family, IpRule, RouteKey, RouteTarget};
+use super::routing::{self, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
-use super::{NFT_TABLE, htb, nft};
+use super::validate::validate_route;
+use super::{CLASS_MARK_MASK, HTB_MAJOR, NFT_TABLE, htb, nft};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use rtnetlink::packet_route::RouteNetlinkMessage;
 
 /// Why applying failed. A refused rule set changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +40,8 @@ pub enum DataplaneError {
     Kernel(#[from] KernelError),
     #[error("route change over netlink failed: {0}")]
     Netlink(String),
+    #[error("clearing moved flows over ctnetlink failed: {0}")]
+    Conntrack(String),
     #[error("no rule set applied yet")]
     NoRuleSet,
     #[error("unknown class `{0}`")]
@@ -57,6 +68,10 @@ pub struct OnBackup {
     pub class: String,
     pub destination: ipnet::IpNet,
     pub line: String,
+}
+
+fn conntrack_failed(error: NetlinkError) -> DataplaneError {
+    DataplaneError::Conntrack(error.to_string())
 }
 
 fn on_backup(desired: &DesiredState) -> Vec<OnBackup> {
@@ -99,44 +114,54 @@ pub struct KernelState {
     pub rules: BTreeSet<IpRule>,
     pub routes: BTreeMap<RouteKey, RouteTarget>,
     pub shapers: BTreeMap<String, htb::ListedShaper>,
+    /// Interface indexes by name.
+    pub interfaces: BTreeMap<String, u32>,
 }
 
 impl KernelState {
-    /// Reads everything wansteer owns; `devices` are also read when not (yet) ours.
-    pub fn read(kernel: &Kernel, devices: &BTreeSet<String>) -> Result<Self, KernelError> {
+    /// Reads everything wansteer owns (nft through `nft -j list`, the rest as rtnetlink
+    /// dumps); `devices` are also listed when not (yet) ours.
+    pub fn read(
+        kernel: &Kernel,
+        socket: &mut RouteSocket,
+        devices: &BTreeSet<String>,
+    ) -> Result<Self, KernelError> {
         let nft = kernel
             .nft_list_table(NFT_TABLE)?
             .map(|listing| NftListing::parse(&listing));
-        let mut rules = BTreeSet::new();
-        let mut routes = BTreeMap::new();
-        for family in [Family::V4, Family::V6] {
-            rules.extend(routing::parse_rules(
-                family,
-                &kernel.ip_json(&[family.flag(), "rule", "show"])?,
-            ));
-            let protocol = super::ROUTE_PROTOCOL.to_string();
-            routes.extend(routing::parse_routes(
-                family,
-                &kernel.ip_json(&[
-                    family.flag(),
-                    "route",
-                    "show",
-                    "table",
-                    "all",
-                    "proto",
-                    &protocol,
-                ])?,
-            ));
+        let interfaces = socket.links()?;
+        let names: BTreeMap<u32, String> = interfaces
+            .iter()
+            .map(|(name, index)| (*index, name.clone()))
+            .collect();
+        let rules = socket.rules()?;
+        let routes = socket.routes(&names)?;
+        let root = u32::from(HTB_MAJOR) << 16;
+        let mut roots = BTreeMap::new();
+        for qdisc in socket.qdiscs()? {
+            if qdisc.kind == "htb"
+                && qdisc.handle == root
+                && qdisc.parent == u32::MAX
+                && let Some(name) = names.get(&qdisc.index)
+            {
+                let default = htb::parse_qdisc_options(&qdisc.options).unwrap_or(0);
+                roots.insert(name.clone(), (qdisc.index, default));
+            }
         }
-        let roots = htb::owned_roots(&kernel.tc_json(&["qdisc", "show"])?);
         let mut shapers = BTreeMap::new();
         for device in roots.keys().chain(devices.iter()) {
             let listed = match roots.get(device) {
-                Some(default) => htb::ListedShaper {
+                Some((index, default)) => htb::ListedShaper {
                     root_default: Some(*default),
-                    classes: htb::parse_classes(
-                        &kernel.tc_text(&["class", "show", "dev", device])?,
-                    ),
+                    classes: socket
+                        .classes(*index)?
+                        .into_iter()
+                        .filter(|class| class.kind == "htb" && class.handle >> 16 == root >> 16)
+                        .filter_map(|class| {
+                            let listed = htb::parse_class_options(&class.options, class.parent)?;
+                            Some((class.handle as u16, listed))
+                        })
+                        .collect(),
                 },
                 None => htb::ListedShaper::default(),
             };
@@ -147,8 +172,59 @@ impl KernelState {
             rules,
             routes,
             shapers,
+            interfaces,
         })
     }
+}
+
+/// Sends HTB changes over `socket` in their order; deletes tolerate what is already gone.
+fn apply_tc(
+    socket: &mut RouteSocket,
+    commands: &[TcCommand],
+    interfaces: &BTreeMap<String, u32>,
+) -> Result<(), KernelError> {
+    let mut run = Vec::new();
+    let mut run_deletes = false;
+    for command in commands {
+        let index = *interfaces
+            .get(command.device())
+            .ok_or_else(|| NetlinkError::UnknownInterface(command.device().to_string()))?;
+        if command.is_delete() != run_deletes && !run.is_empty() {
+            socket.execute(&std::mem::take(&mut run), run_deletes)?;
+        }
+        run_deletes = command.is_delete();
+        run.push(tc_request(command, index));
+    }
+    socket.execute(&run, run_deletes)?;
+    Ok(())
+}
+
+fn rule_requests<'a>(
+    rules: impl IntoIterator<Item = &'a IpRule>,
+    add: bool,
+) -> Vec<(RouteNetlinkMessage, u16)> {
+    rules
+        .into_iter()
+        .map(|rule| {
+            let message = rule_message(rule);
+            if add {
+                (
+                    RouteNetlinkMessage::NewRule(message),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                )
+            } else {
+                (RouteNetlinkMessage::DelRule(message), 0)
+            }
+        })
+        .collect()
+}
+
+fn route_deletes<'a>(
+    keys: impl IntoIterator<Item = &'a RouteKey>,
+) -> Vec<(RouteNetlinkMessage, u16)> {
+    keys.into_iter()
+        .map(|key| (RouteNetlinkMessage::DelRoute(route_message(key, None)), 0))
+        .collect()
 }
 
 /// The agent's data plane: one owner of all kernel changes.
@@ -159,9 +235,15 @@ pub struct Dataplane {
     ruleset: Option<RuleSet>,
     /// Routes as this process last installed them (the failover fast path diffs these).
     routes: BTreeMap<RouteKey, RouteTarget>,
-    /// The last state applied in full; a new rule set that differs from it only in routes
-    /// takes the route-only fast path.
+    /// The state compiled from `ruleset` with `applied_avoided` lines avoided; a new rule
+    /// set that differs from it only in routes takes a fast path.
     applied: Option<DesiredState>,
+    applied_avoided: BTreeSet<String>,
+    /// ctnetlink for moved flows (opened on first use).
+    conntrack_socket: Option<ConntrackSocket>,
+    /// The conntrack entries that carry a class, from events (started by the first full
+    /// apply); without it moved flows are found by a dump.
+    flow_index: Option<FlowIndex>,
     /// rtnetlink for the fast path (opened on first use; `ip -batch` if it cannot be).
     route_socket: Option<RouteSocket>,
     /// Interface indexes by name, for netlink route messages.
@@ -176,6 +258,9 @@ impl Dataplane {
             ruleset: None,
             routes: BTreeMap::new(),
             applied: None,
+            applied_avoided: BTreeSet::new(),
+            conntrack_socket: None,
+            flow_index: None,
             route_socket: None,
             interfaces: BTreeMap::new(),
         }
@@ -190,22 +275,37 @@ impl Dataplane {
         self.ruleset.as_ref()
     }
 
+    /// How many classed conntrack entries the event-fed index holds; `None` while it
+    /// is being filled (in the background after the first full apply) or when there is
+    /// none (moves then find their flows by a dump).
+    pub fn indexed_flows(&self) -> Option<usize> {
+        self.flow_index.as_ref().and_then(FlowIndex::ready_len)
+    }
+
     /// Lines currently routed around.
     pub fn avoided_lines(&self) -> &BTreeSet<String> {
         self.failover.avoided()
     }
 
     /// Compiles and checks a rule set against this host without changing anything.
-    pub fn check(&self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
+    pub fn check(&mut self, ruleset: &RuleSet) -> Result<DesiredState, DataplaneError> {
         let desired = compile(ruleset, self.failover.avoided())?;
         // Interfaces already in force were checked when they came in; a vanished one
         // shows up as a failing route replace.
         let known = self.ruleset.as_ref().map(|current| &current.lines);
-        for line in &ruleset.lines {
-            if known.is_some_and(|lines| lines.iter().any(|l| l.interface == line.interface)) {
-                continue;
-            }
-            if !self.kernel.interface_exists(&line.interface)? {
+        let unknown: Vec<_> = ruleset
+            .lines
+            .iter()
+            .filter(|line| {
+                known.is_none_or(|lines| lines.iter().all(|l| l.interface != line.interface))
+            })
+            .collect();
+        if unknown.is_empty() {
+            return Ok(desired);
+        }
+        self.interfaces = self.socket()?.links().map_err(KernelError::from)?;
+        for line in unknown {
+            if !self.interfaces.contains_key(&line.interface) {
                 return Err(RuleSetError::MissingInterface {
                     line: line.name.clone(),
                     interface: line.interface.clone(),
@@ -223,6 +323,9 @@ impl Dataplane {
     /// diffed, against what it installed (a class move costs one `ip -batch`); anything
     /// else, and the first apply after a start, reads the kernel and reconciles in full.
     pub fn apply(&mut self, ruleset: RuleSet) -> Result<ApplyReport, DataplaneError> {
+        if let Some(changes) = self.route_delta(&ruleset)? {
+            return self.apply_delta(ruleset, changes);
+        }
         let desired = self.check(&ruleset)?;
         let routes_only = self.applied.as_ref().is_some_and(|applied| {
             applied.nft == desired.nft
@@ -237,7 +340,122 @@ impl Dataplane {
         self.ruleset = Some(ruleset);
         self.routes = desired.routes.clone();
         self.applied = Some(desired);
+        self.applied_avoided = self.failover.avoided().clone();
         Ok(report)
+    }
+
+    /// When `ruleset` differs from the one in force only in routes (and the lines avoided
+    /// are the same as when it was compiled): which routes, checked. `None` means the
+    /// full road. Changes nothing.
+    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteChanges>, DataplaneError> {
+        let (Some(current), Some(_)) = (&self.ruleset, &self.applied) else {
+            return Ok(None);
+        };
+        if *self.failover.avoided() != self.applied_avoided
+            || current.site != ruleset.site
+            || current.default_class != ruleset.default_class
+            || current.classes != ruleset.classes
+            || current.lines != ruleset.lines
+        {
+            return Ok(None);
+        }
+        if !ruleset.is_sealed() {
+            return Err(RuleSetError::NotSealed {
+                site: ruleset.site.clone(),
+                version: ruleset.version,
+            }
+            .into());
+        }
+        let changes = route_changes(&current.routes, &ruleset.routes);
+        for &index in &changes.changed {
+            validate_route(ruleset, &ruleset.routes[index])?;
+        }
+        Ok(Some(changes))
+    }
+
+    /// Installs only the routes in `changes` (rtnetlink), removes the gone ones and
+    /// clears the flows that changed line (ctnetlink).
+    fn apply_delta(
+        &mut self,
+        ruleset: RuleSet,
+        changes: RouteChanges,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let mut applied = self.applied.take().ok_or(DataplaneError::NoRuleSet)?;
+        let result = self.install_delta(&ruleset, &changes, &mut applied);
+        self.applied = Some(applied);
+        let report = result?;
+        self.ruleset = Some(ruleset);
+        Ok(report)
+    }
+
+    fn install_delta(
+        &mut self,
+        ruleset: &RuleSet,
+        changes: &RouteChanges,
+        applied: &mut DesiredState,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let avoided = self.applied_avoided.clone();
+        let mut upserts = Vec::new();
+        for &index in &changes.changed {
+            let route = &ruleset.routes[index];
+            let (key, target, placement) = compile_route(ruleset, route, &avoided);
+            upserts.push((route.class.clone(), key, target, placement));
+        }
+        let mut deleted_keys = Vec::new();
+        for (class, destination) in &changes.removed {
+            let destination = destination.trunc();
+            if let Some(placement) = applied.placements.get(&(class.clone(), destination)) {
+                deleted_keys.push(RouteKey {
+                    table: super::desired::class_table(placement.mark),
+                    destination,
+                });
+            }
+        }
+        let replace: Vec<(&RouteKey, &RouteTarget)> = upserts
+            .iter()
+            .filter(|(_, key, target, _)| self.routes.get(key) != Some(target))
+            .map(|(_, key, target, _)| (key, target))
+            .collect();
+        let replaced = replace.len();
+        if !replace.is_empty() {
+            self.replace_routes(&replace)?;
+        }
+        let deletes = route_deletes(&deleted_keys);
+        self.socket()?
+            .execute(&deletes, true)
+            .map_err(KernelError::from)?;
+
+        let mut flows_moved = Vec::new();
+        for (class, key, target, placement) in upserts {
+            if let Some(old) = self.routes.get(&key)
+                && old.device != target.device
+            {
+                flows_moved.push(MovedFlows {
+                    mark: placement.mark,
+                    destination: key.destination,
+                });
+            }
+            applied.routes.insert(key.clone(), target.clone());
+            self.routes.insert(key.clone(), target);
+            applied
+                .placements
+                .insert((class, key.destination), placement);
+        }
+        for ((class, destination), key) in changes.removed.iter().zip(&deleted_keys) {
+            applied.routes.remove(key);
+            self.routes.remove(key);
+            applied
+                .placements
+                .remove(&(class.clone(), destination.trunc()));
+        }
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved, &applied.placements)?;
+        Ok(ApplyReport {
+            route_commands: replaced + deletes.len(),
+            flows_moved,
+            conntrack_entries_deleted,
+            on_backup: on_backup(applied),
+            ..ApplyReport::default()
+        })
     }
 
     /// Reads the kernel and repairs any drift from the rule set in force.
@@ -253,15 +471,25 @@ impl Dataplane {
         &mut self,
         ruleset: RuleSet,
     ) -> Result<ApplyReport, DataplaneError> {
-        let desired = self.check(&ruleset)?;
-        drop(desired);
+        let before = self.failover.avoided().clone();
+        let delta = self.route_delta(&ruleset)?;
+        if delta.is_none() {
+            self.check(&ruleset)?;
+        }
         self.failover.on_controller_rules();
-        self.apply(ruleset)
+        match delta {
+            Some(changes) if *self.failover.avoided() == before => {
+                self.apply_delta(ruleset, changes)
+            }
+            _ => self.apply(ruleset),
+        }
     }
 
-    fn reconcile(&self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+    fn reconcile(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let devices: BTreeSet<String> = desired.shapers.keys().cloned().collect();
-        let current = KernelState::read(&self.kernel, &devices)?;
+        let kernel = self.kernel.clone();
+        let current = KernelState::read(&kernel, self.socket()?, &devices)?;
+        self.interfaces = current.interfaces.clone();
         let mut report = ApplyReport::default();
 
         let nft_commands = nft::diff(&desired.nft, current.nft.as_ref());
@@ -271,19 +499,19 @@ impl Dataplane {
         }
 
         let mut tc_commands = Vec::new();
-        let mut tc_deletes = Vec::new();
         for (device, listed) in &current.shapers {
             match desired.shapers.get(device) {
                 Some(shaper) => tc_commands.extend(htb::diff(device, shaper, listed)),
-                None if listed.root_default.is_some() => tc_deletes.push(htb::delete_root(device)),
+                None if listed.root_default.is_some() => tc_commands.push(htb::delete_root(device)),
                 None => {}
             }
         }
-        report.qdisc_commands = tc_commands.len() + tc_deletes.len();
-        self.kernel.tc_batch(&tc_commands)?;
-        self.kernel.tc_batch_force(&tc_deletes)?;
+        report.qdisc_commands = tc_commands.len();
+        let interfaces = current.interfaces.clone();
+        let socket = self.socket()?;
+        apply_tc(socket, &tc_commands, &interfaces)?;
 
-        let changes = routing::diff(
+        let changes = routing::diff_entries(
             &desired.rules,
             &desired.routes,
             &current.rules,
@@ -291,58 +519,105 @@ impl Dataplane {
         );
         report.rule_commands = changes.rule_adds.len() + changes.rule_deletes.len();
         report.route_commands = changes.upserts.len() + changes.route_deletes.len();
-        let additions: Vec<String> = changes
-            .upserts
-            .iter()
-            .chain(&changes.rule_adds)
-            .cloned()
-            .collect();
-        self.kernel.ip_batch(&additions)?;
-        let removals: Vec<String> = changes
-            .rule_deletes
-            .iter()
-            .chain(&changes.route_deletes)
-            .cloned()
-            .collect();
-        self.kernel.ip_batch_force(&removals)?;
+        // New routes before the rules that use them; old ones after.
+        socket
+            .replace_routes(&changes.upserts, &interfaces)
+            .map_err(KernelError::from)?;
+        socket
+            .execute(&rule_requests(changes.rule_adds, true), false)
+            .map_err(KernelError::from)?;
+        let mut removals = rule_requests(changes.rule_deletes, false);
+        removals.extend(route_deletes(changes.route_deletes));
+        socket.execute(&removals, true).map_err(KernelError::from)?;
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
-        report.conntrack_entries_deleted = self.delete_flows(&report.flows_moved, desired)?;
+        report.conntrack_entries_deleted =
+            self.delete_flows(&report.flows_moved, &desired.placements)?;
         report.on_backup = on_backup(desired);
+        self.start_flow_index();
         Ok(report)
     }
 
+    /// Clears the conntrack entries of moved flows over ctnetlink (one kernel dump per
+    /// class and family, then deletes of the entries towards the moved destinations).
     fn delete_flows(
-        &self,
+        &mut self,
         moved: &[MovedFlows],
-        desired: &DesiredState,
-    ) -> Result<u64, KernelError> {
+        placements: &BTreeMap<(String, ipnet::IpNet), super::desired::Placement>,
+    ) -> Result<u64, DataplaneError> {
+        let deletes = conntrack_deletes(moved, placements);
+        if deletes.is_empty() {
+            return Ok(0);
+        }
+        self.conntrack().map_err(conntrack_failed)?;
+        let conntrack_socket = self.conntrack_socket.as_mut().expect("opened above");
         let mut deleted = 0;
-        for args in conntrack_deletes(moved, &desired.placements) {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            deleted += self.kernel.conntrack_delete(&args)?;
+        for delete in deletes {
+            let destinations = delete.destinations.as_deref();
+            let entries = match &self.flow_index {
+                Some(index) => index.take(conntrack_socket, delete.mark, delete.v6, destinations),
+                None => conntrack_socket
+                    .dump_by_mark(delete.v6, delete.mark, CLASS_MARK_MASK)
+                    .map(|all| {
+                        all.into_iter()
+                            .filter(|entry| {
+                                destinations.is_none_or(|nets| {
+                                    nets.iter().any(|net| net.contains(&entry.destination))
+                                })
+                            })
+                            .collect()
+                    }),
+            }
+            .map_err(conntrack_failed)?;
+            deleted += conntrack_socket
+                .delete(&entries)
+                .map_err(conntrack_failed)?;
         }
         Ok(deleted)
+    }
+
+    fn conntrack(&mut self) -> Result<&mut ConntrackSocket, NetlinkError> {
+        if self.conntrack_socket.is_none() {
+            self.conntrack_socket = Some(ConntrackSocket::open(self.kernel.netns())?);
+        }
+        Ok(self.conntrack_socket.as_mut().expect("opened above"))
+    }
+
+    /// Starts following conntrack events (once; the index fills itself in the
+    /// background), so that a later move finds its flows without walking the table.
+    fn start_flow_index(&mut self) {
+        if self.flow_index.is_none() {
+            match FlowIndex::start(self.kernel.netns(), CLASS_MARK_MASK) {
+                Ok(index) => self.flow_index = Some(index),
+                Err(error) => tracing::warn!("no conntrack events, moves will dump: {error}"),
+            }
+        }
     }
 
     /// Replaces only the routes that differ from what was last installed, then moves the
     /// affected flows.
     fn install_routes(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
-        let (upserts, deletes) = routing::diff_routes(&desired.routes, &self.routes);
         let changed: Vec<(&RouteKey, &RouteTarget)> = desired
             .routes
             .iter()
             .filter(|(key, target)| self.routes.get(key) != Some(target))
             .collect();
+        let upserts = changed.len();
         if !changed.is_empty() {
-            self.replace_routes(&changed, &upserts)?;
+            self.replace_routes(&changed)?;
         }
-        self.kernel.ip_batch_force(&deletes)?;
+        let deletes = route_deletes(
+            self.routes
+                .keys()
+                .filter(|key| !desired.routes.contains_key(key)),
+        );
+        let socket = self.socket()?;
+        socket.execute(&deletes, true).map_err(KernelError::from)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
         self.routes = desired.routes.clone();
-        let conntrack_entries_deleted = self.delete_flows(&flows_moved, desired)?;
+        let conntrack_entries_deleted = self.delete_flows(&flows_moved, &desired.placements)?;
         Ok(ApplyReport {
-            route_commands: upserts.len() + deletes.len(),
+            route_commands: upserts + deletes.len(),
             flows_moved,
             conntrack_entries_deleted,
             on_backup: on_backup(desired),
@@ -350,38 +625,39 @@ impl Dataplane {
         })
     }
 
-    /// Route replaces over rtnetlink when the socket and the interface indexes are there,
-    /// else the same replaces through `ip -batch`.
+    /// The rtnetlink socket, opened on first use in the dataplane's namespace.
+    fn socket(&mut self) -> Result<&mut RouteSocket, KernelError> {
+        if self.route_socket.is_none() {
+            self.route_socket = Some(RouteSocket::open(self.kernel.netns())?);
+        }
+        Ok(self.route_socket.as_mut().expect("opened above"))
+    }
+
+    /// Route replaces over rtnetlink (interface indexes refreshed when one is unknown).
     fn replace_routes(
         &mut self,
         changed: &[(&RouteKey, &RouteTarget)],
-        commands: &[String],
     ) -> Result<(), DataplaneError> {
         if changed
             .iter()
             .any(|(_, target)| !self.interfaces.contains_key(&target.device))
         {
-            self.interfaces = interface_indexes(&self.kernel)?;
+            self.interfaces = self.socket()?.links().map_err(KernelError::from)?;
         }
-        if self.route_socket.is_none() {
-            match RouteSocket::open(self.kernel.netns()) {
-                Ok(socket) => self.route_socket = Some(socket),
-                Err(error) => tracing::warn!("rtnetlink unavailable, using ip: {error}"),
-            }
-        }
-        match &mut self.route_socket {
-            Some(socket) => socket
-                .replace_routes(changed, &self.interfaces)
-                .map_err(|error| DataplaneError::Netlink(error.to_string())),
-            None => Ok(self.kernel.ip_batch(commands)?),
-        }
+        let interfaces = std::mem::take(&mut self.interfaces);
+        let result = self.socket()?.replace_routes(changed, &interfaces);
+        self.interfaces = interfaces;
+        result.map_err(|error| DataplaneError::Netlink(error.to_string()))
     }
 
     /// Recompiles with the current avoided lines and moves the routes that change.
     fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
         let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
         let desired = compile(ruleset, self.failover.avoided())?;
-        self.install_routes(&desired)
+        let report = self.install_routes(&desired)?;
+        self.applied = Some(desired);
+        self.applied_avoided = self.failover.avoided().clone();
+        Ok(report)
     }
 
     /// A line's health changed. Down: every route on it moves to its first healthy backup
@@ -429,26 +705,11 @@ impl Dataplane {
     }
 }
 
-/// Interface indexes by name (`ip -j link show`).
-fn interface_indexes(kernel: &Kernel) -> Result<BTreeMap<String, u32>, KernelError> {
-    let links = kernel.ip_json(&["link", "show"])?;
-    Ok(links
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|link| {
-            Some((
-                link.get("ifname")?.as_str()?.to_string(),
-                u32::try_from(link.get("ifindex")?.as_u64()?).ok()?,
-            ))
-        })
-        .collect())
-}
-
 /// Removes everything wansteer owns (nft table, tagged rules and routes, its root HTB
 /// qdiscs) and nothing else. Safe to run twice.
 pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
-    let current = KernelState::read(kernel, &BTreeSet::new())?;
+    let mut socket = RouteSocket::open(kernel.netns())?;
+    let current = KernelState::read(kernel, &mut socket, &BTreeSet::new())?;
     let mut report = CleanupReport::default();
     if current.nft.is_some() {
         match kernel.nft_apply(&nft::delete_table()) {
@@ -457,19 +718,17 @@ pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
             Err(error) => return Err(error),
         }
     }
-    let rules: Vec<String> = current.rules.iter().map(routing::delete_rule).collect();
-    let routes: Vec<String> = current.routes.keys().map(routing::delete_route).collect();
-    report.rules = rules.len();
-    report.routes = routes.len();
-    kernel.ip_batch_force(&rules)?;
-    kernel.ip_batch_force(&routes)?;
-    let qdiscs: Vec<String> = current
+    report.rules = current.rules.len();
+    report.routes = current.routes.len();
+    socket.execute(&rule_requests(&current.rules, false), true)?;
+    socket.execute(&route_deletes(current.routes.keys()), true)?;
+    let qdiscs: Vec<TcCommand> = current
         .shapers
         .iter()
         .filter(|(_, listed)| listed.root_default.is_some())
         .map(|(device, _)| htb::delete_root(device))
         .collect();
     report.qdiscs = qdiscs.len();
-    kernel.tc_batch_force(&qdiscs)?;
+    apply_tc(&mut socket, &qdiscs, &current.interfaces)?;
     Ok(report)
 }

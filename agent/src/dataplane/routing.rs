@@ -38,20 +38,22 @@ impl Family {
     }
 }
 
-/// `ip rule add priority P fwmark M/0xff table T protocol 201`.
+/// `ip rule add priority P fwmark M/MASK table T protocol 201`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IpRule {
     pub family: Family,
     pub priority: u32,
     pub mark: u32,
     pub table: u32,
+    /// [`CLASS_MARK_MASK`] for class rules, `LINE_MARK_MASK` for arrival-line rules.
+    pub mask: u32,
 }
 
 impl IpRule {
     fn spec(&self) -> String {
         format!(
             "priority {} fwmark {:#x}/{:#x} table {} protocol {}",
-            self.priority, self.mark, CLASS_MARK_MASK, self.table, ROUTE_PROTOCOL
+            self.priority, self.mark, self.mask, self.table, ROUTE_PROTOCOL
         )
     }
 }
@@ -143,6 +145,10 @@ pub fn parse_rules(family: Family, listing: &Value) -> BTreeSet<IpRule> {
             priority,
             mark,
             table,
+            mask: entry
+                .get("fwmask")
+                .and_then(number)
+                .unwrap_or(CLASS_MARK_MASK),
         });
     }
     rules
@@ -233,6 +239,36 @@ pub fn diff_routes(
         .map(delete_route)
         .collect();
     (upserts, deletes)
+}
+
+/// What differs between the desired and the listed rules and routes, as entries (the
+/// netlink path sends these).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RoutingDiff<'a> {
+    pub upserts: Vec<(&'a RouteKey, &'a RouteTarget)>,
+    pub rule_adds: Vec<&'a IpRule>,
+    pub rule_deletes: Vec<&'a IpRule>,
+    pub route_deletes: Vec<&'a RouteKey>,
+}
+
+pub fn diff_entries<'a>(
+    desired_rules: &'a BTreeSet<IpRule>,
+    desired_routes: &'a BTreeMap<RouteKey, RouteTarget>,
+    current_rules: &'a BTreeSet<IpRule>,
+    current_routes: &'a BTreeMap<RouteKey, RouteTarget>,
+) -> RoutingDiff<'a> {
+    RoutingDiff {
+        upserts: desired_routes
+            .iter()
+            .filter(|(key, target)| current_routes.get(key) != Some(target))
+            .collect(),
+        rule_adds: desired_rules.difference(current_rules).collect(),
+        rule_deletes: current_rules.difference(desired_rules).collect(),
+        route_deletes: current_routes
+            .keys()
+            .filter(|key| !desired_routes.contains_key(key))
+            .collect(),
+    }
 }
 
 /// Everything that differs between the desired and the listed rules and routes.

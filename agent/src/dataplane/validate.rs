@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use wansteer_wire::ruleset::RuleSet;
+use wansteer_wire::ruleset::{ClassRoute, RuleSet};
 
 use super::CLASS_MARK_MASK;
 
@@ -155,35 +155,42 @@ pub fn validate(ruleset: &RuleSet) -> Result<(), RuleSetError> {
         }
     }
     for route in &ruleset.routes {
-        let what = format!("the route of `{}` to {}", route.class, route.destination);
-        if ruleset.class(&route.class).is_none() {
-            return Err(RuleSetError::UnknownClass {
+        validate_route(ruleset, route)?;
+    }
+    Ok(())
+}
+
+/// Checks one route against the rule set's classes and lines (the incremental path checks
+/// only the routes that changed).
+pub fn validate_route(ruleset: &RuleSet, route: &ClassRoute) -> Result<(), RuleSetError> {
+    let what = format!("the route of `{}` to {}", route.class, route.destination);
+    if ruleset.class(&route.class).is_none() {
+        return Err(RuleSetError::UnknownClass {
+            what,
+            class: route.class.clone(),
+        });
+    }
+    for name in std::iter::once(&route.primary).chain(&route.backups) {
+        let Some(line) = ruleset.line(name) else {
+            return Err(RuleSetError::UnknownLine {
                 what,
-                class: route.class.clone(),
+                line: name.clone(),
             });
-        }
-        for name in std::iter::once(&route.primary).chain(&route.backups) {
-            let Some(line) = ruleset.line(name) else {
-                return Err(RuleSetError::UnknownLine {
-                    what,
-                    line: name.clone(),
-                });
-            };
-            // A line with no gateway at all is point-to-point and carries both families;
-            // a line with a gateway of one family only cannot route the other.
-            let v6 = matches!(route.destination, ipnet::IpNet::V6(_));
-            let (same, other) = if v6 {
-                (line.gateway6.is_some(), line.gateway.is_some())
-            } else {
-                (line.gateway.is_some(), line.gateway6.is_some())
-            };
-            if !same && other {
-                return Err(RuleSetError::NoGatewayForFamily {
-                    what,
-                    line: name.clone(),
-                    family: if v6 { 6 } else { 4 },
-                });
-            }
+        };
+        // A line with no gateway at all is point-to-point and carries both families;
+        // a line with a gateway of one family only cannot route the other.
+        let v6 = matches!(route.destination, ipnet::IpNet::V6(_));
+        let (same, other) = if v6 {
+            (line.gateway6.is_some(), line.gateway.is_some())
+        } else {
+            (line.gateway.is_some(), line.gateway6.is_some())
+        };
+        if !same && other {
+            return Err(RuleSetError::NoGatewayForFamily {
+                what,
+                line: name.clone(),
+                family: if v6 { 6 } else { 4 },
+            });
         }
     }
     Ok(())
