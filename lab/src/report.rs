@@ -53,6 +53,98 @@ pub struct Report {
     pub bulk: BTreeMap<String, f64>,
     /// Each line's emulator counters at the end: the ground truth.
     pub lines: Vec<LineStatus>,
+    /// How wansteer ran: controller, standalone, or off (the baseline).
+    pub mode: crate::steer::Mode,
+    /// What wansteer did: agent events with placements, rule sets, policy answers.
+    pub steering: crate::steer::Observed,
+    /// The same scenario with steering off, side by side (`lab run --compare`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+}
+
+/// What voice felt in one phase of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseFigures {
+    /// Lost / expected packets, 0..1.
+    pub loss: f64,
+    pub longest_gap_ms: f64,
+    pub mos_mean: f64,
+    pub mos_min: f64,
+}
+
+/// One call in one phase, with wansteer and without.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseComparison {
+    pub call: String,
+    pub phase: String,
+    pub with: Option<PhaseFigures>,
+    pub without: Option<PhaseFigures>,
+}
+
+/// A run with wansteer against the baseline run of the same scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub baseline_prefix: String,
+    pub baseline_expectations: Vec<Judged>,
+    pub phases: Vec<PhaseComparison>,
+}
+
+/// Loss, longest gap and MOS of the per-second reports in `[start, end)`.
+pub fn figures(seconds: &[IntervalReport], start: f64, end: f64) -> Option<PhaseFigures> {
+    let secs: Vec<&IntervalReport> = seconds
+        .iter()
+        .filter(|r| r.t >= start && r.t < end)
+        .collect();
+    if secs.is_empty() {
+        return None;
+    }
+    let expected: u64 = secs.iter().map(|r| r.expected).sum();
+    let lost: u64 = secs.iter().map(|r| r.lost).sum();
+    let gap_in_window = seconds
+        .iter()
+        .flat_map(|r| &r.gaps)
+        .filter(|g| g.start < end && g.start + g.ms / 1e3 > start)
+        .map(|g| g.ms);
+    Some(PhaseFigures {
+        loss: if expected == 0 {
+            1.0
+        } else {
+            lost as f64 / expected as f64
+        },
+        longest_gap_ms: secs
+            .iter()
+            .map(|r| r.longest_gap_ms)
+            .chain(gap_in_window)
+            .fold(0.0, f64::max),
+        mos_mean: secs.iter().map(|r| r.mos).sum::<f64>() / secs.len() as f64,
+        mos_min: secs.iter().map(|r| r.mos).fold(f64::INFINITY, f64::min),
+    })
+}
+
+/// Side by side, per call and phase (the phases of the run with wansteer; both runs played
+/// the same timeline).
+pub fn compare(with: &Report, without: &Report) -> Comparison {
+    let mut phases = Vec::new();
+    let mut spans = with.phases();
+    spans.push(("whole run".to_string(), 0.0, with.duration_s));
+    for (call, record) in &with.voice {
+        for (phase, start, end) in &spans {
+            phases.push(PhaseComparison {
+                call: call.clone(),
+                phase: phase.clone(),
+                with: figures(&record.seconds, *start, *end),
+                without: without
+                    .voice
+                    .get(call)
+                    .and_then(|r| figures(&r.seconds, *start, *end)),
+            });
+        }
+    }
+    Comparison {
+        baseline_prefix: without.prefix.clone(),
+        baseline_expectations: without.expectations.clone(),
+        phases,
+    }
 }
 
 impl Report {
@@ -66,8 +158,16 @@ impl Report {
         let _ = writeln!(md, "# Scenario `{}`: {verdict}\n", self.scenario);
         let _ = writeln!(
             md,
-            "Topology `{}` (run `{}`), {:.0} s.\n\n![plot](plot.svg)\n",
-            self.topology, self.prefix, self.duration_s
+            "Topology `{}` (run `{}`), {:.0} s, wansteer {}.\n\n![plot](plot.svg)\n",
+            self.topology,
+            self.prefix,
+            self.duration_s,
+            match self.mode {
+                crate::steer::Mode::Controller => "with its controller",
+                crate::steer::Mode::Standalone => "agents standalone",
+                crate::steer::Mode::Off =>
+                    "off (baseline: static routes, no QoS; steering expectations not judged)",
+            }
         );
         let _ = writeln!(
             md,
@@ -76,6 +176,40 @@ impl Report {
         for e in &self.expectations {
             let mark = if e.passed { "✅" } else { "❌" };
             let _ = writeln!(md, "| {mark} | {} | {} |", e.text, e.measured);
+        }
+        if let Some(c) = &self.comparison {
+            let _ = writeln!(
+                md,
+                "\n## With and without wansteer\n\nThe same timeline with steering off (run `{}`: static routes over each branch's first line, no QoS).\n\n| call | phase | loss with / without | longest gap with / without | mean MOS with / without | lowest MOS with / without |\n|---|---|---|---|---|---|",
+                c.baseline_prefix
+            );
+            let cell = |f: &Option<PhaseFigures>, pick: &dyn Fn(&PhaseFigures) -> String| {
+                f.as_ref().map_or("-".to_string(), pick)
+            };
+            for p in &c.phases {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+                    p.call,
+                    p.phase,
+                    cell(&p.with, &|f| format!("{:.2}%", f.loss * 100.0)),
+                    cell(&p.without, &|f| format!("{:.2}%", f.loss * 100.0)),
+                    cell(&p.with, &|f| format!("{:.0} ms", f.longest_gap_ms)),
+                    cell(&p.without, &|f| format!("{:.0} ms", f.longest_gap_ms)),
+                    cell(&p.with, &|f| format!("{:.2}", f.mos_mean)),
+                    cell(&p.without, &|f| format!("{:.2}", f.mos_mean)),
+                    cell(&p.with, &|f| format!("{:.2}", f.mos_min)),
+                    cell(&p.without, &|f| format!("{:.2}", f.mos_min)),
+                );
+            }
+            let _ = writeln!(
+                md,
+                "\nBaseline expectations (what users felt without wansteer):\n"
+            );
+            for e in &c.baseline_expectations {
+                let mark = if e.passed { "✅" } else { "❌" };
+                let _ = writeln!(md, "- {mark} {} — {}", e.text, e.measured);
+            }
         }
         let _ = writeln!(md, "\n## Timeline\n\n| t | event | detail |\n|---|---|---|");
         for e in &self.events {
@@ -154,7 +288,7 @@ impl Report {
     }
 
     /// "before", each impairment window, "after": the phases a reader compares.
-    fn phases(&self) -> Vec<(String, f64, f64)> {
+    pub fn phases(&self) -> Vec<(String, f64, f64)> {
         let mut phases = Vec::new();
         let first = self
             .impairments
@@ -439,6 +573,9 @@ mod tests {
             voice: BTreeMap::new(),
             bulk: BTreeMap::new(),
             lines: vec![],
+            mode: crate::steer::Mode::Off,
+            steering: Default::default(),
+            comparison: None,
         };
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["scenario"], "s");
