@@ -304,7 +304,8 @@ pub struct Expectation {
     pub policy: Option<String>,
     #[serde(default)]
     pub refused: Option<bool>,
-    /// Every site's published rule set is the same at both times (no churn).
+    /// Every site's published rule set (or only `site`'s) is the same at both times (no
+    /// churn).
     #[serde(default)]
     pub rules_unchanged: Option<[String; 2]>,
 }
@@ -731,12 +732,22 @@ fn judge_steering(e: &Expectation, o: &Observed) -> Judged {
             let t = crate::units::parse_duration(x).map_or(0.0, |d| d.as_secs_f64());
             o.rules.iter().rev().find(|r| r.t <= t).cloned()
         };
-        let text = format!("rule sets at {b} are the ones published at {a} (no churn)");
+        let text = match &e.site {
+            Some(site) => {
+                format!("{site}'s rule set at {b} is the one published at {a} (no churn)")
+            }
+            None => format!("rule sets at {b} are the ones published at {a} (no churn)"),
+        };
         match (at(a), at(b)) {
-            (Some(x), Some(y)) if !x.published.is_empty() => {
+            (Some(x), Some(y))
+                if e.site
+                    .as_ref()
+                    .map_or(!x.published.is_empty(), |s| x.published.contains_key(s)) =>
+            {
                 let changed: Vec<String> = x
                     .published
                     .iter()
+                    .filter(|(site, _)| e.site.as_ref().is_none_or(|only| only == *site))
                     .filter(|(site, id)| y.published.get(*site) != Some(id))
                     .map(|(site, id)| {
                         format!(
@@ -876,6 +887,14 @@ fn check_steering(
         }
     }
     if let Some([a, b]) = &e.rules_unchanged {
+        if let Some(site) = &e.site
+            && !sites.contains(site)
+        {
+            return Err((
+                site.clone(),
+                format!("unknown site `{site}` (sites: {})", sites.join(", ")),
+            ));
+        }
         for x in [a, b] {
             crate::units::parse_duration(x).map_err(|err| (x.clone(), err.to_string()))?;
         }
@@ -1104,7 +1123,13 @@ expect:
 ";
 
     fn sites_nodes() -> Vec<String> {
-        vec!["br1".into(), "dc".into(), "br1-pc1".into(), "dc-dc1".into()]
+        vec![
+            "br1".into(),
+            "br2".into(),
+            "dc".into(),
+            "br1-pc1".into(),
+            "dc-dc1".into(),
+        ]
     }
 
     fn placed(t: f64, kind: &str, voice: &str) -> SteerEvent {
@@ -1135,7 +1160,10 @@ expect:
     fn rules(t: f64, version: &str) -> crate::steer::RuleSnapshot {
         crate::steer::RuleSnapshot {
             t,
-            published: BTreeMap::from([("br1".to_string(), version.to_string())]),
+            published: BTreeMap::from([
+                ("br1".to_string(), version.to_string()),
+                ("br2".to_string(), "1:cc".to_string()),
+            ]),
             applied: BTreeMap::new(),
         }
     }
@@ -1208,6 +1236,12 @@ expect:
             "3 in the worst minute; 3 in all, at [6.5, 20.0, 40.0] s"
         );
         assert_eq!(judged[3].measured, "changed: br1 3:aa → 4:bb");
+        let scoped = STEERED.replace(
+            "{rules_unchanged: [4s, 50s]}",
+            "{rules_unchanged: [4s, 50s], site: br2}",
+        );
+        let s2 = Scenario::parse(&scoped, "t.yaml", &lines(), &sites_nodes()).unwrap();
+        assert!(s2.judge(&calls, &BTreeMap::new(), Some(&observed))[3].passed);
         // A refusal without a location in the file is not good enough.
         let no_location = Observed {
             policies: vec![refused(422, "policy.yaml:40:20", 1)],
