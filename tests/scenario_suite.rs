@@ -115,6 +115,51 @@ fn expectation<'a>(json: &'a serde_json::Value, starts: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("no expectation `{starts}…` in {json:#}"))
 }
 
+/// Why a scenario run failed, or `None` if every check passed.
+fn judge(name: &str, json: &serde_json::Value, context: &str, success: bool) -> Option<String> {
+    let mut problems = Vec::new();
+    if json["mode"] != "controller" {
+        problems.push(format!("mode {}", json["mode"]));
+    }
+    // The agents' decisions were recorded with the line each class takes.
+    let events = json["steering"]["events"].as_array();
+    if !events.is_some_and(|events| {
+        events
+            .iter()
+            .any(|e| e["kind"] == "ready" && e["site"] == "br1")
+    }) {
+        problems.push("br1's agent never became ready".to_string());
+    }
+    let key = match name {
+        "brownout" | "blackout" => "voice at br1 leaves mpls",
+        _ => "policy `bad` refused",
+    };
+    let main = expectation(json, key);
+    if main["passed"] != true {
+        problems.push(format!("{main}"));
+    }
+    if name == "bad-policy"
+        && !main["measured"]
+            .as_str()
+            .is_some_and(|m| m.contains("bad-voice-sla.yaml:"))
+    {
+        problems.push(format!("no location in the policy file: {main}"));
+    }
+    let failed: Vec<&serde_json::Value> = json["expectations"]
+        .as_array()
+        .expect("expectations")
+        .iter()
+        .filter(|e| e["passed"] != true)
+        .collect();
+    if !failed.is_empty() {
+        problems.push(format!("{failed:#?}"));
+    }
+    if !success {
+        problems.push("non-zero exit".to_string());
+    }
+    (!problems.is_empty()).then(|| format!("{name}: {}\n{context}", problems.join("\n")))
+}
+
 #[test]
 fn the_ci_scenarios_pass_with_wansteer_started_by_the_runner() {
     if !is_root() {
@@ -124,41 +169,17 @@ fn the_ci_scenarios_pass_with_wansteer_started_by_the_runner() {
     let mut failures = Vec::new();
     for (name, tag) in [("brownout", "sb"), ("blackout", "sk"), ("bad-policy", "sp")] {
         let (json, context, success) = run_scenario(name, tag);
-        assert_eq!(json["mode"], "controller", "{name}");
-        // The agents' decisions were recorded with the line each class takes.
-        let events = json["steering"]["events"]
-            .as_array()
-            .expect("steering events");
-        assert!(
-            events
-                .iter()
-                .any(|e| e["kind"] == "ready" && e["site"] == "br1"),
-            "{name}: br1's agent never became ready\n{context}"
-        );
-        match name {
-            "brownout" | "blackout" => {
-                let left = expectation(&json, "voice at br1 leaves mpls");
-                assert_eq!(left["passed"], true, "{name}: {left}\n{context}");
-            }
-            _ => {
-                let refused = expectation(&json, "policy `bad` refused");
-                assert_eq!(refused["passed"], true, "{refused}\n{context}");
-                assert!(
-                    refused["measured"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("bad-voice-sla.yaml:")),
-                    "{refused}"
-                );
-            }
-        }
-        let all: Vec<&serde_json::Value> = json["expectations"]
-            .as_array()
-            .expect("expectations")
-            .iter()
-            .filter(|e| e["passed"] != true)
-            .collect();
-        if !all.is_empty() || !success {
-            failures.push(format!("{name}: {all:#?}\n{context}"));
+        let Some(first) = judge(name, &json, &context, success) else {
+            continue;
+        };
+        // One retry: on this shared 2-core machine a whole-host stall (every line of every
+        // site silent at once) occasionally makes the agents fail over before the scenario's
+        // event. Steering that does not happen fails both attempts. The first failure is
+        // printed either way.
+        eprintln!("first attempt failed, retrying once:\n{first}");
+        let (json, context, success) = run_scenario(name, tag);
+        if let Some(second) = judge(name, &json, &context, success) {
+            failures.push(format!("{first}\n\nretry:\n{second}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
