@@ -117,6 +117,12 @@ enum LabCommand {
         report: PathBuf,
         #[arg(long)]
         prefix: Option<String>,
+        /// Steering off whatever the file says: static routes, no QoS (the baseline).
+        #[arg(long, conflicts_with = "compare")]
+        baseline: bool,
+        /// Run with wansteer, then again with steering off; the report compares them.
+        #[arg(long)]
+        compare: bool,
     },
     /// Check a scenario file (and its topology) without running it.
     Check { file: PathBuf },
@@ -521,6 +527,8 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             file,
             report,
             prefix,
+            baseline,
+            compare,
         } => {
             let prefix = match prefix {
                 Some(p) => {
@@ -529,9 +537,17 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => lab::new_prefix(),
             };
-            let result = crate::runner::run(&file, &prefix).await?;
             std::fs::create_dir_all(&report)
                 .with_context(|| format!("cannot create {}", report.display()))?;
+            let options = crate::runner::RunOptions {
+                baseline,
+                logs: Some(report.join("logs")),
+            };
+            let result = if compare {
+                crate::runner::compare(&file, &prefix, &options).await?
+            } else {
+                crate::runner::run_with(&file, &prefix, &options).await?
+            };
             std::fs::write(report.join("report.json"), result.to_json())?;
             std::fs::write(report.join("report.md"), result.to_markdown())?;
             std::fs::write(report.join("plot.svg"), result.to_svg())?;

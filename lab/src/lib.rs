@@ -19,6 +19,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod sched;
+pub mod steer;
 pub mod topology;
 pub mod units;
 pub mod voice;

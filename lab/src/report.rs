@@ -53,6 +53,101 @@ pub struct Report {
     pub bulk: BTreeMap<String, f64>,
     /// Each line's emulator counters at the end: the ground truth.
     pub lines: Vec<LineStatus>,
+    /// How wansteer ran: controller, standalone, or off (the baseline).
+    pub mode: crate::steer::Mode,
+    /// What wansteer did: agent events with placements, rule sets, policy answers.
+    pub steering: crate::steer::Observed,
+    /// The same scenario with steering off, side by side (`lab run --compare`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Comparison>,
+}
+
+/// What voice felt in one phase of the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseFigures {
+    /// Lost / expected packets, 0..1.
+    pub loss: f64,
+    pub longest_gap_ms: f64,
+    /// The worst second's mean one-way latency (none if nothing arrived).
+    pub latency_worst_ms: Option<f64>,
+    pub mos_mean: f64,
+    pub mos_min: f64,
+}
+
+/// One call in one phase, with wansteer and without.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseComparison {
+    pub call: String,
+    pub phase: String,
+    pub with: Option<PhaseFigures>,
+    pub without: Option<PhaseFigures>,
+}
+
+/// A run with wansteer against the baseline run of the same scenario.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub baseline_prefix: String,
+    pub baseline_expectations: Vec<Judged>,
+    pub phases: Vec<PhaseComparison>,
+}
+
+/// Loss, longest gap and MOS of the per-second reports in `[start, end)`.
+pub fn figures(seconds: &[IntervalReport], start: f64, end: f64) -> Option<PhaseFigures> {
+    let secs: Vec<&IntervalReport> = seconds
+        .iter()
+        .filter(|r| r.t >= start && r.t < end)
+        .collect();
+    if secs.is_empty() {
+        return None;
+    }
+    let expected: u64 = secs.iter().map(|r| r.expected).sum();
+    let lost: u64 = secs.iter().map(|r| r.lost).sum();
+    let gap_in_window = seconds
+        .iter()
+        .flat_map(|r| &r.gaps)
+        .filter(|g| g.start < end && g.start + g.ms / 1e3 > start)
+        .map(|g| g.ms);
+    Some(PhaseFigures {
+        loss: if expected == 0 {
+            1.0
+        } else {
+            lost as f64 / expected as f64
+        },
+        longest_gap_ms: secs
+            .iter()
+            .map(|r| r.longest_gap_ms)
+            .chain(gap_in_window)
+            .fold(0.0, f64::max),
+        latency_worst_ms: secs.iter().filter_map(|r| r.latency_ms).reduce(f64::max),
+        mos_mean: secs.iter().map(|r| r.mos).sum::<f64>() / secs.len() as f64,
+        mos_min: secs.iter().map(|r| r.mos).fold(f64::INFINITY, f64::min),
+    })
+}
+
+/// Side by side, per call and phase (the phases of the run with wansteer; both runs played
+/// the same timeline).
+pub fn compare(with: &Report, without: &Report) -> Comparison {
+    let mut phases = Vec::new();
+    let mut spans = with.phases();
+    spans.push(("whole run".to_string(), 0.0, with.duration_s));
+    for (call, record) in &with.voice {
+        for (phase, start, end) in &spans {
+            phases.push(PhaseComparison {
+                call: call.clone(),
+                phase: phase.clone(),
+                with: figures(&record.seconds, *start, *end),
+                without: without
+                    .voice
+                    .get(call)
+                    .and_then(|r| figures(&r.seconds, *start, *end)),
+            });
+        }
+    }
+    Comparison {
+        baseline_prefix: without.prefix.clone(),
+        baseline_expectations: without.expectations.clone(),
+        phases,
+    }
 }
 
 impl Report {
@@ -66,8 +161,16 @@ impl Report {
         let _ = writeln!(md, "# Scenario `{}`: {verdict}\n", self.scenario);
         let _ = writeln!(
             md,
-            "Topology `{}` (run `{}`), {:.0} s.\n\n![plot](plot.svg)\n",
-            self.topology, self.prefix, self.duration_s
+            "Topology `{}` (run `{}`), {:.0} s, wansteer {}.\n\n![plot](plot.svg)\n",
+            self.topology,
+            self.prefix,
+            self.duration_s,
+            match self.mode {
+                crate::steer::Mode::Controller => "with its controller",
+                crate::steer::Mode::Standalone => "agents standalone",
+                crate::steer::Mode::Off =>
+                    "off (baseline: static routes, no QoS; steering expectations not judged)",
+            }
         );
         let _ = writeln!(
             md,
@@ -76,6 +179,46 @@ impl Report {
         for e in &self.expectations {
             let mark = if e.passed { "✅" } else { "❌" };
             let _ = writeln!(md, "| {mark} | {} | {} |", e.text, e.measured);
+        }
+        if let Some(c) = &self.comparison {
+            let _ = writeln!(
+                md,
+                "\n## With and without wansteer\n\nThe same timeline with steering off (run `{}`: static routes over each branch's first line, no QoS).\n\n| call | phase | loss with / without | longest gap with / without | worst second's latency with / without | mean MOS with / without | lowest MOS with / without |\n|---|---|---|---|---|---|---|",
+                c.baseline_prefix
+            );
+            let latency = |f: &PhaseFigures| {
+                f.latency_worst_ms
+                    .map_or("-".to_string(), |l| format!("{l:.1} ms"))
+            };
+            let cell = |f: &Option<PhaseFigures>, pick: &dyn Fn(&PhaseFigures) -> String| {
+                f.as_ref().map_or("-".to_string(), pick)
+            };
+            for p in &c.phases {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+                    p.call,
+                    p.phase,
+                    cell(&p.with, &|f| format!("{:.2}%", f.loss * 100.0)),
+                    cell(&p.without, &|f| format!("{:.2}%", f.loss * 100.0)),
+                    cell(&p.with, &|f| format!("{:.0} ms", f.longest_gap_ms)),
+                    cell(&p.without, &|f| format!("{:.0} ms", f.longest_gap_ms)),
+                    cell(&p.with, &latency),
+                    cell(&p.without, &latency),
+                    cell(&p.with, &|f| format!("{:.2}", f.mos_mean)),
+                    cell(&p.without, &|f| format!("{:.2}", f.mos_mean)),
+                    cell(&p.with, &|f| format!("{:.2}", f.mos_min)),
+                    cell(&p.without, &|f| format!("{:.2}", f.mos_min)),
+                );
+            }
+            let _ = writeln!(
+                md,
+                "\nBaseline expectations (what users felt without wansteer):\n"
+            );
+            for e in &c.baseline_expectations {
+                let mark = if e.passed { "✅" } else { "❌" };
+                let _ = writeln!(md, "- {mark} {} — {}", e.text, e.measured);
+            }
         }
         let _ = writeln!(md, "\n## Timeline\n\n| t | event | detail |\n|---|---|---|");
         for e in &self.events {
@@ -154,7 +297,7 @@ impl Report {
     }
 
     /// "before", each impairment window, "after": the phases a reader compares.
-    fn phases(&self) -> Vec<(String, f64, f64)> {
+    pub fn phases(&self) -> Vec<(String, f64, f64)> {
         let mut phases = Vec::new();
         let first = self
             .impairments
@@ -439,6 +582,9 @@ mod tests {
             voice: BTreeMap::new(),
             bulk: BTreeMap::new(),
             lines: vec![],
+            mode: crate::steer::Mode::Off,
+            steering: Default::default(),
+            comparison: None,
         };
         let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
         assert_eq!(json["scenario"], "s");
@@ -451,5 +597,82 @@ mod tests {
                 .contains("❌ | voice c: loss below 1.00% | loss 5.00% (10/200)")
         );
         assert!(report.to_svg().starts_with("<svg"));
+    }
+    fn run_with_loss(lost_during: u64, latency_during: f64) -> Report {
+        let seconds = (0..6)
+            .map(|t| {
+                let hit = (2..4).contains(&t);
+                let lost = if hit { lost_during } else { 0 };
+                IntervalReport {
+                    t: t as f64,
+                    received: 50 - lost,
+                    expected: 50,
+                    lost,
+                    loss: lost as f64 / 50.0,
+                    longest_gap_ms: 20.0,
+                    latency_ms: Some(if hit { latency_during } else { 10.0 }),
+                    jitter_ms: 0.1,
+                    mos: if hit && lost > 0 { 3.0 } else { 4.4 },
+                    gaps: vec![],
+                }
+            })
+            .collect();
+        let impair = [
+            ev(2.0, "impair", "br1-mpls: loss 5%"),
+            ev(4.0, "clear", "br1-mpls: back"),
+        ];
+        Report {
+            scenario: "s".into(),
+            topology: "bank".into(),
+            prefix: "wl0001".into(),
+            duration_s: 6.0,
+            passed: true,
+            expectations: vec![],
+            events: impair.to_vec(),
+            impairments: windows(&impair, 6.0),
+            voice: BTreeMap::from([(
+                "call".to_string(),
+                CallRecord {
+                    from: "br1-pc1".into(),
+                    to: "dc-dc1".into(),
+                    seconds,
+                    summary: None,
+                },
+            )]),
+            bulk: BTreeMap::new(),
+            lines: vec![],
+            mode: crate::steer::Mode::Controller,
+            steering: Default::default(),
+            comparison: None,
+        }
+    }
+
+    #[test]
+    fn the_comparison_puts_each_phase_side_by_side() {
+        let mut with = run_with_loss(0, 25.0);
+        let without = run_with_loss(5, 10.0);
+        let c = compare(&with, &without);
+        let during = c
+            .phases
+            .iter()
+            .find(|p| p.phase.starts_with("br1-mpls"))
+            .expect("the impairment's phase");
+        let (w, wo) = (
+            during.with.clone().unwrap(),
+            during.without.clone().unwrap(),
+        );
+        assert_eq!((w.loss, wo.loss), (0.0, 0.1));
+        assert_eq!(
+            (w.latency_worst_ms, wo.latency_worst_ms),
+            (Some(25.0), Some(10.0))
+        );
+        assert_eq!((w.mos_min, wo.mos_min), (4.4, 3.0));
+        assert!(c.phases.iter().any(|p| p.phase == "whole run"));
+        with.comparison = Some(c);
+        let md = with.to_markdown();
+        assert!(md.contains("| 0.00% / 10.00% |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&with.to_json()).unwrap();
+        assert_eq!(json["comparison"]["baseline_prefix"], "wl0001");
+        assert_eq!(json["mode"], "controller");
     }
 }

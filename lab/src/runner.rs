@@ -14,7 +14,8 @@ use anyhow::Context;
 use crate::emulator::{Emulator, Request};
 use crate::lab::{self, LabState};
 use crate::report::{self, CallRecord, Event, Report};
-use crate::scenario::Scenario;
+use crate::scenario::{Action, ControllerAction, Scenario};
+use crate::steer::{Mode, Steer};
 use crate::topology::{Plan, Topology};
 use crate::{netns, voice};
 
@@ -57,9 +58,29 @@ pub fn load(file: &Path) -> anyhow::Result<(Scenario, Topology)> {
     Ok((scenario, topology))
 }
 
+/// How to run a scenario beyond what its file says.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Steering off whatever the file says (`wansteer: {mode: off}`): the baseline.
+    pub baseline: bool,
+    /// Where the controller's and agents' logs go (default: the run's state directory,
+    /// removed with the lab).
+    pub logs: Option<std::path::PathBuf>,
+}
+
 /// Runs the scenario in `file` under run prefix `prefix`.
 pub async fn run(file: &Path, prefix: &str) -> anyhow::Result<Report> {
+    run_with(file, prefix, &RunOptions::default()).await
+}
+
+/// Runs the scenario in `file` under run prefix `prefix` with `options`.
+pub async fn run_with(file: &Path, prefix: &str, options: &RunOptions) -> anyhow::Result<Report> {
     let (scenario, topology) = load(file)?;
+    let mode = if options.baseline {
+        Mode::Off
+    } else {
+        scenario.mode()
+    };
     let plan = topology.plan(prefix);
     lab::build(&plan)?;
     let mut running = Running {
@@ -84,18 +105,60 @@ pub async fn run(file: &Path, prefix: &str) -> anyhow::Result<Report> {
         )?);
     }
     state.save()?;
+    let logs = options
+        .logs
+        .clone()
+        .unwrap_or_else(|| LabState::dir(prefix).join("wansteer"));
+    let policy = scenario
+        .wansteer
+        .as_ref()
+        .and_then(|w| w.policy.clone())
+        .unwrap_or_else(|| "../demo/bank-lab.yaml".into());
+    let policy = file.parent().unwrap_or(Path::new(".")).join(policy);
+    // Declared after `running`, so it is dropped (agents stopped) before the lab goes.
+    let mut steer = Steer::start(mode, &policy, &logs, &plan).await?;
     let mut processes = start_processes(&scenario, &plan, &LabState::dir(prefix))?;
     let result = tokio::select! {
-        report = play(&scenario, &plan, &running.emulators, &topology) => report,
+        report = play(&scenario, file, &plan, &running.emulators, &topology, steer.as_mut()) => report,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; lab removed")),
     };
     let ended = stop_processes(&mut processes);
     let mut report = result?;
+    report.mode = mode;
     report.events.extend(ended.into_iter().map(|mut e| {
         e.t = report.duration_s;
         e
     }));
+    if let Some(steer) = &mut steer {
+        for dead in steer.exited_early() {
+            report.events.push(Event {
+                t: report.duration_s,
+                kind: "process-exited-early".into(),
+                detail: format!("{dead}; logs in {}", logs.display()),
+            });
+        }
+    }
+    drop(steer);
+    drop(running);
     Ok(report)
+}
+
+/// Runs the scenario with wansteer as its file says, then again with steering off, and
+/// returns the first report with the comparison of what voice felt in both.
+pub async fn compare(file: &Path, prefix: &str, options: &RunOptions) -> anyhow::Result<Report> {
+    let mut with = run_with(file, prefix, options).await?;
+    let baseline_prefix = lab::new_prefix();
+    let without = run_with(
+        file,
+        &baseline_prefix,
+        &RunOptions {
+            baseline: true,
+            logs: None,
+        },
+    )
+    .await?;
+    with.comparison = Some(report::compare(&with, &without));
+    Ok(with)
 }
 
 /// A scenario process and what to call it in events.
@@ -173,15 +236,20 @@ fn stop_processes(processes: &mut [Started]) -> Vec<Event> {
 
 async fn play(
     scenario: &Scenario,
+    file: &Path,
     plan: &Plan,
     emulators: &[Emulator],
     topology: &Topology,
+    mut steer: Option<&mut Steer>,
 ) -> anyhow::Result<Report> {
     let duration = scenario.duration;
     let events: Arc<Mutex<Vec<Event>>> = Arc::default();
     let mut calls = BTreeMap::new();
     let mut tasks = Vec::new();
     let start = tokio::time::Instant::now();
+    if let Some(steer) = &steer {
+        steer.set_zero();
+    }
     let mut bulk_tasks = Vec::new();
     let mut app_tasks = Vec::new();
     for (i, t) in scenario.traffic.iter().enumerate() {
@@ -203,7 +271,21 @@ async fn play(
         let target = SocketAddr::new(addr, 4000 + i as u16);
         let rx = netns::run_in(&to.name, || std::net::UdpSocket::bind(target))??;
         let bind: SocketAddr = if t.ipv6 { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
-        let tx = netns::run_in(&from.name, || std::net::UdpSocket::bind(bind))??;
+        // IP phones mark their media EF (DSCP 46): what the policy classifies voice on.
+        let tx = netns::run_in(&from.name, || -> std::io::Result<std::net::UdpSocket> {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(bind),
+                socket2::Type::DGRAM,
+                None,
+            )?;
+            if t.ipv6 {
+                socket.set_tclass_v6(46 << 2)?;
+            } else {
+                socket.set_tos_v4(46 << 2)?;
+            }
+            socket.bind(&bind.into())?;
+            Ok(socket.into())
+        })??;
         rx.set_nonblocking(true)?;
         tx.set_nonblocking(true)?;
         let rx = tokio::net::UdpSocket::from_std(rx)?;
@@ -226,40 +308,78 @@ async fn play(
             detail: format!("voice {} {} → {} ({addr})", t.name(), t.from, t.to),
         });
     }
-    let mut steps: Vec<_> = scenario.timeline.iter().collect();
-    steps.sort_by_key(|s| s.at);
-    for step in steps {
-        tokio::time::sleep_until(start + step.at).await;
+    for (at, action) in scenario.actions() {
+        tokio::time::sleep_until(start + at).await;
         let t = start.elapsed().as_secs_f64();
-        let (line, request, kind, detail) = match (&step.impair, &step.clear) {
-            (Some(i), _) => (
-                &i.line,
-                Request::Change {
-                    target: i.direction,
-                    change: i.change(),
+        let (kind, detail) = match action {
+            Action::Impair(i) => {
+                emulator_of(emulators, &i.line)?
+                    .apply(&Request::Change {
+                        target: i.direction,
+                        change: i.change(),
+                    })
+                    .into_result()?;
+                ("impair", format!("{}: {}", i.line, describe(&i)))
+            }
+            Action::Clear(line) => {
+                emulator_of(emulators, &line)?
+                    .apply(&Request::Clear {
+                        target: Default::default(),
+                    })
+                    .into_result()?;
+                ("clear", format!("{line}: back to topology figures"))
+            }
+            Action::Controller(c) => match steer.as_deref_mut() {
+                None => ("skipped", "controller step: steering is off".to_string()),
+                Some(steer) => match c {
+                    ControllerAction::Kill => {
+                        steer.kill_controller()?;
+                        ("controller", "controller killed (SIGKILL)".to_string())
+                    }
+                    ControllerAction::Restart => {
+                        steer.restart_controller().await?;
+                        (
+                            "controller",
+                            format!(
+                                "controller restarted from its store (up after {:.2} s)",
+                                start.elapsed().as_secs_f64() - t
+                            ),
+                        )
+                    }
                 },
-                "impair",
-                describe(i),
-            ),
-            (None, Some(l)) => (
-                l,
-                Request::Clear {
-                    target: Default::default(),
-                },
-                "clear",
-                "back to topology figures".to_string(),
-            ),
-            _ => unreachable!("validated"),
+            },
+            Action::RestartAgent(site) => match steer.as_deref_mut() {
+                None => ("skipped", format!("restart agent {site}: steering is off")),
+                Some(steer) => {
+                    steer.restart_agent(&site)?;
+                    (
+                        "agent",
+                        format!("agent {site} killed (SIGKILL) and started again"),
+                    )
+                }
+            },
+            Action::ApplyPolicy(p) => match steer.as_deref_mut() {
+                None => ("skipped", format!("policy {}: steering is off", p.name)),
+                Some(steer) => {
+                    let path = file.parent().unwrap_or(Path::new(".")).join(&p.file);
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let name = p
+                        .file
+                        .file_name()
+                        .map_or("policy.yaml".into(), |n| n.to_string_lossy().to_string());
+                    steer.apply_policy(&p.name, &name, text).await?;
+                    (
+                        "policy",
+                        format!("policy {} ({name}) sent to the controller", p.name),
+                    )
+                }
+            },
         };
-        let emulator = emulators
-            .iter()
-            .find(|e| e.line() == line)
-            .context("line")?;
-        emulator.apply(&request).into_result()?;
         events.lock().expect("lock").push(Event {
             t,
             kind: kind.into(),
-            detail: format!("{line}: {detail}"),
+            detail,
         });
     }
     tokio::time::sleep_until(start + duration).await;
@@ -297,8 +417,34 @@ async fn play(
             },
         );
     }
-    let expectations = scenario.judge(&per_second, &bulks);
+    // Let the last decisions and rule-set polls land.
+    let observed = match &steer {
+        Some(steer) => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let o = steer.observed.lock().expect("lock");
+            Some(crate::steer::Observed {
+                events: o.events.clone(),
+                rules: o.rules.clone(),
+                policies: o.policies.clone(),
+            })
+        }
+        None => None,
+    };
+    let expectations = scenario.judge(&per_second, &bulks, observed.as_ref());
     let mut events = events.lock().expect("lock").clone();
+    if let Some(o) = &observed {
+        events.extend(
+            o.events
+                .iter()
+                .filter(|e| e.kind != "health" && e.t >= 0.0 && e.t <= duration.as_secs_f64())
+                .map(|e| Event {
+                    t: e.t,
+                    kind: format!("wansteer-{}", e.kind),
+                    detail: format!("{}: {}", e.site, e.text),
+                }),
+        );
+        events.sort_by(|a, b| a.t.total_cmp(&b.t));
+    }
     for e in &expectations {
         events.push(Event {
             t: duration.as_secs_f64(),
@@ -324,7 +470,17 @@ async fn play(
         voice: records,
         bulk: bulks,
         lines: emulators.iter().map(Emulator::status).collect(),
+        mode: Mode::Off,
+        steering: observed.unwrap_or_default(),
+        comparison: None,
     })
+}
+
+fn emulator_of<'a>(emulators: &'a [Emulator], line: &str) -> anyhow::Result<&'a Emulator> {
+    emulators
+        .iter()
+        .find(|e| e.line() == line)
+        .with_context(|| format!("no emulator for line {line}"))
 }
 
 /// DNS lookups or TLS handshakes at a steady pace for the whole run (real client bytes for
@@ -434,6 +590,7 @@ fn spawn_bulk(
         .find(|a| a.is_ipv6() == t.ipv6)
         .context("no address of that family")?;
     let begin = t.start.unwrap_or_default();
+    let port = t.port.unwrap_or(0);
     let window = t.stop.unwrap_or(duration).saturating_sub(begin) - Duration::from_secs(1);
     let (name, label) = (
         name.to_string(),
@@ -451,7 +608,7 @@ fn spawn_bulk(
             crate::bulk::run(
                 &from,
                 &to.name,
-                SocketAddr::new(addr, 0),
+                SocketAddr::new(addr, port),
                 Duration::from_secs(1),
                 window,
             )

@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::emulator::loss::Loss;
 use crate::emulator::{ImpairmentChange, Target};
+use crate::steer::{Observed, PolicyOutcome, SteerEvent};
 use crate::units::serde_units;
 use crate::voice::IntervalReport;
 
@@ -46,9 +47,12 @@ pub struct Scenario {
     pub timeline: Vec<Step>,
     #[serde(default)]
     pub expect: Vec<Expectation>,
-    /// Programs started inside nodes for the run (agents, controller), killed at the end.
+    /// Programs started inside nodes for the run, killed at the end.
     #[serde(default)]
     pub processes: Vec<Process>,
+    /// wansteer under test: controller and agents, standalone agents, or off (baseline).
+    #[serde(default)]
+    pub wansteer: Option<crate::steer::Section>,
 }
 
 /// A program run inside a node's namespace during the scenario. `wansteer` as the program
@@ -89,6 +93,10 @@ pub struct Traffic {
     pub sni: Vec<String>,
     #[serde(default, deserialize_with = "serde_units::opt_duration")]
     pub every: Option<Duration>,
+    /// Bulk: the server's TCP port (what the policy classifies on, e.g. 5201 backups,
+    /// 8000 core banking); any free port if omitted.
+    #[serde(default)]
+    pub port: Option<u16>,
 }
 
 impl Traffic {
@@ -113,6 +121,105 @@ pub struct Step {
     /// Line to put back to its topology figures.
     #[serde(default)]
     pub clear: Option<String>,
+    /// `kill` (SIGKILL) or `restart` the controller.
+    #[serde(default)]
+    pub controller: Option<ControllerAction>,
+    /// Site whose agent is killed (SIGKILL) and started again.
+    #[serde(default)]
+    pub restart_agent: Option<String>,
+    /// Take a line down and up again every `every` until `until`.
+    #[serde(default)]
+    pub flap: Option<Flap>,
+    /// PUT a policy file through the controller's API with the admin token.
+    #[serde(default)]
+    pub apply_policy: Option<PolicyStep>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControllerAction {
+    Kill,
+    Restart,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flap {
+    pub line: String,
+    /// Time down, then the same time up.
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub every: Duration,
+    #[serde(deserialize_with = "serde_units::duration")]
+    pub until: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyStep {
+    /// Name the expectations use.
+    pub name: String,
+    /// Policy file, relative to the scenario file.
+    pub file: PathBuf,
+}
+
+/// What a timeline step does, once flaps are expanded into downs and ups.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Impair(ImpairStep),
+    Clear(String),
+    Controller(ControllerAction),
+    RestartAgent(String),
+    ApplyPolicy(PolicyStep),
+}
+
+impl Scenario {
+    /// Every action of the timeline in time order, flaps expanded.
+    pub fn actions(&self) -> Vec<(Duration, Action)> {
+        let mut out = Vec::new();
+        for step in &self.timeline {
+            if let Some(i) = &step.impair {
+                out.push((step.at, Action::Impair(i.clone())));
+            } else if let Some(l) = &step.clear {
+                out.push((step.at, Action::Clear(l.clone())));
+            } else if let Some(c) = step.controller {
+                out.push((step.at, Action::Controller(c)));
+            } else if let Some(site) = &step.restart_agent {
+                out.push((step.at, Action::RestartAgent(site.clone())));
+            } else if let Some(p) = &step.apply_policy {
+                out.push((step.at, Action::ApplyPolicy(p.clone())));
+            } else if let Some(f) = &step.flap {
+                let mut at = step.at;
+                let mut down = true;
+                while at < f.until {
+                    out.push((
+                        at,
+                        Action::Impair(ImpairStep {
+                            line: f.line.clone(),
+                            direction: Target::default(),
+                            delay: None,
+                            jitter: None,
+                            loss: None,
+                            burst: None,
+                            rate: None,
+                            down: Some(down),
+                        }),
+                    ));
+                    down = !down;
+                    at += f.every;
+                }
+                if !down {
+                    out.push((f.until, Action::Clear(f.line.clone())));
+                }
+            }
+        }
+        out.sort_by_key(|(at, _)| *at);
+        out
+    }
+
+    /// The wansteer mode this scenario runs in (off without a `wansteer:` section).
+    pub fn mode(&self) -> crate::steer::Mode {
+        self.wansteer.as_ref().map(|w| w.mode).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +283,39 @@ pub struct Expectation {
     pub latency_below: Option<Duration>,
     #[serde(default)]
     pub mos_above: Option<f64>,
+    /// Steering: a class at a site (`class`, `site`)...
+    #[serde(default)]
+    pub class: Option<String>,
+    #[serde(default)]
+    pub site: Option<String>,
+    /// ...leaves this line within `within` of `after` (decision applied by the agent).
+    #[serde(default)]
+    pub leaves: Option<String>,
+    #[serde(default, deserialize_with = "serde_units::opt_duration")]
+    pub after: Option<Duration>,
+    #[serde(default, deserialize_with = "serde_units::opt_duration")]
+    pub within: Option<Duration>,
+    /// ...changes line at most this often in any minute of `during` (dampening).
+    #[serde(default)]
+    pub max_changes_per_minute: Option<u32>,
+    /// A named policy change of the timeline was refused (`refused: true`, with
+    /// `file:line:col`, version unchanged) or applied (`refused: false`, new version).
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub refused: Option<bool>,
+    /// Every site's published rule set (or only `site`'s) is the same at both times (no
+    /// churn).
+    #[serde(default)]
+    pub rules_unchanged: Option<[String; 2]>,
+}
+
+impl Expectation {
+    /// Whether this expectation is about wansteer itself (steering, API, rule sets) rather
+    /// than what users felt: those are not judged in a baseline run.
+    pub fn is_steering(&self) -> bool {
+        self.class.is_some() || self.policy.is_some() || self.rules_unchanged.is_some()
+    }
 }
 
 /// A scenario file that cannot be run.
@@ -323,22 +463,78 @@ impl Scenario {
                 ));
             }
         }
+        let sites: Vec<String> = nodes
+            .iter()
+            .filter(|n| !n.contains('-') && n.as_str() != "ctl")
+            .cloned()
+            .collect();
+        let steered = scenario.mode() != crate::steer::Mode::Off;
+        let mut policy_steps = Vec::new();
         for step in &scenario.timeline {
-            let line = match (&step.impair, &step.clear) {
-                (Some(i), None) => &i.line,
-                (None, Some(l)) => l,
-                _ => {
-                    return Err(fail(
-                        "at:",
-                        "each timeline step needs exactly one of `impair` or `clear`".into(),
-                    ));
+            let actions = [
+                step.impair.is_some(),
+                step.clear.is_some(),
+                step.controller.is_some(),
+                step.restart_agent.is_some(),
+                step.flap.is_some(),
+                step.apply_policy.is_some(),
+            ];
+            if actions.iter().filter(|a| **a).count() != 1 {
+                return Err(fail(
+                    "at:",
+                    "each timeline step needs exactly one of `impair`, `clear`, `controller`, `restart_agent`, `flap`, `apply_policy`".into(),
+                ));
+            }
+            let line = match (&step.impair, &step.clear, &step.flap) {
+                (Some(i), _, _) => Some(&i.line),
+                (_, Some(l), _) => Some(l),
+                (_, _, Some(f)) => {
+                    if f.every < Duration::from_millis(100) || f.until <= step.at {
+                        return Err(fail(
+                            &f.line,
+                            "a flap needs `every` of at least 100ms and `until` after `at`".into(),
+                        ));
+                    }
+                    Some(&f.line)
                 }
+                _ => None,
             };
-            if !lines.contains(line) {
+            if let Some(line) = line
+                && !lines.contains(line)
+            {
                 return Err(fail(
                     line,
                     format!("unknown line `{line}` (lines: {})", lines.join(", ")),
                 ));
+            }
+            if let Some(site) = &step.restart_agent {
+                if !sites.contains(site) {
+                    return Err(fail(
+                        site,
+                        format!("unknown site `{site}` (sites: {})", sites.join(", ")),
+                    ));
+                }
+                if !steered {
+                    return Err(fail(
+                        "restart_agent",
+                        "`restart_agent` needs `wansteer: {mode: controller|standalone}`".into(),
+                    ));
+                }
+            }
+            if step.controller.is_some() && scenario.mode() != crate::steer::Mode::Controller {
+                return Err(fail(
+                    "controller:",
+                    "controller steps need `wansteer: {mode: controller}`".into(),
+                ));
+            }
+            if let Some(p) = &step.apply_policy {
+                if scenario.mode() != crate::steer::Mode::Controller {
+                    return Err(fail(
+                        "apply_policy",
+                        "`apply_policy` needs `wansteer: {mode: controller}`".into(),
+                    ));
+                }
+                policy_steps.push(p.name.clone());
             }
             if step.at > scenario.duration {
                 return Err(fail(
@@ -348,6 +544,10 @@ impl Scenario {
             }
         }
         for e in &scenario.expect {
+            if e.is_steering() {
+                check_steering(e, &sites, &policy_steps).map_err(|(needle, m)| fail(&needle, m))?;
+                continue;
+            }
             if let Some(b) = &e.bulk {
                 if !bulks.contains_key(b) {
                     return Err(fail(b, format!("expectation on unknown bulk `{b}`")));
@@ -404,29 +604,302 @@ impl Scenario {
             .join(&self.topology)
     }
 
-    /// Judges every expectation against per-second reports of each call and the goodput
-    /// (bits/s) of each bulk transfer.
+    /// Judges every expectation against per-second reports of each call, the goodput
+    /// (bits/s) of each bulk transfer and what wansteer did (`None` when it was off: the
+    /// steering expectations are then left out).
     pub fn judge(
         &self,
         calls: &BTreeMap<String, Vec<IntervalReport>>,
         bulks: &BTreeMap<String, f64>,
+        steering: Option<&Observed>,
     ) -> Vec<Judged> {
         self.expect
             .iter()
-            .map(|e| match (&e.bulk, e.goodput_above) {
+            .filter_map(|e| match (&e.bulk, e.goodput_above) {
+                _ if e.is_steering() => steering.map(|o| judge_steering(e, o)),
                 (Some(b), Some(min)) => {
                     let got = bulks.get(b).copied();
-                    Judged {
+                    Some(Judged {
                         text: format!("bulk {b}: goodput above {:.1} Mbit/s", min as f64 / 1e6),
                         passed: got.is_some_and(|g| g > min as f64),
                         measured: got
                             .map_or("did not run".into(), |g| format!("{:.1} Mbit/s", g / 1e6)),
-                    }
+                    })
                 }
-                _ => judge_one(e, calls),
+                _ => Some(judge_one(e, calls)),
             })
             .collect()
     }
+}
+
+/// The line `class` takes at `site` after each event that says, in time order.
+fn placements<'a>(o: &'a Observed, site: &str, class: &str) -> Vec<(f64, &'a str, &'a SteerEvent)> {
+    let mut out: Vec<(f64, &str, &SteerEvent)> = o
+        .events
+        .iter()
+        .filter(|e| e.site == site)
+        .filter_map(|e| e.placement.get(class).map(|l| (e.t, l.as_str(), e)))
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The most changes of line in any 60 s (or the whole window if shorter) of `[start, end)`.
+pub fn max_changes_per_minute(changes: &[f64], start: f64, end: f64) -> usize {
+    let inside: Vec<f64> = changes
+        .iter()
+        .copied()
+        .filter(|t| *t >= start && *t < end)
+        .collect();
+    (0..inside.len())
+        .map(|i| {
+            inside[i..]
+                .iter()
+                .take_while(|t| **t < inside[i] + 60.0)
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn judge_steering(e: &Expectation, o: &Observed) -> Judged {
+    let (text, passed, measured) = if let (Some(class), Some(site)) = (&e.class, &e.site) {
+        let seen = placements(o, site, class);
+        if let (Some(line), Some(within)) = (&e.leaves, e.within) {
+            let t0 = e.after.unwrap_or_default().as_secs_f64();
+            let before = seen.iter().rev().find(|(t, _, _)| *t <= t0);
+            let left = seen.iter().find(|(t, l, _)| *t > t0 && l != line);
+            let text = format!(
+                "{class} at {site} leaves {line} within {:.1} s of {t0:.1} s",
+                within.as_secs_f64()
+            );
+            match (before, left) {
+                (Some((_, on, _)), _) if on != line => {
+                    (text, false, format!("was not on {line} before (on {on})"))
+                }
+                (_, Some((t, to, ev))) => {
+                    let reaction = t - t0;
+                    (
+                        text,
+                        reaction <= within.as_secs_f64(),
+                        format!(
+                            "left for {to} after {reaction:.2} s ({}: {})",
+                            ev.kind, ev.text
+                        ),
+                    )
+                }
+                _ => (text, false, format!("still on {line} at the end")),
+            }
+        } else {
+            let max = e.max_changes_per_minute.unwrap_or(0);
+            let (start, end) = window(e);
+            let mut changes = Vec::new();
+            let mut last: Option<&str> = None;
+            for (t, l, _) in &seen {
+                if last.is_some_and(|p| p != *l) {
+                    changes.push(*t);
+                }
+                last = Some(l);
+            }
+            let worst = max_changes_per_minute(&changes, start, end);
+            (
+                format!("{class} at {site} changes line at most {max} times per minute"),
+                worst <= max as usize,
+                format!(
+                    "{worst} in the worst minute; {} in all, at [{}] s",
+                    changes.len(),
+                    changes
+                        .iter()
+                        .map(|t| format!("{t:.1}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        }
+    } else if let Some(name) = &e.policy {
+        let refused = e.refused.unwrap_or(true);
+        let text = if refused {
+            format!("policy `{name}` refused with file:line:col, version unchanged")
+        } else {
+            format!("policy `{name}` applied as a new version")
+        };
+        match o.policies.iter().find(|p| &p.name == name) {
+            None => (text, false, "never sent (controller down?)".to_string()),
+            Some(p) => judge_policy(p, refused, text),
+        }
+    } else if let Some([a, b]) = &e.rules_unchanged {
+        let at = |x: &String| {
+            let t = crate::units::parse_duration(x).map_or(0.0, |d| d.as_secs_f64());
+            o.rules.iter().rev().find(|r| r.t <= t).cloned()
+        };
+        let text = match &e.site {
+            Some(site) => {
+                format!("{site}'s rule set at {b} is the one published at {a} (no churn)")
+            }
+            None => format!("rule sets at {b} are the ones published at {a} (no churn)"),
+        };
+        match (at(a), at(b)) {
+            (Some(x), Some(y))
+                if e.site
+                    .as_ref()
+                    .map_or(!x.published.is_empty(), |s| x.published.contains_key(s)) =>
+            {
+                let changed: Vec<String> = x
+                    .published
+                    .iter()
+                    .filter(|(site, _)| e.site.as_ref().is_none_or(|only| only == *site))
+                    .filter(|(site, id)| y.published.get(*site) != Some(id))
+                    .map(|(site, id)| {
+                        format!(
+                            "{site} {id} → {}",
+                            y.published.get(site).map_or("none", String::as_str)
+                        )
+                    })
+                    .collect();
+                let short = |m: &BTreeMap<String, String>| {
+                    m.iter()
+                        .map(|(s, id)| format!("{s} v{}", id.split(':').next().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                if changed.is_empty() {
+                    (text, true, format!("unchanged: {}", short(&x.published)))
+                } else {
+                    (text, false, format!("changed: {}", changed.join("; ")))
+                }
+            }
+            _ => (
+                text,
+                false,
+                "no rule sets seen at one of the times".to_string(),
+            ),
+        }
+    } else {
+        ("(no criterion)".into(), false, String::new())
+    };
+    Judged {
+        text,
+        passed,
+        measured,
+    }
+}
+
+fn judge_policy(p: &PolicyOutcome, refused: bool, text: String) -> (String, bool, String) {
+    let locations: Vec<String> = p.body["diagnostics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| {
+            Some(format!(
+                "{} {}",
+                d["location"].as_str()?,
+                d["message"].as_str().unwrap_or_default()
+            ))
+        })
+        .collect();
+    let versions = format!(
+        "version {} → {}",
+        p.version_before.map_or("?".into(), |v| v.to_string()),
+        p.version_after.map_or("?".into(), |v| v.to_string())
+    );
+    if refused {
+        let pointed = !locations.is_empty() && locations.iter().all(|l| points_into(l, &p.file));
+        let unchanged = p.version_before.is_some() && p.version_before == p.version_after;
+        (
+            text,
+            (400..500).contains(&p.status) && pointed && unchanged,
+            format!(
+                "HTTP {}: {}; {versions}",
+                p.status,
+                if locations.is_empty() {
+                    p.body["error"]
+                        .as_str()
+                        .unwrap_or("no diagnostics")
+                        .to_string()
+                } else {
+                    locations.join("; ")
+                }
+            ),
+        )
+    } else {
+        let newer = matches!((p.version_before, p.version_after), (Some(a), Some(b)) if b > a);
+        (
+            text,
+            (200..300).contains(&p.status) && newer,
+            format!("HTTP {}; {versions}", p.status),
+        )
+    }
+}
+
+/// Whether a diagnostic starts `FILE:LINE:COL` with numbers for line and column.
+fn points_into(location: &str, file: &str) -> bool {
+    let Some(rest) = location
+        .strip_prefix(file)
+        .and_then(|r| r.strip_prefix(':'))
+    else {
+        return false;
+    };
+    let mut parts = rest.splitn(3, [':', ' ']);
+    let line = parts.next().unwrap_or_default();
+    let col = parts.next().unwrap_or_default();
+    !line.is_empty()
+        && !col.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && col.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks a steering expectation; the error names the text to point at.
+fn check_steering(
+    e: &Expectation,
+    sites: &[String],
+    policy_steps: &[String],
+) -> Result<(), (String, String)> {
+    if let Some(class) = &e.class {
+        let site = e
+            .site
+            .as_ref()
+            .ok_or((class.clone(), format!("class `{class}`: which `site`?")))?;
+        if !sites.contains(site) {
+            return Err((
+                site.clone(),
+                format!("unknown site `{site}` (sites: {})", sites.join(", ")),
+            ));
+        }
+        match (&e.leaves, e.within, e.max_changes_per_minute) {
+            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+            _ => {
+                return Err((
+                    class.clone(),
+                    "a class expectation needs `leaves` with `within` (and `after`), or `max_changes_per_minute`".into(),
+                ));
+            }
+        }
+    }
+    if let Some(p) = &e.policy {
+        if !policy_steps.contains(p) {
+            return Err((
+                p.clone(),
+                format!("no `apply_policy` step named `{p}` in the timeline"),
+            ));
+        }
+        if e.refused.is_none() {
+            return Err((p.clone(), format!("policy `{p}`: `refused: true|false`?")));
+        }
+    }
+    if let Some([a, b]) = &e.rules_unchanged {
+        if let Some(site) = &e.site
+            && !sites.contains(site)
+        {
+            return Err((
+                site.clone(),
+                format!("unknown site `{site}` (sites: {})", sites.join(", ")),
+            ));
+        }
+        for x in [a, b] {
+            crate::units::parse_duration(x).map_err(|err| (x.clone(), err.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 fn window(e: &Expectation) -> (f64, f64) {
@@ -580,7 +1053,7 @@ expect:
                 })
                 .collect(),
         );
-        let judged = s.judge(&calls, &BTreeMap::new());
+        let judged = s.judge(&calls, &BTreeMap::new(), None);
         assert!(judged[0].passed, "{judged:?}");
         assert!(judged[1].passed, "{judged:?}");
         assert_eq!(judged[1].measured, "loss 6.00% (12/200)");
@@ -607,7 +1080,7 @@ expect:
             ms: 1700.0,
         }];
         let calls = BTreeMap::from([("call".to_string(), seconds)]);
-        let judged = s.judge(&calls, &BTreeMap::new());
+        let judged = s.judge(&calls, &BTreeMap::new(), None);
         assert!(!judged[0].passed);
         assert_eq!(judged[0].measured, "longest gap 1700.0 ms");
     }
@@ -630,5 +1103,185 @@ expect:
         let node = GOOD.replace("to: dc-dc1", "to: dc-dc9");
         let err = Scenario::parse(&node, "t.yaml", &lines(), &nodes()).unwrap_err();
         assert_eq!((err.line, err.column), (5, 38), "{err}");
+    }
+    const STEERED: &str = "name: t
+topology: x.yaml
+duration: 60s
+wansteer: {mode: controller}
+traffic:
+  - {voice: call, from: br1-pc1, to: dc-dc1}
+timeline:
+  - {at: 5s, flap: {line: br1-mpls, every: 3s, until: 14s}}
+  - {at: 20s, apply_policy: {name: bad, file: bad.yaml}}
+  - {at: 30s, controller: kill}
+expect:
+  - {class: voice, site: br1, leaves: mpls, after: 5s, within: 1s}
+  - {class: voice, site: br1, during: [5s, 60s], max_changes_per_minute: 1}
+  - {policy: bad, refused: true}
+  - {rules_unchanged: [4s, 50s]}
+  - {voice: call, loss_below: 1%}
+";
+
+    fn sites_nodes() -> Vec<String> {
+        vec![
+            "br1".into(),
+            "br2".into(),
+            "dc".into(),
+            "br1-pc1".into(),
+            "dc-dc1".into(),
+        ]
+    }
+
+    fn placed(t: f64, kind: &str, voice: &str) -> SteerEvent {
+        SteerEvent {
+            t,
+            site: "br1".into(),
+            kind: kind.into(),
+            text: format!("voice → {voice}"),
+            placement: BTreeMap::from([("voice".to_string(), voice.to_string())]),
+        }
+    }
+
+    fn refused(status: u16, location: &str, after: u64) -> PolicyOutcome {
+        PolicyOutcome {
+            name: "bad".into(),
+            file: "bad.yaml".into(),
+            t: 20.0,
+            status,
+            body: serde_json::json!({
+                "error": "invalid policy",
+                "diagnostics": [{"location": location, "message": "not a duration"}]
+            }),
+            version_before: Some(1),
+            version_after: Some(after),
+        }
+    }
+
+    fn rules(t: f64, version: &str) -> crate::steer::RuleSnapshot {
+        crate::steer::RuleSnapshot {
+            t,
+            published: BTreeMap::from([
+                ("br1".to_string(), version.to_string()),
+                ("br2".to_string(), "1:cc".to_string()),
+            ]),
+            applied: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn flaps_expand_into_downs_and_ups_ending_up() {
+        let s = Scenario::parse(STEERED, "t.yaml", &lines(), &sites_nodes()).unwrap();
+        let downs: Vec<(f64, Option<bool>)> = s
+            .actions()
+            .into_iter()
+            .filter_map(|(at, a)| match a {
+                Action::Impair(i) => Some((at.as_secs_f64(), i.down)),
+                Action::Clear(_) => Some((at.as_secs_f64(), None)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            downs,
+            vec![
+                (5.0, Some(true)),
+                (8.0, Some(false)),
+                (11.0, Some(true)),
+                (14.0, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn steering_expectations_judge_what_wansteer_did() {
+        let s = Scenario::parse(STEERED, "t.yaml", &lines(), &sites_nodes()).unwrap();
+        let calls = BTreeMap::from([(
+            "call".to_string(),
+            (0..60)
+                .map(|t| second(t as f64, 0, 4.4))
+                .collect::<Vec<_>>(),
+        )]);
+        let observed = Observed {
+            events: vec![
+                placed(-1.0, "applied", "mpls"),
+                placed(5.4, "failover", "inet"),
+                placed(8.0, "applied", "inet"),
+            ],
+            rules: vec![rules(3.9, "3:aa"), rules(49.5, "3:aa")],
+            policies: vec![refused(422, "bad.yaml:40:20", 1)],
+        };
+        let judged = s.judge(&calls, &BTreeMap::new(), Some(&observed));
+        assert!(judged.iter().all(|j| j.passed), "{judged:#?}");
+        assert!(judged[0].measured.starts_with("left for inet after 0.40 s"));
+        assert!(judged[2].measured.contains("bad.yaml:40:20"));
+
+        // Slow, flapping, accepted-with-a-new-version and churning: every one fails.
+        let observed = Observed {
+            events: vec![
+                placed(-1.0, "applied", "mpls"),
+                placed(6.5, "move", "inet"),
+                placed(20.0, "failback", "mpls"),
+                placed(40.0, "move", "inet"),
+            ],
+            rules: vec![rules(3.9, "3:aa"), rules(49.5, "4:bb")],
+            policies: vec![refused(422, "bad.yaml:40:20", 2)],
+        };
+        let judged = s.judge(&calls, &BTreeMap::new(), Some(&observed));
+        assert_eq!(
+            judged.iter().map(|j| j.passed).collect::<Vec<_>>(),
+            vec![false, false, false, false, true],
+            "{judged:#?}"
+        );
+        assert_eq!(
+            judged[1].measured,
+            "3 in the worst minute; 3 in all, at [6.5, 20.0, 40.0] s"
+        );
+        assert_eq!(judged[3].measured, "changed: br1 3:aa → 4:bb");
+        let scoped = STEERED.replace(
+            "{rules_unchanged: [4s, 50s]}",
+            "{rules_unchanged: [4s, 50s], site: br2}",
+        );
+        let s2 = Scenario::parse(&scoped, "t.yaml", &lines(), &sites_nodes()).unwrap();
+        assert!(s2.judge(&calls, &BTreeMap::new(), Some(&observed))[3].passed);
+        // A refusal without a location in the file is not good enough.
+        let no_location = Observed {
+            policies: vec![refused(422, "policy.yaml:40:20", 1)],
+            ..Observed::default()
+        };
+        assert!(!s.judge(&calls, &BTreeMap::new(), Some(&no_location))[2].passed);
+        // With steering off only what users felt is judged.
+        assert_eq!(s.judge(&calls, &BTreeMap::new(), None).len(), 1);
+    }
+
+    #[test]
+    fn the_worst_minute_slides() {
+        assert_eq!(
+            max_changes_per_minute(&[1.0, 50.0, 70.0, 100.0], 0.0, 200.0),
+            3
+        );
+        assert_eq!(max_changes_per_minute(&[1.0, 62.0, 124.0], 0.0, 200.0), 1);
+        assert_eq!(max_changes_per_minute(&[1.0, 2.0], 1.5, 200.0), 1);
+        assert_eq!(max_changes_per_minute(&[], 0.0, 200.0), 0);
+    }
+
+    #[test]
+    fn steering_steps_need_wansteer_and_known_names() {
+        let off = STEERED.replace("wansteer: {mode: controller}\n", "");
+        let err = Scenario::parse(&off, "t.yaml", &lines(), &sites_nodes()).unwrap_err();
+        assert!(
+            err.message.contains("needs `wansteer: {mode: controller}`"),
+            "{err}"
+        );
+        let standalone = STEERED.replace("mode: controller", "mode: standalone");
+        let err = Scenario::parse(&standalone, "t.yaml", &lines(), &sites_nodes()).unwrap_err();
+        assert!(err.message.contains("mode: controller"), "{err}");
+        let unknown = STEERED.replace("{policy: bad,", "{policy: worse,");
+        let err = Scenario::parse(&unknown, "t.yaml", &lines(), &sites_nodes()).unwrap_err();
+        assert_eq!((err.line, err.column), (14, 14), "{err}");
+        assert!(err.message.contains("no `apply_policy` step named `worse`"));
+        let site = STEERED.replace("site: br1, leaves", "site: br9, leaves");
+        let err = Scenario::parse(&site, "t.yaml", &lines(), &sites_nodes()).unwrap_err();
+        assert!(err.message.starts_with("unknown site `br9`"), "{err}");
+        let half = STEERED.replace(", within: 1s}", "}");
+        assert!(Scenario::parse(&half, "t.yaml", &lines(), &sites_nodes()).is_err());
     }
 }

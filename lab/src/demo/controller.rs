@@ -20,34 +20,55 @@ pub struct DemoController {
     pub token_files: Vec<(String, PathBuf)>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let socket = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(socket.local_addr()?.port())
 }
 
-/// Starts `wansteer controller` with `policy`, state under `dir`; waits until it answers.
+/// Starts `wansteer controller` with `policy`, fresh state under `dir`; waits until it answers.
 pub fn start(exe: &Path, policy: &Path, dir: &Path) -> anyhow::Result<(Child, DemoController)> {
     let state = dir.join("controller-state");
     if state.exists() {
         std::fs::remove_dir_all(&state)
             .with_context(|| format!("cannot clear {}", state.display()))?;
     }
-    let port = free_port()?;
-    let listen = format!("127.0.0.1:{port}");
-    let log = dir.join("controller.log");
+    for old_log in ["controller.log", "controller.out"] {
+        let _ = std::fs::remove_file(dir.join(old_log));
+    }
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    launch(exe, policy, &state, &listen, dir)
+}
+
+/// Starts `wansteer controller` on `listen` with its store in `state` as it is (a restart
+/// resumes from it; the generated tokens are reused); logs go to `log_dir`. Waits until it
+/// answers.
+pub fn launch(
+    exe: &Path,
+    policy: &Path,
+    state: &Path,
+    listen: &str,
+    log_dir: &Path,
+) -> anyhow::Result<(Child, DemoController)> {
+    let log = log_dir.join("controller.log");
+    let append = |path: PathBuf| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
     let mut child = Command::new(exe)
         .args(["controller", "--policy"])
         .arg(policy)
-        .args(["--listen", &listen, "--state"])
-        .arg(&state)
+        .args(["--listen", listen, "--state"])
+        .arg(state)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(dir.join("controller.out"))?)
-        .stderr(std::fs::File::create(&log)?)
+        .stdout(append(log_dir.join("controller.out"))?)
+        .stderr(append(log.clone())?)
         .spawn()
         .context("cannot start the controller")?;
     let tokens_file = state.join("tokens.yaml");
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !(tokens_file.exists() && std::net::TcpStream::connect(&listen).is_ok()) {
+    while !(tokens_file.exists() && std::net::TcpStream::connect(listen).is_ok()) {
         if let Ok(Some(status)) = child.try_wait() {
             bail!("the controller exited ({status}); see {}", log.display());
         }

@@ -70,7 +70,7 @@ pub struct DemoArgs {
 const SITE: &str = "br1";
 const LINE: &str = "mpls";
 /// The agents' recovery window: short, so a line proves itself again within the demo.
-const LONG_WINDOW: &str = "4s";
+pub const LONG_WINDOW: &str = "4s";
 
 impl DemoArgs {
     fn schedule(&self) -> Schedule {
@@ -146,7 +146,7 @@ fn v4_of(plan: &Plan, node: &str) -> anyhow::Result<(String, IpAddr)> {
 }
 
 /// Starts `wansteer agent` for `site` inside namespace `ns`; its JSON events go to `tx`.
-fn start_agent(
+pub fn start_agent(
     exe: &Path,
     policy: &Path,
     site: &str,
