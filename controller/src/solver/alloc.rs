@@ -18,9 +18,10 @@
 //!    commodities and those of the level on the full arcs they need) is placed again in
 //!    other orders (short ones first, fewest arcs first), each kept only if it carries
 //!    more; more repair rounds; then rip-up-and-reroute moves (take one commodity of the
-//!    level off the full arcs, let the short ones use the room, put it back where it fits;
-//!    kept only when the level gains). Moves are logged and taken back exactly when they
-//!    do not gain, so the allocation is never copied.
+//!    level or a higher one off the full arcs, put it back on paths avoiding them, let the
+//!    short ones use the room; kept only when the level gains and no higher level loses).
+//!    Moves are logged and taken back exactly when they do not gain, so the allocation is
+//!    never copied.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
@@ -379,8 +380,15 @@ fn improve(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
         .filter(|&i| remaining(work.commodities, allocation, i) > TINY)
         .collect();
     repair_rounds(work, &still, allocation, IMPROVE_ROUNDS);
-    rip_up_and_reroute(work, short, allocation);
+    for _ in 0..RIP_UP_ROUNDS {
+        if rip_up_and_reroute(work, short, allocation) <= TINY {
+            break;
+        }
+    }
 }
+
+/// Rip-up rounds per short level (each recomputes which full arcs matter).
+const RIP_UP_ROUNDS: usize = 4;
 
 /// Rip-up budget per short level: moves tried, in units of the level's short commodities.
 const RIP_UP_PER_SHORT: usize = 8;
@@ -389,15 +397,16 @@ const RIP_UP_MAX: usize = 4096;
 /// Short commodities offered the room one move frees.
 const RIP_UP_BENEFICIARIES: usize = 64;
 
-/// Local search against the LP's advantage over a greedy: a commodity of this level whose
-/// flow sits on full arcs that short commodities need is taken off entirely, the short
-/// commodities (of this level or a higher one) take the room, and it is put back on
-/// whatever room its paths still have. A move is kept only when it gains carried demand
-/// without any higher level losing; otherwise it is taken back.
-fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
+/// Local search against the LP's advantage over a greedy: a commodity (of this level or a
+/// higher one) whose flow sits on full arcs that short commodities of this level need is
+/// taken off, put back first on its paths that avoid those arcs (a reroute), the short
+/// commodities take the room, and the victim takes whatever is left. A move is kept only
+/// when this level gains and no higher level loses anything; otherwise it is taken back
+/// exactly. Returns what the level gained.
+fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocation) -> f64 {
     let (paths, commodities) = (work.paths, work.commodities);
     let Some(&first) = short.first() else {
-        return;
+        return 0.0;
     };
     let level = commodities[first].level;
     let unsatisfied: Vec<usize> = short
@@ -406,9 +415,10 @@ fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocat
         .filter(|&i| remaining(commodities, allocation, i) > TINY)
         .collect();
     if unsatisfied.is_empty() {
-        return;
+        return 0.0;
     }
     work.ensure_users(allocation);
+    let mut gained = 0.0;
     let full = |allocation: &Allocation, arc: u32| allocation.residual[arc as usize] <= TINY;
     // Full arcs that short commodities would need, and which of them want each.
     let mut wanting: Vec<Vec<u32>> = vec![Vec::new(); allocation.residual.len()];
@@ -432,7 +442,7 @@ fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocat
         }
         for &user in &users[arc] {
             let user = user as usize;
-            if commodities[user].level != level || seen[user] {
+            if commodities[user].level > level || seen[user] {
                 continue;
             }
             seen[user] = true;
@@ -470,32 +480,57 @@ fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocat
         }
         work.start_trial();
         let mut gain_level = 0.0;
-        let mut gain_higher = 0.0;
+        let mut lost_higher = 0.0;
+        let victim_level = commodities[victim].level;
         for &(path, amount) in &held {
             work.add(allocation, victim, path, -amount);
-            gain_level -= amount;
         }
+        let held_amount: f64 = held.iter().map(|h| h.1).sum();
+        // First the victim's paths that no short commodity needs (a pure reroute), then
+        // the short commodities, then whatever room is left for the victim.
+        let hot = |p: PathId| {
+            paths
+                .arcs(p)
+                .iter()
+                .any(|&a| !wanting[a as usize].is_empty())
+        };
+        let mut back = fill_one_where(work, allocation, victim, |p| !hot(p));
         for &index in &beneficiaries {
-            let got = fill_one(work, allocation, index);
-            if commodities[index].level == level {
-                gain_level += got;
-            } else {
-                gain_higher += got;
-            }
+            gain_level += fill_one(work, allocation, index);
         }
-        gain_level += fill_one(work, allocation, victim);
-        if gain_higher <= TINY && gain_level <= TINY {
+        back += fill_one(work, allocation, victim);
+        if victim_level == level {
+            gain_level += back - held_amount;
+        } else {
+            lost_higher = held_amount - back;
+        }
+        if lost_higher > TINY || gain_level <= TINY {
             work.revert_trial(allocation);
         } else {
             work.keep_trial();
+            gained += gain_level;
         }
     }
+    gained
 }
 
 /// Puts as much of one commodity's remaining demand as fits on its paths, in order.
 fn fill_one(work: &mut Work, allocation: &mut Allocation, index: usize) -> f64 {
+    fill_one_where(work, allocation, index, |_| true)
+}
+
+/// [`fill_one`] on the paths `allowed` accepts.
+fn fill_one_where(
+    work: &mut Work,
+    allocation: &mut Allocation,
+    index: usize,
+    allowed: impl Fn(PathId) -> bool,
+) -> f64 {
     let mut got = 0.0;
     for &path in &work.commodities[index].paths {
+        if !allowed(path) {
+            continue;
+        }
         let need = remaining(work.commodities, allocation, index);
         if need <= TINY {
             break;
