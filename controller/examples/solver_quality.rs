@@ -27,6 +27,9 @@ struct Row {
     commodities: usize,
     ratio: f64,
     top_ratio: f64,
+    /// Share of the solver's carried demand off each commodity's main path: rule sets give
+    /// a class one primary line per destination, so split flow is not expressible there.
+    split: f64,
     solver_ms: f64,
     lp_ms: f64,
 }
@@ -139,6 +142,19 @@ fn compare(
     Some((s / r.max(1e-9), top, solver_ms, lp_ms))
 }
 
+/// Share of carried demand not on its commodity's main path.
+fn split_share(commodities: &[Commodity], a: &Allocation) -> f64 {
+    let mut carried = 0.0;
+    let mut off_main = 0.0;
+    for i in 0..commodities.len() {
+        let total = a.carried(i);
+        let main = a.flows[i].iter().map(|f| f.1).fold(0.0f64, f64::max);
+        carried += total;
+        off_main += total - main;
+    }
+    off_main / carried.max(1e-9)
+}
+
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
     values.sort_by(f64::total_cmp);
     let rank = ((values.len() as f64 - 1.0) * p).round() as usize;
@@ -202,6 +218,7 @@ fn main() {
                     commodities: view.commodities.len(),
                     ratio,
                     top_ratio,
+                    split: split_share(view.commodities, solver),
                     solver_ms,
                     lp_ms,
                 });
@@ -261,6 +278,7 @@ fn main() {
                         commodities: instance.commodities.len(),
                         ratio,
                         top_ratio,
+                        split: split_share(&instance.commodities, &solver),
                         solver_ms,
                         lp_ms,
                     });
@@ -270,24 +288,25 @@ fn main() {
     }
 
     println!(
-        "| instance | load | commodities | solver/LP (weighted) | top class solver/LP | solver ms | LP ms |"
+        "| instance | load | commodities | solver/LP (weighted) | top class solver/LP | split | solver ms | LP ms |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {:.4} | {:.4} | {:.2}% | {:.1} | {:.0} |",
             row.name,
             levels[row.level],
             row.commodities,
             row.ratio,
             row.top_ratio,
+            100.0 * row.split,
             row.solver_ms,
             row.lp_ms
         );
     }
     println!();
-    println!("| family | load | instances | median | p10 | min |");
-    println!("|---|---|---|---|---|---|");
+    println!("| family | load | instances | median | p10 | min | split (median) |");
+    println!("|---|---|---|---|---|---|---|");
     for family in ["sdwan", "topology", "all"] {
         for (level, name) in levels.iter().enumerate() {
             let ratios: Vec<f64> = rows
@@ -298,12 +317,18 @@ fn main() {
             if ratios.is_empty() {
                 continue;
             }
+            let splits: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.level == level && (family == "all" || r.family == family))
+                .map(|r| r.split)
+                .collect();
             println!(
-                "| {family} | {name} | {} | {:.4} | {:.4} | {:.4} |",
+                "| {family} | {name} | {} | {:.4} | {:.4} | {:.4} | {:.2}% |",
                 ratios.len(),
                 percentile(ratios.clone(), 0.5),
                 percentile(ratios.clone(), 0.1),
-                ratios.iter().copied().fold(f64::INFINITY, f64::min)
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                100.0 * percentile(splits, 0.5)
             );
         }
     }
