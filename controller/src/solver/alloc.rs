@@ -124,6 +124,8 @@ struct Work<'a> {
     users: Option<Vec<Vec<u32>>>,
     /// While a local-search move is tried: what it changed, to take it back.
     trial: Option<Trial>,
+    /// How many further moves a repair may chain to make room for a moved flow.
+    depth: u8,
     /// Per commodity, the number of the last trial that saved its flows.
     stamp: Vec<u32>,
     trials: u32,
@@ -144,6 +146,7 @@ impl<'a> Work<'a> {
             commodities,
             users: None,
             trial: None,
+            depth: 0,
             stamp: vec![0; commodities.len()],
             trials: 0,
         }
@@ -379,7 +382,9 @@ fn improve(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
         .copied()
         .filter(|&i| remaining(work.commodities, allocation, i) > TINY)
         .collect();
+    work.depth = 1;
     repair_rounds(work, &still, allocation, IMPROVE_ROUNDS);
+    work.depth = 0;
     for _ in 0..RIP_UP_ROUNDS {
         if rip_up_and_reroute(work, short, allocation) <= TINY {
             break;
@@ -782,7 +787,48 @@ fn free_arc(
                     .iter()
                     .find(|(p, _)| *p == from)
                     .map_or(0.0, |e| e.1);
-                let shift = left.min(spare).min(still_on_from).min(amount);
+                let movable = left.min(still_on_from).min(amount);
+                let mut spare = spare;
+                if work.depth > 0 && spare < movable - TINY {
+                    // Chain one more move: clear the alternative's tightest arc.
+                    let tightest = alt_arcs
+                        .iter()
+                        .copied()
+                        .filter(|arc| !protect.contains(arc) && !from_arcs.contains(arc))
+                        .min_by(|&a, &b| {
+                            allocation.residual[a as usize]
+                                .total_cmp(&allocation.residual[b as usize])
+                        });
+                    if let Some(tightest) = tightest {
+                        let mut guarded = protect.to_vec();
+                        guarded.push(blocking);
+                        guarded.extend_from_slice(from_arcs);
+                        let wanted_there = movable - allocation.residual[tightest as usize];
+                        work.depth -= 1;
+                        free_arc(
+                            work,
+                            allocation,
+                            other,
+                            tightest,
+                            wanted_there,
+                            &guarded,
+                            need.max(movable),
+                        );
+                        work.depth += 1;
+                        spare = alt_arcs
+                            .iter()
+                            .map(|&arc| {
+                                let free = allocation.residual[arc as usize];
+                                if protect.contains(&arc) && !from_arcs.contains(&arc) {
+                                    free - need
+                                } else {
+                                    free
+                                }
+                            })
+                            .fold(f64::INFINITY, f64::min);
+                    }
+                }
+                let shift = movable.min(spare);
                 if shift <= TINY {
                     continue;
                 }
@@ -887,6 +933,44 @@ mod tests {
         let allocation = allocate(&[10.0, 10.0], &paths, &commodities);
         let total: f64 = (0..3).map(|i| allocation.carried(i)).sum();
         assert!((total - 20.0).abs() < 1e-9, "carried {total}");
+    }
+
+    #[test]
+    fn repair_chains_two_moves_to_make_room_for_a_lower_level() {
+        // K (level 1) can only use arc 0, where A (level 0) sits. A could use arc 1, but B
+        // (level 0) fills it; B could use arc 2. Room for K needs B to move, then A.
+        let mut paths = Paths::new();
+        let b1 = paths.push(&[1]);
+        let b2 = paths.push(&[2]);
+        let a0 = paths.push(&[0]);
+        let a1 = paths.push(&[1]);
+        let k0 = paths.push(&[0]);
+        let commodities = vec![
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![b1, b2],
+            },
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![a0, a1],
+            },
+            Commodity {
+                level: 1,
+                demand: 10.0,
+                paths: vec![k0],
+            },
+        ];
+        let allocation = allocate(&[10.0, 10.0, 10.0], &paths, &commodities);
+        assert!((allocation.carried(0) - 10.0).abs() < 1e-9);
+        assert!((allocation.carried(1) - 10.0).abs() < 1e-9);
+        assert!(
+            (allocation.carried(2) - 10.0).abs() < 1e-9,
+            "K carried {}",
+            allocation.carried(2)
+        );
+        assert!(allocation.residual.iter().all(|&r| r >= -1e-9));
     }
 
     #[test]
