@@ -126,6 +126,8 @@ struct Work<'a> {
     trial: Option<Trial>,
     /// How many further moves a repair may chain to make room for a moved flow.
     depth: u8,
+    /// Chained moves still allowed in this improvement phase (they are the costly part).
+    chain_budget: usize,
     /// Per commodity, the number of the last trial that saved its flows.
     stamp: Vec<u32>,
     trials: u32,
@@ -147,6 +149,7 @@ impl<'a> Work<'a> {
             users: None,
             trial: None,
             depth: 0,
+            chain_budget: 0,
             stamp: vec![0; commodities.len()],
             trials: 0,
         }
@@ -383,6 +386,7 @@ fn improve(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
         .filter(|&i| remaining(work.commodities, allocation, i) > TINY)
         .collect();
     work.depth = 1;
+    work.chain_budget = (CHAINS_PER_SHORT * still.len()).min(CHAINS_MAX);
     repair_rounds(work, &still, allocation, IMPROVE_ROUNDS);
     work.depth = 0;
     for _ in 0..RIP_UP_ROUNDS {
@@ -391,6 +395,10 @@ fn improve(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
         }
     }
 }
+
+/// Chained repair moves per short commodity, and at most per level.
+const CHAINS_PER_SHORT: usize = 4;
+const CHAINS_MAX: usize = 4096;
 
 /// Rip-up rounds per short level (each recomputes which full arcs matter).
 const RIP_UP_ROUNDS: usize = 4;
@@ -738,13 +746,17 @@ fn free_arc(
     need: f64,
 ) -> f64 {
     let (paths, commodities) = (work.paths, work.commodities);
-    let mut blockers = work
-        .users
-        .as_ref()
-        .map(|users| users[blocking as usize].clone())
-        .unwrap_or_default();
-    blockers.sort_unstable();
-    blockers.dedup();
+    let mut blockers = match work.users.as_mut() {
+        Some(users) => {
+            // Compacted in place: moves taken back leave repeated entries behind.
+            let list = &mut users[blocking as usize];
+            list.sort_unstable();
+            list.dedup();
+            list.clone()
+        }
+        None => Vec::new(),
+    };
+    blockers.retain(|&b| b as usize != index);
     let mut left = wanted;
     for other in blockers {
         let other = other as usize;
@@ -789,7 +801,8 @@ fn free_arc(
                     .map_or(0.0, |e| e.1);
                 let movable = left.min(still_on_from).min(amount);
                 let mut spare = spare;
-                if work.depth > 0 && spare < movable - TINY {
+                if work.depth > 0 && work.chain_budget > 0 && spare < movable - TINY {
+                    work.chain_budget -= 1;
                     // Chain one more move: clear the alternative's tightest arc.
                     let tightest = alt_arcs
                         .iter()
