@@ -8,6 +8,8 @@
 //! Prints one row per instance and the median and p10 of solver/LP (priority-weighted
 //! carried demand) per load level.
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,9 @@ struct Row {
     commodities: usize,
     ratio: f64,
     top_ratio: f64,
+    /// Share of the solver's carried demand off each commodity's main path: rule sets give
+    /// a class one primary line per destination, so split flow is not expressible there.
+    split: f64,
     solver_ms: f64,
     lp_ms: f64,
 }
@@ -39,26 +44,115 @@ fn top_carried(commodities: &[Commodity], a: &Allocation) -> f64 {
         .sum()
 }
 
+/// LP results (weighted carried, top class carried, ms) by instance key, kept in the file
+/// named by `SOLVER_QUALITY_LP_CACHE` when set: the LP takes minutes per run and its input
+/// does not change while the allocator is tuned.
+struct LpCache {
+    file: Option<PathBuf>,
+    known: HashMap<String, (f64, f64, f64)>,
+}
+
+impl LpCache {
+    fn open() -> LpCache {
+        let file = std::env::var_os("SOLVER_QUALITY_LP_CACHE").map(PathBuf::from);
+        let mut known = HashMap::new();
+        if let Some(text) = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
+            for line in text.lines() {
+                let parts: Vec<&str> = line.split(' ').collect();
+                if let [key, w, t, ms] = parts[..]
+                    && let (Ok(w), Ok(t), Ok(ms)) = (w.parse(), t.parse(), ms.parse())
+                {
+                    known.insert(key.to_string(), (w, t, ms));
+                }
+            }
+        }
+        LpCache { file, known }
+    }
+
+    fn store(&mut self, key: String, value: (f64, f64, f64)) {
+        if let Some(file) = &self.file {
+            let line = format!("{key} {} {} {}\n", value.0, value.1, value.2);
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .expect("LP cache file writable");
+            out.write_all(line.as_bytes()).expect("LP cache write");
+        }
+        self.known.insert(key, value);
+    }
+}
+
+/// Identifies an instance's LP input: name, sizes and a digest of the numbers.
+fn instance_key(name: &str, capacity: &[f64], paths: &Paths, commodities: &[Commodity]) -> String {
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |x: u64| {
+        digest ^= x;
+        digest = digest.wrapping_mul(0x100_0000_01b3);
+    };
+    capacity.iter().for_each(|c| mix(c.to_bits()));
+    for c in commodities {
+        mix(u64::from(c.level));
+        mix(c.demand.to_bits());
+        for &p in &c.paths {
+            paths.arcs(p).iter().for_each(|&a| mix(u64::from(a)));
+            mix(u64::MAX);
+        }
+    }
+    format!(
+        "{name}/{}/{}/{digest:016x}",
+        capacity.len(),
+        commodities.len()
+    )
+}
+
 fn compare(
+    cache: &mut LpCache,
+    name: &str,
     capacity: &[f64],
     paths: &Paths,
     commodities: &[Commodity],
     solver: &Allocation,
     solver_ms: f64,
 ) -> Option<(f64, f64, f64, f64)> {
-    let start = Instant::now();
-    let reference = match lp::solve(capacity, paths, commodities) {
-        Ok(reference) => reference,
-        Err(e) => {
-            eprintln!("  LP failed: {e}");
-            return None;
+    let key = instance_key(name, capacity, paths, commodities);
+    let (r, r_top, lp_ms) = match cache.known.get(&key) {
+        Some(&known) => known,
+        None => {
+            let start = Instant::now();
+            let reference = match lp::solve(capacity, paths, commodities) {
+                Ok(reference) => reference,
+                Err(e) => {
+                    eprintln!("  LP failed: {e}");
+                    return None;
+                }
+            };
+            let lp_ms = start.elapsed().as_secs_f64() * 1000.0;
+            let value = (
+                lp::weighted_carried(commodities, &reference),
+                top_carried(commodities, &reference),
+                lp_ms,
+            );
+            cache.store(key, value);
+            value
         }
     };
-    let lp_ms = start.elapsed().as_secs_f64() * 1000.0;
     let s = lp::weighted_carried(commodities, solver);
-    let r = lp::weighted_carried(commodities, &reference);
-    let top = top_carried(commodities, solver) / top_carried(commodities, &reference).max(1e-9);
+    let top = top_carried(commodities, solver) / r_top.max(1e-9);
     Some((s / r.max(1e-9), top, solver_ms, lp_ms))
+}
+
+/// Share of carried demand not on its commodity's main path.
+fn split_share(commodities: &[Commodity], a: &Allocation) -> f64 {
+    let mut carried = 0.0;
+    let mut off_main = 0.0;
+    for i in 0..commodities.len() {
+        let total = a.carried(i);
+        let main = a.flows[i].iter().map(|f| f.1).fold(0.0f64, f64::max);
+        carried += total;
+        off_main += total - main;
+    }
+    off_main / carried.max(1e-9)
 }
 
 fn percentile(mut values: Vec<f64>, p: f64) -> f64 {
@@ -74,6 +168,7 @@ fn main() {
         .unwrap_or_else(|| PathBuf::from("/work/shared/topologies"));
     let only = std::env::args().nth(2).unwrap_or_default();
     let mut rows: Vec<Row> = Vec::new();
+    let mut cache = LpCache::open();
     let levels = ["low", "medium", "high"];
 
     // Generated SD-WAN networks: load = demand / capacity at branches and DCs.
@@ -106,7 +201,10 @@ fn main() {
             let solver_ms = start.elapsed().as_secs_f64() * 1000.0;
             let view = planner.problem();
             let solver = view.allocation.expect("solved");
+            let name = format!("sdwan-40br-s{seed}");
             if let Some((ratio, top_ratio, solver_ms, lp_ms)) = compare(
+                &mut cache,
+                &format!("{name}-{}", levels[level]),
                 view.capacity,
                 view.paths,
                 view.commodities,
@@ -115,11 +213,12 @@ fn main() {
             ) {
                 rows.push(Row {
                     family: "sdwan",
-                    name: format!("sdwan-40br-s{seed}"),
+                    name,
                     level,
                     commodities: view.commodities.len(),
                     ratio,
                     top_ratio,
+                    split: split_share(view.commodities, solver),
                     solver_ms,
                     lp_ms,
                 });
@@ -162,7 +261,10 @@ fn main() {
                 let start = Instant::now();
                 let solver = allocate(&instance.capacity, &instance.paths, &instance.commodities);
                 let solver_ms = start.elapsed().as_secs_f64() * 1000.0;
+                let name = format!("{}-d{zoo_seed}-s{seed}", topology.name);
                 if let Some((ratio, top_ratio, solver_ms, lp_ms)) = compare(
+                    &mut cache,
+                    &format!("{name}-{}", levels[level]),
                     &instance.capacity,
                     &instance.paths,
                     &instance.commodities,
@@ -171,11 +273,12 @@ fn main() {
                 ) {
                     rows.push(Row {
                         family: "topology",
-                        name: format!("{}-d{zoo_seed}-s{seed}", topology.name),
+                        name,
                         level,
                         commodities: instance.commodities.len(),
                         ratio,
                         top_ratio,
+                        split: split_share(&instance.commodities, &solver),
                         solver_ms,
                         lp_ms,
                     });
@@ -185,24 +288,25 @@ fn main() {
     }
 
     println!(
-        "| instance | load | commodities | solver/LP (weighted) | top class solver/LP | solver ms | LP ms |"
+        "| instance | load | commodities | solver/LP (weighted) | top class solver/LP | split | solver ms | LP ms |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!(
-            "| {} | {} | {} | {:.4} | {:.4} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {:.4} | {:.4} | {:.2}% | {:.1} | {:.0} |",
             row.name,
             levels[row.level],
             row.commodities,
             row.ratio,
             row.top_ratio,
+            100.0 * row.split,
             row.solver_ms,
             row.lp_ms
         );
     }
     println!();
-    println!("| family | load | instances | median | p10 | min |");
-    println!("|---|---|---|---|---|---|");
+    println!("| family | load | instances | median | p10 | min | split (median) |");
+    println!("|---|---|---|---|---|---|---|");
     for family in ["sdwan", "topology", "all"] {
         for (level, name) in levels.iter().enumerate() {
             let ratios: Vec<f64> = rows
@@ -213,12 +317,18 @@ fn main() {
             if ratios.is_empty() {
                 continue;
             }
+            let splits: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.level == level && (family == "all" || r.family == family))
+                .map(|r| r.split)
+                .collect();
             println!(
-                "| {family} | {name} | {} | {:.4} | {:.4} | {:.4} |",
+                "| {family} | {name} | {} | {:.4} | {:.4} | {:.4} | {:.2}% |",
                 ratios.len(),
                 percentile(ratios.clone(), 0.5),
                 percentile(ratios.clone(), 0.1),
-                ratios.iter().copied().fold(f64::INFINITY, f64::min)
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                100.0 * percentile(splits, 0.5)
             );
         }
     }

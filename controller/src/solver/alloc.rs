@@ -10,11 +10,18 @@
 //!    its order that fits it whole (what an operator expects: one path per class);
 //! 2. *fill pass*: demand that did not fit whole is spread over the paths that still have
 //!    room, in the commodity's order, sharing each contested arc fairly;
-//! 3. *repair pass*: where a commodity is still short, flows that block its paths (of any
-//!    level: they keep their amount, only change path) are shifted onto their own spare
-//!    compliant paths to free room (a two-step augmenting move), repeated while it helps;
-//! 4. in a full solve, a level left short is allocated once more with its short commodities
-//!    first, and the better of the two attempts is kept.
+//! 3. *repair pass*: where a commodity is still short, every arc of its path that lacks
+//!    room gets flows (of any level: they keep their amount, only change path) shifted
+//!    onto their own spare compliant paths (a two-step augmenting move), repeated while
+//!    it helps;
+//! 4. in a full solve, a level left short is improved: its contested part (the short
+//!    commodities and those of the level on the full arcs they need) is placed again in
+//!    other orders (short ones first, fewest arcs first), each kept only if it carries
+//!    more; more repair rounds; then rip-up-and-reroute moves (take one commodity of the
+//!    level or a higher one off the full arcs, put it back on paths avoiding them, let the
+//!    short ones use the room; kept only when the level gains and no higher level loses).
+//!    Moves are logged and taken back exactly when they do not gain, so the allocation is
+//!    never copied.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
@@ -94,8 +101,10 @@ impl Allocation {
 
 /// Flow below this is treated as nothing (bits per second).
 const TINY: f64 = 1e-6;
-/// Repair rounds per level; each round only runs while it still gains.
+/// Repair rounds per attempt; each round only runs while it still gains.
 const REPAIR_ROUNDS: usize = 4;
+/// Extra repair rounds on the kept attempt of a short level.
+const IMPROVE_ROUNDS: usize = 8;
 
 fn bottleneck(paths: &Paths, path: PathId, residual: &[f64]) -> f64 {
     paths
@@ -105,13 +114,122 @@ fn bottleneck(paths: &Paths, path: PathId, residual: &[f64]) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-fn add_flow(paths: &Paths, path: PathId, amount: f64, residual: &mut [f64], flows: &mut Flows) {
-    for &arc in paths.arcs(path) {
-        residual[arc as usize] -= amount;
+/// Bookkeeping shared by the passes of one allocation: which commodities use each arc
+/// (built when a repair first needs it, then kept up to date; entries may be stale, readers
+/// check the flows), and the log of a move being tried, so it can be taken back without
+/// copying the allocation.
+struct Work<'a> {
+    paths: &'a Paths,
+    commodities: &'a [Commodity],
+    users: Option<Vec<Vec<u32>>>,
+    /// While a local-search move is tried: what it changed, to take it back.
+    trial: Option<Trial>,
+    /// How many further moves a repair may chain to make room for a moved flow.
+    depth: u8,
+    /// Chained moves still allowed in this improvement phase (they are the costly part).
+    chain_budget: usize,
+    /// Per commodity, the number of the last trial that saved its flows.
+    stamp: Vec<u32>,
+    trials: u32,
+}
+
+/// The flows of the commodities a trial touched, as they were, and every path change it
+/// made (for the residual).
+#[derive(Default)]
+struct Trial {
+    saved: Vec<(usize, Flows)>,
+    changes: Vec<(PathId, f64)>,
+}
+
+impl<'a> Work<'a> {
+    fn new(paths: &'a Paths, commodities: &'a [Commodity]) -> Work<'a> {
+        Work {
+            paths,
+            commodities,
+            users: None,
+            trial: None,
+            depth: 0,
+            chain_budget: 0,
+            stamp: vec![0; commodities.len()],
+            trials: 0,
+        }
     }
-    match flows.iter_mut().find(|(p, _)| *p == path) {
-        Some(entry) => entry.1 += amount,
-        None => flows.push((path, amount)),
+
+    fn ensure_users(&mut self, allocation: &Allocation) {
+        if self.users.is_some() {
+            return;
+        }
+        let mut users: Vec<Vec<u32>> = vec![Vec::new(); allocation.residual.len()];
+        for (index, flows) in allocation.flows.iter().enumerate() {
+            for &(path, amount) in flows {
+                if amount > TINY {
+                    for &arc in self.paths.arcs(path) {
+                        users[arc as usize].push(index as u32);
+                    }
+                }
+            }
+        }
+        self.users = Some(users);
+    }
+
+    /// Adds (or with a negative amount, removes) flow of one commodity on one path.
+    fn add(&mut self, allocation: &mut Allocation, index: usize, path: PathId, amount: f64) {
+        if let Some(trial) = &mut self.trial {
+            if self.stamp[index] != self.trials {
+                self.stamp[index] = self.trials;
+                trial.saved.push((index, allocation.flows[index].clone()));
+            }
+            trial.changes.push((path, amount));
+        }
+        for &arc in self.paths.arcs(path) {
+            allocation.residual[arc as usize] -= amount;
+        }
+        let flows = &mut allocation.flows[index];
+        match flows.iter_mut().find(|(p, _)| *p == path) {
+            Some(entry) => entry.1 += amount,
+            None => {
+                flows.push((path, amount));
+                if let Some(users) = &mut self.users {
+                    for &arc in self.paths.arcs(path) {
+                        users[arc as usize].push(index as u32);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_trial(&mut self) {
+        self.trials += 1;
+        self.trial = Some(Trial::default());
+    }
+
+    /// Ends a trial, keeping what it did.
+    fn keep_trial(&mut self) {
+        self.trial = None;
+    }
+
+    /// Ends a trial, putting every flow it changed back exactly as it was.
+    fn revert_trial(&mut self, allocation: &mut Allocation) {
+        let trial = self.trial.take().expect("a trial is running");
+        for &(path, amount) in trial.changes.iter().rev() {
+            for &arc in self.paths.arcs(path) {
+                allocation.residual[arc as usize] += amount;
+            }
+        }
+        for (index, flows) in trial.saved {
+            allocation.flows[index] = flows;
+        }
+    }
+
+    /// Takes all of one commodity's flow off the network.
+    fn remove_all(&mut self, allocation: &mut Allocation, index: usize) {
+        let flows = allocation.flows[index].clone();
+        for (path, amount) in flows {
+            if amount != 0.0 {
+                self.add(allocation, index, path, -amount);
+            }
+        }
+        allocation.flows[index].retain(|&(_, a)| a != 0.0);
     }
 }
 
@@ -131,27 +249,312 @@ pub fn allocate(capacity: &[f64], paths: &Paths, commodities: &[Commodity]) -> A
             .expect("level listed");
         by_level[slot].push(index);
     }
+    let mut work = Work::new(paths, commodities);
     for members in &by_level {
-        let before = allocation.clone();
-        allocate_level(paths, commodities, members, &mut allocation);
-        let carried = |a: &Allocation| members.iter().map(|&i| a.carried(i)).sum::<f64>();
-        let demand: f64 = members.iter().map(|&i| commodities[i].demand).sum();
-        let first = carried(&allocation);
-        if first + TINY >= demand {
-            continue;
-        }
-        // Some demand did not fit: try once more with the short commodities first, and
-        // keep whichever carries more.
-        let mut order: Vec<usize> = members.to_vec();
-        let shortfall = |i: usize| commodities[i].demand - allocation.carried(i);
-        order.sort_by(|&a, &b| shortfall(b).total_cmp(&shortfall(a)).then(a.cmp(&b)));
-        let mut retry = before;
-        allocate_in_order(paths, commodities, &order, &mut retry);
-        if carried(&retry) > first + TINY {
-            allocation = retry;
-        }
+        allocate_level_full(&mut work, members, &mut allocation);
     }
     allocation
+}
+
+fn carried_by(allocation: &Allocation, members: &[usize]) -> f64 {
+    members.iter().map(|&i| allocation.carried(i)).sum()
+}
+
+/// One level of a full solve: a first attempt in demand order; when it leaves the level
+/// short and another order could do better, the contested part of the level (the short
+/// commodities and those of the level holding the full arcs they need) is placed again
+/// in other orders (short commodities first; fewest arcs first), each kept only when it
+/// carries more; then the improvement phase.
+fn allocate_level_full(work: &mut Work, members: &[usize], allocation: &mut Allocation) {
+    let commodities = work.commodities;
+    let mut order = members.to_vec();
+    order.sort_by(|&a, &b| {
+        commodities[a]
+            .demand
+            .total_cmp(&commodities[b].demand)
+            .then(a.cmp(&b))
+    });
+    let mut short = allocate_in_order(work, &order, allocation);
+    // The fill and repair passes may have placed everything the preference pass could not.
+    short.retain(|&i| remaining(commodities, allocation, i) > TINY);
+    if short.is_empty() {
+        return;
+    }
+    if reordering_may_help(work.paths, commodities, members, &short, allocation) {
+        let contested = contested(work, &short, allocation);
+        // Biggest shortfall first (non-negative floats order like their bits).
+        let mut by_shortfall = contested.clone();
+        by_shortfall.sort_by_cached_key(|&i| {
+            std::cmp::Reverse(remaining(commodities, allocation, i).to_bits())
+        });
+        let hops = |i: usize| {
+            commodities[i]
+                .paths
+                .iter()
+                .map(|&p| work.paths.arcs(p).len())
+                .min()
+                .unwrap_or(usize::MAX)
+        };
+        let mut by_hops = contested.clone();
+        by_hops.sort_by_cached_key(|&i| (hops(i), commodities[i].demand.to_bits(), i));
+        for order in [by_shortfall, by_hops] {
+            let before = carried_by(allocation, &contested);
+            work.start_trial();
+            for &index in &contested {
+                work.remove_all(allocation, index);
+            }
+            let again = allocate_in_order(work, &order, allocation);
+            if carried_by(allocation, &contested) > before + TINY {
+                work.keep_trial();
+                short = again;
+            } else {
+                work.revert_trial(allocation);
+            }
+        }
+    }
+    improve(work, &short, allocation);
+}
+
+/// The short commodities and the commodities of their level holding flow on full arcs
+/// their paths need: the part of a level another order could place differently.
+fn contested(work: &mut Work, short: &[usize], allocation: &Allocation) -> Vec<usize> {
+    let (paths, commodities) = (work.paths, work.commodities);
+    work.ensure_users(allocation);
+    let users = work.users.as_ref().expect("users built");
+    let level = commodities[short[0]].level;
+    let mut out: Vec<usize> = short.to_vec();
+    for &index in short {
+        for &path in &commodities[index].paths {
+            for &arc in paths.arcs(path) {
+                if allocation.residual[arc as usize] > TINY {
+                    continue;
+                }
+                out.extend(
+                    users[arc as usize]
+                        .iter()
+                        .map(|&u| u as usize)
+                        .filter(|&u| {
+                            commodities[u].level == level
+                                && commodities[u].demand > 0.0
+                                && allocation.flows[u]
+                                    .iter()
+                                    .any(|&(p, a)| a > TINY && paths.arcs(p).contains(&arc))
+                        }),
+                );
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Whether another preference order could carry more: some short commodity has a path
+/// every arc of which has room or holds flow of this level (which another order could
+/// place elsewhere). When the level is short only against higher levels' flow and dead
+/// lines, a retry cannot gain.
+fn reordering_may_help(
+    paths: &Paths,
+    commodities: &[Commodity],
+    members: &[usize],
+    short: &[usize],
+    allocation: &Allocation,
+) -> bool {
+    let mut level_on: Vec<f64> = vec![0.0; allocation.residual.len()];
+    for &index in members {
+        for &(path, amount) in &allocation.flows[index] {
+            for &arc in paths.arcs(path) {
+                level_on[arc as usize] += amount;
+            }
+        }
+    }
+    short.iter().any(|&index| {
+        commodities[index].paths.iter().any(|&path| {
+            paths
+                .arcs(path)
+                .iter()
+                .all(|&arc| allocation.residual[arc as usize] + level_on[arc as usize] > TINY)
+        })
+    })
+}
+
+/// More repair rounds for the commodities still short, then rip-up-and-reroute moves.
+fn improve(work: &mut Work, short: &[usize], allocation: &mut Allocation) {
+    let still: Vec<usize> = short
+        .iter()
+        .copied()
+        .filter(|&i| remaining(work.commodities, allocation, i) > TINY)
+        .collect();
+    work.depth = 1;
+    work.chain_budget = (CHAINS_PER_SHORT * still.len()).min(CHAINS_MAX);
+    repair_rounds(work, &still, allocation, IMPROVE_ROUNDS);
+    work.depth = 0;
+    for _ in 0..RIP_UP_ROUNDS {
+        if rip_up_and_reroute(work, short, allocation) <= TINY {
+            break;
+        }
+    }
+}
+
+/// Chained repair moves per short commodity, and at most per level.
+const CHAINS_PER_SHORT: usize = 4;
+const CHAINS_MAX: usize = 4096;
+
+/// Rip-up rounds per short level (each recomputes which full arcs matter).
+const RIP_UP_ROUNDS: usize = 4;
+
+/// Rip-up budget per short level: moves tried, in units of the level's short commodities.
+const RIP_UP_PER_SHORT: usize = 8;
+const RIP_UP_MIN: usize = 64;
+const RIP_UP_MAX: usize = 4096;
+/// Short commodities offered the room one move frees.
+const RIP_UP_BENEFICIARIES: usize = 64;
+
+/// Local search against the LP's advantage over a greedy: a commodity (of this level or a
+/// higher one) whose flow sits on full arcs that short commodities of this level need is
+/// taken off, put back first on its paths that avoid those arcs (a reroute), the short
+/// commodities take the room, and the victim takes whatever is left. A move is kept only
+/// when this level gains and no higher level loses anything; otherwise it is taken back
+/// exactly. Returns what the level gained.
+fn rip_up_and_reroute(work: &mut Work, short: &[usize], allocation: &mut Allocation) -> f64 {
+    let (paths, commodities) = (work.paths, work.commodities);
+    let Some(&first) = short.first() else {
+        return 0.0;
+    };
+    let level = commodities[first].level;
+    let unsatisfied: Vec<usize> = short
+        .iter()
+        .copied()
+        .filter(|&i| remaining(commodities, allocation, i) > TINY)
+        .collect();
+    if unsatisfied.is_empty() {
+        return 0.0;
+    }
+    work.ensure_users(allocation);
+    let mut gained = 0.0;
+    let full = |allocation: &Allocation, arc: u32| allocation.residual[arc as usize] <= TINY;
+    // Full arcs that short commodities would need, and which of them want each.
+    let mut wanting: Vec<Vec<u32>> = vec![Vec::new(); allocation.residual.len()];
+    for &index in &unsatisfied {
+        for &path in &commodities[index].paths {
+            for &arc in paths.arcs(path) {
+                let list = &mut wanting[arc as usize];
+                if full(allocation, arc) && list.last() != Some(&(index as u32)) {
+                    list.push(index as u32);
+                }
+            }
+        }
+    }
+    // Candidates: this level's commodities holding flow on hot arcs, most hot arcs first.
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    let mut seen = vec![false; commodities.len()];
+    let users = work.users.as_ref().expect("users built");
+    for (arc, list) in wanting.iter().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        for &user in &users[arc] {
+            let user = user as usize;
+            if commodities[user].level > level || seen[user] {
+                continue;
+            }
+            seen[user] = true;
+            let weight: usize = allocation.flows[user]
+                .iter()
+                .filter(|(_, amount)| *amount > TINY)
+                .flat_map(|&(p, _)| paths.arcs(p).iter())
+                .map(|&a| wanting[a as usize].len())
+                .sum();
+            candidates.push((weight, user));
+        }
+    }
+    candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let budget = (RIP_UP_PER_SHORT * unsatisfied.len()).clamp(RIP_UP_MIN, RIP_UP_MAX);
+    let mut beneficiaries: Vec<usize> = Vec::new();
+    for &(_, victim) in candidates.iter().take(budget) {
+        let held: Flows = allocation.flows[victim]
+            .iter()
+            .copied()
+            .filter(|(_, amount)| *amount > TINY)
+            .collect();
+        // The short commodities that could use the room it frees.
+        beneficiaries.clear();
+        for &(path, _) in &held {
+            for &arc in paths.arcs(path) {
+                beneficiaries.extend(wanting[arc as usize].iter().map(|&i| i as usize));
+            }
+        }
+        beneficiaries.sort_unstable();
+        beneficiaries.dedup();
+        beneficiaries.retain(|&i| i != victim && remaining(commodities, allocation, i) > TINY);
+        beneficiaries.truncate(RIP_UP_BENEFICIARIES);
+        if beneficiaries.is_empty() {
+            continue;
+        }
+        work.start_trial();
+        let mut gain_level = 0.0;
+        let mut lost_higher = 0.0;
+        let victim_level = commodities[victim].level;
+        for &(path, amount) in &held {
+            work.add(allocation, victim, path, -amount);
+        }
+        let held_amount: f64 = held.iter().map(|h| h.1).sum();
+        // First the victim's paths that no short commodity needs (a pure reroute), then
+        // the short commodities, then whatever room is left for the victim.
+        let hot = |p: PathId| {
+            paths
+                .arcs(p)
+                .iter()
+                .any(|&a| !wanting[a as usize].is_empty())
+        };
+        let mut back = fill_one_where(work, allocation, victim, |p| !hot(p));
+        for &index in &beneficiaries {
+            gain_level += fill_one(work, allocation, index);
+        }
+        back += fill_one(work, allocation, victim);
+        if victim_level == level {
+            gain_level += back - held_amount;
+        } else {
+            lost_higher = held_amount - back;
+        }
+        if lost_higher > TINY || gain_level <= TINY {
+            work.revert_trial(allocation);
+        } else {
+            work.keep_trial();
+            gained += gain_level;
+        }
+    }
+    gained
+}
+
+/// Puts as much of one commodity's remaining demand as fits on its paths, in order.
+fn fill_one(work: &mut Work, allocation: &mut Allocation, index: usize) -> f64 {
+    fill_one_where(work, allocation, index, |_| true)
+}
+
+/// [`fill_one`] on the paths `allowed` accepts.
+fn fill_one_where(
+    work: &mut Work,
+    allocation: &mut Allocation,
+    index: usize,
+    allowed: impl Fn(PathId) -> bool,
+) -> f64 {
+    let mut got = 0.0;
+    for &path in &work.commodities[index].paths {
+        if !allowed(path) {
+            continue;
+        }
+        let need = remaining(work.commodities, allocation, index);
+        if need <= TINY {
+            break;
+        }
+        let amount = need.min(bottleneck(work.paths, path, &allocation.residual));
+        if amount > TINY {
+            work.add(allocation, index, path, amount);
+            got += amount;
+        }
+    }
+    got
 }
 
 /// Allocates the given commodities (all of one level, none holding flow yet) against the
@@ -169,16 +572,14 @@ pub fn allocate_level(
             .total_cmp(&commodities[b].demand)
             .then(a.cmp(&b))
     });
-    allocate_in_order(paths, commodities, &order, allocation);
+    let mut work = Work::new(paths, commodities);
+    allocate_in_order(&mut work, &order, allocation);
 }
 
-/// [`allocate_level`] with the preference pass in a given order.
-fn allocate_in_order(
-    paths: &Paths,
-    commodities: &[Commodity],
-    order: &[usize],
-    allocation: &mut Allocation,
-) {
+/// Preference, fill and repair passes with the preference pass in a given order. Returns
+/// the commodities the preference pass could not place whole.
+fn allocate_in_order(work: &mut Work, order: &[usize], allocation: &mut Allocation) -> Vec<usize> {
+    let (paths, commodities) = (work.paths, work.commodities);
     // 1. Preference pass: whole demand on the first path that fits it.
     let mut short: Vec<usize> = Vec::new();
     for &index in order {
@@ -194,50 +595,38 @@ fn allocate_in_order(
         match fits {
             Some(path) => {
                 if commodity.demand > 0.0 {
-                    add_flow(
-                        paths,
-                        path,
-                        commodity.demand,
-                        &mut allocation.residual,
-                        &mut allocation.flows[index],
-                    );
+                    work.add(allocation, index, path, commodity.demand);
                 } else {
-                    allocation.flows[index].push((path, 0.0));
+                    work.add(allocation, index, path, 0.0);
                 }
             }
             None => short.push(index),
         }
     }
     if short.is_empty() {
-        return;
+        return short;
     }
     // 2. Fill pass: fair shares of contested arcs, then whatever room is left.
-    fill(paths, commodities, &short, allocation, true);
-    fill(paths, commodities, &short, allocation, false);
-    // 3. Repair pass, with an index of which commodities use each arc.
-    // Every commodity already holding flow may be shifted, whatever its level: it keeps
-    // its amount, only its path changes (to another of its SLA-compliant candidates).
-    let mut users: Vec<Vec<usize>> = vec![Vec::new(); allocation.residual.len()];
-    for index in 0..commodities.len() {
-        for &(path, _) in &allocation.flows[index] {
-            for &arc in paths.arcs(path) {
-                users[arc as usize].push(index);
-            }
-        }
+    fill(work, &short, allocation, true);
+    fill(work, &short, allocation, false);
+    // 3. Repair pass. Every commodity already holding flow may be shifted, whatever its
+    // level: it keeps its amount, only its path changes (to another of its SLA-compliant
+    // candidates).
+    repair_rounds(work, &short, allocation, REPAIR_ROUNDS);
+    short
+}
+
+fn repair_rounds(work: &mut Work, short: &[usize], allocation: &mut Allocation, rounds: usize) {
+    if short.is_empty() {
+        return;
     }
-    for _ in 0..REPAIR_ROUNDS {
+    work.ensure_users(allocation);
+    for _ in 0..rounds {
         let mut gained = 0.0;
         // Arcs whose users could not be moved this round are not scanned again.
         let mut stuck = vec![false; allocation.residual.len()];
-        for &index in &short {
-            gained += repair(
-                paths,
-                commodities,
-                &mut users,
-                &mut stuck,
-                index,
-                allocation,
-            );
+        for &index in short {
+            gained += repair(work, &mut stuck, index, allocation);
         }
         if gained <= TINY {
             break;
@@ -251,13 +640,8 @@ fn remaining(commodities: &[Commodity], allocation: &Allocation, index: usize) -
 
 /// Spreads the short commodities' remaining demand over their paths. With `fair`, each
 /// contested arc is first split equally between the commodities that still want it.
-fn fill(
-    paths: &Paths,
-    commodities: &[Commodity],
-    short: &[usize],
-    allocation: &mut Allocation,
-    fair: bool,
-) {
+fn fill(work: &mut Work, short: &[usize], allocation: &mut Allocation, fair: bool) {
+    let (paths, commodities) = (work.paths, work.commodities);
     let mut wanting = vec![0u32; allocation.residual.len()];
     if fair {
         for &index in short {
@@ -289,13 +673,7 @@ fn fill(
                 .fold(f64::INFINITY, f64::min);
             let amount = need.min(room);
             if amount > TINY {
-                add_flow(
-                    paths,
-                    path,
-                    amount,
-                    &mut allocation.residual,
-                    &mut allocation.flows[index],
-                );
+                work.add(allocation, index, path, amount);
             }
             if fair {
                 for &arc in paths.arcs(path) {
@@ -308,131 +686,172 @@ fn fill(
     }
 }
 
-/// Tries to free room for a short commodity by moving same-level flow off the arc that
-/// blocks one of its paths onto that flow's own spare paths. Returns the demand gained.
-fn repair(
-    paths: &Paths,
-    commodities: &[Commodity],
-    users: &mut [Vec<usize>],
-    stuck: &mut [bool],
-    index: usize,
-    allocation: &mut Allocation,
-) -> f64 {
+/// Tries to give a short commodity more on each of its paths: every arc of the path that
+/// lacks room gets flow of other commodities moved off it, onto those commodities' own
+/// spare paths (a two-step augmenting move). Returns the demand gained.
+fn repair(work: &mut Work, stuck: &mut [bool], index: usize, allocation: &mut Allocation) -> f64 {
+    let (paths, commodities) = (work.paths, work.commodities);
     let mut gained = 0.0;
     for &path in &commodities[index].paths {
         let need = remaining(commodities, allocation, index);
         if need <= TINY {
             break;
         }
-        // The most blocking arc of this path.
-        let Some(&blocking) = paths.arcs(path).iter().min_by(|&&a, &&b| {
-            allocation.residual[a as usize].total_cmp(&allocation.residual[b as usize])
-        }) else {
-            continue;
-        };
-        let room_elsewhere = paths
-            .arcs(path)
+        let arcs = paths.arcs(path);
+        // Arcs short of the need, tightest first.
+        let mut lacking: Vec<u32> = arcs
             .iter()
-            .filter(|&&arc| arc != blocking)
-            .map(|&arc| allocation.residual[arc as usize])
-            .fold(f64::INFINITY, f64::min);
-        let mut wanted = need.min(room_elsewhere) - allocation.residual[blocking as usize];
-        if wanted <= TINY {
-            // Room on the blocking arc already suffices or another arc blocks too.
-            let amount = need
-                .min(room_elsewhere)
-                .min(allocation.residual[blocking as usize]);
-            if amount > TINY {
-                add_flow(
-                    paths,
-                    path,
-                    amount,
-                    &mut allocation.residual,
-                    &mut allocation.flows[index],
-                );
-                gained += amount;
-            }
-            continue;
-        }
-        if stuck[blocking as usize] {
-            continue;
-        }
-        // Move other commodities' flow that crosses `blocking` to paths avoiding it.
-        let wanted_before = wanted;
-        let mut blockers = users[blocking as usize].clone();
-        blockers.sort_unstable();
-        blockers.dedup();
-        for other in blockers {
-            if wanted <= TINY {
-                break;
-            }
-            if other == index {
+            .copied()
+            .filter(|&arc| allocation.residual[arc as usize] < need - TINY)
+            .collect();
+        lacking.sort_by(|&a, &b| {
+            allocation.residual[a as usize].total_cmp(&allocation.residual[b as usize])
+        });
+        for blocking in lacking {
+            // Aim at what the path's arcs that cannot be freed would still carry.
+            let target = arcs
+                .iter()
+                .filter(|&&arc| arc != blocking && stuck[arc as usize])
+                .map(|&arc| allocation.residual[arc as usize])
+                .fold(need, f64::min)
+                .max(0.0);
+            let wanted = target - allocation.residual[blocking as usize];
+            if wanted <= TINY || stuck[blocking as usize] {
                 continue;
             }
-            let crossing: Vec<(PathId, f64)> = allocation.flows[other]
-                .iter()
-                .copied()
-                .filter(|&(p, amount)| amount > TINY && paths.arcs(p).contains(&blocking))
-                .collect();
-            for (from, amount) in crossing {
-                for &alternative in &commodities[other].paths {
-                    if wanted <= TINY {
-                        break;
-                    }
-                    if alternative == from || paths.arcs(alternative).contains(&blocking) {
-                        continue;
-                    }
-                    // Moving `from` → `alternative` frees arcs of `from` only; the
-                    // alternative's arcs must have room of their own.
-                    let spare = bottleneck(paths, alternative, &allocation.residual);
-                    let still_on_from = allocation.flows[other]
-                        .iter()
-                        .find(|(p, _)| *p == from)
-                        .map_or(0.0, |e| e.1);
-                    let shift = wanted.min(spare).min(still_on_from).min(amount);
-                    if shift <= TINY {
-                        continue;
-                    }
-                    add_flow(
-                        paths,
-                        from,
-                        -shift,
-                        &mut allocation.residual,
-                        &mut allocation.flows[other],
-                    );
-                    add_flow(
-                        paths,
-                        alternative,
-                        shift,
-                        &mut allocation.residual,
-                        &mut allocation.flows[other],
-                    );
-                    for &arc in paths.arcs(alternative) {
-                        users[arc as usize].push(other);
-                    }
-                    wanted -= shift;
-                }
+            let freed = free_arc(work, allocation, index, blocking, wanted, arcs, need);
+            if freed <= TINY {
+                stuck[blocking as usize] = true;
             }
-        }
-        if wanted_before - wanted <= TINY {
-            stuck[blocking as usize] = true;
         }
         let amount = need.min(bottleneck(paths, path, &allocation.residual));
         if amount > TINY {
-            for &arc in paths.arcs(path) {
-                users[arc as usize].push(index);
-            }
-            add_flow(
-                paths,
-                path,
-                amount,
-                &mut allocation.residual,
-                &mut allocation.flows[index],
-            );
+            work.add(allocation, index, path, amount);
             gained += amount;
         }
     }
     gained
+}
+
+/// Moves up to `wanted` of other commodities' flow off `blocking` onto their paths that
+/// avoid it, keeping `need` free on the arcs of `protect` (the path being cleared).
+/// Returns how much was moved.
+fn free_arc(
+    work: &mut Work,
+    allocation: &mut Allocation,
+    index: usize,
+    blocking: u32,
+    wanted: f64,
+    protect: &[u32],
+    need: f64,
+) -> f64 {
+    let (paths, commodities) = (work.paths, work.commodities);
+    let mut blockers = match work.users.as_mut() {
+        Some(users) => {
+            // Compacted in place: moves taken back leave repeated entries behind.
+            let list = &mut users[blocking as usize];
+            list.sort_unstable();
+            list.dedup();
+            list.clone()
+        }
+        None => Vec::new(),
+    };
+    blockers.retain(|&b| b as usize != index);
+    let mut left = wanted;
+    for other in blockers {
+        let other = other as usize;
+        if left <= TINY {
+            break;
+        }
+        if other == index {
+            continue;
+        }
+        let crossing: Vec<(PathId, f64)> = allocation.flows[other]
+            .iter()
+            .copied()
+            .filter(|&(p, amount)| amount > TINY && paths.arcs(p).contains(&blocking))
+            .collect();
+        for (from, amount) in crossing {
+            for &alternative in &commodities[other].paths {
+                if left <= TINY {
+                    break;
+                }
+                let alt_arcs = paths.arcs(alternative);
+                if alternative == from || alt_arcs.contains(&blocking) {
+                    continue;
+                }
+                // Moving `from` → `alternative` frees arcs of `from` only; the
+                // alternative's arcs must have room of their own, beyond what the path
+                // being cleared needs where they share arcs.
+                let from_arcs = paths.arcs(from);
+                let spare = alt_arcs
+                    .iter()
+                    .map(|&arc| {
+                        let free = allocation.residual[arc as usize];
+                        if protect.contains(&arc) && !from_arcs.contains(&arc) {
+                            free - need
+                        } else {
+                            free
+                        }
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                let still_on_from = allocation.flows[other]
+                    .iter()
+                    .find(|(p, _)| *p == from)
+                    .map_or(0.0, |e| e.1);
+                let movable = left.min(still_on_from).min(amount);
+                let mut spare = spare;
+                if work.depth > 0 && work.chain_budget > 0 && spare < movable - TINY {
+                    work.chain_budget -= 1;
+                    // Chain one more move: clear the alternative's tightest arc.
+                    let tightest = alt_arcs
+                        .iter()
+                        .copied()
+                        .filter(|arc| !protect.contains(arc) && !from_arcs.contains(arc))
+                        .min_by(|&a, &b| {
+                            allocation.residual[a as usize]
+                                .total_cmp(&allocation.residual[b as usize])
+                        });
+                    if let Some(tightest) = tightest {
+                        let mut guarded = protect.to_vec();
+                        guarded.push(blocking);
+                        guarded.extend_from_slice(from_arcs);
+                        let wanted_there = movable - allocation.residual[tightest as usize];
+                        work.depth -= 1;
+                        free_arc(
+                            work,
+                            allocation,
+                            other,
+                            tightest,
+                            wanted_there,
+                            &guarded,
+                            need.max(movable),
+                        );
+                        work.depth += 1;
+                        spare = alt_arcs
+                            .iter()
+                            .map(|&arc| {
+                                let free = allocation.residual[arc as usize];
+                                if protect.contains(&arc) && !from_arcs.contains(&arc) {
+                                    free - need
+                                } else {
+                                    free
+                                }
+                            })
+                            .fold(f64::INFINITY, f64::min);
+                    }
+                }
+                let shift = movable.min(spare);
+                if shift <= TINY {
+                    continue;
+                }
+                work.add(allocation, other, from, -shift);
+                work.add(allocation, other, alternative, shift);
+                left -= shift;
+            }
+        }
+    }
+    wanted - left
 }
 
 #[cfg(test)]
@@ -498,5 +917,188 @@ mod tests {
         let total = allocation.carried(0) + allocation.carried(1);
         assert!((total - 13.0).abs() < 1e-9, "carried {total}");
         assert!(allocation.residual.iter().all(|&r| r >= -1e-9));
+    }
+    #[test]
+    fn a_long_flow_gives_way_when_two_short_ones_then_carry_more() {
+        // C is small and crosses both arcs; A and B each need one of them. Placed smallest
+        // first, C takes room from both; the level carries most with C left out.
+        let mut paths = Paths::new();
+        let a = paths.push(&[0]);
+        let b = paths.push(&[1]);
+        let c = paths.push(&[0, 1]);
+        let commodities = vec![
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![a],
+            },
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![b],
+            },
+            Commodity {
+                level: 0,
+                demand: 4.0,
+                paths: vec![c],
+            },
+        ];
+        let allocation = allocate(&[10.0, 10.0], &paths, &commodities);
+        let total: f64 = (0..3).map(|i| allocation.carried(i)).sum();
+        assert!((total - 20.0).abs() < 1e-9, "carried {total}");
+    }
+
+    #[test]
+    fn repair_chains_two_moves_to_make_room_for_a_lower_level() {
+        // K (level 1) can only use arc 0, where A (level 0) sits. A could use arc 1, but B
+        // (level 0) fills it; B could use arc 2. Room for K needs B to move, then A.
+        let mut paths = Paths::new();
+        let b1 = paths.push(&[1]);
+        let b2 = paths.push(&[2]);
+        let a0 = paths.push(&[0]);
+        let a1 = paths.push(&[1]);
+        let k0 = paths.push(&[0]);
+        let commodities = vec![
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![b1, b2],
+            },
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![a0, a1],
+            },
+            Commodity {
+                level: 1,
+                demand: 10.0,
+                paths: vec![k0],
+            },
+        ];
+        let allocation = allocate(&[10.0, 10.0, 10.0], &paths, &commodities);
+        assert!((allocation.carried(0) - 10.0).abs() < 1e-9);
+        assert!((allocation.carried(1) - 10.0).abs() < 1e-9);
+        assert!(
+            (allocation.carried(2) - 10.0).abs() < 1e-9,
+            "K carried {}",
+            allocation.carried(2)
+        );
+        assert!(allocation.residual.iter().all(|&r| r >= -1e-9));
+    }
+
+    #[test]
+    fn rip_up_keeps_a_move_only_when_it_gains() {
+        // One arc, two commodities of the same level that both fit only in part: no move
+        // gains, so nothing changes and capacity stays respected.
+        let mut paths = Paths::new();
+        let p = paths.push(&[0]);
+        let q = paths.push(&[0]);
+        let commodities = vec![
+            Commodity {
+                level: 0,
+                demand: 8.0,
+                paths: vec![p],
+            },
+            Commodity {
+                level: 0,
+                demand: 8.0,
+                paths: vec![q],
+            },
+        ];
+        let allocation = allocate(&[10.0], &paths, &commodities);
+        assert!((allocation.carried(0) + allocation.carried(1) - 10.0).abs() < 1e-9);
+        assert!(allocation.residual[0].abs() < 1e-9);
+        for flows in &allocation.flows {
+            assert!(flows.iter().all(|&(_, amount)| amount > 0.0));
+        }
+    }
+
+    use proptest::prelude::*;
+
+    /// Random small instances: arcs with capacities, commodities with levels, demands and
+    /// 1–3 paths of 1–3 arcs each.
+    /// (level, demand, candidate paths as arc lists).
+    type CommoditySpec = (u8, f64, Vec<Vec<u32>>);
+
+    fn instance() -> impl Strategy<Value = (Vec<f64>, Vec<CommoditySpec>)> {
+        let arcs = 6u32;
+        let path = prop::collection::vec(0..arcs, 1..=3);
+        let commodity = (0u8..3, 0.0..12.0f64, prop::collection::vec(path, 1..=3));
+        (
+            prop::collection::vec(1.0..20.0f64, arcs as usize),
+            prop::collection::vec(commodity, 1..=12),
+        )
+    }
+
+    fn build(spec: &[CommoditySpec]) -> (Paths, Vec<Commodity>) {
+        let mut paths = Paths::new();
+        let commodities = spec
+            .iter()
+            .map(|(level, demand, candidates)| {
+                let mut ids = Vec::new();
+                for arcs in candidates {
+                    let mut arcs = arcs.clone();
+                    arcs.sort_unstable();
+                    arcs.dedup();
+                    ids.push(paths.push(&arcs));
+                }
+                Commodity {
+                    level: *level,
+                    demand: *demand,
+                    paths: ids,
+                }
+            })
+            .collect();
+        (paths, commodities)
+    }
+
+    proptest! {
+        /// Capacity holds, nobody gets more than it asked for or a path it does not have,
+        /// and what a level carries does not depend on the levels below it (strict
+        /// priority: the improvement phase only trades inside a level).
+        #[test]
+        fn allocation_is_feasible_and_strictly_prioritised((capacity, spec) in instance()) {
+            let (paths, commodities) = build(&spec);
+            let allocation = allocate(&capacity, &paths, &commodities);
+            let mut used = vec![0.0; capacity.len()];
+            for (i, commodity) in commodities.iter().enumerate() {
+                prop_assert!(allocation.carried(i) <= commodity.demand + 1e-6);
+                for &(path, amount) in &allocation.flows[i] {
+                    prop_assert!(commodity.paths.contains(&path));
+                    prop_assert!(amount >= -1e-9);
+                    for &arc in paths.arcs(path) {
+                        used[arc as usize] += amount;
+                    }
+                }
+            }
+            for (arc, &cap) in capacity.iter().enumerate() {
+                prop_assert!(used[arc] <= cap + 1e-6, "arc {arc}: {} > {cap}", used[arc]);
+                prop_assert!((cap - used[arc] - allocation.residual[arc]).abs() < 1e-6);
+            }
+            for level in 0..2u8 {
+                let upper: Vec<Commodity> = commodities
+                    .iter()
+                    .map(|c| Commodity {
+                        demand: if c.level <= level { c.demand } else { 0.0 },
+                        ..c.clone()
+                    })
+                    .collect();
+                let alone = allocate(&capacity, &paths, &upper);
+                let carried = |a: &Allocation| -> f64 {
+                    commodities
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.level <= level)
+                        .map(|(i, _)| a.carried(i))
+                        .sum()
+                };
+                prop_assert!(
+                    (carried(&allocation) - carried(&alone)).abs() < 1e-6,
+                    "levels up to {level}: {} with lower levels, {} without",
+                    carried(&allocation),
+                    carried(&alone)
+                );
+            }
+        }
     }
 }
