@@ -181,6 +181,10 @@ impl PathKey {
 /// cost, quality score, then the path itself for determinism.
 type SortKey = ((bool, u32, u32), f64, f64, PathKey, PathId);
 
+/// How backup lines are ordered (lower first): no SLA-meeting candidate through it, the
+/// class's (unsettled, prefer rank, line preference), cost in thousandths. No quality score.
+type BackupKey = (bool, (bool, u32, u32), u64);
+
 #[derive(Debug, Clone, Copy)]
 struct PathInfo {
     key: PathKey,
@@ -1046,26 +1050,43 @@ impl Planner {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
         let pair = &self.pairs[state.pair];
-        // Backups: other first lines, from the ordered candidates, then any allowed path.
+        // Backups: the other first lines, those with an SLA-meeting candidate first, then by
+        // the class's preference, line preference and cost — not by the quality score, so
+        // probe noise between two equal lines does not reorder them (and re-push the site).
         let mut backups: Vec<LineId> = Vec::new();
         if let Some(chosen) = chosen {
-            let allowed_rest = pair.paths.iter().copied().filter(|&p| {
+            let allowed = pair.paths.iter().copied().filter(|&p| {
                 self.infos[p as usize]
                     .key
                     .lines()
                     .iter()
                     .all(|&l| !class.never[l as usize])
             });
-            for p in ordered.iter().copied().chain(allowed_rest) {
-                let first = self.infos[p as usize].key.first();
-                if first != chosen.key.first() && !backups.contains(&first) {
-                    backups.push(first);
+            let mut best: BTreeMap<LineId, BackupKey> = BTreeMap::new();
+            for p in allowed {
+                let info = &self.infos[p as usize];
+                let first = info.key.first();
+                if first == chosen.key.first() {
+                    continue;
                 }
+                let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                let key = (
+                    !ordered.contains(&p),
+                    (unsettled, rank, preference),
+                    (cost.max(0.0) * 1000.0).round() as u64,
+                );
+                best.entry(first)
+                    .and_modify(|k| *k = (*k).min(key))
+                    .or_insert(key);
             }
+            let mut ranked: Vec<(LineId, _)> = best.into_iter().collect();
+            ranked.sort_by_key(|&(line, key)| (key, line));
+            backups = ranked.into_iter().map(|(line, _)| line).collect();
         }
         let new_key = chosen.map(|c| c.key);
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
+        let new_via = chosen.and_then(|c| c.via);
         let src = pair.src;
         // The route's words only change when what they say changes: reuse them otherwise.
         let state = &self.commodities[commodity];
@@ -1088,8 +1109,8 @@ impl Planner {
                 None => "no usable path".to_string(),
             }
         };
-        let state = &self.commodities[commodity];
-        if new_key != old_key || !state.seen {
+        let moved = new_key != old_key || !self.commodities[commodity].seen;
+        if moved {
             let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
@@ -1115,7 +1136,6 @@ impl Planner {
             state.placed_at = now;
             state.seen = true;
         }
-        let new_via = chosen.and_then(|c| c.via);
         let state = &mut self.commodities[commodity];
         let changed_route =
             state.route_reason != route_reason || state.backups != backups || new_key != old_key;
@@ -1460,6 +1480,7 @@ impl Planner {
                 site: site_name,
                 line_loads: loads,
                 routes: routes.into_values().map(|(_, r)| r).collect(),
+                previous: self.rulesets[site as usize].as_ref(),
             }) else {
                 continue;
             };
