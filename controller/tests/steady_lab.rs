@@ -170,3 +170,24 @@ fn a_steady_lab_settles_to_no_new_rule_set_versions() {
         run.late_versions
     );
 }
+
+#[test]
+fn no_decision_leaves_a_class_where_it_was() {
+    let run = run(180, 0);
+    for (second, plan) in &run.plans {
+        for decision in &plan.decisions {
+            assert_ne!(
+                decision.from_line.as_deref(),
+                Some(decision.to_line.as_str()),
+                "second {second}: a no-op move: {decision:?}"
+            );
+        }
+    }
+    let late: Vec<_> = run
+        .plans
+        .iter()
+        .filter(|(second, _)| *second >= 30)
+        .flat_map(|(_, plan)| plan.decisions.iter())
+        .collect();
+    assert!(late.is_empty(), "moves in a steady lab: {late:?}");
+}

@@ -893,6 +893,19 @@ impl Planner {
                 kept.push(info);
             }
         }
+        // The paths classes are on now stay candidates while their lines can still carry
+        // them, so hysteresis (not the quality noise that picked the best way through a hub)
+        // decides whether they move.
+        for &commodity in &self.pairs[pair].commodities {
+            let Some(placed) = self.commodities[commodity].placed else {
+                continue;
+            };
+            if kept.iter().any(|info| info.key == placed) || !self.still_valid(src, dst, placed) {
+                continue;
+            }
+            let via = (placed.len == 4).then(|| self.graph.line(placed.lines[1]).site);
+            kept.push(self.path_info(placed.lines(), via));
+        }
         let mut ids = Vec::with_capacity(kept.len());
         for info in kept {
             let (arcs, len) = info.key.arcs();
@@ -900,6 +913,27 @@ impl Planner {
             self.infos.push(info);
         }
         self.pairs[pair].paths = ids;
+    }
+
+    /// True when a path found earlier between `src` and `dst` still consists of usable
+    /// tunnels.
+    fn still_valid(&self, src: SiteId, dst: SiteId, path: PathKey) -> bool {
+        let l = path.lines;
+        let site = |line: LineId| self.graph.line(line).site;
+        if site(l[0]) != src || site(l[path.len as usize - 1]) != dst {
+            return false;
+        }
+        match path.len {
+            2 => self.tunnel(src, l[0], dst, l[1]),
+            4 => {
+                let hub = site(l[1]);
+                site(l[2]) == hub
+                    && self.transit_sites.contains(&hub)
+                    && self.tunnel(src, l[0], hub, l[1])
+                    && self.tunnel(hub, l[2], dst, l[3])
+            }
+            _ => false,
+        }
     }
 
     /// True when line `a` of site `x` and line `b` of site `y` form a usable tunnel.
@@ -1109,7 +1143,16 @@ impl Planner {
                 None => "no usable path".to_string(),
             }
         };
-        let moved = new_key != old_key || !self.commodities[commodity].seen;
+        let state = &self.commodities[commodity];
+        // A move is what an operator would call one: the class leaves on another line, or
+        // goes through another hub. Another way through the same hub (or the far end's
+        // other line of the same cloud) re-routes quietly; the hold-down keeps running.
+        let moved = !state.seen
+            || new_key.map(|k| k.first()) != old_key.map(|k| k.first())
+            || new_via != old_via;
+        if new_key != old_key && !moved {
+            self.commodities[commodity].placed = new_key;
+        }
         if moved {
             let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
             let state = &self.commodities[commodity];
