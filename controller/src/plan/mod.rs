@@ -192,6 +192,9 @@ struct PathInfo {
     quality: Quality,
     cost: f64,
     score: f64,
+    /// Some line of the path has no measurement yet: its quality is unknown (the numbers
+    /// read as perfect), so it is usable but ranked after measured paths that meet the SLA.
+    unmeasured: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +240,7 @@ struct CommodityState {
 struct ReasonKey {
     path: PathKey,
     quality: [u64; 3],
+    unmeasured: bool,
     degraded: bool,
     short: Option<(u64, u64)>,
 }
@@ -964,17 +968,22 @@ impl Planner {
             quality,
             cost,
             score: score(quality),
+            unmeasured: lines
+                .iter()
+                .any(|&line| self.graph.line(line).quality.is_none()),
         }
     }
 
-    /// Preference key of a path for a class: lower is better.
+    /// Preference key of a path for a class: lower is better. A path with a line not yet
+    /// measured counts as unsettled: used when nothing measured fits, never preferred.
     fn preference(&self, class: &ClassRules, info: &PathInfo, now: At) -> (bool, u32, u32, f64) {
         let first = info.key.first();
-        let unsettled = info
-            .key
-            .lines()
-            .iter()
-            .any(|&l| !self.graph.settled(l, now));
+        let unsettled = info.unmeasured
+            || info
+                .key
+                .lines()
+                .iter()
+                .any(|&l| !self.graph.settled(l, now));
         (
             unsettled,
             class.rank[first as usize],
@@ -1050,8 +1059,10 @@ impl Planner {
                 let min_improvement = self.policy.timers.min_improvement.fraction();
                 let better_enough = (a.0, a.1, a.2) == (b.0, b.1, b.2)
                     && best_info.score <= incumbent.score * (1.0 - min_improvement);
-                // Degraded incumbents (no SLA-compliant path) move freely towards less bad.
-                if !degraded && (held || !(preferred || better_enough)) {
+                // Degraded incumbents (no SLA-compliant path) move freely towards less bad,
+                // and so do incumbents on a line nobody has measured yet towards a measured one.
+                let leaves_unknown = incumbent.unmeasured && !best_info.unmeasured;
+                if !degraded && !leaves_unknown && (held || !(preferred || better_enough)) {
                     let kept = feasible.remove(position);
                     feasible.insert(0, kept);
                     if held && (preferred || better_enough) {
@@ -1132,6 +1143,7 @@ impl Planner {
                 info.quality.jitter_ms.to_bits(),
                 info.quality.loss.to_bits(),
             ],
+            unmeasured: info.unmeasured,
             degraded: state.degraded,
             short: short.then(|| (carried.to_bits(), state.demand.to_bits())),
         });
@@ -1208,6 +1220,27 @@ impl Planner {
             text.push_str(&self.graph.sites[hub as usize].name);
         }
         text.push_str(": ");
+        if info.unmeasured {
+            let unknown: Vec<String> = info
+                .key
+                .lines()
+                .iter()
+                .filter(|&&l| self.graph.line(l).quality.is_none())
+                .map(|&l| self.graph.line_label(l))
+                .collect();
+            text.push_str(&format!(
+                "{} not measured yet (used until a measured line meets the SLA)",
+                unknown.join(", ")
+            ));
+            if carried + CARRIED_SLACK < state.demand {
+                text.push_str(&format!(
+                    "; capacity short: {:.1} of {:.1} Mbit/s carried",
+                    carried / 1e6,
+                    state.demand / 1e6
+                ));
+            }
+            return text;
+        }
         let checks: Vec<String> = class
             .sla
             .checks(info.quality)
@@ -1270,11 +1303,11 @@ impl Planner {
                     line_label(chosen.key.first()),
                     route_reason
                 ),
-                evidence: quality_evidence(
-                    &class.sla,
-                    &line_label(chosen.key.first()),
-                    chosen.quality,
-                ),
+                evidence: if chosen.unmeasured {
+                    Vec::new()
+                } else {
+                    quality_evidence(&class.sla, &line_label(chosen.key.first()), chosen.quality)
+                },
             };
         };
         let old_name = line_label(old.first());
@@ -1375,6 +1408,16 @@ impl Planner {
             };
         }
         let old_info = self.path_info(old.lines(), None);
+        if old_info.unmeasured && !chosen.unmeasured {
+            return Reason {
+                kind: ReasonKind::PreferenceRestored,
+                text: format!(
+                    "{} to {new_name} from {old_name}: {old_name} is not measured yet, {}",
+                    class.name, route_reason
+                ),
+                evidence: quality_evidence(&class.sla, &new_name, chosen.quality),
+            };
+        }
         let a = self.preference(class, &chosen, now);
         let b = self.preference(class, &old_info, now);
         if (a.0, a.1, a.2) < (b.0, b.1, b.2) {
