@@ -189,6 +189,8 @@ struct State {
 enum PlannerInput {
     Policy(Box<Policy>, oneshot::Sender<Vec<String>>),
     Report(Box<Report>),
+    /// Plan now if anything arrived since the last plan, then answer.
+    Settle(oneshot::Sender<()>),
 }
 
 struct Shared {
@@ -274,6 +276,7 @@ impl Controller {
 
         let mut published = BTreeMap::new();
         let mut channels = HashMap::new();
+        let restored = loaded.rule_sets.clone();
         for rule_set in loaded.rule_sets {
             metrics.on_published(None, &rule_set);
             let rule_set = Arc::new(rule_set);
@@ -348,7 +351,7 @@ impl Controller {
             planner,
             interval: config.plan_interval,
         };
-        tokio::spawn(task.run(planner_rx, policy, plan_now));
+        tokio::spawn(task.run(planner_rx, policy, restored, plan_now));
         tokio::spawn(registry_writer(
             Arc::downgrade(&controller.shared),
             controller.closing(),
@@ -491,6 +494,21 @@ impl Controller {
             warnings: checked.warnings,
             sites_republished: republished.await.unwrap_or_default(),
         })
+    }
+
+    /// Waits until every report sent so far has been planned on and the result published
+    /// (for tests, benchmarks and orderly shutdowns; the planner plans on its own anyway).
+    pub async fn settle(&self) {
+        let (done, settled) = oneshot::channel();
+        if self
+            .shared
+            .planner
+            .send(PlannerInput::Settle(done))
+            .await
+            .is_ok()
+        {
+            let _ = settled.await;
+        }
     }
 
     // ----- agents -----
@@ -930,8 +948,17 @@ struct PlannerTask {
 }
 
 impl PlannerTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<PlannerInput>, policy: Policy, plan_now: bool) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<PlannerInput>,
+        policy: Policy,
+        restored: Vec<RuleSet>,
+        plan_now: bool,
+    ) {
         self.planner.on_policy(&policy);
+        if !restored.is_empty() {
+            self.planner.restore(&restored);
+        }
         if plan_now {
             self.plan();
         }
@@ -962,6 +989,13 @@ impl PlannerTask {
                                 let sites = self.plan();
                                 dirty = false;
                                 let _ = done.send(sites);
+                            }
+                            PlannerInput::Settle(done) => {
+                                if dirty {
+                                    self.plan();
+                                    dirty = false;
+                                }
+                                let _ = done.send(());
                             }
                         }
                     }

@@ -86,6 +86,7 @@ impl Planning for SolverPlanning {
         let Some(planner) = &mut self.planner else {
             return;
         };
+        planner.note_report(&report.site);
         let at = Duration::from_millis(report.at_ms);
         for line in &report.lines {
             if !measured(line) {
@@ -121,6 +122,12 @@ impl Planning for SolverPlanning {
             if let Err(error) = planner.update_demand(class_demand) {
                 warn!(site = %report.site, class = %demand.class, %error, "demand ignored");
             }
+        }
+    }
+
+    fn restore(&mut self, rule_sets: &[wansteer_wire::ruleset::RuleSet]) {
+        if let Some(planner) = &mut self.planner {
+            planner.resume(rule_sets.iter().cloned());
         }
     }
 

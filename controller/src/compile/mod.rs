@@ -121,6 +121,9 @@ pub struct SiteInput<'a> {
     pub routes: Vec<ClassRoute>,
     /// The site's rule set now in force, for rate hysteresis (none on first compile).
     pub previous: Option<&'a RuleSet>,
+    /// The site's demand is not known yet (resumed after a restart, no report since):
+    /// keep the previous rates as they are.
+    pub hold_rates: bool,
 }
 
 /// Builds and seals one site's rule set (version 0; the planner numbers versions).
@@ -137,13 +140,23 @@ pub fn compile_site(input: SiteInput<'_>) -> Option<RuleSet> {
                 .and_then(|p| p.lines.iter().find(|l| l.name == line.name))
                 .filter(|l| l.rate_bps == line.up.bps())
                 .map_or(&[][..], |l| l.shares.as_slice());
+            let same_classes = previous.len() == input.policy.classes.len()
+                && previous
+                    .iter()
+                    .zip(&input.policy.classes)
+                    .all(|(share, class)| share.class == class.name);
+            let shares = if input.hold_rates && same_classes {
+                previous.to_vec()
+            } else {
+                line_shares_after(line.up.bps(), &input.policy.classes, loads, previous)
+            };
             LineSpec {
                 name: line.name.clone(),
                 interface: line.interface.clone(),
                 gateway: line.gateway,
                 gateway6: line.gateway6,
                 rate_bps: line.up.bps(),
-                shares: line_shares_after(line.up.bps(), &input.policy.classes, loads, previous),
+                shares,
             }
         })
         .collect();

@@ -233,6 +233,9 @@ struct CommodityState {
     seen: bool,
     /// What `route_reason` was written from.
     reason_key: Option<ReasonKey>,
+    /// The line a restored rule set had the class leave on (after a restart): the first
+    /// plan takes the best candidate over it as the incumbent instead of placing afresh.
+    restored: Option<LineId>,
 }
 
 /// The inputs of a route's reason text, to reuse the text while they stay the same.
@@ -278,6 +281,9 @@ pub struct Planner {
     lowest_level_on_arc: Vec<u8>,
     /// Total demand and carried demand, kept up to date by incremental runs.
     totals: (f64, f64),
+    /// Per site: resumed from a stored rule set and not heard from since, so its measured
+    /// demand is unknown and its HTB rates stay as they were.
+    rates_held: Vec<bool>,
 }
 
 impl Planner {
@@ -308,6 +314,7 @@ impl Planner {
             pending_sites: BTreeSet::new(),
             lowest_level_on_arc: Vec::new(),
             totals: (0.0, 0.0),
+            rates_held: vec![false; graph.sites.len()],
             graph,
             policy,
         };
@@ -316,27 +323,39 @@ impl Planner {
         planner
     }
 
-    /// Replaces the policy (after it passed validation): a new graph and commodity set, with
-    /// the last measurements and demand of lines and sites that still exist carried over, and
-    /// rule-set versions continuing where they were so agents never see a version go back.
+    /// Replaces the policy (after it passed validation): a new graph and commodity set. What
+    /// the planner knows about lines and classes that still exist carries over — their last
+    /// measurements and health history (recovery hold-down, flap-dampening penalty and
+    /// suppression), the demand, and each class's placement with the time it was placed
+    /// (so the hold-down keeps running) — and rule-set versions continue where they were, so
+    /// agents never see a version go back.
     pub fn replace_policy(&mut self, policy: Policy) {
         let mut next = Planner::new(policy);
-        for line in &self.graph.lines {
-            let site = &self.graph.sites[line.site as usize].name;
-            let (Some(quality), Some(at)) = (line.quality, line.measured_at) else {
-                continue;
-            };
-            let report = LineMeasurement {
-                site: site.clone(),
-                line: line.name.clone(),
-                rtt: Duration::from_secs_f64(quality.latency_ms * 2.0 / 1000.0),
-                loss: quality.loss,
-                jitter: Duration::from_secs_f64(quality.jitter_ms / 1000.0),
-                health: line.health,
-                at,
-            };
-            // Lines the new policy dropped are refused; that is expected here.
-            let _ = next.update_measurement(report);
+        let line_map: Vec<Option<LineId>> = self
+            .graph
+            .lines
+            .iter()
+            .map(|line| {
+                let site = &self.graph.sites[line.site as usize].name;
+                next.graph.line_id(site, &line.name)
+            })
+            .collect();
+        for (old, line) in self.graph.lines.iter().enumerate() {
+            let Some(id) = line_map[old] else { continue };
+            let carried = &mut next.graph.lines[id as usize];
+            carried.quality = line.quality;
+            carried.health = line.health;
+            carried.recovered_at = line.recovered_at;
+            carried.penalty = line.penalty;
+            carried.penalty_at = line.penalty_at;
+            carried.suppressed = line.suppressed;
+            carried.measured_at = line.measured_at;
+            for at in [next.graph.settles_at(id), next.graph.reuse_at(id)]
+                .into_iter()
+                .flatten()
+            {
+                next.line_revisits.entry(at).or_default().insert(id);
+            }
         }
         for (&(src, dst, class), &bps) in &self.demand {
             let demand = ClassDemand {
@@ -348,8 +367,116 @@ impl Planner {
             // Sites or classes the new policy dropped are refused; that is expected here.
             let _ = next.update_demand(demand);
         }
+        if next.rebuild_pending {
+            next.build_commodities();
+            next.rebuild_pending = false;
+        }
+        let translate = |key: PathKey| -> Option<PathKey> {
+            let mut out = key;
+            for (i, &line) in key.lines().iter().enumerate() {
+                out.lines[i] = line_map[line as usize]?;
+            }
+            Some(out)
+        };
+        for old in &self.commodities {
+            let pair = &self.pairs[old.pair];
+            let names = (
+                &self.graph.sites[pair.src as usize].name,
+                &self.graph.sites[pair.dst as usize].name,
+                &self.classes[old.class].name,
+            );
+            let (Some(src), Some(dst), Some(class)) = (
+                next.graph.site_id(names.0),
+                next.graph.site_id(names.1),
+                next.classes.iter().position(|c| &c.name == names.2),
+            ) else {
+                continue;
+            };
+            let Some(&new_pair) = next.pair_index.get(&(src, dst)) else {
+                continue;
+            };
+            let Some(&commodity) = next.pairs[new_pair]
+                .commodities
+                .iter()
+                .find(|&&c| next.commodities[c].class == class)
+            else {
+                continue;
+            };
+            let Some(placed) = old.placed.and_then(translate) else {
+                continue;
+            };
+            let via = (placed.len == 4).then(|| next.graph.line(placed.lines[1]).site);
+            let info = next.path_info(placed.lines(), via);
+            let state = &mut next.commodities[commodity];
+            state.placed = Some(placed);
+            state.placed_at = old.placed_at;
+            state.chosen = Some(info);
+            state.seen = old.seen;
+            state.degraded = old.degraded;
+            state.route_reason = old.route_reason.clone();
+            state.backups = old
+                .backups
+                .iter()
+                .filter_map(|&l| line_map[l as usize])
+                .collect();
+        }
+        for (site, held) in self.rates_held.iter().enumerate() {
+            if let Some(id) = next.graph.site_id(&self.graph.sites[site].name) {
+                next.rates_held[id as usize] = *held;
+            }
+        }
         next.restore_rulesets(self.rulesets.iter().flatten().cloned());
         *self = next;
+    }
+
+    /// Resumes from the rule sets a previous process published (after a restart): their
+    /// versions continue, each class starts on the line its rule set had it on (as the
+    /// incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
+    /// its agent reports demand again. Same inputs then give the same content: nothing is
+    /// re-pushed.
+    pub fn resume(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
+        let rulesets: Vec<RuleSet> = rulesets.into_iter().collect();
+        for ruleset in &rulesets {
+            let Some(src) = self.graph.site_id(&ruleset.site) else {
+                continue;
+            };
+            self.rates_held[src as usize] = true;
+            for route in &ruleset.routes {
+                let Some(line) = self.graph.line_id(&ruleset.site, &route.primary) else {
+                    continue;
+                };
+                let Some(class) = self.classes.iter().position(|c| c.name == route.class) else {
+                    continue;
+                };
+                for &pair in &self.pairs_of_site[src as usize] {
+                    let pair = &self.pairs[pair];
+                    if pair.src != src
+                        || !self.graph.sites[pair.dst as usize]
+                            .lan
+                            .contains(&route.destination)
+                    {
+                        continue;
+                    }
+                    for &commodity in &pair.commodities {
+                        let state = &mut self.commodities[commodity];
+                        if state.class == class && state.placed.is_none() {
+                            state.restored = Some(line);
+                        }
+                    }
+                }
+            }
+        }
+        self.restore_rulesets(rulesets);
+    }
+
+    /// A site's agent reported: its measured demand is known again, so its HTB rates follow
+    /// it (see [`Planner::resume`]).
+    pub fn note_report(&mut self, site: &str) {
+        if let Some(id) = self.graph.site_id(site)
+            && std::mem::take(&mut self.rates_held[id as usize])
+        {
+            self.pending_sites.insert(id);
+        }
     }
 
     /// Seeds the last rule sets (e.g. from the state store after a restart): a plan that
@@ -672,6 +799,7 @@ impl Planner {
                         degraded: false,
                         seen: false,
                         reason_key: None,
+                        restored: None,
                     },
                 };
                 pair.commodities.push(self.commodities.len());
@@ -1042,6 +1170,27 @@ impl Planner {
             });
             feasible = keyed.into_iter().map(|k| k.4).collect();
         }
+        // Resumed after a restart: the restored line's best candidate is the incumbent.
+        if state.placed.is_none()
+            && let Some(first) = state.restored
+        {
+            let resumed = feasible
+                .iter()
+                .chain(allowed.iter())
+                .copied()
+                .find(|&p| self.infos[p as usize].key.first() == first);
+            let state = &mut self.commodities[commodity];
+            state.restored = None;
+            if let Some(path) = resumed {
+                let info = self.infos[path as usize];
+                state.placed = Some(info.key);
+                state.chosen = Some(info);
+                state.placed_at = now;
+                state.seen = true;
+            }
+        }
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
         // Hysteresis: keep the incumbent in front unless a move is due.
         if let (Some(placed), Some(&best)) = (state.placed, feasible.first()) {
             let position = feasible
@@ -1567,6 +1716,7 @@ impl Planner {
                 line_loads: loads,
                 routes: routes.into_values().map(|(_, r)| r).collect(),
                 previous: self.rulesets[site as usize].as_ref(),
+                hold_rates: self.rates_held[site as usize],
             }) else {
                 continue;
             };
