@@ -150,6 +150,7 @@ async fn serve(dir: PathBuf) {
         policy_file: "policy.yaml".into(),
         policy_text: text,
         tokens,
+        token_source: wansteer_controller::auth::TokenSource::Given,
         retention: Retention::default(),
         plan_interval: Duration::from_millis(200),
         report_interval: Duration::from_secs(1),

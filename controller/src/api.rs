@@ -183,11 +183,7 @@ impl FromRequestParts<Controller> for Caller {
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or_else(|| "unknown".to_string(), |info| info.0.to_string());
-                let reason = match refusal {
-                    Refusal::Missing => "missing",
-                    Refusal::Unknown => "unknown",
-                    Refusal::Revoked => "revoked",
-                };
+                let reason = refusal.as_str();
                 controller.metrics().on_auth_refused(reason);
                 tracing::warn!(%peer, path = %parts.uri.path(), reason, "token refused");
                 if refusal != Refusal::Missing {
@@ -197,10 +193,13 @@ impl FromRequestParts<Controller> for Caller {
                         reason: format!("{reason} token on {}", parts.uri.path()),
                     });
                 }
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("{reason} bearer token"),
-                ))
+                let message = match refusal {
+                    Refusal::SiteNotInPolicy => {
+                        "the token's site is not in the policy in force".to_string()
+                    }
+                    _ => format!("{reason} bearer token"),
+                };
+                Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
             }
         }
     }

@@ -240,7 +240,8 @@ fn schemas() -> Value {
             "changes": { "type": "array", "items": string },
             "details": { "type": "array", "items": reference("PolicyChange") },
             "warnings": { "type": "array", "items": reference("Diagnostic") },
-            "sites_republished": { "type": "array", "items": string } } },
+            "sites_republished": { "type": "array", "items": string },
+            "tokens_added": { "type": "array", "items": string, "description": "Sites that got a fresh agent token in the generated tokens file (STATE/tokens.yaml)." } } },
         "PolicyDiff": { "type": "object", "properties": {
             "current_version": int, "changes": { "type": "array", "items": string },
             "details": { "type": "array", "items": reference("PolicyChange") },

@@ -29,7 +29,7 @@ use wansteer_wire::session::{
 };
 
 use crate::audit::{AuditEntry, AuditLog, Retention};
-use crate::auth::{Authenticator, TokensFile};
+use crate::auth::{Authenticator, TokenSource, TokensError, TokensFile};
 use crate::drift::{Drift, drift};
 use crate::metrics::Metrics;
 use crate::planning::{DecisionRecord, Plan, Planning};
@@ -53,6 +53,8 @@ pub struct ControllerConfig {
     pub policy_file: String,
     pub policy_text: String,
     pub tokens: TokensFile,
+    /// Where `tokens` came from: what a reload re-reads, where new sites' tokens go.
+    pub token_source: TokenSource,
     pub retention: Retention,
     /// Re-plan at most this often while reports arrive.
     pub plan_interval: Duration,
@@ -102,6 +104,9 @@ pub struct Applied {
     pub warnings: Vec<Diagnostic>,
     /// Sites that got a new rule set version from this change.
     pub sites_republished: Vec<String>,
+    /// Sites that got a freshly generated agent token (in the generated tokens file).
+    #[serde(default)]
+    pub tokens_added: Vec<String>,
 }
 
 /// One change between two policies, in the policies crate's operator wording.
@@ -195,7 +200,9 @@ enum PlannerInput {
 
 struct Shared {
     state: Mutex<State>,
-    auth: Authenticator,
+    /// Swapped whole on reload; requests hold the one they started with.
+    auth: std::sync::RwLock<Arc<Authenticator>>,
+    tokens: Mutex<(TokenSource, TokensFile)>,
     metrics: Metrics,
     audit: AuditLog,
     store: Store,
@@ -333,7 +340,11 @@ impl Controller {
                 decision_seq,
                 connected: 0,
             }),
-            auth: Authenticator::new(&config.tokens),
+            auth: std::sync::RwLock::new(Arc::new(Authenticator::for_sites(
+                &config.tokens,
+                policy.sites.iter().map(|s| s.name.as_str()),
+            ))),
+            tokens: Mutex::new((config.token_source.clone(), config.tokens.clone())),
             metrics,
             audit,
             store,
@@ -363,8 +374,66 @@ impl Controller {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn auth(&self) -> &Authenticator {
-        &self.shared.auth
+    /// The tokens in force.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.shared
+            .auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the tokens (see [`TokenSource`]) and brings them in force for the policy's
+    /// sites: a generated tokens file first gets a fresh token for every site that has none
+    /// (written mode 0600). Agent tokens of sites outside the policy are refused. Returns
+    /// the sites that got a new token. On error the tokens in force stay.
+    pub fn reload_tokens(&self) -> Result<Vec<String>, TokensError> {
+        let sites: Vec<String> = self
+            .state()
+            .policy
+            .policy
+            .sites
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let mut tokens = self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let (source, current) = &mut *tokens;
+        let mut file = match source {
+            TokenSource::Given => current.clone(),
+            TokenSource::File(path) => TokensFile::load(path)?,
+            TokenSource::Generated(path) => {
+                if path.exists() {
+                    TokensFile::load(path)?
+                } else {
+                    current.clone()
+                }
+            }
+        };
+        let added = match source {
+            TokenSource::Generated(path) => {
+                let added = file.add_missing_sites(sites.iter().map(String::as_str));
+                if !added.is_empty() || !path.exists() {
+                    file.save(path)?;
+                    tracing::info!(sites = ?added, path = %path.display(), "agent tokens generated for new sites");
+                }
+                added
+            }
+            TokenSource::Given => file.add_missing_sites(sites.iter().map(String::as_str)),
+            TokenSource::File(path) => {
+                let missing: Vec<&String> = sites
+                    .iter()
+                    .filter(|site| !file.agents.iter().any(|a| &a.site == *site))
+                    .collect();
+                if !missing.is_empty() {
+                    tracing::warn!(sites = ?missing, path = %path.display(), "sites without an agent token; add them to the tokens file and send SIGHUP");
+                }
+                Vec::new()
+            }
+        };
+        let auth = Authenticator::for_sites(&file, sites.iter().map(String::as_str));
+        *self.shared.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+        *current = file;
+        Ok(added)
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -417,6 +486,7 @@ impl Controller {
             details,
             warnings: checked.warnings,
             sites_republished: Vec::new(),
+            tokens_added: Vec::new(),
         })
     }
 
@@ -445,6 +515,7 @@ impl Controller {
                 details: Vec::new(),
                 warnings: checked.warnings,
                 sites_republished: Vec::new(),
+                tokens_added: Vec::new(),
             });
         }
         let record = PolicyVersion {
@@ -480,6 +551,14 @@ impl Controller {
             };
         }
         self.shared.metrics.set_policy_version(record.version);
+        // New sites' agents can connect at once, removed sites' cannot any more.
+        let tokens_added = match self.reload_tokens() {
+            Ok(added) => added,
+            Err(error) => {
+                tracing::error!(%error, "tokens not reloaded; the previous tokens stay in force");
+                Vec::new()
+            }
+        };
         let (done, republished) = oneshot::channel();
         let _ = self
             .shared
@@ -493,6 +572,7 @@ impl Controller {
             details,
             warnings: checked.warnings,
             sites_republished: republished.await.unwrap_or_default(),
+            tokens_added,
         })
     }
 

@@ -74,6 +74,7 @@ async fn start(dir: &std::path::Path) -> Controller {
         policy_file: "policy.yaml".into(),
         policy_text: POLICY.into(),
         tokens: TokensFile::generate(["dc", "b1"]),
+        token_source: wansteer_controller::auth::TokenSource::Given,
         retention: Retention::default(),
         plan_interval: Duration::from_millis(10),
         report_interval: Duration::from_secs(1),

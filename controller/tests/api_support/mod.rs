@@ -183,11 +183,30 @@ pub fn tokens() -> TokensFile {
 }
 
 pub async fn start(state_dir: &Path, policy: &str, tokens: TokensFile, port: u16) -> Running {
+    start_with_source(
+        state_dir,
+        policy,
+        tokens,
+        port,
+        wansteer_controller::auth::TokenSource::Given,
+    )
+    .await
+}
+
+/// [`start`] with the tokens read from (and reloaded from) `source`.
+pub async fn start_with_source(
+    state_dir: &Path,
+    policy: &str,
+    tokens: TokensFile,
+    port: u16,
+    token_source: wansteer_controller::auth::TokenSource,
+) -> Running {
     let config = ControllerConfig {
         state_dir: state_dir.to_path_buf(),
         policy_file: "policy.yaml".into(),
         policy_text: policy.to_string(),
         tokens: tokens.clone(),
+        token_source,
         retention: Retention::default(),
         plan_interval: Duration::from_millis(20),
         report_interval: Duration::from_secs(1),
