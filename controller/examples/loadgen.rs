@@ -154,6 +154,7 @@ async fn serve(dir: PathBuf) {
         retention: Retention::default(),
         plan_interval: Duration::from_millis(200),
         report_interval: Duration::from_secs(1),
+        metrics_public: false,
     };
     let controller = Controller::start(config, Box::new(FirstLine::default()))
         .await
@@ -308,8 +309,9 @@ async fn agent(
     }
 }
 
-async fn reports_total(http: &reqwest::Client, base: &str) -> u64 {
-    let text = match http.get(format!("{base}/metrics")).send().await {
+async fn reports_total(http: &reqwest::Client, base: &str, viewer: &str) -> u64 {
+    let scrape = http.get(format!("{base}/metrics")).bearer_auth(viewer);
+    let text = match scrape.send().await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(error) => {
             eprintln!("metrics scrape failed: {error}");
@@ -350,6 +352,7 @@ async fn generate(agents: usize, seconds: u64) {
     let tokens = TokensFile::generate(names.iter().map(String::as_str));
     tokens.save(&root.join("tokens.yaml")).unwrap();
     let admin = tokens.api[0].token.clone();
+    let viewer = tokens.api[1].token.clone();
 
     // The child exits when its stdin closes, so it never outlives this process.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -405,10 +408,10 @@ async fn generate(agents: usize, seconds: u64) {
 
     // Ingestion: reports per second accepted by the controller over the window.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = reports_total(&http, &base).await;
+    let before = reports_total(&http, &base, &viewer).await;
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = reports_total(&http, &base).await;
+    let after = reports_total(&http, &base, &viewer).await;
     let rate = (after - before) as f64 / window.elapsed().as_secs_f64();
     println!(
         "ingestion: {rate:.0} reports/s accepted (offered {agents}/s); agent-side failed reports so far: {}",

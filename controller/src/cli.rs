@@ -59,6 +59,10 @@ pub struct ControllerArgs {
     /// Re-plan at most this often (milliseconds) while reports arrive.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub plan_interval_ms: u64,
+    /// Serve /metrics without a token. By default a scraper sends a viewer token
+    /// (`Authorization: Bearer …`; Prometheus: `authorization: { credentials_file: … }`).
+    #[arg(long)]
+    pub metrics_public: bool,
 }
 
 /// Reads the tokens file, or loads/creates the generated one in the state directory
@@ -131,6 +135,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         },
         plan_interval: Duration::from_millis(args.plan_interval_ms.max(1)),
         report_interval: Duration::from_secs(1),
+        metrics_public: args.metrics_public,
     };
     let planner = Box::new(crate::solver_planning::SolverPlanning::new());
     let controller = Controller::start(config, planner).await?;

@@ -60,6 +60,9 @@ pub struct ControllerConfig {
     pub plan_interval: Duration,
     /// How often agents are asked to report.
     pub report_interval: Duration,
+    /// Serve `/metrics` without a token (for a scraper on a trusted network); otherwise it
+    /// needs a viewer (or admin) token like the rest of the API.
+    pub metrics_public: bool,
 }
 
 /// Why the controller did not start.
@@ -209,6 +212,7 @@ struct Shared {
     planner: mpsc::Sender<PlannerInput>,
     apply_lock: tokio::sync::Mutex<()>,
     report_interval: Duration,
+    metrics_public: bool,
     /// Set once at shutdown: push streams and the planner task end.
     closing: watch::Sender<bool>,
     /// Agent records waiting for the registry writer, by site (latest wins).
@@ -351,6 +355,7 @@ impl Controller {
             planner: planner_tx,
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
+            metrics_public: config.metrics_public,
             closing: watch::Sender::new(false),
             pending_agents: Mutex::new(BTreeMap::new()),
             agents_dirty: tokio::sync::Notify::new(),
@@ -438,6 +443,11 @@ impl Controller {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// True when `/metrics` is served without a token (`--metrics-public`).
+    pub fn metrics_public(&self) -> bool {
+        self.shared.metrics_public
     }
 
     pub fn audit(&self) -> &AuditLog {

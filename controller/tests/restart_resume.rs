@@ -78,6 +78,7 @@ async fn start(dir: &std::path::Path) -> Controller {
         retention: Retention::default(),
         plan_interval: Duration::from_millis(10),
         report_interval: Duration::from_secs(1),
+        metrics_public: false,
     };
     Controller::start(config, Box::new(SolverPlanning::new()))
         .await

@@ -201,7 +201,20 @@ pub async fn start_with_source(
     port: u16,
     token_source: wansteer_controller::auth::TokenSource,
 ) -> Running {
+    start_with(state_dir, policy, tokens, port, token_source, false).await
+}
+
+/// [`start`] with every option.
+pub async fn start_with(
+    state_dir: &Path,
+    policy: &str,
+    tokens: TokensFile,
+    port: u16,
+    token_source: wansteer_controller::auth::TokenSource,
+    metrics_public: bool,
+) -> Running {
     let config = ControllerConfig {
+        metrics_public,
         state_dir: state_dir.to_path_buf(),
         policy_file: "policy.yaml".into(),
         policy_text: policy.to_string(),
@@ -271,6 +284,18 @@ impl Running {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `/metrics` as a scraper with the viewer token reads it.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .bearer_auth(self.viewer())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     /// GET as `token`, returning status and JSON body (Null if none).
