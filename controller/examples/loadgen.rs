@@ -131,10 +131,21 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The child's `/proc/PID/status`, opened once: with 10,000 agents the generator runs at
+/// its open-files limit, and opening the file later fails (RSS read as 0).
+static STATUS: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
+    use std::io::{Read, Seek};
+    let status = STATUS.get_or_init(|| {
+        std::sync::Mutex::new(std::fs::File::open(format!("/proc/{pid}/status")).unwrap())
+    });
+    let mut text = String::new();
+    let mut file = status.lock().unwrap();
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    text.lines()
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())

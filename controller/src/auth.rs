@@ -166,8 +166,11 @@ impl TokensFile {
         sites: impl IntoIterator<Item = &'a str>,
     ) -> Vec<String> {
         let mut added = Vec::new();
+        // A set, not a scan per site: ten thousand sites would be 10^8 comparisons.
+        let mut have: std::collections::HashSet<String> =
+            self.agents.iter().map(|a| a.site.clone()).collect();
         for site in sites {
-            if !self.agents.iter().any(|a| a.site == site) {
+            if have.insert(site.to_string()) {
                 self.agents.push(AgentToken {
                     site: site.to_string(),
                     token: fresh_token(),

@@ -136,6 +136,38 @@ pub enum SessionError {
     UnknownSite(String),
 }
 
+/// What a site's push channel carries: the rule set and its JSON, serialised once when it
+/// was published (the store keeps the same text), so a push stream only copies bytes.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub rule_set: Arc<RuleSet>,
+    pub json: Arc<str>,
+}
+
+impl Pushed {
+    fn new(rule_set: RuleSet) -> Pushed {
+        let json = serde_json::to_string(&rule_set).expect("rule sets always serialise");
+        Pushed {
+            rule_set: Arc::new(rule_set),
+            json: json.into(),
+        }
+    }
+}
+
+/// Rule sets are hashed, stored and sent this many sites at a time, so the first agents
+/// get theirs while later sites are still being prepared.
+const PUBLISH_CHUNK: usize = 1024;
+
+/// Runs CPU-heavy or blocking work (planning, hashing, a durable commit) without stalling
+/// the runtime's other tasks: on a multi-threaded runtime the worker hands its queue to
+/// another thread for the duration.
+fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 struct Published {
     rule_set: Arc<RuleSet>,
     /// When this version was published in this process (none if loaded at start).
@@ -179,16 +211,18 @@ fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u
 
 struct CurrentPolicy {
     record: PolicyVersion,
-    policy: Policy,
+    /// Shared, so a diff against it runs outside the state lock.
+    policy: Arc<Policy>,
 }
 
 struct State {
     policy: CurrentPolicy,
     history: Vec<PolicyVersion>,
     published: BTreeMap<String, Published>,
-    channels: HashMap<String, watch::Sender<Option<Arc<RuleSet>>>>,
+    channels: HashMap<String, watch::Sender<Option<Pushed>>>,
     agents: BTreeMap<String, AgentLive>,
     lines: BTreeMap<(String, String), LineLive>,
+    line_gauges: HashMap<(String, String), crate::metrics::LineGauges>,
     decisions: VecDeque<DecisionRecord>,
     decision_seq: u64,
     connected: i64,
@@ -290,11 +324,9 @@ impl Controller {
         let restored = loaded.rule_sets.clone();
         for rule_set in loaded.rule_sets {
             metrics.on_published(None, &rule_set);
-            let rule_set = Arc::new(rule_set);
-            channels.insert(
-                rule_set.site.clone(),
-                watch::Sender::new(Some(rule_set.clone())),
-            );
+            let pushed = Pushed::new(rule_set);
+            let rule_set = pushed.rule_set.clone();
+            channels.insert(rule_set.site.clone(), watch::Sender::new(Some(pushed)));
             published.insert(
                 rule_set.site.clone(),
                 Published {
@@ -333,13 +365,14 @@ impl Controller {
             state: Mutex::new(State {
                 policy: CurrentPolicy {
                     record,
-                    policy: policy.clone(),
+                    policy: Arc::new(policy.clone()),
                 },
                 history,
                 published,
                 channels,
                 agents,
                 lines: BTreeMap::new(),
+                line_gauges: HashMap::new(),
                 decisions: loaded.decisions.into(),
                 decision_seq,
                 connected: 0,
@@ -425,9 +458,11 @@ impl Controller {
             }
             TokenSource::Given => file.add_missing_sites(sites.iter().map(String::as_str)),
             TokenSource::File(path) => {
+                let have: std::collections::HashSet<&str> =
+                    file.agents.iter().map(|a| a.site.as_str()).collect();
                 let missing: Vec<&String> = sites
                     .iter()
-                    .filter(|site| !file.agents.iter().any(|a| &a.site == *site))
+                    .filter(|site| !have.contains(site.as_str()))
                     .collect();
                 if !missing.is_empty() {
                     tracing::warn!(sites = ?missing, path = %path.display(), "sites without an agent token; add them to the tokens file and send SIGHUP");
@@ -476,7 +511,7 @@ impl Controller {
     /// The policy in force and its record.
     pub fn policy(&self) -> (PolicyVersion, Policy) {
         let state = self.state();
-        (state.policy.record.clone(), state.policy.policy.clone())
+        (state.policy.record.clone(), (*state.policy.policy).clone())
     }
 
     /// Every recorded policy version, oldest first.
@@ -486,12 +521,20 @@ impl Controller {
 
     /// Checks a policy text without changing anything; returns the changes it would make.
     pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
-        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let state = self.state();
-        let (changes, details) = policy_changes(&state.policy.policy, &checked.policy);
+        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
+            .map_err(ApplyError::Invalid)?;
+        let (version, current, same_text) = {
+            let state = self.state();
+            (
+                state.policy.record.version,
+                state.policy.policy.clone(),
+                state.policy.record.text == text,
+            )
+        };
+        let (changes, details) = off_runtime(|| policy_changes(&current, &checked.policy));
         Ok(Applied {
-            version: state.policy.record.version,
-            changed: state.policy.record.text != text,
+            version,
+            changed: !same_text,
             changes,
             details,
             warnings: checked.warnings,
@@ -509,14 +552,15 @@ impl Controller {
         by: &str,
     ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
-        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let (previous, (changes, details)) = {
+        // Checking and diffing a policy of thousands of sites takes a while: off the
+        // runtime's workers, and the diff outside the state lock (reports keep flowing).
+        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
+            .map_err(ApplyError::Invalid)?;
+        let (previous, current) = {
             let state = self.state();
-            (
-                state.policy.record.clone(),
-                policy_changes(&state.policy.policy, &checked.policy),
-            )
+            (state.policy.record.clone(), state.policy.policy.clone())
         };
+        let (changes, details) = off_runtime(|| policy_changes(&current, &checked.policy));
         if previous.text == text {
             return Ok(Applied {
                 version: previous.version,
@@ -557,12 +601,12 @@ impl Controller {
             state.history.push(record.clone());
             state.policy = CurrentPolicy {
                 record: record.clone(),
-                policy: checked.policy.clone(),
+                policy: Arc::new(checked.policy.clone()),
             };
         }
         self.shared.metrics.set_policy_version(record.version);
         // New sites' agents can connect at once, removed sites' cannot any more.
-        let tokens_added = match self.reload_tokens() {
+        let tokens_added = match off_runtime(|| self.reload_tokens()) {
             Ok(added) => added,
             Err(error) => {
                 tracing::error!(%error, "tokens not reloaded; the previous tokens stay in force");
@@ -702,10 +746,16 @@ impl Controller {
             let mut state = self.state();
             let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
-                self.shared
-                    .metrics
-                    .on_measurement(&report.site, measurement);
                 let key = (report.site.clone(), measurement.line.clone());
+                state
+                    .line_gauges
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        self.shared
+                            .metrics
+                            .line_gauges(&report.site, &measurement.line)
+                    })
+                    .set(measurement);
                 let class_bps = demand.remove(&measurement.line).unwrap_or_default();
                 state.lines.insert(
                     key,
@@ -775,7 +825,7 @@ impl Controller {
     }
 
     /// The push channel of a site (created on first use).
-    pub fn subscribe(&self, site: &str) -> watch::Receiver<Option<Arc<RuleSet>>> {
+    pub fn subscribe(&self, site: &str) -> watch::Receiver<Option<Pushed>> {
         let mut state = self.state();
         state
             .channels
@@ -874,15 +924,40 @@ impl Controller {
     // ----- publishing (planner task only) -----
 
     /// Publishes a plan: sites whose content hash changed get the next version, persisted
-    /// before it is sent. Returns the sites republished.
+    /// before it is sent. Returns the sites republished. Works through the sites a chunk at
+    /// a time (hash, serialise, one commit, send), so the first agents get theirs while the
+    /// rest are still prepared.
     fn publish(&self, plan: Plan) -> Vec<String> {
-        // Hash outside the lock: with thousands of sites this is the expensive part.
-        let hashed: Vec<(RuleSet, String)> = plan
-            .rule_sets
+        let mut sites = Vec::new();
+        let mut rule_sets = plan.rule_sets.into_iter().peekable();
+        while rule_sets.peek().is_some() {
+            let chunk: Vec<(String, RuleSet)> = rule_sets.by_ref().take(PUBLISH_CHUNK).collect();
+            match self.publish_chunk(chunk) {
+                Some(published) => sites.extend(published),
+                None => break,
+            }
+        }
+        if !plan.decisions.is_empty() {
+            self.record_decisions(plan.decisions);
+        }
+        sites
+    }
+
+    /// One chunk of [`Controller::publish`]; `None` when it could not be persisted (then
+    /// nothing of it is sent, and later chunks are not tried).
+    fn publish_chunk(&self, chunk: Vec<(String, RuleSet)>) -> Option<Vec<String>> {
+        // Hash outside the lock: with thousands of sites this is the expensive part. A rule
+        // set the planner sealed for this site already carries its content hash.
+        let hashed: Vec<(RuleSet, String)> = chunk
             .into_iter()
             .map(|(site, mut rule_set)| {
+                let sealed = !rule_set.hash.is_empty() && rule_set.site == site;
                 rule_set.site = site;
-                let hash = rule_set.content_hash();
+                let hash = if sealed {
+                    std::mem::take(&mut rule_set.hash)
+                } else {
+                    rule_set.content_hash()
+                };
                 (rule_set, hash)
             })
             .collect();
@@ -899,52 +974,52 @@ impl Controller {
                 fresh.push(rule_set);
             }
         }
-        if !fresh.is_empty()
-            && let Err(error) = self.shared.store.save_rule_sets(&fresh)
-        {
+        if fresh.is_empty() {
+            return Some(Vec::new());
+        }
+        let fresh: Vec<Pushed> = fresh.into_iter().map(Pushed::new).collect();
+        let records = fresh
+            .iter()
+            .map(|p| (p.rule_set.site.as_str(), p.json.as_ref()));
+        if let Err(error) = self.shared.store.save_rule_set_texts(records) {
             // Not persisted means not published: a restart must not reuse the versions.
             tracing::error!(%error, "cannot record rule sets; not publishing them");
-            return Vec::new();
+            return None;
         }
         let mut sites = Vec::with_capacity(fresh.len());
-        {
-            let mut state = self.state();
-            let at = Instant::now();
-            for rule_set in fresh {
-                let site = rule_set.site.clone();
-                let rule_set = Arc::new(rule_set);
-                let old = state.published.insert(
-                    site.clone(),
-                    Published {
-                        rule_set: rule_set.clone(),
-                        at: Some(at),
-                        latency_seen: false,
-                    },
+        let mut state = self.state();
+        let at = Instant::now();
+        for pushed in fresh {
+            let rule_set = pushed.rule_set.clone();
+            let site = rule_set.site.clone();
+            let old = state.published.insert(
+                site.clone(),
+                Published {
+                    rule_set: rule_set.clone(),
+                    at: Some(at),
+                    latency_seen: false,
+                },
+            );
+            self.shared
+                .metrics
+                .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
+            let id = RuleSetId::of(&rule_set);
+            if let Some(live) = state.agents.get(&site) {
+                let now = drift(Some(&id), Some(&live.record));
+                self.shared.metrics.on_agent_state(
+                    &site,
+                    live.record.applied.as_ref().map(|a| a.version),
+                    now.is_drift(),
                 );
-                self.shared
-                    .metrics
-                    .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
-                let id = RuleSetId::of(&rule_set);
-                if let Some(live) = state.agents.get(&site) {
-                    let now = drift(Some(&id), Some(&live.record));
-                    self.shared.metrics.on_agent_state(
-                        &site,
-                        live.record.applied.as_ref().map(|a| a.version),
-                        now.is_drift(),
-                    );
-                }
-                state
-                    .channels
-                    .entry(site.clone())
-                    .or_insert_with(|| watch::Sender::new(None))
-                    .send_replace(Some(rule_set));
-                sites.push(site);
             }
+            state
+                .channels
+                .entry(site.clone())
+                .or_insert_with(|| watch::Sender::new(None))
+                .send_replace(Some(pushed));
+            sites.push(site);
         }
-        if !plan.decisions.is_empty() {
-            self.record_decisions(plan.decisions);
-        }
-        sites
+        Some(sites)
     }
 
     fn record_decisions(&self, decisions: Vec<DecisionRecord>) {
@@ -1102,7 +1177,10 @@ impl PlannerTask {
         let Some(shared) = self.controller.upgrade() else {
             return Vec::new();
         };
-        let plan = self.planner.plan(now_ms());
-        Controller { shared }.publish(plan)
+        let planner = &mut self.planner;
+        off_runtime(|| {
+            let plan = planner.plan(now_ms());
+            Controller { shared }.publish(plan)
+        })
     }
 }
