@@ -182,6 +182,16 @@ async fn serve(dir: PathBuf) {
         .unwrap();
 }
 
+/// Reports and acks in flight at most. The generator holds one push stream per agent, and
+/// its open-files limit here is 20,000: without a cap, a slow controller makes reports and
+/// acks pile up until connects fail with EMFILE (the policy PUT among them).
+const REQUESTS_IN_FLIGHT: usize = 4096;
+
+fn in_flight() -> &'static Semaphore {
+    static REQUESTS: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+    REQUESTS.get_or_init(|| Semaphore::new(REQUESTS_IN_FLIGHT))
+}
+
 #[derive(Default)]
 struct Stats {
     registered: AtomicU64,
@@ -266,6 +276,7 @@ async fn agent(
                     events: vec![],
                     demand: vec![],
                 };
+                let _permit = in_flight().acquire().await.unwrap();
                 let ok = http
                     .post(format!("{base}/api/v1/agent/report"))
                     .bearer_auth(&token)
@@ -306,6 +317,7 @@ async fn agent(
                 hash: rule_set.hash.clone(),
                 outcome: AckOutcome::Applied,
             };
+            let _permit = in_flight().acquire().await.unwrap();
             let acked = http
                 .post(format!("{base}/api/v1/agent/ack"))
                 .bearer_auth(&token)
@@ -388,6 +400,17 @@ async fn generate(agents: usize, seconds: u64) {
         .pool_max_idle_per_host(4096)
         .build()
         .unwrap();
+    // The admin's own connection, opened before the agents take the open-files budget.
+    let admin_http = reqwest::Client::builder()
+        .pool_idle_timeout(None)
+        .build()
+        .unwrap();
+    admin_http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the controller answers");
     let stats = Arc::new(Stats::default());
     let (changed_tx, changed_rx) = watch::channel(None);
     let gate = Arc::new(Semaphore::new(256));
@@ -438,7 +461,7 @@ async fn generate(agents: usize, seconds: u64) {
     let acks_before = stats.acks.load(Ordering::Relaxed);
     let change = Instant::now();
     changed_tx.send_replace(Some(change));
-    let response = http
+    let response = admin_http
         .put(format!("{base}/api/v1/policy"))
         .bearer_auth(&admin)
         .body(policy(agents, true))

@@ -228,12 +228,17 @@ struct State {
     connected: i64,
 }
 
+/// What the planner task is asked to do, ahead of the reports queued for it: a policy
+/// change is never held up behind thousands of reports.
 enum PlannerInput {
     Policy(Box<Policy>, oneshot::Sender<Vec<String>>),
-    Report(Box<Report>),
-    /// Plan now if anything arrived since the last plan, then answer.
+    /// Take in every report queued so far, plan if anything arrived, then answer.
     Settle(oneshot::Sender<()>),
 }
+
+/// Reports queued for the planner at most; beyond that a report only updates live state
+/// and metrics (the planner is behind, and the next report supersedes it anyway).
+const PLANNER_REPORT_QUEUE: usize = 65_536;
 
 struct Shared {
     state: Mutex<State>,
@@ -244,6 +249,7 @@ struct Shared {
     audit: AuditLog,
     store: Store,
     planner: mpsc::Sender<PlannerInput>,
+    reports: mpsc::Sender<Box<Report>>,
     apply_lock: tokio::sync::Mutex<()>,
     report_interval: Duration,
     metrics_public: bool,
@@ -360,7 +366,8 @@ impl Controller {
         let plan_now = policy_is_new || published.is_empty();
         let policy = checked.policy;
 
-        let (planner_tx, planner_rx) = mpsc::channel(65_536);
+        let (planner_tx, planner_rx) = mpsc::channel(64);
+        let (reports_tx, reports_rx) = mpsc::channel(PLANNER_REPORT_QUEUE);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 policy: CurrentPolicy {
@@ -386,6 +393,7 @@ impl Controller {
             audit,
             store,
             planner: planner_tx,
+            reports: reports_tx,
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
             metrics_public: config.metrics_public,
@@ -400,7 +408,7 @@ impl Controller {
             planner,
             interval: config.plan_interval,
         };
-        tokio::spawn(task.run(planner_rx, policy, restored, plan_now));
+        tokio::spawn(task.run(planner_rx, reports_rx, policy, restored, plan_now));
         tokio::spawn(registry_writer(
             Arc::downgrade(&controller.shared),
             controller.closing(),
@@ -780,11 +788,11 @@ impl Controller {
             tracing::info!(site = %report.site, line = %event.line, from = ?event.from, to = ?event.to, reason = %event.reason, "line health changed");
         }
         self.shared.metrics.on_report();
-        let _ = self
-            .shared
-            .planner
-            .send(PlannerInput::Report(Box::new(report)))
-            .await;
+        if let Err(mpsc::error::TrySendError::Full(report)) =
+            self.shared.reports.try_send(Box::new(report))
+        {
+            tracing::debug!(site = %report.site, "planner behind; report kept as live state only");
+        }
         Ok(())
     }
 
@@ -1115,7 +1123,8 @@ struct PlannerTask {
 impl PlannerTask {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<PlannerInput>,
+        mut control: mpsc::Receiver<PlannerInput>,
+        mut reports: mpsc::Receiver<Box<Report>>,
         policy: Policy,
         restored: Vec<RuleSet>,
         plan_now: bool,
@@ -1133,41 +1142,47 @@ impl PlannerTask {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = closing.wait_for(|closing| *closing) => break,
-                input = rx.recv() => {
+                input = control.recv() => {
                     let Some(input) = input else { break };
-                    let mut batch = vec![input];
-                    while batch.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(input) => batch.push(input),
-                            Err(_) => break,
+                    match input {
+                        PlannerInput::Policy(policy, done) => {
+                            self.planner.on_policy(&policy);
+                            let sites = self.plan();
+                            dirty = false;
+                            let _ = done.send(sites);
                         }
-                    }
-                    for input in batch {
-                        match input {
-                            PlannerInput::Report(report) => {
+                        PlannerInput::Settle(done) => {
+                            while let Ok(report) = reports.try_recv() {
                                 self.planner.on_report(&report);
                                 dirty = true;
                             }
-                            PlannerInput::Policy(policy, done) => {
-                                self.planner.on_policy(&policy);
-                                let sites = self.plan();
+                            if dirty {
+                                self.plan();
                                 dirty = false;
-                                let _ = done.send(sites);
                             }
-                            PlannerInput::Settle(done) => {
-                                if dirty {
-                                    self.plan();
-                                    dirty = false;
-                                }
-                                let _ = done.send(());
-                            }
+                            let _ = done.send(());
                         }
                     }
                 }
+                // Before the reports: a steady stream of them must not starve planning.
                 _ = tick.tick(), if dirty => {
                     dirty = false;
                     self.plan();
+                }
+                report = reports.recv() => {
+                    let Some(report) = report else { break };
+                    self.planner.on_report(&report);
+                    dirty = true;
+                    // Take in what else is queued, a bounded batch at a time, so a policy
+                    // change or a due plan gets its turn.
+                    for _ in 0..16_384 {
+                        match reports.try_recv() {
+                            Ok(report) => self.planner.on_report(&report),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
         }
