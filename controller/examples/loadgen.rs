@@ -131,10 +131,21 @@ fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The child's `/proc/PID/status`, opened once: with 10,000 agents the generator runs at
+/// its open-files limit, and opening the file later fails (RSS read as 0).
+static STATUS: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
+    use std::io::{Read, Seek};
+    let status = STATUS.get_or_init(|| {
+        std::sync::Mutex::new(std::fs::File::open(format!("/proc/{pid}/status")).unwrap())
+    });
+    let mut text = String::new();
+    let mut file = status.lock().unwrap();
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    text.lines()
         .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
@@ -150,9 +161,11 @@ async fn serve(dir: PathBuf) {
         policy_file: "policy.yaml".into(),
         policy_text: text,
         tokens,
+        token_source: wansteer_controller::auth::TokenSource::Given,
         retention: Retention::default(),
         plan_interval: Duration::from_millis(200),
         report_interval: Duration::from_secs(1),
+        metrics_public: false,
     };
     let controller = Controller::start(config, Box::new(FirstLine::default()))
         .await
@@ -167,6 +180,16 @@ async fn serve(dir: PathBuf) {
     wansteer_controller::api::serve(listener, controller, std::future::pending())
         .await
         .unwrap();
+}
+
+/// Reports and acks in flight at most. The generator holds one push stream per agent, and
+/// its open-files limit here is 20,000: without a cap, a slow controller makes reports and
+/// acks pile up until connects fail with EMFILE (the policy PUT among them).
+const REQUESTS_IN_FLIGHT: usize = 4096;
+
+fn in_flight() -> &'static Semaphore {
+    static REQUESTS: std::sync::OnceLock<Semaphore> = std::sync::OnceLock::new();
+    REQUESTS.get_or_init(|| Semaphore::new(REQUESTS_IN_FLIGHT))
 }
 
 #[derive(Default)]
@@ -253,6 +276,7 @@ async fn agent(
                     events: vec![],
                     demand: vec![],
                 };
+                let _permit = in_flight().acquire().await.unwrap();
                 let ok = http
                     .post(format!("{base}/api/v1/agent/report"))
                     .bearer_auth(&token)
@@ -293,6 +317,7 @@ async fn agent(
                 hash: rule_set.hash.clone(),
                 outcome: AckOutcome::Applied,
             };
+            let _permit = in_flight().acquire().await.unwrap();
             let acked = http
                 .post(format!("{base}/api/v1/agent/ack"))
                 .bearer_auth(&token)
@@ -307,8 +332,9 @@ async fn agent(
     }
 }
 
-async fn reports_total(http: &reqwest::Client, base: &str) -> u64 {
-    let text = match http.get(format!("{base}/metrics")).send().await {
+async fn reports_total(http: &reqwest::Client, base: &str, viewer: &str) -> u64 {
+    let scrape = http.get(format!("{base}/metrics")).bearer_auth(viewer);
+    let text = match scrape.send().await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(error) => {
             eprintln!("metrics scrape failed: {error}");
@@ -349,6 +375,7 @@ async fn generate(agents: usize, seconds: u64) {
     let tokens = TokensFile::generate(names.iter().map(String::as_str));
     tokens.save(&root.join("tokens.yaml")).unwrap();
     let admin = tokens.api[0].token.clone();
+    let viewer = tokens.api[1].token.clone();
 
     // The child exits when its stdin closes, so it never outlives this process.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -373,6 +400,17 @@ async fn generate(agents: usize, seconds: u64) {
         .pool_max_idle_per_host(4096)
         .build()
         .unwrap();
+    // The admin's own connection, opened before the agents take the open-files budget.
+    let admin_http = reqwest::Client::builder()
+        .pool_idle_timeout(None)
+        .build()
+        .unwrap();
+    admin_http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the controller answers");
     let stats = Arc::new(Stats::default());
     let (changed_tx, changed_rx) = watch::channel(None);
     let gate = Arc::new(Semaphore::new(256));
@@ -404,10 +442,10 @@ async fn generate(agents: usize, seconds: u64) {
 
     // Ingestion: reports per second accepted by the controller over the window.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = reports_total(&http, &base).await;
+    let before = reports_total(&http, &base, &viewer).await;
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = reports_total(&http, &base).await;
+    let after = reports_total(&http, &base, &viewer).await;
     let rate = (after - before) as f64 / window.elapsed().as_secs_f64();
     println!(
         "ingestion: {rate:.0} reports/s accepted (offered {agents}/s); agent-side failed reports so far: {}",
@@ -423,7 +461,7 @@ async fn generate(agents: usize, seconds: u64) {
     let acks_before = stats.acks.load(Ordering::Relaxed);
     let change = Instant::now();
     changed_tx.send_replace(Some(change));
-    let response = http
+    let response = admin_http
         .put(format!("{base}/api/v1/policy"))
         .bearer_auth(&admin)
         .body(policy(agents, true))

@@ -1,7 +1,10 @@
 //! The HTTP surface: the REST API under `/api/v1/`, the agents' session endpoints under
 //! `/api/v1/agent/`, the OpenAPI document and `/metrics`.
 //!
-//! Every route but the OpenAPI document and `/metrics` needs a bearer token. API tokens
+//! Every route but the OpenAPI document needs a bearer token; `/metrics` too (a viewer token,
+//! as Prometheus sends with `authorization: { credentials_file: … }`) unless the controller
+//! runs with `--metrics-public`. The OpenAPI document stays public: it describes the API,
+//! it holds no data. API tokens
 //! carry a role: `viewer` reads (and may validate or diff a policy, which changes nothing),
 //! `admin` may also apply a policy. Agent tokens only open their own site's session.
 //! No token or an unknown one is 401; a known token on a route its role may not use is 403.
@@ -183,11 +186,7 @@ impl FromRequestParts<Controller> for Caller {
                     .extensions
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or_else(|| "unknown".to_string(), |info| info.0.to_string());
-                let reason = match refusal {
-                    Refusal::Missing => "missing",
-                    Refusal::Unknown => "unknown",
-                    Refusal::Revoked => "revoked",
-                };
+                let reason = refusal.as_str();
                 controller.metrics().on_auth_refused(reason);
                 tracing::warn!(%peer, path = %parts.uri.path(), reason, "token refused");
                 if refusal != Refusal::Missing {
@@ -197,10 +196,13 @@ impl FromRequestParts<Controller> for Caller {
                         reason: format!("{reason} token on {}", parts.uri.path()),
                     });
                 }
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    format!("{reason} bearer token"),
-                ))
+                let message = match refusal {
+                    Refusal::SiteNotInPolicy => {
+                        "the token's site is not in the policy in force".to_string()
+                    }
+                    _ => format!("{reason} bearer token"),
+                };
+                Err(ApiError::new(StatusCode::UNAUTHORIZED, message))
             }
         }
     }
@@ -244,15 +246,24 @@ async fn openapi() -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-async fn metrics(State(controller): State<Controller>) -> Response {
-    (
+async fn metrics(
+    State(controller): State<Controller>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    if !controller.metrics_public() {
+        let (mut parts, _) = request.into_parts();
+        Caller::from_request_parts(&mut parts, &controller)
+            .await?
+            .viewer()?;
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         controller.metrics().render(),
     )
-        .into_response()
+        .into_response())
 }
 
 // ----- reads -----

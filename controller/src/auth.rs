@@ -166,8 +166,11 @@ impl TokensFile {
         sites: impl IntoIterator<Item = &'a str>,
     ) -> Vec<String> {
         let mut added = Vec::new();
+        // A set, not a scan per site: ten thousand sites would be 10^8 comparisons.
+        let mut have: std::collections::HashSet<String> =
+            self.agents.iter().map(|a| a.site.clone()).collect();
         for site in sites {
-            if !self.agents.iter().any(|a| a.site == site) {
+            if have.insert(site.to_string()) {
                 self.agents.push(AgentToken {
                     site: site.to_string(),
                     token: fresh_token(),
@@ -255,6 +258,36 @@ pub enum Refusal {
     Unknown,
     /// A token we know, revoked.
     Revoked,
+    /// An agent token of a site the policy in force does not have (removed, or not added
+    /// yet).
+    SiteNotInPolicy,
+}
+
+impl Refusal {
+    /// In words for logs, metrics labels and the 401 body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Unknown => "unknown",
+            Refusal::Revoked => "revoked",
+            Refusal::SiteNotInPolicy => "site_not_in_policy",
+        }
+    }
+}
+
+/// Where the controller's tokens come from, and so what a reload does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Only the tokens given at start (tests, embedding); a reload re-applies the policy's
+    /// sites to them.
+    Given,
+    /// The operator's file (`--tokens FILE`): re-read on reload (SIGHUP, policy apply). The
+    /// controller never writes it; a site added by a policy needs its token added here.
+    File(std::path::PathBuf),
+    /// Generated into the state directory: a site a policy adds gets a fresh token written
+    /// into the file (mode 0600) at once; edits to the file (e.g. `revoked: true`) are
+    /// read on reload.
+    Generated(std::path::PathBuf),
 }
 
 /// Token lookup built from a [`TokensFile`].
@@ -262,6 +295,8 @@ pub enum Refusal {
 pub struct Authenticator {
     /// SHA-256 of the token → (token, owner, revoked).
     entries: std::collections::HashMap<[u8; 32], (Vec<u8>, Principal, bool)>,
+    /// When set, agent tokens of sites outside it are refused.
+    sites: Option<std::collections::BTreeSet<String>>,
 }
 
 fn digest(token: &[u8]) -> [u8; 32] {
@@ -295,7 +330,16 @@ impl Authenticator {
                 .chain(users)
                 .map(|entry| (digest(&entry.0), entry))
                 .collect(),
+            sites: None,
         }
+    }
+
+    /// Like [`Authenticator::new`], but agent tokens open sessions only for these sites
+    /// (the policy's): a site removed from the policy is locked out with its token.
+    pub fn for_sites<'a>(file: &TokensFile, sites: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut auth = Authenticator::new(file);
+        auth.sites = Some(sites.into_iter().map(str::to_string).collect());
+        auth
     }
 
     /// Finds who a bearer token belongs to: lookup by digest, then a constant-time compare
@@ -309,6 +353,14 @@ impl Authenticator {
         match found {
             None => Err(Refusal::Unknown),
             Some((_, _, true)) => Err(Refusal::Revoked),
+            Some((_, Principal::Agent { site }, false))
+                if self
+                    .sites
+                    .as_ref()
+                    .is_some_and(|sites| !sites.contains(site)) =>
+            {
+                Err(Refusal::SiteNotInPolicy)
+            }
             Some((_, principal, false)) => Ok(principal.clone()),
         }
     }
@@ -353,6 +405,12 @@ mod tests {
             })
         );
         assert_eq!(auth.identify("nope"), Err(Refusal::Unknown));
+        let only_hub = Authenticator::for_sites(&file, ["hub"]);
+        assert_eq!(
+            only_hub.identify(&file.agents[0].token),
+            Err(Refusal::SiteNotInPolicy),
+            "a site outside the policy is locked out"
+        );
         let prefix = &file.api[1].token[..20];
         assert_eq!(auth.identify(prefix), Err(Refusal::Unknown));
         assert_eq!(auth.identify_header(None), Err(Refusal::Missing));

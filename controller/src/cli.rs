@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::audit::Retention;
-use crate::auth::TokensFile;
+use crate::auth::{TokenSource, TokensFile};
 use crate::service::{Controller, ControllerConfig};
 
 /// File name of generated tokens inside the state directory.
@@ -24,7 +24,13 @@ Tokens file, YAML, mode 0600 (a file group or others can read is refused):
 
 Tokens must be unique and at least 16 characters (`openssl rand -hex 32`). Without
 --tokens the controller generates one token per site plus `admin` and `viewer` API tokens
-into DIR/tokens.yaml, reuses them on restart, and adds tokens for new sites.";
+into DIR/tokens.yaml, reuses them on restart, and adds tokens for new sites — also when a
+policy applied through the API adds a site (the token is in the file at once; the answer
+lists the sites under `tokens_added`).
+
+Tokens are re-read on SIGHUP and whenever a policy is applied: set `revoked: true` (or
+delete the entry) and send SIGHUP to lock an agent or API user out. Agent tokens of sites
+that are not in the policy in force are refused.";
 
 /// Run the central controller: REST API and agent sessions under /api/v1/, the OpenAPI
 /// document at /api/v1/openapi.json, Prometheus metrics at /metrics.
@@ -53,6 +59,10 @@ pub struct ControllerArgs {
     /// Re-plan at most this often (milliseconds) while reports arrive.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     pub plan_interval_ms: u64,
+    /// Serve /metrics without a token. By default a scraper sends a viewer token
+    /// (`Authorization: Bearer …`; Prometheus: `authorization: { credentials_file: … }`).
+    #[arg(long)]
+    pub metrics_public: bool,
 }
 
 /// Reads the tokens file, or loads/creates the generated one in the state directory
@@ -109,7 +119,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .map(|s| s.name.as_str())
         .collect();
     let tokens = load_or_generate_tokens(&args, &sites)?;
+    let token_source = match &args.tokens {
+        Some(path) => TokenSource::File(path.clone()),
+        None => TokenSource::Generated(args.state.join(GENERATED_TOKENS)),
+    };
     let config = ControllerConfig {
+        token_source,
         state_dir: args.state.clone(),
         policy_file: file,
         policy_text,
@@ -120,6 +135,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         },
         plan_interval: Duration::from_millis(args.plan_interval_ms.max(1)),
         report_interval: Duration::from_secs(1),
+        metrics_public: args.metrics_public,
     };
     let planner = Box::new(crate::solver_planning::SolverPlanning::new());
     let controller = Controller::start(config, planner).await?;
@@ -127,6 +143,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "controller listening");
+    tokio::spawn(reload_tokens_on_hangup(controller.clone()));
     let closing = controller.clone();
     crate::api::serve(listener, controller.clone(), async move {
         shutdown_signal().await;
@@ -135,6 +152,20 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     .await?;
     controller.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP re-reads the tokens (revocations, tokens for new sites).
+async fn reload_tokens_on_hangup(controller: Controller) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match controller.reload_tokens() {
+            Ok(added) => tracing::info!(?added, "tokens reloaded"),
+            Err(error) => tracing::error!(%error, "tokens not reloaded; the previous ones stay"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

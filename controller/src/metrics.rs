@@ -3,11 +3,32 @@
 //! set version each agent runs against the one published for it.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder, core::Collector,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
 };
 use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{LineHealth, LineMeasurement};
+
+/// The gauges of one line (see [`Metrics::line_gauges`]).
+#[derive(Debug, Clone)]
+pub struct LineGauges {
+    rtt: Gauge,
+    loss: Gauge,
+    jitter: Gauge,
+    health: [(LineHealth, IntGauge); LineHealth::ALL.len()],
+}
+
+impl LineGauges {
+    /// Shows one measurement.
+    pub fn set(&self, m: &LineMeasurement) {
+        self.rtt.set(m.rtt_ms / 1000.0);
+        self.loss.set(m.loss_percent / 100.0);
+        self.jitter.set(m.jitter_ms / 1000.0);
+        for (state, gauge) in &self.health {
+            gauge.set(i64::from(*state == m.health));
+        }
+    }
+}
 
 /// Every metric the controller exports.
 #[derive(Debug, Clone)]
@@ -165,20 +186,24 @@ impl Metrics {
     }
 
     pub fn on_measurement(&self, site: &str, m: &LineMeasurement) {
-        let labels = [site, m.line.as_str()];
-        self.line_rtt
-            .with_label_values(&labels)
-            .set(m.rtt_ms / 1000.0);
-        self.line_loss
-            .with_label_values(&labels)
-            .set(m.loss_percent / 100.0);
-        self.line_jitter
-            .with_label_values(&labels)
-            .set(m.jitter_ms / 1000.0);
-        for state in LineHealth::ALL {
-            self.line_health
-                .with_label_values(&[site, m.line.as_str(), state.as_str()])
-                .set(i64::from(state == m.health));
+        self.line_gauges(site, &m.line).set(m);
+    }
+
+    /// The gauges of one line, looked up once: a report then sets them without hashing
+    /// label values (ten thousand agents report twenty thousand lines a second).
+    pub fn line_gauges(&self, site: &str, line: &str) -> LineGauges {
+        let labels = [site, line];
+        LineGauges {
+            rtt: self.line_rtt.with_label_values(&labels),
+            loss: self.line_loss.with_label_values(&labels),
+            jitter: self.line_jitter.with_label_values(&labels),
+            health: LineHealth::ALL.map(|state| {
+                (
+                    state,
+                    self.line_health
+                        .with_label_values(&[site, line, state.as_str()]),
+                )
+            }),
         }
     }
 

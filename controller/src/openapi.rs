@@ -171,8 +171,8 @@ pub fn document() -> Value {
             "description": "SD-WAN traffic steering: sites, lines and their live health, where each class runs and why, decisions, the policy, agents and drift. Bearer tokens: viewer reads, admin changes; agent tokens open one site's session.",
         },
         "paths": {
-            "/api/v1/openapi.json": { "get": op("This document.", "meta", None, json!({"200": {"description": "OpenAPI 3 document."}})) },
-            "/metrics": { "get": op("Prometheus metrics (text format).", "meta", None, json!({"200": {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}})) },
+            "/api/v1/openapi.json": { "get": op("This document. Public: it describes the API and holds no data.", "meta", None, json!({"200": {"description": "OpenAPI 3 document."}})) },
+            "/metrics": { "get": op("Prometheus metrics (text format). Needs a viewer or admin token, unless the controller runs with --metrics-public.", "meta", viewer, json!({"200": {"description": "Metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": {"description": "No or unknown token."}, "403": {"description": "An agent token."}})) },
             "/api/v1/sites": { "get": op("Sites with their agent's state and rule set versions.", "topology", viewer, ok_json("Sites.", array_of("Site"))) },
             "/api/v1/sites/{site}": { "get": site },
             "/api/v1/lines": { "get": op("Every WAN line with its capacity and live health.", "topology", viewer, ok_json("Lines.", array_of("Line"))) },
@@ -240,7 +240,8 @@ fn schemas() -> Value {
             "changes": { "type": "array", "items": string },
             "details": { "type": "array", "items": reference("PolicyChange") },
             "warnings": { "type": "array", "items": reference("Diagnostic") },
-            "sites_republished": { "type": "array", "items": string } } },
+            "sites_republished": { "type": "array", "items": string },
+            "tokens_added": { "type": "array", "items": string, "description": "Sites that got a fresh agent token in the generated tokens file (STATE/tokens.yaml)." } } },
         "PolicyDiff": { "type": "object", "properties": {
             "current_version": int, "changes": { "type": "array", "items": string },
             "details": { "type": "array", "items": reference("PolicyChange") },

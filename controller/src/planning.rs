@@ -20,6 +20,10 @@ pub trait Planning: Send + 'static {
     fn on_report(&mut self, report: &Report);
     /// Plans every site now; `now_ms` is wall-clock milliseconds since the Unix epoch.
     fn plan(&mut self, now_ms: u64) -> Plan;
+    /// The rule sets a previous process published (called once at start, after the first
+    /// [`Planning::on_policy`]): a planner that keeps placements resumes from them, so a
+    /// restart re-publishes the same content instead of re-placing every class.
+    fn restore(&mut self, _rule_sets: &[RuleSet]) {}
 }
 
 /// What one planning round produced.

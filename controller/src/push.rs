@@ -6,19 +6,18 @@
 //! Keep-alive comments hold idle connections open through proxies.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use tokio::sync::watch;
 use wansteer_wire::ruleset::RuleSet;
-use wansteer_wire::session::{InSync, Push};
+use wansteer_wire::session::{EVENT_RULE_SET, InSync, Push};
 
-use crate::service::{Controller, StreamGuard};
+use crate::service::{Controller, Pushed, StreamGuard};
 
 struct StreamState {
-    rx: watch::Receiver<Option<Arc<RuleSet>>>,
+    rx: watch::Receiver<Option<Pushed>>,
     closing: watch::Receiver<bool>,
     /// Hash the agent runs; only the first event compares against it.
     have_hash: Option<String>,
@@ -68,18 +67,23 @@ pub fn stream(
                 }
             }
             let current = state.rx.borrow_and_update().clone();
-            let Some(rule_set) = current else {
+            let Some(pushed) = current else {
                 state.first = false;
                 continue;
             };
-            let push = if state.first {
-                first_push(&rule_set, state.have_hash.as_deref())
+            let rule_set = &pushed.rule_set;
+            let in_sync = state.first && state.have_hash.as_deref() == Some(rule_set.hash.as_str());
+            let event = if in_sync {
+                event(&first_push(rule_set, state.have_hash.as_deref()))
             } else {
-                Push::RuleSet(Box::new(rule_set.as_ref().clone()))
+                // The JSON was serialised once when the version was published.
+                Event::default()
+                    .event(EVENT_RULE_SET)
+                    .data(pushed.json.as_ref())
             };
             state.first = false;
             state.have_hash = Some(rule_set.hash.clone());
-            return Some((Ok(event(&push)), state));
+            return Some((Ok(event), state));
         }
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

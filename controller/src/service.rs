@@ -29,7 +29,7 @@ use wansteer_wire::session::{
 };
 
 use crate::audit::{AuditEntry, AuditLog, Retention};
-use crate::auth::{Authenticator, TokensFile};
+use crate::auth::{Authenticator, TokenSource, TokensError, TokensFile};
 use crate::drift::{Drift, drift};
 use crate::metrics::Metrics;
 use crate::planning::{DecisionRecord, Plan, Planning};
@@ -53,11 +53,16 @@ pub struct ControllerConfig {
     pub policy_file: String,
     pub policy_text: String,
     pub tokens: TokensFile,
+    /// Where `tokens` came from: what a reload re-reads, where new sites' tokens go.
+    pub token_source: TokenSource,
     pub retention: Retention,
     /// Re-plan at most this often while reports arrive.
     pub plan_interval: Duration,
     /// How often agents are asked to report.
     pub report_interval: Duration,
+    /// Serve `/metrics` without a token (for a scraper on a trusted network); otherwise it
+    /// needs a viewer (or admin) token like the rest of the API.
+    pub metrics_public: bool,
 }
 
 /// Why the controller did not start.
@@ -102,6 +107,9 @@ pub struct Applied {
     pub warnings: Vec<Diagnostic>,
     /// Sites that got a new rule set version from this change.
     pub sites_republished: Vec<String>,
+    /// Sites that got a freshly generated agent token (in the generated tokens file).
+    #[serde(default)]
+    pub tokens_added: Vec<String>,
 }
 
 /// One change between two policies, in the policies crate's operator wording.
@@ -126,6 +134,38 @@ pub enum SessionError {
     Protocol(u32, u32),
     #[error("site {0} is not in the policy")]
     UnknownSite(String),
+}
+
+/// What a site's push channel carries: the rule set and its JSON, serialised once when it
+/// was published (the store keeps the same text), so a push stream only copies bytes.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub rule_set: Arc<RuleSet>,
+    pub json: Arc<str>,
+}
+
+impl Pushed {
+    fn new(rule_set: RuleSet) -> Pushed {
+        let json = serde_json::to_string(&rule_set).expect("rule sets always serialise");
+        Pushed {
+            rule_set: Arc::new(rule_set),
+            json: json.into(),
+        }
+    }
+}
+
+/// Rule sets are hashed, stored and sent this many sites at a time, so the first agents
+/// get theirs while later sites are still being prepared.
+const PUBLISH_CHUNK: usize = 1024;
+
+/// Runs CPU-heavy or blocking work (planning, hashing, a durable commit) without stalling
+/// the runtime's other tasks: on a multi-threaded runtime the worker hands its queue to
+/// another thread for the duration.
+fn off_runtime<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 struct Published {
@@ -171,35 +211,48 @@ fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u
 
 struct CurrentPolicy {
     record: PolicyVersion,
-    policy: Policy,
+    /// Shared, so a diff against it runs outside the state lock.
+    policy: Arc<Policy>,
 }
 
 struct State {
     policy: CurrentPolicy,
     history: Vec<PolicyVersion>,
     published: BTreeMap<String, Published>,
-    channels: HashMap<String, watch::Sender<Option<Arc<RuleSet>>>>,
+    channels: HashMap<String, watch::Sender<Option<Pushed>>>,
     agents: BTreeMap<String, AgentLive>,
     lines: BTreeMap<(String, String), LineLive>,
+    line_gauges: HashMap<(String, String), crate::metrics::LineGauges>,
     decisions: VecDeque<DecisionRecord>,
     decision_seq: u64,
     connected: i64,
 }
 
+/// What the planner task is asked to do, ahead of the reports queued for it: a policy
+/// change is never held up behind thousands of reports.
 enum PlannerInput {
     Policy(Box<Policy>, oneshot::Sender<Vec<String>>),
-    Report(Box<Report>),
+    /// Take in every report queued so far, plan if anything arrived, then answer.
+    Settle(oneshot::Sender<()>),
 }
+
+/// Reports queued for the planner at most; beyond that a report only updates live state
+/// and metrics (the planner is behind, and the next report supersedes it anyway).
+const PLANNER_REPORT_QUEUE: usize = 65_536;
 
 struct Shared {
     state: Mutex<State>,
-    auth: Authenticator,
+    /// Swapped whole on reload; requests hold the one they started with.
+    auth: std::sync::RwLock<Arc<Authenticator>>,
+    tokens: Mutex<(TokenSource, TokensFile)>,
     metrics: Metrics,
     audit: AuditLog,
     store: Store,
     planner: mpsc::Sender<PlannerInput>,
+    reports: mpsc::Sender<Box<Report>>,
     apply_lock: tokio::sync::Mutex<()>,
     report_interval: Duration,
+    metrics_public: bool,
     /// Set once at shutdown: push streams and the planner task end.
     closing: watch::Sender<bool>,
     /// Agent records waiting for the registry writer, by site (latest wins).
@@ -274,13 +327,12 @@ impl Controller {
 
         let mut published = BTreeMap::new();
         let mut channels = HashMap::new();
+        let restored = loaded.rule_sets.clone();
         for rule_set in loaded.rule_sets {
             metrics.on_published(None, &rule_set);
-            let rule_set = Arc::new(rule_set);
-            channels.insert(
-                rule_set.site.clone(),
-                watch::Sender::new(Some(rule_set.clone())),
-            );
+            let pushed = Pushed::new(rule_set);
+            let rule_set = pushed.rule_set.clone();
+            channels.insert(rule_set.site.clone(), watch::Sender::new(Some(pushed)));
             published.insert(
                 rule_set.site.clone(),
                 Published {
@@ -314,29 +366,37 @@ impl Controller {
         let plan_now = policy_is_new || published.is_empty();
         let policy = checked.policy;
 
-        let (planner_tx, planner_rx) = mpsc::channel(65_536);
+        let (planner_tx, planner_rx) = mpsc::channel(64);
+        let (reports_tx, reports_rx) = mpsc::channel(PLANNER_REPORT_QUEUE);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 policy: CurrentPolicy {
                     record,
-                    policy: policy.clone(),
+                    policy: Arc::new(policy.clone()),
                 },
                 history,
                 published,
                 channels,
                 agents,
                 lines: BTreeMap::new(),
+                line_gauges: HashMap::new(),
                 decisions: loaded.decisions.into(),
                 decision_seq,
                 connected: 0,
             }),
-            auth: Authenticator::new(&config.tokens),
+            auth: std::sync::RwLock::new(Arc::new(Authenticator::for_sites(
+                &config.tokens,
+                policy.sites.iter().map(|s| s.name.as_str()),
+            ))),
+            tokens: Mutex::new((config.token_source.clone(), config.tokens.clone())),
             metrics,
             audit,
             store,
             planner: planner_tx,
+            reports: reports_tx,
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
+            metrics_public: config.metrics_public,
             closing: watch::Sender::new(false),
             pending_agents: Mutex::new(BTreeMap::new()),
             agents_dirty: tokio::sync::Notify::new(),
@@ -348,7 +408,7 @@ impl Controller {
             planner,
             interval: config.plan_interval,
         };
-        tokio::spawn(task.run(planner_rx, policy, plan_now));
+        tokio::spawn(task.run(planner_rx, reports_rx, policy, restored, plan_now));
         tokio::spawn(registry_writer(
             Arc::downgrade(&controller.shared),
             controller.closing(),
@@ -360,12 +420,77 @@ impl Controller {
         self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn auth(&self) -> &Authenticator {
-        &self.shared.auth
+    /// The tokens in force.
+    pub fn auth(&self) -> Arc<Authenticator> {
+        self.shared
+            .auth
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the tokens (see [`TokenSource`]) and brings them in force for the policy's
+    /// sites: a generated tokens file first gets a fresh token for every site that has none
+    /// (written mode 0600). Agent tokens of sites outside the policy are refused. Returns
+    /// the sites that got a new token. On error the tokens in force stay.
+    pub fn reload_tokens(&self) -> Result<Vec<String>, TokensError> {
+        let sites: Vec<String> = self
+            .state()
+            .policy
+            .policy
+            .sites
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        let mut tokens = self.shared.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let (source, current) = &mut *tokens;
+        let mut file = match source {
+            TokenSource::Given => current.clone(),
+            TokenSource::File(path) => TokensFile::load(path)?,
+            TokenSource::Generated(path) => {
+                if path.exists() {
+                    TokensFile::load(path)?
+                } else {
+                    current.clone()
+                }
+            }
+        };
+        let added = match source {
+            TokenSource::Generated(path) => {
+                let added = file.add_missing_sites(sites.iter().map(String::as_str));
+                if !added.is_empty() || !path.exists() {
+                    file.save(path)?;
+                    tracing::info!(sites = ?added, path = %path.display(), "agent tokens generated for new sites");
+                }
+                added
+            }
+            TokenSource::Given => file.add_missing_sites(sites.iter().map(String::as_str)),
+            TokenSource::File(path) => {
+                let have: std::collections::HashSet<&str> =
+                    file.agents.iter().map(|a| a.site.as_str()).collect();
+                let missing: Vec<&String> = sites
+                    .iter()
+                    .filter(|site| !have.contains(site.as_str()))
+                    .collect();
+                if !missing.is_empty() {
+                    tracing::warn!(sites = ?missing, path = %path.display(), "sites without an agent token; add them to the tokens file and send SIGHUP");
+                }
+                Vec::new()
+            }
+        };
+        let auth = Authenticator::for_sites(&file, sites.iter().map(String::as_str));
+        *self.shared.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+        *current = file;
+        Ok(added)
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// True when `/metrics` is served without a token (`--metrics-public`).
+    pub fn metrics_public(&self) -> bool {
+        self.shared.metrics_public
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -394,7 +519,7 @@ impl Controller {
     /// The policy in force and its record.
     pub fn policy(&self) -> (PolicyVersion, Policy) {
         let state = self.state();
-        (state.policy.record.clone(), state.policy.policy.clone())
+        (state.policy.record.clone(), (*state.policy.policy).clone())
     }
 
     /// Every recorded policy version, oldest first.
@@ -404,16 +529,25 @@ impl Controller {
 
     /// Checks a policy text without changing anything; returns the changes it would make.
     pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
-        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let state = self.state();
-        let (changes, details) = policy_changes(&state.policy.policy, &checked.policy);
+        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
+            .map_err(ApplyError::Invalid)?;
+        let (version, current, same_text) = {
+            let state = self.state();
+            (
+                state.policy.record.version,
+                state.policy.policy.clone(),
+                state.policy.record.text == text,
+            )
+        };
+        let (changes, details) = off_runtime(|| policy_changes(&current, &checked.policy));
         Ok(Applied {
-            version: state.policy.record.version,
-            changed: state.policy.record.text != text,
+            version,
+            changed: !same_text,
             changes,
             details,
             warnings: checked.warnings,
             sites_republished: Vec::new(),
+            tokens_added: Vec::new(),
         })
     }
 
@@ -426,14 +560,15 @@ impl Controller {
         by: &str,
     ) -> Result<Applied, ApplyError> {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
-        let checked = wansteer_policies::check_source(file, text).map_err(ApplyError::Invalid)?;
-        let (previous, (changes, details)) = {
+        // Checking and diffing a policy of thousands of sites takes a while: off the
+        // runtime's workers, and the diff outside the state lock (reports keep flowing).
+        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
+            .map_err(ApplyError::Invalid)?;
+        let (previous, current) = {
             let state = self.state();
-            (
-                state.policy.record.clone(),
-                policy_changes(&state.policy.policy, &checked.policy),
-            )
+            (state.policy.record.clone(), state.policy.policy.clone())
         };
+        let (changes, details) = off_runtime(|| policy_changes(&current, &checked.policy));
         if previous.text == text {
             return Ok(Applied {
                 version: previous.version,
@@ -442,6 +577,7 @@ impl Controller {
                 details: Vec::new(),
                 warnings: checked.warnings,
                 sites_republished: Vec::new(),
+                tokens_added: Vec::new(),
             });
         }
         let record = PolicyVersion {
@@ -473,10 +609,18 @@ impl Controller {
             state.history.push(record.clone());
             state.policy = CurrentPolicy {
                 record: record.clone(),
-                policy: checked.policy.clone(),
+                policy: Arc::new(checked.policy.clone()),
             };
         }
         self.shared.metrics.set_policy_version(record.version);
+        // New sites' agents can connect at once, removed sites' cannot any more.
+        let tokens_added = match off_runtime(|| self.reload_tokens()) {
+            Ok(added) => added,
+            Err(error) => {
+                tracing::error!(%error, "tokens not reloaded; the previous tokens stay in force");
+                Vec::new()
+            }
+        };
         let (done, republished) = oneshot::channel();
         let _ = self
             .shared
@@ -490,7 +634,23 @@ impl Controller {
             details,
             warnings: checked.warnings,
             sites_republished: republished.await.unwrap_or_default(),
+            tokens_added,
         })
+    }
+
+    /// Waits until every report sent so far has been planned on and the result published
+    /// (for tests, benchmarks and orderly shutdowns; the planner plans on its own anyway).
+    pub async fn settle(&self) {
+        let (done, settled) = oneshot::channel();
+        if self
+            .shared
+            .planner
+            .send(PlannerInput::Settle(done))
+            .await
+            .is_ok()
+        {
+            let _ = settled.await;
+        }
     }
 
     // ----- agents -----
@@ -594,10 +754,16 @@ impl Controller {
             let mut state = self.state();
             let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
-                self.shared
-                    .metrics
-                    .on_measurement(&report.site, measurement);
                 let key = (report.site.clone(), measurement.line.clone());
+                state
+                    .line_gauges
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        self.shared
+                            .metrics
+                            .line_gauges(&report.site, &measurement.line)
+                    })
+                    .set(measurement);
                 let class_bps = demand.remove(&measurement.line).unwrap_or_default();
                 state.lines.insert(
                     key,
@@ -622,11 +788,11 @@ impl Controller {
             tracing::info!(site = %report.site, line = %event.line, from = ?event.from, to = ?event.to, reason = %event.reason, "line health changed");
         }
         self.shared.metrics.on_report();
-        let _ = self
-            .shared
-            .planner
-            .send(PlannerInput::Report(Box::new(report)))
-            .await;
+        if let Err(mpsc::error::TrySendError::Full(report)) =
+            self.shared.reports.try_send(Box::new(report))
+        {
+            tracing::debug!(site = %report.site, "planner behind; report kept as live state only");
+        }
         Ok(())
     }
 
@@ -667,7 +833,7 @@ impl Controller {
     }
 
     /// The push channel of a site (created on first use).
-    pub fn subscribe(&self, site: &str) -> watch::Receiver<Option<Arc<RuleSet>>> {
+    pub fn subscribe(&self, site: &str) -> watch::Receiver<Option<Pushed>> {
         let mut state = self.state();
         state
             .channels
@@ -766,15 +932,40 @@ impl Controller {
     // ----- publishing (planner task only) -----
 
     /// Publishes a plan: sites whose content hash changed get the next version, persisted
-    /// before it is sent. Returns the sites republished.
+    /// before it is sent. Returns the sites republished. Works through the sites a chunk at
+    /// a time (hash, serialise, one commit, send), so the first agents get theirs while the
+    /// rest are still prepared.
     fn publish(&self, plan: Plan) -> Vec<String> {
-        // Hash outside the lock: with thousands of sites this is the expensive part.
-        let hashed: Vec<(RuleSet, String)> = plan
-            .rule_sets
+        let mut sites = Vec::new();
+        let mut rule_sets = plan.rule_sets.into_iter().peekable();
+        while rule_sets.peek().is_some() {
+            let chunk: Vec<(String, RuleSet)> = rule_sets.by_ref().take(PUBLISH_CHUNK).collect();
+            match self.publish_chunk(chunk) {
+                Some(published) => sites.extend(published),
+                None => break,
+            }
+        }
+        if !plan.decisions.is_empty() {
+            self.record_decisions(plan.decisions);
+        }
+        sites
+    }
+
+    /// One chunk of [`Controller::publish`]; `None` when it could not be persisted (then
+    /// nothing of it is sent, and later chunks are not tried).
+    fn publish_chunk(&self, chunk: Vec<(String, RuleSet)>) -> Option<Vec<String>> {
+        // Hash outside the lock: with thousands of sites this is the expensive part. A rule
+        // set the planner sealed for this site already carries its content hash.
+        let hashed: Vec<(RuleSet, String)> = chunk
             .into_iter()
             .map(|(site, mut rule_set)| {
+                let sealed = !rule_set.hash.is_empty() && rule_set.site == site;
                 rule_set.site = site;
-                let hash = rule_set.content_hash();
+                let hash = if sealed {
+                    std::mem::take(&mut rule_set.hash)
+                } else {
+                    rule_set.content_hash()
+                };
                 (rule_set, hash)
             })
             .collect();
@@ -791,52 +982,52 @@ impl Controller {
                 fresh.push(rule_set);
             }
         }
-        if !fresh.is_empty()
-            && let Err(error) = self.shared.store.save_rule_sets(&fresh)
-        {
+        if fresh.is_empty() {
+            return Some(Vec::new());
+        }
+        let fresh: Vec<Pushed> = fresh.into_iter().map(Pushed::new).collect();
+        let records = fresh
+            .iter()
+            .map(|p| (p.rule_set.site.as_str(), p.json.as_ref()));
+        if let Err(error) = self.shared.store.save_rule_set_texts(records) {
             // Not persisted means not published: a restart must not reuse the versions.
             tracing::error!(%error, "cannot record rule sets; not publishing them");
-            return Vec::new();
+            return None;
         }
         let mut sites = Vec::with_capacity(fresh.len());
-        {
-            let mut state = self.state();
-            let at = Instant::now();
-            for rule_set in fresh {
-                let site = rule_set.site.clone();
-                let rule_set = Arc::new(rule_set);
-                let old = state.published.insert(
-                    site.clone(),
-                    Published {
-                        rule_set: rule_set.clone(),
-                        at: Some(at),
-                        latency_seen: false,
-                    },
+        let mut state = self.state();
+        let at = Instant::now();
+        for pushed in fresh {
+            let rule_set = pushed.rule_set.clone();
+            let site = rule_set.site.clone();
+            let old = state.published.insert(
+                site.clone(),
+                Published {
+                    rule_set: rule_set.clone(),
+                    at: Some(at),
+                    latency_seen: false,
+                },
+            );
+            self.shared
+                .metrics
+                .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
+            let id = RuleSetId::of(&rule_set);
+            if let Some(live) = state.agents.get(&site) {
+                let now = drift(Some(&id), Some(&live.record));
+                self.shared.metrics.on_agent_state(
+                    &site,
+                    live.record.applied.as_ref().map(|a| a.version),
+                    now.is_drift(),
                 );
-                self.shared
-                    .metrics
-                    .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
-                let id = RuleSetId::of(&rule_set);
-                if let Some(live) = state.agents.get(&site) {
-                    let now = drift(Some(&id), Some(&live.record));
-                    self.shared.metrics.on_agent_state(
-                        &site,
-                        live.record.applied.as_ref().map(|a| a.version),
-                        now.is_drift(),
-                    );
-                }
-                state
-                    .channels
-                    .entry(site.clone())
-                    .or_insert_with(|| watch::Sender::new(None))
-                    .send_replace(Some(rule_set));
-                sites.push(site);
             }
+            state
+                .channels
+                .entry(site.clone())
+                .or_insert_with(|| watch::Sender::new(None))
+                .send_replace(Some(pushed));
+            sites.push(site);
         }
-        if !plan.decisions.is_empty() {
-            self.record_decisions(plan.decisions);
-        }
-        sites
+        Some(sites)
     }
 
     fn record_decisions(&self, decisions: Vec<DecisionRecord>) {
@@ -930,8 +1121,18 @@ struct PlannerTask {
 }
 
 impl PlannerTask {
-    async fn run(mut self, mut rx: mpsc::Receiver<PlannerInput>, policy: Policy, plan_now: bool) {
+    async fn run(
+        mut self,
+        mut control: mpsc::Receiver<PlannerInput>,
+        mut reports: mpsc::Receiver<Box<Report>>,
+        policy: Policy,
+        restored: Vec<RuleSet>,
+        plan_now: bool,
+    ) {
         self.planner.on_policy(&policy);
+        if !restored.is_empty() {
+            self.planner.restore(&restored);
+        }
         if plan_now {
             self.plan();
         }
@@ -941,34 +1142,47 @@ impl PlannerTask {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                biased;
                 _ = closing.wait_for(|closing| *closing) => break,
-                input = rx.recv() => {
+                input = control.recv() => {
                     let Some(input) = input else { break };
-                    let mut batch = vec![input];
-                    while batch.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(input) => batch.push(input),
-                            Err(_) => break,
+                    match input {
+                        PlannerInput::Policy(policy, done) => {
+                            self.planner.on_policy(&policy);
+                            let sites = self.plan();
+                            dirty = false;
+                            let _ = done.send(sites);
                         }
-                    }
-                    for input in batch {
-                        match input {
-                            PlannerInput::Report(report) => {
+                        PlannerInput::Settle(done) => {
+                            while let Ok(report) = reports.try_recv() {
                                 self.planner.on_report(&report);
                                 dirty = true;
                             }
-                            PlannerInput::Policy(policy, done) => {
-                                self.planner.on_policy(&policy);
-                                let sites = self.plan();
+                            if dirty {
+                                self.plan();
                                 dirty = false;
-                                let _ = done.send(sites);
                             }
+                            let _ = done.send(());
                         }
                     }
                 }
+                // Before the reports: a steady stream of them must not starve planning.
                 _ = tick.tick(), if dirty => {
                     dirty = false;
                     self.plan();
+                }
+                report = reports.recv() => {
+                    let Some(report) = report else { break };
+                    self.planner.on_report(&report);
+                    dirty = true;
+                    // Take in what else is queued, a bounded batch at a time, so a policy
+                    // change or a due plan gets its turn.
+                    for _ in 0..16_384 {
+                        match reports.try_recv() {
+                            Ok(report) => self.planner.on_report(&report),
+                            Err(_) => break,
+                        }
+                    }
                 }
             }
         }
@@ -978,7 +1192,10 @@ impl PlannerTask {
         let Some(shared) = self.controller.upgrade() else {
             return Vec::new();
         };
-        let plan = self.planner.plan(now_ms());
-        Controller { shared }.publish(plan)
+        let planner = &mut self.planner;
+        off_runtime(|| {
+            let plan = planner.plan(now_ms());
+            Controller { shared }.publish(plan)
+        })
     }
 }

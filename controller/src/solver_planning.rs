@@ -46,6 +46,13 @@ fn judged_loss_percent(line: &session::LineMeasurement) -> f64 {
         .map_or(line.loss_percent, |(lower, _)| lower)
 }
 
+/// True when the figures rest on probes. A line the agent has not probed yet reports zeros
+/// (no RTT, no loss) with no samples; those are "not measured", not "0.0 ms". A line reported
+/// down counts anyway: its health matters, its figures do not.
+fn measured(line: &session::LineMeasurement) -> bool {
+    line.samples > 0 || line.health == session::LineHealth::Down
+}
+
 fn millis(ms: f64) -> Duration {
     Duration::from_secs_f64(ms.max(0.0) / 1000.0)
 }
@@ -79,8 +86,14 @@ impl Planning for SolverPlanning {
         let Some(planner) = &mut self.planner else {
             return;
         };
+        planner.note_report(&report.site);
         let at = Duration::from_millis(report.at_ms);
         for line in &report.lines {
+            if !measured(line) {
+                // Nothing measured yet: the planner keeps the line as unknown (usable, ranked
+                // after measured lines), rather than reading the zeros as a perfect line.
+                continue;
+            }
             let measurement = LineMeasurement {
                 site: report.site.clone(),
                 line: line.line.clone(),
@@ -109,6 +122,12 @@ impl Planning for SolverPlanning {
             if let Err(error) = planner.update_demand(class_demand) {
                 warn!(site = %report.site, class = %demand.class, %error, "demand ignored");
             }
+        }
+    }
+
+    fn restore(&mut self, rule_sets: &[wansteer_wire::ruleset::RuleSet]) {
+        if let Some(planner) = &mut self.planner {
+            planner.resume(rule_sets.iter().cloned());
         }
     }
 
@@ -267,5 +286,91 @@ classes:
             voice_line(&planning.plan(3_000), "b1").as_deref(),
             Some("inet")
         );
+    }
+
+    fn voice_route(plan: &Plan, site: &str) -> wansteer_wire::ruleset::ClassRoute {
+        plan.rule_sets[site]
+            .routes
+            .iter()
+            .find(|route| route.class == "voice")
+            .cloned()
+            .expect("voice has a route")
+    }
+
+    #[test]
+    fn a_fresh_deployment_routes_on_unmeasured_lines_and_says_they_are_not_measured() {
+        let policy = wansteer_policies::check_source("p.yaml", POLICY)
+            .unwrap()
+            .policy;
+        let mut planning = SolverPlanning::new();
+        planning.on_policy(&policy);
+        // Agents connected but have not probed yet: zeros and no samples.
+        let mut silent = line("mpls", 0.0, session::LineHealth::Unknown);
+        silent.rtt_ms = 0.0;
+        silent.jitter_ms = 0.0;
+        silent.samples = 0;
+        let mut silent_inet = silent.clone();
+        silent_inet.line = "inet".into();
+        for site in ["dc", "b1"] {
+            planning.on_report(&report(
+                site,
+                1_000,
+                vec![silent.clone(), silent_inet.clone()],
+            ));
+        }
+        let plan = planning.plan(1_000);
+        let route = voice_route(&plan, "b1");
+        assert_eq!(route.primary, "mpls", "still routed, on the preferred line");
+        assert!(
+            route.reason.contains("not measured yet"),
+            "{}",
+            route.reason
+        );
+        assert!(!route.reason.contains(" 0.0 ms"), "{}", route.reason);
+        let placed = plan
+            .decisions
+            .iter()
+            .find(|d| d.site == "b1" && d.class == "voice")
+            .unwrap();
+        assert!(
+            placed.reason.contains("not measured yet"),
+            "{}",
+            placed.reason
+        );
+        assert!(!placed.reason.contains(" 0.0 ms"), "{}", placed.reason);
+    }
+
+    #[test]
+    fn a_measured_line_meeting_the_sla_ranks_before_an_unmeasured_preferred_one() {
+        let policy = wansteer_policies::check_source("p.yaml", POLICY)
+            .unwrap()
+            .policy;
+        let mut planning = SolverPlanning::new();
+        planning.on_policy(&policy);
+        let up = session::LineHealth::Up;
+        planning.on_report(&report(
+            "dc",
+            1_000,
+            vec![line("mpls", 0.0, up), line("inet", 0.0, up)],
+        ));
+        // b1's mpls has no measurement yet (not in any report); its inet has one, and it
+        // meets voice's SLA.
+        planning.on_report(&report("b1", 1_000, vec![line("inet", 0.0, up)]));
+        let plan = planning.plan(1_000);
+        let route = voice_route(&plan, "b1");
+        assert_eq!(route.primary, "inet", "{}", route.reason);
+        assert_eq!(route.backups, vec!["mpls".to_string()]);
+        assert!(!route.reason.contains(" 0.0 ms"), "{}", route.reason);
+
+        // Once mpls is measured and good, voice goes back to its preferred line after the
+        // hold-down, like onto any line that just became trustworthy.
+        let good = || vec![line("mpls", 0.0, up), line("inet", 0.0, up)];
+        planning.on_report(&report("b1", 2_000, good()));
+        let plan = planning.plan(2_000);
+        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+        planning.on_report(&report("b1", 31_000, good()));
+        planning.on_report(&report("dc", 31_000, good()));
+        let plan = planning.plan(31_000);
+        assert_eq!(voice_route(&plan, "b1").primary, "mpls");
     }
 }

@@ -220,6 +220,23 @@ impl Store {
     }
 
     /// Records the rule sets just published, durably.
+    /// Records rule sets already serialised to JSON, as (site, JSON), in one commit.
+    pub fn save_rule_set_texts<'a>(
+        &self,
+        rule_sets: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), StoreError> {
+        self.with_db("save rule sets", |db| {
+            let txn = db.begin_write().map_err(err("save rule sets"))?;
+            {
+                let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
+                for (site, json) in rule_sets {
+                    table.insert(site, json).map_err(err("save rule sets"))?;
+                }
+            }
+            txn.commit().map_err(err("save rule sets"))
+        })
+    }
+
     pub fn save_rule_sets<'a>(
         &self,
         rule_sets: impl IntoIterator<Item = &'a RuleSet>,

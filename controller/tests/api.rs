@@ -116,12 +116,7 @@ async fn tokens_and_roles_are_enforced() {
     assert_eq!(body["published"]["version"], 1);
 
     // Refusals are counted in the metrics and the bad tokens audited.
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("wansteer_auth_refused_total{reason=\"revoked\"} 1"),
         "{metrics}"
@@ -457,12 +452,7 @@ async fn reports_show_as_live_lines_decisions_placements_and_metrics() {
         404
     );
 
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for expected in [
         r#"wansteer_line_loss_ratio{line="mpls",site="branch-1"} 1"#,
         r#"wansteer_line_health{line="mpls",site="branch-1",state="down"} 1"#,
@@ -515,12 +505,7 @@ async fn metrics_pass_promtool() {
     server
         .get("/api/v1/sites", Some("wrong-token-wrong-token"))
         .await;
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("wansteer_line_jitter_seconds"),
         "{metrics}"
@@ -606,4 +591,47 @@ async fn openapi_describes_every_route_and_only_those() {
         assert!(!node.is_null(), "dangling $ref {target}");
     }
     server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_need_a_viewer_token_unless_public_and_openapi_stays_public() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let scrape = |token: Option<String>| {
+        let mut request = reqwest::Client::new().get(server.url("/metrics"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(scrape(None).await, 401, "no token");
+    assert_eq!(scrape(Some("wrong-token-wrong-token".into())).await, 401);
+    assert_eq!(
+        scrape(Some(server.agent("hub").to_string())).await,
+        403,
+        "agent tokens open sessions, not metrics"
+    );
+    assert_eq!(scrape(Some(server.viewer().to_string())).await, 200);
+    assert_eq!(scrape(Some(server.admin().to_string())).await, 200);
+    let (status, doc) = server.get("/api/v1/openapi.json", None).await;
+    assert_eq!(status, 200, "the API description needs no token");
+    assert_eq!(
+        doc["paths"]["/metrics"]["get"]["security"][0]["viewer"],
+        json!([])
+    );
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let public = start_with(
+        dir.path(),
+        POLICY,
+        tokens(),
+        0,
+        wansteer_controller::auth::TokenSource::Given,
+        true,
+    )
+    .await;
+    let status = reqwest::get(public.url("/metrics")).await.unwrap().status();
+    assert_eq!(status, 200, "--metrics-public serves without a token");
+    public.stop().await;
 }

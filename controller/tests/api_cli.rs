@@ -17,6 +17,7 @@ fn args(dir: &Path, tokens: Option<&Path>) -> ControllerArgs {
         audit_max_mib: 1,
         audit_keep: 2,
         plan_interval_ms: 50,
+        metrics_public: false,
     }
 }
 

@@ -126,12 +126,7 @@ async fn agent_applies_pushes_acks_and_drift_shows() {
             server.agent_row("branch-1").await["drift"] == "in_sync"
         })
         .await;
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("wansteer_agent_ruleset_version{site=\"branch-1\"} 2"),
         "{metrics}"
@@ -172,12 +167,7 @@ async fn agent_applies_pushes_acks_and_drift_shows() {
         "{row}"
     );
     assert_eq!(agent.status.borrow().running.as_ref().unwrap().version, 2);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("wansteer_agent_drift{site=\"branch-1\"} 1"),
         "{metrics}"

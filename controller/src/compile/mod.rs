@@ -2,6 +2,11 @@
 //! `RuleSet` — class specs (mark, DSCP, static matches), per-line HTB rates that follow the
 //! measured demand placed on each line, and per-class routes with their backups and reasons.
 //!
+//! HTB rates follow demand with hysteresis: a class's rate rises as soon as its measured
+//! load eats into the headroom, and falls only when the rate is well above what the load
+//! needs. Demand that wiggles around a level therefore settles the rates (and the rule set's
+//! hash) instead of pushing a new version every report.
+//!
 //! Pure: plain data in, a sealed `RuleSet` out. Versions are the planner's business.
 
 use std::collections::BTreeMap;
@@ -17,10 +22,49 @@ pub const RATE_STEP_FRACTION: f64 = 0.02;
 /// Headroom on top of measured demand, so a class can grow before the next plan.
 pub const DEMAND_HEADROOM: f64 = 1.25;
 
+/// A class's rate is raised once its load exceeds this share of the rate it has (the
+/// headroom is nearly used up).
+pub const RAISE_AT_LOAD_SHARE: f64 = 0.9;
+/// A class's rate is lowered only when the rate its load needs is below this share of the
+/// rate it has (the load fell by roughly half, not a wiggle).
+pub const LOWER_BELOW_SHARE: f64 = 0.6;
+
+/// The rate a class asks for on a line (before guarantees, ceilings and the line's size):
+/// its load plus headroom, rounded up to a step — or, when the class already has a rate
+/// (`previous`), that rate while the load stays between [`LOWER_BELOW_SHARE`] and
+/// [`RAISE_AT_LOAD_SHARE`] of it.
+pub fn wanted_rate(load_bps: f64, step: f64, previous: Option<f64>) -> f64 {
+    let load = if load_bps.is_finite() {
+        load_bps.max(0.0)
+    } else {
+        0.0
+    };
+    let fresh = (load * DEMAND_HEADROOM / step).ceil() * step;
+    match previous {
+        Some(previous)
+            if load <= previous * RAISE_AT_LOAD_SHARE && fresh >= previous * LOWER_BELOW_SHARE =>
+        {
+            previous
+        }
+        _ => fresh,
+    }
+}
+
 /// HTB rates for one line: strict priority order, each class gets its measured load plus
 /// headroom, at least its guaranteed share and at most its ceiling, until the line is full.
 /// `load_bps` is indexed like `policy.classes`.
 pub fn line_shares(line_bps: u64, classes: &[Class], load_bps: &[f64]) -> Vec<ClassShare> {
+    line_shares_after(line_bps, classes, load_bps, &[])
+}
+
+/// [`line_shares`] with hysteresis against the shares the line has now (`previous`, by
+/// class name; empty on first placement): see [`wanted_rate`].
+pub fn line_shares_after(
+    line_bps: u64,
+    classes: &[Class],
+    load_bps: &[f64],
+    previous: &[ClassShare],
+) -> Vec<ClassShare> {
     let line = line_bps as f64;
     let step = (line * RATE_STEP_FRACTION).max(1.0);
     let mut order: Vec<usize> = (0..classes.len()).collect();
@@ -41,7 +85,11 @@ pub fn line_shares(line_bps: u64, classes: &[Class], load_bps: &[f64]) -> Vec<Cl
     let mut left = line - rates.iter().sum::<f64>();
     for &i in &order {
         let ceiling = line * classes[i].bandwidth.ceiling.fraction();
-        let want = ((load_bps[i] * DEMAND_HEADROOM / step).ceil() * step).min(ceiling);
+        let had = previous
+            .iter()
+            .find(|share| share.class == classes[i].name)
+            .map(|share| share.rate_bps as f64);
+        let want = wanted_rate(load_bps[i], step, had).min(ceiling);
         let extra = (want - rates[i]).max(0.0).min(left);
         rates[i] += extra;
         left -= extra;
@@ -71,6 +119,11 @@ pub struct SiteInput<'a> {
     /// Per line name: load per class (indexed like `policy.classes`), bits per second.
     pub line_loads: BTreeMap<String, Vec<f64>>,
     pub routes: Vec<ClassRoute>,
+    /// The site's rule set now in force, for rate hysteresis (none on first compile).
+    pub previous: Option<&'a RuleSet>,
+    /// The site's demand is not known yet (resumed after a restart, no report since):
+    /// keep the previous rates as they are.
+    pub hold_rates: bool,
 }
 
 /// Builds and seals one site's rule set (version 0; the planner numbers versions).
@@ -82,13 +135,28 @@ pub fn compile_site(input: SiteInput<'_>) -> Option<RuleSet> {
         .iter()
         .map(|line| {
             let loads = input.line_loads.get(&line.name).unwrap_or(&idle);
+            let previous = input
+                .previous
+                .and_then(|p| p.lines.iter().find(|l| l.name == line.name))
+                .filter(|l| l.rate_bps == line.up.bps())
+                .map_or(&[][..], |l| l.shares.as_slice());
+            let same_classes = previous.len() == input.policy.classes.len()
+                && previous
+                    .iter()
+                    .zip(&input.policy.classes)
+                    .all(|(share, class)| share.class == class.name);
+            let shares = if input.hold_rates && same_classes {
+                previous.to_vec()
+            } else {
+                line_shares_after(line.up.bps(), &input.policy.classes, loads, previous)
+            };
             LineSpec {
                 name: line.name.clone(),
                 interface: line.interface.clone(),
                 gateway: line.gateway,
                 gateway6: line.gateway6,
                 rate_bps: line.up.bps(),
-                shares: line_shares(line.up.bps(), &input.policy.classes, loads),
+                shares,
             }
         })
         .collect();
@@ -155,5 +223,34 @@ mod tests {
         let shares = line_shares(10_000_000, &classes, &[9e6, 9e6]);
         assert!(shares[1].rate_bps > shares[0].rate_bps);
         assert!(shares.iter().map(|s| s.rate_bps).sum::<u64>() <= 10_000_000 + 200_000);
+    }
+
+    #[test]
+    fn rates_hold_while_demand_wiggles_and_follow_real_changes() {
+        let classes = [class("voice", 1, 0.0, 30.0), class("bulk", 5, 0.0, 100.0)];
+        let line = 100_000_000;
+        // Bulk around 20 Mbit/s, ±15%: after at most a couple of raises the rate stays put.
+        let mut shares = line_shares(line, &classes, &[1e6, 20e6]);
+        let mut changes = 0;
+        for i in 0..200 {
+            let wiggle = [-0.15, 0.1, 0.15, -0.05, 0.0, -0.1, 0.12][i % 7];
+            let next = line_shares_after(line, &classes, &[1e6, 20e6 * (1.0 + wiggle)], &shares);
+            if next != shares {
+                changes += 1;
+            }
+            shares = next;
+        }
+        assert!(changes <= 2, "{changes} rate changes from a wiggle");
+        let settled = shares[1].rate_bps;
+        assert!(
+            settled as f64 >= 23e6 / RAISE_AT_LOAD_SHARE - 2e6,
+            "{settled}"
+        );
+        // Demand doubles: the rate follows at once.
+        let grown = line_shares_after(line, &classes, &[1e6, 40e6], &shares);
+        assert_eq!(grown[1].rate_bps, 50_000_000);
+        // Demand falls to a quarter: the rate comes down.
+        let shrunk = line_shares_after(line, &classes, &[1e6, 10e6], &grown);
+        assert_eq!(shrunk[1].rate_bps, 14_000_000);
     }
 }

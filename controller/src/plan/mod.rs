@@ -181,6 +181,10 @@ impl PathKey {
 /// cost, quality score, then the path itself for determinism.
 type SortKey = ((bool, u32, u32), f64, f64, PathKey, PathId);
 
+/// How backup lines are ordered (lower first): no SLA-meeting candidate through it, the
+/// class's (unsettled, prefer rank, line preference), cost in thousandths. No quality score.
+type BackupKey = (bool, (bool, u32, u32), u64);
+
 #[derive(Debug, Clone, Copy)]
 struct PathInfo {
     key: PathKey,
@@ -188,6 +192,9 @@ struct PathInfo {
     quality: Quality,
     cost: f64,
     score: f64,
+    /// Some line of the path has no measurement yet: its quality is unknown (the numbers
+    /// read as perfect), so it is usable but ranked after measured paths that meet the SLA.
+    unmeasured: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +233,9 @@ struct CommodityState {
     seen: bool,
     /// What `route_reason` was written from.
     reason_key: Option<ReasonKey>,
+    /// The line a restored rule set had the class leave on (after a restart): the first
+    /// plan takes the best candidate over it as the incumbent instead of placing afresh.
+    restored: Option<LineId>,
 }
 
 /// The inputs of a route's reason text, to reuse the text while they stay the same.
@@ -233,6 +243,7 @@ struct CommodityState {
 struct ReasonKey {
     path: PathKey,
     quality: [u64; 3],
+    unmeasured: bool,
     degraded: bool,
     short: Option<(u64, u64)>,
 }
@@ -270,6 +281,9 @@ pub struct Planner {
     lowest_level_on_arc: Vec<u8>,
     /// Total demand and carried demand, kept up to date by incremental runs.
     totals: (f64, f64),
+    /// Per site: resumed from a stored rule set and not heard from since, so its measured
+    /// demand is unknown and its HTB rates stay as they were.
+    rates_held: Vec<bool>,
 }
 
 impl Planner {
@@ -300,6 +314,7 @@ impl Planner {
             pending_sites: BTreeSet::new(),
             lowest_level_on_arc: Vec::new(),
             totals: (0.0, 0.0),
+            rates_held: vec![false; graph.sites.len()],
             graph,
             policy,
         };
@@ -308,27 +323,39 @@ impl Planner {
         planner
     }
 
-    /// Replaces the policy (after it passed validation): a new graph and commodity set, with
-    /// the last measurements and demand of lines and sites that still exist carried over, and
-    /// rule-set versions continuing where they were so agents never see a version go back.
+    /// Replaces the policy (after it passed validation): a new graph and commodity set. What
+    /// the planner knows about lines and classes that still exist carries over — their last
+    /// measurements and health history (recovery hold-down, flap-dampening penalty and
+    /// suppression), the demand, and each class's placement with the time it was placed
+    /// (so the hold-down keeps running) — and rule-set versions continue where they were, so
+    /// agents never see a version go back.
     pub fn replace_policy(&mut self, policy: Policy) {
         let mut next = Planner::new(policy);
-        for line in &self.graph.lines {
-            let site = &self.graph.sites[line.site as usize].name;
-            let (Some(quality), Some(at)) = (line.quality, line.measured_at) else {
-                continue;
-            };
-            let report = LineMeasurement {
-                site: site.clone(),
-                line: line.name.clone(),
-                rtt: Duration::from_secs_f64(quality.latency_ms * 2.0 / 1000.0),
-                loss: quality.loss,
-                jitter: Duration::from_secs_f64(quality.jitter_ms / 1000.0),
-                health: line.health,
-                at,
-            };
-            // Lines the new policy dropped are refused; that is expected here.
-            let _ = next.update_measurement(report);
+        let line_map: Vec<Option<LineId>> = self
+            .graph
+            .lines
+            .iter()
+            .map(|line| {
+                let site = &self.graph.sites[line.site as usize].name;
+                next.graph.line_id(site, &line.name)
+            })
+            .collect();
+        for (old, line) in self.graph.lines.iter().enumerate() {
+            let Some(id) = line_map[old] else { continue };
+            let carried = &mut next.graph.lines[id as usize];
+            carried.quality = line.quality;
+            carried.health = line.health;
+            carried.recovered_at = line.recovered_at;
+            carried.penalty = line.penalty;
+            carried.penalty_at = line.penalty_at;
+            carried.suppressed = line.suppressed;
+            carried.measured_at = line.measured_at;
+            for at in [next.graph.settles_at(id), next.graph.reuse_at(id)]
+                .into_iter()
+                .flatten()
+            {
+                next.line_revisits.entry(at).or_default().insert(id);
+            }
         }
         for (&(src, dst, class), &bps) in &self.demand {
             let demand = ClassDemand {
@@ -340,8 +367,116 @@ impl Planner {
             // Sites or classes the new policy dropped are refused; that is expected here.
             let _ = next.update_demand(demand);
         }
+        if next.rebuild_pending {
+            next.build_commodities();
+            next.rebuild_pending = false;
+        }
+        let translate = |key: PathKey| -> Option<PathKey> {
+            let mut out = key;
+            for (i, &line) in key.lines().iter().enumerate() {
+                out.lines[i] = line_map[line as usize]?;
+            }
+            Some(out)
+        };
+        for old in &self.commodities {
+            let pair = &self.pairs[old.pair];
+            let names = (
+                &self.graph.sites[pair.src as usize].name,
+                &self.graph.sites[pair.dst as usize].name,
+                &self.classes[old.class].name,
+            );
+            let (Some(src), Some(dst), Some(class)) = (
+                next.graph.site_id(names.0),
+                next.graph.site_id(names.1),
+                next.classes.iter().position(|c| &c.name == names.2),
+            ) else {
+                continue;
+            };
+            let Some(&new_pair) = next.pair_index.get(&(src, dst)) else {
+                continue;
+            };
+            let Some(&commodity) = next.pairs[new_pair]
+                .commodities
+                .iter()
+                .find(|&&c| next.commodities[c].class == class)
+            else {
+                continue;
+            };
+            let Some(placed) = old.placed.and_then(translate) else {
+                continue;
+            };
+            let via = (placed.len == 4).then(|| next.graph.line(placed.lines[1]).site);
+            let info = next.path_info(placed.lines(), via);
+            let state = &mut next.commodities[commodity];
+            state.placed = Some(placed);
+            state.placed_at = old.placed_at;
+            state.chosen = Some(info);
+            state.seen = old.seen;
+            state.degraded = old.degraded;
+            state.route_reason = old.route_reason.clone();
+            state.backups = old
+                .backups
+                .iter()
+                .filter_map(|&l| line_map[l as usize])
+                .collect();
+        }
+        for (site, held) in self.rates_held.iter().enumerate() {
+            if let Some(id) = next.graph.site_id(&self.graph.sites[site].name) {
+                next.rates_held[id as usize] = *held;
+            }
+        }
         next.restore_rulesets(self.rulesets.iter().flatten().cloned());
         *self = next;
+    }
+
+    /// Resumes from the rule sets a previous process published (after a restart): their
+    /// versions continue, each class starts on the line its rule set had it on (as the
+    /// incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
+    /// its agent reports demand again. Same inputs then give the same content: nothing is
+    /// re-pushed.
+    pub fn resume(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
+        let rulesets: Vec<RuleSet> = rulesets.into_iter().collect();
+        for ruleset in &rulesets {
+            let Some(src) = self.graph.site_id(&ruleset.site) else {
+                continue;
+            };
+            self.rates_held[src as usize] = true;
+            for route in &ruleset.routes {
+                let Some(line) = self.graph.line_id(&ruleset.site, &route.primary) else {
+                    continue;
+                };
+                let Some(class) = self.classes.iter().position(|c| c.name == route.class) else {
+                    continue;
+                };
+                for &pair in &self.pairs_of_site[src as usize] {
+                    let pair = &self.pairs[pair];
+                    if pair.src != src
+                        || !self.graph.sites[pair.dst as usize]
+                            .lan
+                            .contains(&route.destination)
+                    {
+                        continue;
+                    }
+                    for &commodity in &pair.commodities {
+                        let state = &mut self.commodities[commodity];
+                        if state.class == class && state.placed.is_none() {
+                            state.restored = Some(line);
+                        }
+                    }
+                }
+            }
+        }
+        self.restore_rulesets(rulesets);
+    }
+
+    /// A site's agent reported: its measured demand is known again, so its HTB rates follow
+    /// it (see [`Planner::resume`]).
+    pub fn note_report(&mut self, site: &str) {
+        if let Some(id) = self.graph.site_id(site)
+            && std::mem::take(&mut self.rates_held[id as usize])
+        {
+            self.pending_sites.insert(id);
+        }
     }
 
     /// Seeds the last rule sets (e.g. from the state store after a restart): a plan that
@@ -664,6 +799,7 @@ impl Planner {
                         degraded: false,
                         seen: false,
                         reason_key: None,
+                        restored: None,
                     },
                 };
                 pair.commodities.push(self.commodities.len());
@@ -889,6 +1025,19 @@ impl Planner {
                 kept.push(info);
             }
         }
+        // The paths classes are on now stay candidates while their lines can still carry
+        // them, so hysteresis (not the quality noise that picked the best way through a hub)
+        // decides whether they move.
+        for &commodity in &self.pairs[pair].commodities {
+            let Some(placed) = self.commodities[commodity].placed else {
+                continue;
+            };
+            if kept.iter().any(|info| info.key == placed) || !self.still_valid(src, dst, placed) {
+                continue;
+            }
+            let via = (placed.len == 4).then(|| self.graph.line(placed.lines[1]).site);
+            kept.push(self.path_info(placed.lines(), via));
+        }
         let mut ids = Vec::with_capacity(kept.len());
         for info in kept {
             let (arcs, len) = info.key.arcs();
@@ -896,6 +1045,27 @@ impl Planner {
             self.infos.push(info);
         }
         self.pairs[pair].paths = ids;
+    }
+
+    /// True when a path found earlier between `src` and `dst` still consists of usable
+    /// tunnels.
+    fn still_valid(&self, src: SiteId, dst: SiteId, path: PathKey) -> bool {
+        let l = path.lines;
+        let site = |line: LineId| self.graph.line(line).site;
+        if site(l[0]) != src || site(l[path.len as usize - 1]) != dst {
+            return false;
+        }
+        match path.len {
+            2 => self.tunnel(src, l[0], dst, l[1]),
+            4 => {
+                let hub = site(l[1]);
+                site(l[2]) == hub
+                    && self.transit_sites.contains(&hub)
+                    && self.tunnel(src, l[0], hub, l[1])
+                    && self.tunnel(hub, l[2], dst, l[3])
+            }
+            _ => false,
+        }
     }
 
     /// True when line `a` of site `x` and line `b` of site `y` form a usable tunnel.
@@ -926,17 +1096,22 @@ impl Planner {
             quality,
             cost,
             score: score(quality),
+            unmeasured: lines
+                .iter()
+                .any(|&line| self.graph.line(line).quality.is_none()),
         }
     }
 
-    /// Preference key of a path for a class: lower is better.
+    /// Preference key of a path for a class: lower is better. A path with a line not yet
+    /// measured counts as unsettled: used when nothing measured fits, never preferred.
     fn preference(&self, class: &ClassRules, info: &PathInfo, now: At) -> (bool, u32, u32, f64) {
         let first = info.key.first();
-        let unsettled = info
-            .key
-            .lines()
-            .iter()
-            .any(|&l| !self.graph.settled(l, now));
+        let unsettled = info.unmeasured
+            || info
+                .key
+                .lines()
+                .iter()
+                .any(|&l| !self.graph.settled(l, now));
         (
             unsettled,
             class.rank[first as usize],
@@ -995,6 +1170,27 @@ impl Planner {
             });
             feasible = keyed.into_iter().map(|k| k.4).collect();
         }
+        // Resumed after a restart: the restored line's best candidate is the incumbent.
+        if state.placed.is_none()
+            && let Some(first) = state.restored
+        {
+            let resumed = feasible
+                .iter()
+                .chain(allowed.iter())
+                .copied()
+                .find(|&p| self.infos[p as usize].key.first() == first);
+            let state = &mut self.commodities[commodity];
+            state.restored = None;
+            if let Some(path) = resumed {
+                let info = self.infos[path as usize];
+                state.placed = Some(info.key);
+                state.chosen = Some(info);
+                state.placed_at = now;
+                state.seen = true;
+            }
+        }
+        let state = &self.commodities[commodity];
+        let class = &self.classes[state.class];
         // Hysteresis: keep the incumbent in front unless a move is due.
         if let (Some(placed), Some(&best)) = (state.placed, feasible.first()) {
             let position = feasible
@@ -1012,8 +1208,10 @@ impl Planner {
                 let min_improvement = self.policy.timers.min_improvement.fraction();
                 let better_enough = (a.0, a.1, a.2) == (b.0, b.1, b.2)
                     && best_info.score <= incumbent.score * (1.0 - min_improvement);
-                // Degraded incumbents (no SLA-compliant path) move freely towards less bad.
-                if !degraded && (held || !(preferred || better_enough)) {
+                // Degraded incumbents (no SLA-compliant path) move freely towards less bad,
+                // and so do incumbents on a line nobody has measured yet towards a measured one.
+                let leaves_unknown = incumbent.unmeasured && !best_info.unmeasured;
+                if !degraded && !leaves_unknown && (held || !(preferred || better_enough)) {
                     let kept = feasible.remove(position);
                     feasible.insert(0, kept);
                     if held && (preferred || better_enough) {
@@ -1046,26 +1244,43 @@ impl Planner {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
         let pair = &self.pairs[state.pair];
-        // Backups: other first lines, from the ordered candidates, then any allowed path.
+        // Backups: the other first lines, those with an SLA-meeting candidate first, then by
+        // the class's preference, line preference and cost — not by the quality score, so
+        // probe noise between two equal lines does not reorder them (and re-push the site).
         let mut backups: Vec<LineId> = Vec::new();
         if let Some(chosen) = chosen {
-            let allowed_rest = pair.paths.iter().copied().filter(|&p| {
+            let allowed = pair.paths.iter().copied().filter(|&p| {
                 self.infos[p as usize]
                     .key
                     .lines()
                     .iter()
                     .all(|&l| !class.never[l as usize])
             });
-            for p in ordered.iter().copied().chain(allowed_rest) {
-                let first = self.infos[p as usize].key.first();
-                if first != chosen.key.first() && !backups.contains(&first) {
-                    backups.push(first);
+            let mut best: BTreeMap<LineId, BackupKey> = BTreeMap::new();
+            for p in allowed {
+                let info = &self.infos[p as usize];
+                let first = info.key.first();
+                if first == chosen.key.first() {
+                    continue;
                 }
+                let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                let key = (
+                    !ordered.contains(&p),
+                    (unsettled, rank, preference),
+                    (cost.max(0.0) * 1000.0).round() as u64,
+                );
+                best.entry(first)
+                    .and_modify(|k| *k = (*k).min(key))
+                    .or_insert(key);
             }
+            let mut ranked: Vec<(LineId, _)> = best.into_iter().collect();
+            ranked.sort_by_key(|&(line, key)| (key, line));
+            backups = ranked.into_iter().map(|(line, _)| line).collect();
         }
         let new_key = chosen.map(|c| c.key);
         let old_key = state.placed;
         let old_via = state.chosen.and_then(|c| c.via);
+        let new_via = chosen.and_then(|c| c.via);
         let src = pair.src;
         // The route's words only change when what they say changes: reuse them otherwise.
         let state = &self.commodities[commodity];
@@ -1077,6 +1292,7 @@ impl Planner {
                 info.quality.jitter_ms.to_bits(),
                 info.quality.loss.to_bits(),
             ],
+            unmeasured: info.unmeasured,
             degraded: state.degraded,
             short: short.then(|| (carried.to_bits(), state.demand.to_bits())),
         });
@@ -1089,7 +1305,16 @@ impl Planner {
             }
         };
         let state = &self.commodities[commodity];
-        if new_key != old_key || !state.seen {
+        // A move is what an operator would call one: the class leaves on another line, or
+        // goes through another hub. Another way through the same hub (or the far end's
+        // other line of the same cloud) re-routes quietly; the hold-down keeps running.
+        let moved = !state.seen
+            || new_key.map(|k| k.first()) != old_key.map(|k| k.first())
+            || new_via != old_via;
+        if new_key != old_key && !moved {
+            self.commodities[commodity].placed = new_key;
+        }
+        if moved {
             let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
@@ -1115,7 +1340,6 @@ impl Planner {
             state.placed_at = now;
             state.seen = true;
         }
-        let new_via = chosen.and_then(|c| c.via);
         let state = &mut self.commodities[commodity];
         let changed_route =
             state.route_reason != route_reason || state.backups != backups || new_key != old_key;
@@ -1145,6 +1369,27 @@ impl Planner {
             text.push_str(&self.graph.sites[hub as usize].name);
         }
         text.push_str(": ");
+        if info.unmeasured {
+            let unknown: Vec<String> = info
+                .key
+                .lines()
+                .iter()
+                .filter(|&&l| self.graph.line(l).quality.is_none())
+                .map(|&l| self.graph.line_label(l))
+                .collect();
+            text.push_str(&format!(
+                "{} not measured yet (used until a measured line meets the SLA)",
+                unknown.join(", ")
+            ));
+            if carried + CARRIED_SLACK < state.demand {
+                text.push_str(&format!(
+                    "; capacity short: {:.1} of {:.1} Mbit/s carried",
+                    carried / 1e6,
+                    state.demand / 1e6
+                ));
+            }
+            return text;
+        }
         let checks: Vec<String> = class
             .sla
             .checks(info.quality)
@@ -1207,11 +1452,11 @@ impl Planner {
                     line_label(chosen.key.first()),
                     route_reason
                 ),
-                evidence: quality_evidence(
-                    &class.sla,
-                    &line_label(chosen.key.first()),
-                    chosen.quality,
-                ),
+                evidence: if chosen.unmeasured {
+                    Vec::new()
+                } else {
+                    quality_evidence(&class.sla, &line_label(chosen.key.first()), chosen.quality)
+                },
             };
         };
         let old_name = line_label(old.first());
@@ -1312,6 +1557,16 @@ impl Planner {
             };
         }
         let old_info = self.path_info(old.lines(), None);
+        if old_info.unmeasured && !chosen.unmeasured {
+            return Reason {
+                kind: ReasonKind::PreferenceRestored,
+                text: format!(
+                    "{} to {new_name} from {old_name}: {old_name} is not measured yet, {}",
+                    class.name, route_reason
+                ),
+                evidence: quality_evidence(&class.sla, &new_name, chosen.quality),
+            };
+        }
         let a = self.preference(class, &chosen, now);
         let b = self.preference(class, &old_info, now);
         if (a.0, a.1, a.2) < (b.0, b.1, b.2) {
@@ -1460,6 +1715,8 @@ impl Planner {
                 site: site_name,
                 line_loads: loads,
                 routes: routes.into_values().map(|(_, r)| r).collect(),
+                previous: self.rulesets[site as usize].as_ref(),
+                hold_rates: self.rates_held[site as usize],
             }) else {
                 continue;
             };

@@ -183,11 +183,43 @@ pub fn tokens() -> TokensFile {
 }
 
 pub async fn start(state_dir: &Path, policy: &str, tokens: TokensFile, port: u16) -> Running {
+    start_with_source(
+        state_dir,
+        policy,
+        tokens,
+        port,
+        wansteer_controller::auth::TokenSource::Given,
+    )
+    .await
+}
+
+/// [`start`] with the tokens read from (and reloaded from) `source`.
+pub async fn start_with_source(
+    state_dir: &Path,
+    policy: &str,
+    tokens: TokensFile,
+    port: u16,
+    token_source: wansteer_controller::auth::TokenSource,
+) -> Running {
+    start_with(state_dir, policy, tokens, port, token_source, false).await
+}
+
+/// [`start`] with every option.
+pub async fn start_with(
+    state_dir: &Path,
+    policy: &str,
+    tokens: TokensFile,
+    port: u16,
+    token_source: wansteer_controller::auth::TokenSource,
+    metrics_public: bool,
+) -> Running {
     let config = ControllerConfig {
+        metrics_public,
         state_dir: state_dir.to_path_buf(),
         policy_file: "policy.yaml".into(),
         policy_text: policy.to_string(),
         tokens: tokens.clone(),
+        token_source,
         retention: Retention::default(),
         plan_interval: Duration::from_millis(20),
         report_interval: Duration::from_secs(1),
@@ -252,6 +284,18 @@ impl Running {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `/metrics` as a scraper with the viewer token reads it.
+    pub async fn metrics(&self) -> String {
+        let response = reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .bearer_auth(self.viewer())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     /// GET as `token`, returning status and JSON body (Null if none).
