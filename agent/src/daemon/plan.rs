@@ -2,14 +2,15 @@
 //! one prober per WAN line (target, SLA classes, timers), the steering groups (a class and
 //! the destinations that share one line order) and the rule set they start from.
 //!
-//! Probe target: the line's gateway at UDP 862 (STAMP). In the lab the gateway is the far
-//! router's address on the line's own segment, where the far agent's reflector answers. A
-//! real deployment whose gateway is a provider router needs a per-line reflector address
-//! in the policy; the policy language has no such field yet.
+//! Probe target: the line's `reflector` (`address[:port]`) when the policy gives one, else
+//! the line's gateway at UDP 862 (STAMP). In the lab the gateway is the far router's address
+//! on the line's own segment, where the far agent's reflector answers; a real deployment
+//! whose gateway is a provider router names the far agent's address as `reflector`.
+//! Probe interval: the line's `probe_interval`, else `timers.probe_interval`.
 //!
-//! Hubs: a hub reaches each branch over that branch's own lines. By convention a hub line
-//! named `<site>-<name>` (as the lab names them: `br1-mpls`) carries only traffic to site
-//! `<site>`; routes to that site use only those lines.
+//! Hubs: a hub reaches each branch over that branch's own lines. A hub line with `site: X`
+//! (or, without it, named `<X>-<name>` as the lab names them: `br1-mpls`) carries only
+//! traffic to site `X`; routes to that site use only those lines.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -114,14 +115,19 @@ pub fn plan_site(
 
     let mut probes = Vec::new();
     for line in &here.lines {
-        let Some(gateway) = line.gateway.or(line.gateway6.map(Into::into)) else {
+        let gateway = line.gateway.or(line.gateway6.map(Into::into));
+        let Some(reflector) = line
+            .reflector
+            .map(|r| r.socket_addr())
+            .or(gateway.map(|g| SocketAddr::new(g, STAMP_PORT)))
+        else {
             return Err(format!(
-                "line `{}` has no gateway to probe; give it `gateway:`",
+                "line `{}` has no reflector or gateway to probe; give it `reflector:` or `gateway:`",
                 line.name
             ));
         };
         let mut monitor = MonitorConfig::new(&line.name);
-        monitor.interval = timers.probe_interval.0;
+        monitor.interval = line.probe_interval.unwrap_or(timers.probe_interval).0;
         monitor.tracker = tracker.clone();
         monitor.health = health.clone();
         monitor.slas = slas.values().cloned().collect();
@@ -131,7 +137,7 @@ pub fn plan_site(
         probes.push(LineProbe {
             line: line.name.clone(),
             interface: line.interface.clone(),
-            reflector: SocketAddr::new(gateway, STAMP_PORT),
+            reflector,
             monitor,
         });
     }
@@ -144,16 +150,28 @@ pub fn plan_site(
             .find(|s| s.lan.contains(destination))
             .map(|s| s.name.clone())
     };
+    // The site a line of this site reaches only, if any (hub lines).
+    let reaches = |line: &str| -> Option<&str> {
+        let line = here.lines.iter().find(|l| l.name == line)?;
+        match &line.site {
+            Some(site) => Some(site.as_str()),
+            None => policy
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .find(|s| *s != here.name && line.name.starts_with(&format!("{s}-"))),
+        }
+    };
     let mut groups: Vec<SteerGroup> = Vec::new();
     for route in &mut ruleset.routes {
         let mut order = vec![route.primary.clone()];
         order.extend(route.backups.iter().cloned());
         let destination_site = site_of(&route.destination);
         if let Some(dest) = &destination_site {
-            let prefix = format!("{dest}-");
-            if order.iter().any(|l| l.starts_with(&prefix)) {
-                order.retain(|l| l.starts_with(&prefix));
-            } else if here.lines.iter().any(|l| l.name.starts_with(&prefix)) {
+            let to_dest = |l: &String| reaches(l) == Some(dest.as_str());
+            if order.iter().any(to_dest) {
+                order.retain(to_dest);
+            } else if here.lines.iter().any(|l| to_dest(&l.name)) {
                 // This hub reaches `dest` over lines the class may not use at all.
                 order.clear();
             }
@@ -385,5 +403,50 @@ timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
             };
             assert_eq!(route.primary, expected);
         }
+    }
+
+    #[test]
+    fn a_line_s_reflector_and_probe_interval_override_the_gateway_and_the_timers() {
+        let text = HUB_AND_BRANCH.replace(
+            "{ name: inet, transport: internet, interface: inet, gateway: 172.16.2.2,",
+            "{ name: inet, transport: internet, interface: inet, gateway: 172.16.2.2, reflector: \"198.51.100.7:4862\", probe_interval: 50ms,",
+        );
+        let policy = wansteer_policies::check_source("test.yaml", &text)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "br1", 1).expect("compiles");
+        let plan = plan_site(&policy, "br1", &mut ruleset, None).expect("plans");
+        let inet = plan.probes.iter().find(|p| p.line == "inet").expect("inet");
+        assert_eq!(inet.reflector.to_string(), "198.51.100.7:4862");
+        assert_eq!(inet.monitor.interval, Duration::from_millis(50));
+        let mpls = plan.probes.iter().find(|p| p.line == "mpls").expect("mpls");
+        assert_eq!(mpls.reflector.to_string(), "172.16.1.2:862");
+        assert_eq!(mpls.monitor.interval, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_hub_line_may_say_which_site_it_reaches_instead_of_its_name() {
+        let text = HUB_AND_BRANCH
+            .replace("{ name: br1-mpls,", "{ name: carrier-a, site: br1,")
+            .replace("{ name: br2-mpls,", "{ name: carrier-b, site: br2,");
+        let policy = wansteer_policies::check_source("test.yaml", &text)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "dc", 1).expect("compiles");
+        let plan = plan_site(&policy, "dc", &mut ruleset, None).expect("plans");
+        for route in &ruleset.routes {
+            let mut lines = vec![route.primary.clone()];
+            lines.extend(route.backups.iter().cloned());
+            let allowed: &[&str] = if route.destination.to_string() == "10.1.0.0/24" {
+                &["carrier-a", "br1-inet"]
+            } else {
+                &["carrier-b"]
+            };
+            assert!(
+                lines.iter().all(|l| allowed.contains(&l.as_str())),
+                "{route:?}"
+            );
+        }
+        assert!(plan.groups.iter().any(|g| g.lines.class == "voice→br2"));
     }
 }
