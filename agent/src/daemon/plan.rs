@@ -142,40 +142,13 @@ pub fn plan_site(
         });
     }
 
-    // Which site each destination prefix belongs to.
-    let site_of = |destination: &IpNet| {
-        policy
-            .sites
-            .iter()
-            .find(|s| s.lan.contains(destination))
-            .map(|s| s.name.clone())
-    };
-    // The site a line of this site reaches only, if any (hub lines).
-    let reaches = |line: &str| -> Option<&str> {
-        let line = here.lines.iter().find(|l| l.name == line)?;
-        match &line.site {
-            Some(site) => Some(site.as_str()),
-            None => policy
-                .sites
-                .iter()
-                .map(|s| s.name.as_str())
-                .find(|s| *s != here.name && line.name.starts_with(&format!("{s}-"))),
-        }
-    };
+    let reach = HubReach::new(policy, site);
+    let site_of = |destination: &IpNet| reach.site_of(destination);
     let mut groups: Vec<SteerGroup> = Vec::new();
     for route in &mut ruleset.routes {
         let mut order = vec![route.primary.clone()];
         order.extend(route.backups.iter().cloned());
-        let destination_site = site_of(&route.destination);
-        if let Some(dest) = &destination_site {
-            let to_dest = |l: &String| reaches(l) == Some(dest.as_str());
-            if order.iter().any(to_dest) {
-                order.retain(to_dest);
-            } else if here.lines.iter().any(|l| to_dest(&l.name)) {
-                // This hub reaches `dest` over lines the class may not use at all.
-                order.clear();
-            }
-        }
+        reach.restrict(&route.destination, &mut order);
         if order.is_empty() {
             route.primary.clear();
             continue;
@@ -232,6 +205,90 @@ pub fn plan_site(
         hold_down: timers.hold_down.0,
         min_improvement: timers.min_improvement.fraction(),
     })
+}
+
+/// Which remote site each line of a site reaches only (hub lines: `site: X`, or named
+/// `<X>-<name>`), and which site each destination prefix belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct HubReach {
+    /// Line → the site it reaches only.
+    reaches: BTreeMap<String, String>,
+    /// Every site's LAN prefixes.
+    lans: Vec<(String, Vec<IpNet>)>,
+}
+
+impl HubReach {
+    pub fn new(policy: &Policy, site: &str) -> HubReach {
+        let mut reaches = BTreeMap::new();
+        if let Some(here) = policy.site(site) {
+            for line in &here.lines {
+                let far = line.site.clone().or_else(|| {
+                    policy
+                        .sites
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .find(|s| *s != site && line.name.starts_with(&format!("{s}-")))
+                        .map(str::to_string)
+                });
+                if let Some(far) = far {
+                    reaches.insert(line.name.clone(), far);
+                }
+            }
+        }
+        HubReach {
+            reaches,
+            lans: policy
+                .sites
+                .iter()
+                .map(|s| (s.name.clone(), s.lan.clone()))
+                .collect(),
+        }
+    }
+
+    /// The site whose LAN holds `destination`.
+    pub fn site_of(&self, destination: &IpNet) -> Option<String> {
+        self.lans
+            .iter()
+            .find(|(_, lans)| lans.iter().any(|lan| lan.contains(destination)))
+            .map(|(site, _)| site.clone())
+    }
+
+    /// Keeps only the lines of `order` that reach `destination`'s site, when some line of
+    /// this site is dedicated to it; empties `order` when none of its lines does.
+    pub fn restrict(&self, destination: &IpNet, order: &mut Vec<String>) {
+        let Some(dest) = self.site_of(destination) else {
+            return;
+        };
+        let to_dest = |l: &String| self.reaches.get(l) == Some(&dest);
+        if order.iter().any(to_dest) {
+            order.retain(to_dest);
+        } else if self.reaches.values().any(|s| *s == dest) {
+            // This hub reaches `dest` over lines the class may not use at all.
+            order.clear();
+        }
+    }
+
+    /// Restricts every route of `ruleset` (a controller's) to the lines that reach its
+    /// destination; routes left with no line are dropped. Returns how many routes changed.
+    pub fn restrict_ruleset(&self, ruleset: &mut RuleSet) -> usize {
+        let mut changed = 0;
+        ruleset.routes.retain_mut(|route| {
+            let mut order = vec![route.primary.clone()];
+            order.extend(route.backups.iter().cloned());
+            let before = order.clone();
+            self.restrict(&route.destination, &mut order);
+            if order != before {
+                changed += 1;
+            }
+            let Some((primary, backups)) = order.split_first() else {
+                return false;
+            };
+            route.primary = primary.clone();
+            route.backups = backups.to_vec();
+            true
+        });
+        changed
+    }
 }
 
 /// Puts each group's chosen order into the rule set's routes.
@@ -448,5 +505,38 @@ timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
             );
         }
         assert!(plan.groups.iter().any(|g| g.lines.class == "voice→br2"));
+    }
+
+    #[test]
+    fn a_controller_route_to_a_branch_over_another_branch_s_line_is_kept_to_its_own() {
+        let policy = wansteer_policies::check_source("test.yaml", HUB_AND_BRANCH)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "dc", 1).expect("compiles");
+        for route in &mut ruleset.routes {
+            route.primary = "br2-mpls".into();
+            route.backups = vec!["br1-inet".into(), "br1-mpls".into()];
+        }
+        let routes = ruleset.routes.len();
+        let changed = HubReach::new(&policy, "dc").restrict_ruleset(&mut ruleset);
+        for route in &ruleset.routes {
+            if route.destination.to_string() == "10.1.0.0/24" {
+                assert_eq!(route.primary, "br1-inet", "{route:?}");
+                assert_eq!(route.backups, ["br1-mpls"]);
+            } else {
+                assert_eq!(route.primary, "br2-mpls", "{route:?}");
+                assert!(route.backups.is_empty());
+            }
+        }
+        assert_eq!(ruleset.routes.len(), routes);
+        assert_eq!(changed, routes);
+        // A branch's lines reach no one site: nothing changes there.
+        let mut branch = compile_policy(&policy, "br1", 1).expect("compiles");
+        let before = branch.clone();
+        assert_eq!(
+            HubReach::new(&policy, "br1").restrict_ruleset(&mut branch),
+            0
+        );
+        assert_eq!(branch, before);
     }
 }
