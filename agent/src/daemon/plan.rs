@@ -130,6 +130,14 @@ pub fn plan_site(
         monitor.interval = line.probe_interval.unwrap_or(timers.probe_interval).0;
         monitor.tracker = tracker.clone();
         monitor.health = health.clone();
+        // The silence an outage also needs: about the missed probes' span, so it does not
+        // slow down a fast probe rate, but at least 100 ms, so a jump in delay (answers
+        // still coming, just later) is not taken for a dead line.
+        monitor.health.min_silence =
+            (monitor.interval * monitor.health.outage_probes.saturating_sub(1)).clamp(
+                Duration::from_millis(100),
+                HealthConfig::default().min_silence,
+            );
         monitor.slas = slas.values().cloned().collect();
         monitor
             .validate()
@@ -387,6 +395,7 @@ timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
         let monitor = &plan.probes[0].monitor;
         assert_eq!(monitor.interval, Duration::from_millis(20));
         assert_eq!(monitor.health.outage_probes, 4);
+        assert_eq!(monitor.health.min_silence, Duration::from_millis(100));
         assert_eq!(monitor.health.hold_down, Duration::from_secs(5));
         let voice = monitor
             .slas
