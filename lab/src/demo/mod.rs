@@ -1,13 +1,15 @@
 //! `wansteer lab demo`: the closed loop, shown. Builds `lab/topologies/bank.yaml`, starts a
-//! `wansteer agent` per site inside its router's namespace (standalone, with
-//! `lab/demo/bank-lab.yaml`), sends a voice stream from br1's pc1 to the DC and bulk TCP
+//! `wansteer agent` per site inside its router's namespace (with the controller, or standalone; with
+//! `lab/demo/bank-lab.yaml`, DPI on each router's LAN bridge, `/metrics` in each router's
+//! namespace), sends a voice stream from br1's pc1 to the DC, bulk TCP, SaaS over TLS (a
+//! real ClientHello with SNI `crm.salesforce.com`, class `saas` by DPI) and DNS lookups
 //! beside it, then degrades br1's mpls line (5% loss), clears it, takes it down and brings
 //! it back. It prints a timeline an operator can follow, writes `report.json`, `report.md`
 //! and `plot.svg`, removes everything on exit or Ctrl-C, and exits non-zero when voice did
 //! not leave the lossy line within 5 s or the outage cost voice more than 1 s.
 //!
-//! [`report`] holds the pure part (expectations, report files); [`traffic`] the voice and
-//! bulk generators; this module the orchestration.
+//! [`report`] holds the pure part (expectations, report files); [`traffic`] the voice, bulk,
+//! TLS and DNS generators; this module the orchestration.
 
 pub mod controller;
 pub mod report;
