@@ -184,7 +184,24 @@ fn kernel_has_routes(ns: &str, rule_set: &Value, or_backup: bool) -> Result<(), 
             continue;
         }
         let class = route["class"].as_str().unwrap_or_default();
-        let primary = route["primary"].as_str().unwrap_or_default();
+        let mut order: Vec<&str> = std::iter::once(&route["primary"])
+            .chain(route["backups"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        // The hub's lines reach one branch each (`br1-mpls`): the agent keeps a route to a
+        // branch on that branch's lines whatever the rule set says.
+        let branch = match destination {
+            "10.1.0.0/24" => Some("br1-"),
+            "10.2.0.0/24" => Some("br2-"),
+            _ => None,
+        };
+        if let Some(prefix) = branch
+            && order.iter().any(|l| l.starts_with(prefix))
+        {
+            order.retain(|l| l.starts_with(prefix));
+        }
+        let primary = order.first().copied().unwrap_or_default();
+        let backups = order.get(1..).unwrap_or_default().to_vec();
         let interface_of = |name: &str| {
             lines
                 .iter()
@@ -195,8 +212,8 @@ fn kernel_has_routes(ns: &str, rule_set: &Value, or_backup: bool) -> Result<(), 
         let interface = interface_of(primary)?;
         let mut allowed = vec![interface];
         if or_backup {
-            for backup in route["backups"].as_array().into_iter().flatten() {
-                allowed.push(interface_of(backup.as_str().unwrap_or_default())?);
+            for backup in backups {
+                allowed.push(interface_of(backup)?);
             }
         }
         let mark = classes
@@ -302,6 +319,8 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
                 .arg(&token_file)
                 .args(["--netns", &format!("{prefix}-{site}")])
                 .args(["--long-window", "4s"])
+                // Live DPI on the LAN bridge and /metrics inside the router's namespace.
+                .args(["--lan", "lan", "--metrics", "127.0.0.1:9464"])
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
@@ -339,6 +358,35 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
             panic!("{error}\n{}", logs(state.path()));
         }
     }
+
+    // Controller mode serves the agent's /metrics: the rule set in force and where voice is.
+    let br1_metrics = || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &format!("{prefix}-br1")])
+            .args([
+                "curl",
+                "-s",
+                "--max-time",
+                "2",
+                "http://127.0.0.1:9464/metrics",
+            ])
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wait_for(
+        "br1's /metrics in controller mode",
+        Duration::from_secs(10),
+        || {
+            let text = br1_metrics()?;
+            (text.contains(&format!(
+                "wansteer_agent_ruleset_version{{site=\"br1\"}} {br1_version}"
+            )) && text.contains(
+                "wansteer_agent_class_line{class=\"voice\",line=\"mpls\",site=\"br1\"} 1",
+            ))
+            .then_some(())
+        },
+    );
 
     // The agents report their lines: the controller sees br1's mpls measured and up.
     wait_for("br1's line reports", Duration::from_secs(20), || {

@@ -87,6 +87,9 @@ fn build(
                 down: Rate(100_000_000),
                 cost: 1.0,
                 preference: 100,
+                reflector: None,
+                probe_interval: None,
+                site: None,
             });
             measurements.push(LineMeasurement {
                 site: site.into(),

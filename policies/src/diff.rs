@@ -262,6 +262,27 @@ fn sites(changes: &mut Changes, old: &Policy, new: &Policy) {
                     option(line.gateway6.as_ref())
                 ));
             }
+            if was.reflector != line.reflector {
+                parts.push(format!(
+                    "probe reflector {} → {}",
+                    option(was.reflector.as_ref()),
+                    option(line.reflector.as_ref())
+                ));
+            }
+            if was.probe_interval != line.probe_interval {
+                parts.push(format!(
+                    "probe interval {} → {}",
+                    option(was.probe_interval.as_ref()),
+                    option(line.probe_interval.as_ref())
+                ));
+            }
+            if was.site != line.site {
+                parts.push(format!(
+                    "reaches site {} → {}",
+                    option(was.site.as_ref()),
+                    option(line.site.as_ref())
+                ));
+            }
             if was.cost != line.cost {
                 parts.push(format!("cost {} → {}", was.cost, line.cost));
             }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::units::{Dscp, Percent, Rate, Span, UnitError};
+use crate::units::{Dscp, Percent, Rate, Reflector, Span, UnitError};
 
 /// A whole policy file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +119,16 @@ pub struct Line {
     /// Lower is preferred when classes do not say otherwise (1 = first choice).
     #[serde(default = "default_preference")]
     pub preference: u32,
+    /// Where this line's probes go (`address[:port]`); default: the gateway at port 862.
+    #[serde(default)]
+    pub reflector: Option<Reflector>,
+    /// Probe interval on this line; default `timers.probe_interval`.
+    #[serde(default)]
+    pub probe_interval: Option<Span>,
+    /// On a hub: the site this line reaches (it carries only traffic to that site). Without
+    /// it, a hub line named `<site>-<name>` reaches `<site>`.
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 fn default_cost() -> f64 {

@@ -17,7 +17,7 @@ use yaml_serde::{Mapping, Value};
 use crate::model::PortRange;
 use crate::source::{Node, NodeValue, Pos};
 use crate::suggest;
-use crate::units::{Dscp, Percent, Rate, Span, UnitError};
+use crate::units::{Dscp, Percent, Rate, Reflector, Span, UnitError};
 
 /// The shape a YAML node must have.
 #[derive(Debug)]
@@ -65,6 +65,8 @@ pub enum Scalar {
     Address,
     Address6,
     Port,
+    /// `address` or `address:port` (a probe reflector).
+    Endpoint,
 }
 
 const fn field(key: &'static str, shape: Shape, about: &'static str) -> Field {
@@ -93,6 +95,7 @@ static SPAN: Shape = Shape::Scalar(Scalar::Span);
 static PERCENT: Shape = Shape::Scalar(Scalar::Percent);
 static ADDRESS: Shape = Shape::Scalar(Scalar::Address);
 static ADDRESS6: Shape = Shape::Scalar(Scalar::Address6);
+static ENDPOINT: Shape = Shape::Scalar(Scalar::Endpoint);
 static PROTOCOL: Shape = Shape::Scalar(Scalar::Choice(&[
     "tcp", "udp", "icmp", "icmpv6", "sctp", "gre", "esp",
 ]));
@@ -185,6 +188,21 @@ static LINE: StructShape = StructShape {
                 max: u32::MAX as u64,
             }),
             "lower is preferred",
+        ),
+        field(
+            "reflector",
+            Shape::Optional(&ENDPOINT),
+            "where the line's probes go, `address[:port]` (default: the gateway, port 862)",
+        ),
+        field(
+            "probe_interval",
+            Shape::Optional(&SPAN),
+            "time between probes on this line (default: timers.probe_interval)",
+        ),
+        field(
+            "site",
+            Shape::Optional(&TEXT),
+            "on a hub: the site this line reaches",
         ),
     ],
 };
@@ -733,6 +751,7 @@ impl Walker {
             Scalar::Rate => unit(text.parse::<Rate>().map(drop)).map_err(split_unit_error),
             Scalar::Dscp => unit(text.parse::<Dscp>().map(drop)).map_err(split_unit_error),
             Scalar::Port => unit(text.parse::<PortRange>().map(drop)).map_err(split_unit_error),
+            Scalar::Endpoint => unit(text.parse::<Reflector>().map(drop)).map_err(split_unit_error),
             Scalar::Prefix => match text.parse::<IpNet>() {
                 Ok(_) => Ok(Value::String(text.into())),
                 Err(_) if text.parse::<IpAddr>().is_ok() => Err((
@@ -833,6 +852,7 @@ fn expected(kind: Scalar) -> String {
         Scalar::Address => "an IP address".into(),
         Scalar::Address6 => "an IPv6 address".into(),
         Scalar::Port => "a port such as `443` or a range `16384-32767`".into(),
+        Scalar::Endpoint => "an address or address:port such as `192.0.2.1:862`".into(),
     }
 }
 
@@ -862,6 +882,7 @@ fn placeholder(shape: &Shape) -> Value {
             Scalar::Address => Value::String("192.0.2.255".into()),
             Scalar::Address6 => Value::String("2001:db8::ffff".into()),
             Scalar::Port => Value::String("0".into()),
+            Scalar::Endpoint => Value::String("192.0.2.255".into()),
         },
     }
 }

@@ -265,7 +265,59 @@ macro_rules! serde_via_text {
     };
 }
 
+/// Where a line's probes go: `address` or `address:port` (`[v6]:port` for IPv6); the port
+/// defaults to STAMP's 862.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Reflector {
+    pub address: std::net::IpAddr,
+    pub port: u16,
+}
+
+impl Reflector {
+    /// STAMP's well-known port (RFC 8762).
+    pub const STAMP_PORT: u16 = 862;
+
+    /// As a socket address.
+    pub fn socket_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.address, self.port)
+    }
+}
+
+impl FromStr for Reflector {
+    type Err = UnitError;
+    fn from_str(text: &str) -> Result<Self, UnitError> {
+        if let Ok(address) = text.parse::<std::net::IpAddr>() {
+            return Ok(Reflector {
+                address,
+                port: Self::STAMP_PORT,
+            });
+        }
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() != 0 => Ok(Reflector {
+                address: addr.ip(),
+                port: addr.port(),
+            }),
+            Ok(_) => Err(UnitError(format!(
+                "`{text}` has port 0; write a real port or leave it out for 862"
+            ))),
+            Err(_) => Err(UnitError(format!(
+                "`{text}` is not a reflector address; write e.g. `192.0.2.1`, `192.0.2.1:862` or `[2001:db8::1]:862`"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Reflector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.socket_addr())
+    }
+}
+
 serde_via_text!(Span, "a duration such as `50ms` or `2s`");
+serde_via_text!(
+    Reflector,
+    "an address or address:port such as `192.0.2.1:862`"
+);
 serde_via_text!(Percent, "a percentage such as `1%`");
 serde_via_text!(Rate, "a bit rate such as `50mbit`");
 serde_via_text!(Dscp, "a DSCP name such as `EF` or a number 0-63");
@@ -273,6 +325,21 @@ serde_via_text!(Dscp, "a DSCP name such as `EF` or a number 0-63");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reflectors_default_to_the_stamp_port() {
+        let r: Reflector = "192.0.2.7".parse().unwrap();
+        assert_eq!(r.socket_addr().to_string(), "192.0.2.7:862");
+        let r: Reflector = "192.0.2.7:4862".parse().unwrap();
+        assert_eq!(r.port, 4862);
+        let r: Reflector = "[2001:db8::1]:900".parse().unwrap();
+        assert_eq!(r.to_string(), "[2001:db8::1]:900");
+        let r: Reflector = "2001:db8::1".parse().unwrap();
+        assert_eq!(r.port, 862);
+        assert!("192.0.2.7:0".parse::<Reflector>().is_err());
+        assert!("gw.example:862".parse::<Reflector>().is_err());
+        assert!("192.0.2.7:99999".parse::<Reflector>().is_err());
+    }
 
     #[test]
     fn durations_read_and_print_back() {

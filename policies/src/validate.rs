@@ -312,6 +312,60 @@ impl Checker<'_> {
     fn line(&mut self, s: usize, l: usize, site: &str, line: &Line) {
         let path = format!("sites[{s}].lines[{l}]");
         self.name(format!("{path}.name"), "line", &line.name);
+        if let Some(reaches) = &line.site {
+            let names: Vec<&str> = self.policy.sites.iter().map(|s| s.name.as_str()).collect();
+            if !names.contains(&reaches.as_str()) {
+                let hint = match crate::suggest::closest(reaches, names.iter().copied()) {
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("write one of {}", crate::suggest::list(&names)),
+                };
+                self.error(
+                    format!("{path}.site"),
+                    format!(
+                        "line `{}` of site `{site}` reaches site `{reaches}`, which the policy does not have",
+                        line.name
+                    ),
+                    hint,
+                );
+            } else if reaches == site {
+                self.error(
+                    format!("{path}.site"),
+                    format!("line `{}` of site `{site}` reaches its own site", line.name),
+                    "name the far site this line leads to".to_string(),
+                );
+            }
+        }
+        if let Some(reflector) = line.reflector
+            && reflector.address.is_unspecified()
+        {
+            self.error(
+                format!("{path}.reflector"),
+                format!(
+                    "line `{}` of site `{site}` sends its probes to {}, which is no host",
+                    line.name, reflector
+                ),
+                "write the far reflector's address, e.g. `192.0.2.1:862`".to_string(),
+            );
+        }
+        if let Some(interval) = line.probe_interval {
+            if interval.0.is_zero() {
+                self.error(
+                    format!("{path}.probe_interval"),
+                    "the probe interval is 0".into(),
+                    "write e.g. `20ms` (50 probes per second on this line)".to_string(),
+                );
+            } else if interval.0 < Duration::from_millis(10) {
+                self.warning(
+                    format!("{path}.probe_interval"),
+                    format!(
+                        "probing every {interval} sends {} probes per second on line `{}`",
+                        (1.0 / interval.0.as_secs_f64()).round(),
+                        line.name
+                    ),
+                    "20ms (50/s) already detects a dead line within 200ms".to_string(),
+                );
+            }
+        }
         if line.interface.is_empty()
             || line.interface.len() > 15
             || line.interface.contains(['/', ' '])

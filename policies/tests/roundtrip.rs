@@ -13,7 +13,7 @@ use wansteer_policies::model::{
     Timers, Transport,
 };
 use wansteer_policies::model::{Policy, Site};
-use wansteer_policies::units::{Dscp, Percent, Rate, Span};
+use wansteer_policies::units::{Dscp, Percent, Rate, Reflector, Span};
 use wansteer_policies::{check_source, schema, source};
 
 fn name() -> impl Strategy<Value = String> {
@@ -83,9 +83,13 @@ fn line() -> impl Strategy<Value = Line> {
         rate(),
         prop_oneof![(0u32..1000).prop_map(f64::from), 0.0f64..1e6],
         any::<u32>(),
+        prop::option::of((any::<u32>(), 1u16..).prop_map(|(a, port)| Reflector {
+            address: IpAddr::V4(Ipv4Addr::from(a)),
+            port,
+        })),
     )
         .prop_map(
-            |(name, transport, interface, gateway, gateway6, up, down, cost, preference)| Line {
+            |(
                 name,
                 transport,
                 interface,
@@ -95,6 +99,22 @@ fn line() -> impl Strategy<Value = Line> {
                 down,
                 cost,
                 preference,
+                reflector,
+            )| {
+                Line {
+                    name,
+                    transport,
+                    interface,
+                    gateway,
+                    gateway6,
+                    up,
+                    down,
+                    cost,
+                    preference,
+                    reflector,
+                    probe_interval: None,
+                    site: None,
+                }
             },
         )
 }

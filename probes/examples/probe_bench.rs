@@ -3,6 +3,7 @@
 //! CPU/RSS of probing 3 lines at 20/s over real loopback sockets.
 //!
 //! cargo run --release -p wansteer-probes --example probe_bench [-- --live-secs 30]
+//! cargo run --release -p wansteer-probes --example probe_bench -- --only live --interval-ms 20
 
 use std::time::{Duration, Instant};
 
@@ -126,39 +127,77 @@ fn accuracy() {
     println!();
 }
 
+/// The outage silence the agent derives from the probe rate (agent/src/daemon/plan.rs).
+fn agent_silence(interval_ms: u64, outage_probes: u32) -> Duration {
+    (ms(interval_ms) * outage_probes.saturating_sub(1)).clamp(ms(100), ms(150))
+}
+
 fn silence_detection() {
-    println!("## Silence → Down (outage timer, K = 3 probes, 20/s)\n");
-    println!("| RTT | median | p99 | max |");
-    println!("|---|---|---|---|");
-    for rtt in [5, 20, 50] {
-        let mut d = Vec::new();
-        for phase in 0..200u64 {
-            let at = Duration::from_secs(40) + Duration::from_micros(phase * 250);
-            let steps = [Step {
-                at,
-                impairment: Impairment::clean(ms(rtt)).with_loss(LossModel::Blackhole),
-            }];
-            let mut m = monitor(MonitorConfig::new("d"));
-            let run = simulate(
-                &mut m,
-                Impairment::clean(ms(rtt)),
-                &steps,
-                Duration::from_secs(42),
-                phase,
+    println!(
+        "## Silence → Down (outage timer: K overdue probes and a silence of (K − 1) × interval, 100–150 ms, as the agent sets it)\n"
+    );
+    println!("| interval | K | RTT | median | p99 | max |");
+    println!("|---|---|---|---|---|---|");
+    for (interval, k) in [(50u64, 7u32), (20, 7), (15, 8), (50, 3)] {
+        for rtt in [5, 20, 50] {
+            let mut d = Vec::new();
+            for phase in 0..200u64 {
+                let at = Duration::from_secs(40) + Duration::from_micros(phase * 250);
+                let steps = [Step {
+                    at,
+                    impairment: Impairment::clean(ms(rtt)).with_loss(LossModel::Blackhole),
+                }];
+                let mut config = MonitorConfig::new("d");
+                config.interval = ms(interval);
+                config.health.outage_probes = k;
+                config.health.min_silence = agent_silence(interval, k);
+                let mut m = monitor(config);
+                let run = simulate(
+                    &mut m,
+                    Impairment::clean(ms(rtt)),
+                    &steps,
+                    Duration::from_secs(42),
+                    phase,
+                );
+                let down = run
+                    .transitions
+                    .iter()
+                    .find(|t| t.to == HealthState::Down && t.elapsed_ms >= 40_000)
+                    .unwrap();
+                d.push(down.elapsed_ms as f64 - at.as_secs_f64() * 1e3);
+            }
+            println!(
+                "| {interval} ms | {k} | {rtt} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
+                median(&mut d),
+                pct(&mut d, 99.0),
+                pct(&mut d, 100.0)
             );
-            let down = run
+        }
+    }
+    println!();
+    println!("False Down on a live line losing 5% each way (9.75% per probe), 20 ms RTT:\n");
+    println!("| interval | K | expected per line-hour | simulated Downs in 10 line-hours |");
+    println!("|---|---|---|---|");
+    for (interval, k) in [(50u64, 3u32), (20, 5), (50, 7), (20, 7), (15, 8)] {
+        let q = 1.0 - 0.95f64 * 0.95;
+        let expected = wansteer_probes::health::false_outage_rate_per_hour(q, ms(interval), k);
+        let mut downs = 0;
+        for seed in 0..10 {
+            let mut config = MonitorConfig::new("d");
+            config.interval = ms(interval);
+            config.health.outage_probes = k;
+            config.health.min_silence = agent_silence(interval, k);
+            let mut lossy = Impairment::clean(ms(20)).with_loss(LossModel::Bernoulli(0.05));
+            lossy.reverse_loss = LossModel::Bernoulli(0.05);
+            let mut m = monitor(config);
+            let run = simulate(&mut m, lossy, &[], Duration::from_secs(3600), 100 + seed);
+            downs += run
                 .transitions
                 .iter()
-                .find(|t| t.to == HealthState::Down && t.elapsed_ms >= 40_000)
-                .unwrap();
-            d.push(down.elapsed_ms as f64 - at.as_secs_f64() * 1e3);
+                .filter(|t| t.to == HealthState::Down && t.elapsed_ms > 2_000)
+                .count();
         }
-        println!(
-            "| {rtt} ms | {:.0} ms | {:.0} ms | {:.0} ms |",
-            median(&mut d),
-            pct(&mut d, 99.0),
-            pct(&mut d, 100.0)
-        );
+        println!("| {interval} ms | {k} | {expected:.4} | {downs} |");
     }
     println!();
 }
@@ -309,9 +348,10 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn live(secs: u64) {
+fn live(secs: u64, interval: Duration) {
     println!(
-        "## Live: 3 lines at 20 probes/s over real loopback UDP, sender + reflector in one process\n"
+        "## Live: 3 lines at {:.0} probes/s over real loopback UDP, sender + reflector in one process\n",
+        1.0 / interval.as_secs_f64()
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -327,6 +367,7 @@ fn live(secs: u64) {
         for line in ["mpls", "inet", "lte"] {
             let mut monitor = two_slas();
             monitor.line = line.into();
+            monitor.interval = interval;
             handles.push(
                 spawn_sender(SenderConfig {
                     monitor,
@@ -373,6 +414,12 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
+    let interval = args
+        .iter()
+        .position(|a| a == "--interval-ms")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .map_or(ms(50), ms);
     let only = |name: &str| !args.iter().any(|a| a == "--only") || args.iter().any(|a| a == name);
     if only("throughput") {
         throughput();
@@ -390,6 +437,6 @@ fn main() {
         loss_reaction();
     }
     if only("live") {
-        live(live_secs);
+        live(live_secs, interval);
     }
 }

@@ -1,7 +1,14 @@
 //! `LineHealth`: the per-line, per-SLA state machine (`Up` / `Degraded` / `Down`).
 //!
 //! Fail fast, recover slowly, dampen flaps:
-//! - `Down` the moment `outage_probes` consecutive probes are overdue (a timer, not a window).
+//! - `Down` the moment `outage_probes` consecutive probes are overdue *and* nothing has been
+//!   heard for `min_silence` (a timer, not a window). `Down` means dead, not lossy: the
+//!   defaults (7 probes, 150 ms) make a random-loss burst an implausible cause, see
+//!   [`false_outage_rate_per_hour`].
+//! - First contact: a line that starts `Down` and has never been `Up` comes `Up` after
+//!   `startup_answers` consecutive answers without a breach (≈0.5 s at 20 probes/s), not
+//!   after the recovery hold-down, which is for lines that failed. Only once: a line that
+//!   fails afterwards recovers the slow way.
 //! - `Degraded` the moment the evidence *confidently* breaks the SLA: the Wilson lower
 //!   bound of loss above the limit (short or long window), median RTT or RFC 3550 jitter
 //!   above their limits over the short window.
@@ -115,6 +122,10 @@ pub struct HealthConfig {
     pub min_silence: Duration,
     /// Consecutive answers that end an outage (to `Degraded`, then hold-down).
     pub answers_to_leave_down: u32,
+    /// Consecutive answers that bring a line that was never `Up` (start-up, first contact)
+    /// straight `Up`, when no SLA breach shows; 0 turns the fast start off.
+    #[serde(default = "default_startup_answers")]
+    pub startup_answers: u32,
     /// The short window breaches when its loss lower bound exceeds the SLA limit times
     /// this factor: at 20 probes/s a 2 s window cannot tell 0.9% from 1% (DESIGN §4), so
     /// it only catches gross loss; the long window makes the fine decision.
@@ -134,12 +145,39 @@ pub struct HealthConfig {
     pub initial: HealthState,
 }
 
+fn default_startup_answers() -> u32 {
+    10
+}
+
+/// Expected false outages per hour on a line that is alive but loses each probe round trip
+/// independently with probability `round_trip_loss`, probed every `interval`, when an
+/// outage needs `outage_probes` consecutive losses: runs of at least k losses start at a
+/// rate of `(1 − q)·q^k` per probe.
+///
+/// With the defaults (7 probes) and 5% loss in *each* direction (q = 1 − 0.95² = 9.75%):
+/// 0.014/h at 50 probes/s (one false `Down` per ≈ 70 line-hours) and 0.006/h at 20/s; with
+/// q = 5%: 1.3·10⁻⁴/h at 50/s (one per ≈ 7,500 line-hours). The old 3 probes gave 60/h at
+/// 20/s with q = 9.75% — a false failover within seconds of a 5% brownout being likely.
+pub fn false_outage_rate_per_hour(
+    round_trip_loss: f64,
+    interval: Duration,
+    outage_probes: u32,
+) -> f64 {
+    let q = round_trip_loss.clamp(0.0, 1.0);
+    let probes_per_hour = 3600.0 / interval.as_secs_f64().max(1e-9);
+    probes_per_hour * (1.0 - q) * q.powi(outage_probes as i32)
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
-            outage_probes: 3,
-            min_silence: Duration::from_millis(120),
+            // A dead line: 7 probes in a row unanswered and 150 ms of silence. At 50
+            // probes/s that is ≈ 170 ms from the last answer (the blackout target is 200 ms);
+            // at 20/s ≈ 380 ms. See `false_outage_rate_per_hour` for why not fewer.
+            outage_probes: 7,
+            min_silence: Duration::from_millis(150),
             answers_to_leave_down: 3,
+            startup_answers: default_startup_answers(),
             fast_loss_factor: 2.0,
             min_probes: 20,
             min_rtt_samples: 10,
@@ -186,6 +224,8 @@ pub struct LineHealth {
     state: HealthState,
     /// Start of the current clean streak while `Degraded`.
     clean_since: Option<Duration>,
+    /// Has been `Up` at least once (or started `Up`): no more fast start.
+    been_up: bool,
     penalty: f64,
     penalty_at: Duration,
     suppressed: bool,
@@ -197,6 +237,7 @@ impl LineHealth {
         Self {
             line: line.into(),
             state: config.initial,
+            been_up: config.initial == HealthState::Up,
             sla,
             config,
             clean_since: None,
@@ -269,6 +310,24 @@ impl LineHealth {
                 reasons.extend(self.within(ev));
                 (HealthState::Up, reasons)
             }
+            HealthState::Down if !self.been_up && self.config.startup_answers > 0 => {
+                if outage || ev.answered_run < self.config.startup_answers {
+                    return None;
+                }
+                let mut reasons = vec![HealthReason::Answering {
+                    answered: ev.answered_run,
+                }];
+                let breaches = self.breaches(ev);
+                if breaches.is_empty() {
+                    (HealthState::Up, reasons)
+                } else {
+                    // Answering but already breaking the SLA: the slow path from here.
+                    self.been_up = true;
+                    self.clean_since = None;
+                    reasons.extend(breaches);
+                    (HealthState::Degraded, reasons)
+                }
+            }
             HealthState::Down => {
                 if outage || ev.answered_run < self.config.answers_to_leave_down {
                     return None;
@@ -299,6 +358,7 @@ impl LineHealth {
         if to != HealthState::Degraded {
             self.clean_since = None;
         }
+        self.been_up |= to == HealthState::Up;
         self.state = to;
         HealthTransition {
             line: self.line.clone(),

@@ -29,8 +29,10 @@ use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{HealthEvent, LineHealth, LineMeasurement, LineRegistration, Report};
 
 use super::demand::{DemandMeter, PerLineClass, attribute, parse_htb_sent};
+use super::dpi;
 use super::events::{AgentEvent, EventLog};
-use super::plan::LINE_SLA;
+use super::metrics::AgentMetrics;
+use super::plan::{HubReach, LINE_SLA};
 use super::run::{DaemonArgs, Probes, load, ms};
 use crate::control::{ApplyRuleSet, Backoff, ClientConfig, ControllerClient};
 use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
@@ -143,11 +145,30 @@ impl ReportBuilder {
 struct Applier {
     dataplane: Arc<Mutex<Dataplane>>,
     log: EventLog,
+    /// A hub's lines that reach one site only: traffic to a site never leaves by a line
+    /// that does not lead there, whatever the rule set says (it would loop or vanish).
+    reach: HubReach,
 }
 
 impl ApplyRuleSet for Applier {
-    fn apply(&mut self, rule_set: &RuleSet) -> Result<(), String> {
+    fn apply(&mut self, pushed: &RuleSet) -> Result<(), String> {
         let started = std::time::Instant::now();
+        let mut rule_set = pushed.clone();
+        let restricted = self.reach.restrict_ruleset(&mut rule_set);
+        if restricted > 0 {
+            // Checked before it is changed (a corrupted push is refused as ever), then
+            // sealed again; the ack still names the pushed hash.
+            if !pushed.is_sealed() {
+                let text = format!(
+                    "rule set v{} refused: its hash does not match its content",
+                    pushed.version
+                );
+                self.log.emit(AgentEvent::Error { text: text.clone() });
+                return Err(text);
+            }
+            rule_set = rule_set.seal();
+        }
+        let rule_set = &rule_set;
         let mut dataplane = self.dataplane.lock().map_err(|_| "data plane poisoned")?;
         match dataplane.apply_from_controller(rule_set.clone()) {
             Ok(report) => {
@@ -156,13 +177,18 @@ impl ApplyRuleSet for Applier {
                     hash: rule_set.hash.clone(),
                     apply_ms: ms(started),
                     text: format!(
-                        "rule set v{} from the controller ({} route, {} rule, {} nft, {} qdisc commands; {} lines avoided)",
+                        "rule set v{} from the controller ({} route, {} rule, {} nft, {} qdisc commands; {} lines avoided{})",
                         rule_set.version,
                         report.route_commands,
                         report.rule_commands,
                         report.nft_commands,
                         report.qdisc_commands,
-                        dataplane.avoided_lines().len()
+                        dataplane.avoided_lines().len(),
+                        if restricted > 0 {
+                            format!("; {restricted} routes kept to the lines that reach their site")
+                        } else {
+                            String::new()
+                        }
                     ),
                     placement: placement(rule_set, dataplane.avoided_lines()),
                 });
@@ -179,11 +205,6 @@ impl ApplyRuleSet for Applier {
 
 /// Runs `wansteer agent --controller URL …`.
 pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCode> {
-    // Refused rather than ignored: an operator who asked for DPI or metrics must not
-    // believe they are running.
-    if !args.lan.is_empty() || args.metrics.is_some() {
-        anyhow::bail!("--lan and --metrics work standalone only for now, not with --controller");
-    }
     let (Some(policy_path), Some(site), Some(token_file)) = (
         args.policy.clone(),
         args.site.clone(),
@@ -196,26 +217,38 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let token = read_token(&token_file)?;
     // The locally compiled rule set is not applied: the controller's is.
     let (plan, _) = load(&policy_path, &site, args.long_window)?;
+    let policy = wansteer_policies::check_file(&policy_path)
+        .map_err(|_| anyhow::anyhow!("policy {} refused", policy_path.display()))?
+        .policy;
     // The sites' LAN prefixes name the destination of measured demand.
-    let sites: Vec<(String, Vec<ipnet::IpNet>)> = wansteer_policies::check_file(&policy_path)
-        .map(|checked| {
-            checked
-                .policy
-                .sites
-                .iter()
-                .map(|s| (s.name.clone(), s.lan.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let sites: Vec<(String, Vec<ipnet::IpNet>)> = policy
+        .sites
+        .iter()
+        .map(|s| (s.name.clone(), s.lan.clone()))
+        .collect();
     let mut meter = DemandMeter::default();
     let started = tokio::time::Instant::now();
-    // Controller mode has no --metrics endpoint yet; the controller's /metrics covers lines.
+    let metrics = args.metrics.map(|_| AgentMetrics::new(&site));
     let log = EventLog {
         site: site.clone(),
         json: args.json,
         summaries: args.summaries,
-        metrics: None,
+        metrics: metrics.clone(),
     };
+    let netns = args.netns.as_deref();
+    let metrics_task = match (args.metrics, metrics) {
+        (Some(addr), Some(metrics)) => Some(super::metrics::spawn(addr, netns, metrics)?),
+        _ => None,
+    };
+    if let Some(metrics) = &log.metrics {
+        // Classes are the policy's; which line each takes comes with the rule sets.
+        let classes = policy.classes.iter().map(|c| c.name.as_str());
+        metrics.declare(plan.probes.iter().map(|p| p.line.as_str()), classes);
+    }
+    // Verdicts name the policy's classes; they are installed with the marks of the rule
+    // set in force (the controller's, compiled from the same policy). Before the first
+    // rule set arrives there is nothing to install into, and the verdicts are dropped.
+    let mut dpi = dpi::spawn(&args.lan, netns, &policy, log.metrics.clone())?;
     let kernel = args
         .netns
         .clone()
@@ -258,6 +291,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let applier = Applier {
         dataplane: dataplane.clone(),
         log: log.clone(),
+        reach: HubReach::new(&policy, &site),
     };
     let client_task = tokio::spawn(client.run(applier, reports_to_send, async move {
         let _ = client_stopped.await;
@@ -283,6 +317,17 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                     }
                 }
             }
+            batch = dpi::next(&mut dpi) => {
+                let errors = match (dpi.as_mut(), dataplane.lock()) {
+                    (Some(dpi), Ok(dataplane)) if dataplane.ruleset().is_some() => {
+                        dpi.install(&dataplane, batch)
+                    }
+                    _ => Vec::new(),
+                };
+                for text in errors {
+                    log.emit(AgentEvent::Error { text });
+                }
+            }
             _ = tick.tick() => {
                 let mut report = builder.take(&site, super::run::wall_clock().as_millis() as u64);
                 let rule_set = dataplane.lock().ok().and_then(|d| d.ruleset().cloned());
@@ -291,12 +336,19 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                     let rates = meter.update(started.elapsed(), counters);
                     report.demand = attribute(&rates, &rule_set, &sites);
                 }
+                if let (Some(metrics), Ok(dataplane)) = (&log.metrics, dataplane.lock())
+                    && let Some(rule_set) = dataplane.ruleset()
+                {
+                    metrics.set_ruleset_version(rule_set.version);
+                    metrics.set_placement(&placement(rule_set, dataplane.avoided_lines()));
+                }
                 if reports_out.try_send(report).is_err() {
                     tracing::debug!("report dropped: the controller session is not keeping up");
                 }
             }
         }
     };
+    metrics_task.inspect(tokio::task::JoinHandle::abort);
     let _ = stop_client.send(());
     let _ = client_task.await;
     probes.tasks.stop().await;

@@ -2,14 +2,15 @@
 //! one prober per WAN line (target, SLA classes, timers), the steering groups (a class and
 //! the destinations that share one line order) and the rule set they start from.
 //!
-//! Probe target: the line's gateway at UDP 862 (STAMP). In the lab the gateway is the far
-//! router's address on the line's own segment, where the far agent's reflector answers. A
-//! real deployment whose gateway is a provider router needs a per-line reflector address
-//! in the policy; the policy language has no such field yet.
+//! Probe target: the line's `reflector` (`address[:port]`) when the policy gives one, else
+//! the line's gateway at UDP 862 (STAMP). In the lab the gateway is the far router's address
+//! on the line's own segment, where the far agent's reflector answers; a real deployment
+//! whose gateway is a provider router names the far agent's address as `reflector`.
+//! Probe interval: the line's `probe_interval`, else `timers.probe_interval`.
 //!
-//! Hubs: a hub reaches each branch over that branch's own lines. By convention a hub line
-//! named `<site>-<name>` (as the lab names them: `br1-mpls`) carries only traffic to site
-//! `<site>`; routes to that site use only those lines.
+//! Hubs: a hub reaches each branch over that branch's own lines. A hub line with `site: X`
+//! (or, without it, named `<X>-<name>` as the lab names them: `br1-mpls`) carries only
+//! traffic to site `X`; routes to that site use only those lines.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -114,16 +115,29 @@ pub fn plan_site(
 
     let mut probes = Vec::new();
     for line in &here.lines {
-        let Some(gateway) = line.gateway.or(line.gateway6.map(Into::into)) else {
+        let gateway = line.gateway.or(line.gateway6.map(Into::into));
+        let Some(reflector) = line
+            .reflector
+            .map(|r| r.socket_addr())
+            .or(gateway.map(|g| SocketAddr::new(g, STAMP_PORT)))
+        else {
             return Err(format!(
-                "line `{}` has no gateway to probe; give it `gateway:`",
+                "line `{}` has no reflector or gateway to probe; give it `reflector:` or `gateway:`",
                 line.name
             ));
         };
         let mut monitor = MonitorConfig::new(&line.name);
-        monitor.interval = timers.probe_interval.0;
+        monitor.interval = line.probe_interval.unwrap_or(timers.probe_interval).0;
         monitor.tracker = tracker.clone();
         monitor.health = health.clone();
+        // The silence an outage also needs: about the missed probes' span, so it does not
+        // slow down a fast probe rate, but at least 100 ms, so a jump in delay (answers
+        // still coming, just later) is not taken for a dead line.
+        monitor.health.min_silence =
+            (monitor.interval * monitor.health.outage_probes.saturating_sub(1)).clamp(
+                Duration::from_millis(100),
+                HealthConfig::default().min_silence,
+            );
         monitor.slas = slas.values().cloned().collect();
         monitor
             .validate()
@@ -131,33 +145,18 @@ pub fn plan_site(
         probes.push(LineProbe {
             line: line.name.clone(),
             interface: line.interface.clone(),
-            reflector: SocketAddr::new(gateway, STAMP_PORT),
+            reflector,
             monitor,
         });
     }
 
-    // Which site each destination prefix belongs to.
-    let site_of = |destination: &IpNet| {
-        policy
-            .sites
-            .iter()
-            .find(|s| s.lan.contains(destination))
-            .map(|s| s.name.clone())
-    };
+    let reach = HubReach::new(policy, site);
+    let site_of = |destination: &IpNet| reach.site_of(destination);
     let mut groups: Vec<SteerGroup> = Vec::new();
     for route in &mut ruleset.routes {
         let mut order = vec![route.primary.clone()];
         order.extend(route.backups.iter().cloned());
-        let destination_site = site_of(&route.destination);
-        if let Some(dest) = &destination_site {
-            let prefix = format!("{dest}-");
-            if order.iter().any(|l| l.starts_with(&prefix)) {
-                order.retain(|l| l.starts_with(&prefix));
-            } else if here.lines.iter().any(|l| l.name.starts_with(&prefix)) {
-                // This hub reaches `dest` over lines the class may not use at all.
-                order.clear();
-            }
-        }
+        reach.restrict(&route.destination, &mut order);
         if order.is_empty() {
             route.primary.clear();
             continue;
@@ -214,6 +213,90 @@ pub fn plan_site(
         hold_down: timers.hold_down.0,
         min_improvement: timers.min_improvement.fraction(),
     })
+}
+
+/// Which remote site each line of a site reaches only (hub lines: `site: X`, or named
+/// `<X>-<name>`), and which site each destination prefix belongs to.
+#[derive(Debug, Clone, Default)]
+pub struct HubReach {
+    /// Line → the site it reaches only.
+    reaches: BTreeMap<String, String>,
+    /// Every site's LAN prefixes.
+    lans: Vec<(String, Vec<IpNet>)>,
+}
+
+impl HubReach {
+    pub fn new(policy: &Policy, site: &str) -> HubReach {
+        let mut reaches = BTreeMap::new();
+        if let Some(here) = policy.site(site) {
+            for line in &here.lines {
+                let far = line.site.clone().or_else(|| {
+                    policy
+                        .sites
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .find(|s| *s != site && line.name.starts_with(&format!("{s}-")))
+                        .map(str::to_string)
+                });
+                if let Some(far) = far {
+                    reaches.insert(line.name.clone(), far);
+                }
+            }
+        }
+        HubReach {
+            reaches,
+            lans: policy
+                .sites
+                .iter()
+                .map(|s| (s.name.clone(), s.lan.clone()))
+                .collect(),
+        }
+    }
+
+    /// The site whose LAN holds `destination`.
+    pub fn site_of(&self, destination: &IpNet) -> Option<String> {
+        self.lans
+            .iter()
+            .find(|(_, lans)| lans.iter().any(|lan| lan.contains(destination)))
+            .map(|(site, _)| site.clone())
+    }
+
+    /// Keeps only the lines of `order` that reach `destination`'s site, when some line of
+    /// this site is dedicated to it; empties `order` when none of its lines does.
+    pub fn restrict(&self, destination: &IpNet, order: &mut Vec<String>) {
+        let Some(dest) = self.site_of(destination) else {
+            return;
+        };
+        let to_dest = |l: &String| self.reaches.get(l) == Some(&dest);
+        if order.iter().any(to_dest) {
+            order.retain(to_dest);
+        } else if self.reaches.values().any(|s| *s == dest) {
+            // This hub reaches `dest` over lines the class may not use at all.
+            order.clear();
+        }
+    }
+
+    /// Restricts every route of `ruleset` (a controller's) to the lines that reach its
+    /// destination; routes left with no line are dropped. Returns how many routes changed.
+    pub fn restrict_ruleset(&self, ruleset: &mut RuleSet) -> usize {
+        let mut changed = 0;
+        ruleset.routes.retain_mut(|route| {
+            let mut order = vec![route.primary.clone()];
+            order.extend(route.backups.iter().cloned());
+            let before = order.clone();
+            self.restrict(&route.destination, &mut order);
+            if order != before {
+                changed += 1;
+            }
+            let Some((primary, backups)) = order.split_first() else {
+                return false;
+            };
+            route.primary = primary.clone();
+            route.backups = backups.to_vec();
+            true
+        });
+        changed
+    }
 }
 
 /// Puts each group's chosen order into the rule set's routes.
@@ -312,6 +395,7 @@ timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
         let monitor = &plan.probes[0].monitor;
         assert_eq!(monitor.interval, Duration::from_millis(20));
         assert_eq!(monitor.health.outage_probes, 4);
+        assert_eq!(monitor.health.min_silence, Duration::from_millis(100));
         assert_eq!(monitor.health.hold_down, Duration::from_secs(5));
         let voice = monitor
             .slas
@@ -385,5 +469,83 @@ timers: { probe_interval: 20ms, down_after_missed: 4, hold_down: 5s }
             };
             assert_eq!(route.primary, expected);
         }
+    }
+
+    #[test]
+    fn a_line_s_reflector_and_probe_interval_override_the_gateway_and_the_timers() {
+        let text = HUB_AND_BRANCH.replace(
+            "{ name: inet, transport: internet, interface: inet, gateway: 172.16.2.2,",
+            "{ name: inet, transport: internet, interface: inet, gateway: 172.16.2.2, reflector: \"198.51.100.7:4862\", probe_interval: 50ms,",
+        );
+        let policy = wansteer_policies::check_source("test.yaml", &text)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "br1", 1).expect("compiles");
+        let plan = plan_site(&policy, "br1", &mut ruleset, None).expect("plans");
+        let inet = plan.probes.iter().find(|p| p.line == "inet").expect("inet");
+        assert_eq!(inet.reflector.to_string(), "198.51.100.7:4862");
+        assert_eq!(inet.monitor.interval, Duration::from_millis(50));
+        let mpls = plan.probes.iter().find(|p| p.line == "mpls").expect("mpls");
+        assert_eq!(mpls.reflector.to_string(), "172.16.1.2:862");
+        assert_eq!(mpls.monitor.interval, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_hub_line_may_say_which_site_it_reaches_instead_of_its_name() {
+        let text = HUB_AND_BRANCH
+            .replace("{ name: br1-mpls,", "{ name: carrier-a, site: br1,")
+            .replace("{ name: br2-mpls,", "{ name: carrier-b, site: br2,");
+        let policy = wansteer_policies::check_source("test.yaml", &text)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "dc", 1).expect("compiles");
+        let plan = plan_site(&policy, "dc", &mut ruleset, None).expect("plans");
+        for route in &ruleset.routes {
+            let mut lines = vec![route.primary.clone()];
+            lines.extend(route.backups.iter().cloned());
+            let allowed: &[&str] = if route.destination.to_string() == "10.1.0.0/24" {
+                &["carrier-a", "br1-inet"]
+            } else {
+                &["carrier-b"]
+            };
+            assert!(
+                lines.iter().all(|l| allowed.contains(&l.as_str())),
+                "{route:?}"
+            );
+        }
+        assert!(plan.groups.iter().any(|g| g.lines.class == "voice→br2"));
+    }
+
+    #[test]
+    fn a_controller_route_to_a_branch_over_another_branch_s_line_is_kept_to_its_own() {
+        let policy = wansteer_policies::check_source("test.yaml", HUB_AND_BRANCH)
+            .expect("valid policy")
+            .policy;
+        let mut ruleset = compile_policy(&policy, "dc", 1).expect("compiles");
+        for route in &mut ruleset.routes {
+            route.primary = "br2-mpls".into();
+            route.backups = vec!["br1-inet".into(), "br1-mpls".into()];
+        }
+        let routes = ruleset.routes.len();
+        let changed = HubReach::new(&policy, "dc").restrict_ruleset(&mut ruleset);
+        for route in &ruleset.routes {
+            if route.destination.to_string() == "10.1.0.0/24" {
+                assert_eq!(route.primary, "br1-inet", "{route:?}");
+                assert_eq!(route.backups, ["br1-mpls"]);
+            } else {
+                assert_eq!(route.primary, "br2-mpls", "{route:?}");
+                assert!(route.backups.is_empty());
+            }
+        }
+        assert_eq!(ruleset.routes.len(), routes);
+        assert_eq!(changed, routes);
+        // A branch's lines reach no one site: nothing changes there.
+        let mut branch = compile_policy(&policy, "br1", 1).expect("compiles");
+        let before = branch.clone();
+        assert_eq!(
+            HubReach::new(&policy, "br1").restrict_ruleset(&mut branch),
+            0
+        );
+        assert_eq!(branch, before);
     }
 }

@@ -429,12 +429,21 @@ impl Loop<'_> {
 
     /// Moves classes whose line breaks their SLA, and fails back when due.
     fn steer(&mut self, dataplane: &mut Dataplane) {
+        let pinned = self
+            .steering
+            .pin_failed_over(&self.board, dataplane.avoided_lines());
+        if !pinned.is_empty() {
+            tracing::info!(
+                ?pinned,
+                "classes stay on their failover line until their SLA is met again"
+            );
+        }
         let moves = self.steering.decide(
             &self.board,
             dataplane.avoided_lines(),
             tokio::time::Instant::now(),
         );
-        if moves.is_empty() {
+        if moves.is_empty() && pinned.is_empty() {
             return;
         }
         let orders: BTreeMap<String, Vec<String>> = self

@@ -211,6 +211,37 @@ impl Steering {
             .find(|l| !avoided.contains(l))
     }
 
+    /// Classes whose chosen line is routed around (local failover) and not `Up` for their
+    /// SLA take the line they are on now as their chosen one; returns those classes.
+    ///
+    /// Without this the chosen line stays first in the routes, so the data plane's own
+    /// fail-back (which only knows the line answers again) would put the class straight
+    /// back on a line its SLA does not accept yet — and the next decision would move it
+    /// off again: two moves for one recovery. Pinned, the class returns by an ordinary
+    /// fail-back once its own SLA is `Up` there. No traffic moves now.
+    pub fn pin_failed_over(
+        &mut self,
+        board: &HealthBoard,
+        avoided: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut pinned = Vec::new();
+        for index in 0..self.classes.len() {
+            let class = &self.classes[index];
+            if !avoided.contains(&class.chosen)
+                || board.get(&class.chosen, &class.lines.sla).state == HealthState::Up
+            {
+                continue;
+            }
+            let Some(effective) = self.effective(&class.lines.class, avoided) else {
+                continue;
+            };
+            let class = &mut self.classes[index];
+            class.chosen = effective;
+            pinned.push(class.lines.class.clone());
+        }
+        pinned
+    }
+
     /// Decides the moves due at `now` and records them as done.
     pub fn decide(
         &mut self,
@@ -445,5 +476,52 @@ mod tests {
             (moves[0].from.as_str(), moves[0].to.as_str()),
             ("inet", "lte")
         );
+    }
+
+    #[test]
+    fn after_a_failover_the_class_returns_once_when_its_own_sla_is_up_again() {
+        let mut steering = steering();
+        let mut board = HealthBoard::default();
+        let start = Instant::now();
+        let mut avoided: BTreeSet<String> = BTreeSet::new();
+        // mpls dies: the data plane routes around it; voice's machine says Down.
+        board.set_state("mpls", "voice", HealthState::Down, vec![]);
+        avoided.insert("mpls".into());
+        assert_eq!(steering.pin_failed_over(&board, &avoided), ["voice"]);
+        assert!(steering.decide(&board, &avoided, start).is_empty());
+        assert_eq!(
+            steering.route_order("voice").unwrap(),
+            ["inet", "mpls", "lte"]
+        );
+        // mpls answers again; the line is proven for the data plane (which fails back),
+        // but voice's stricter SLA still holds it Degraded: voice stays where it is.
+        board.set_state("mpls", "voice", HealthState::Degraded, vec![]);
+        avoided.clear();
+        let later = start + Duration::from_secs(20);
+        assert!(steering.pin_failed_over(&board, &avoided).is_empty());
+        assert!(steering.decide(&board, &avoided, later).is_empty());
+        assert_eq!(steering.effective("voice", &avoided).unwrap(), "inet");
+        // Voice's SLA is met on mpls: one move back, and nothing after it.
+        board.set_state("mpls", "voice", HealthState::Up, vec![]);
+        let moves = steering.decide(&board, &avoided, later);
+        assert_eq!(moves.len(), 1);
+        assert_eq!(
+            (moves[0].from.as_str(), moves[0].to.as_str()),
+            ("inet", "mpls")
+        );
+        assert!(
+            steering
+                .decide(&board, &avoided, later + Duration::from_secs(30))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_failed_over_class_whose_line_is_up_for_it_is_not_pinned() {
+        let mut steering = steering();
+        let board = HealthBoard::default();
+        let avoided: BTreeSet<String> = ["mpls".to_string()].into();
+        assert!(steering.pin_failed_over(&board, &avoided).is_empty());
+        assert_eq!(steering.chosen()["voice"], "mpls");
     }
 }

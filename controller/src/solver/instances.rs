@@ -178,6 +178,9 @@ fn line(name: &str, transport: Transport, mbit: f64, cost: f64, preference: u32)
         down: rate,
         cost,
         preference,
+        reflector: None,
+        probe_interval: None,
+        site: None,
     }
 }
 

@@ -1,13 +1,15 @@
 //! `wansteer lab demo`: the closed loop, shown. Builds `lab/topologies/bank.yaml`, starts a
-//! `wansteer agent` per site inside its router's namespace (standalone, with
-//! `lab/demo/bank-lab.yaml`), sends a voice stream from br1's pc1 to the DC and bulk TCP
+//! `wansteer agent` per site inside its router's namespace (with the controller, or standalone; with
+//! `lab/demo/bank-lab.yaml`, DPI on each router's LAN bridge, `/metrics` in each router's
+//! namespace), sends a voice stream from br1's pc1 to the DC, bulk TCP, SaaS over TLS (a
+//! real ClientHello with SNI `crm.salesforce.com`, class `saas` by DPI) and DNS lookups
 //! beside it, then degrades br1's mpls line (5% loss), clears it, takes it down and brings
 //! it back. It prints a timeline an operator can follow, writes `report.json`, `report.md`
 //! and `plot.svg`, removes everything on exit or Ctrl-C, and exits non-zero when voice did
 //! not leave the lossy line within 5 s or the outage cost voice more than 1 s.
 //!
-//! [`report`] holds the pure part (expectations, report files); [`traffic`] the voice and
-//! bulk generators; this module the orchestration.
+//! [`report`] holds the pure part (expectations, report files); [`traffic`] the voice, bulk,
+//! TLS and DNS generators; this module the orchestration.
 
 pub mod controller;
 pub mod report;
@@ -71,6 +73,10 @@ const SITE: &str = "br1";
 const LINE: &str = "mpls";
 /// The agents' recovery window: short, so a line proves itself again within the demo.
 pub const LONG_WINDOW: &str = "4s";
+/// The LAN bridge of every router namespace: the agents classify its traffic (DPI).
+const LAN_INTERFACE: &str = "lan";
+/// Each agent serves `/metrics` here, inside its router's namespace.
+pub const AGENT_METRICS: &str = "127.0.0.1:9464";
 
 impl DemoArgs {
     fn schedule(&self) -> Schedule {
@@ -181,6 +187,10 @@ pub fn start_agent(
             "--summaries",
             "--long-window",
             LONG_WINDOW,
+            "--lan",
+            LAN_INTERFACE,
+            "--metrics",
+            AGENT_METRICS,
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -311,7 +321,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     // Let the probes fill their short window before anything happens.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    while agent_rx.try_recv().is_ok() {}
+    // Where the branch's classes start (the latest placement any event showed).
+    let mut initial_placement: BTreeMap<String, String> = BTreeMap::new();
+    while let Ok((site, event)) = agent_rx.try_recv() {
+        // Start-up moves are shown: they explain where the classes start.
+        if site == SITE && matches!(event["kind"].as_str(), Some("move" | "failover" | "health")) {
+            println!(
+                "  (before t=0) {site}: {}",
+                event["text"].as_str().unwrap_or_default()
+            );
+        }
+        if site == SITE
+            && let Ok(placement) =
+                serde_json::from_value::<BTreeMap<String, String>>(event["placement"].clone())
+            && !placement.is_empty()
+        {
+            initial_placement = placement;
+        }
+    }
 
     let (voice_ns, voice_to) = v4_of(&plan, "dc-dc1")?;
     let (pc_ns, _) = v4_of(&plan, &format!("{SITE}-pc1"))?;
@@ -338,12 +365,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let bulk = traffic::Bulk::start(&bulk_from_ns, &bulk_ns, SocketAddr::new(bulk_to, 5201))
         .map_err(|e| eprintln!("bulk TCP not started: {e:#}"))
         .ok();
+    let (app_tx, mut app_rx) = mpsc::unbounded_channel();
+    let apps = start_apps(&plan, zero_mono, app_tx)
+        .map_err(|e| eprintln!("SaaS/DNS traffic not started: {e:#}"))
+        .ok();
     println!(
-        "t=0: voice {SITE}-pc1 → dc-dc1 (EF, 50 packets/s){}; timeline: {:.0}s {SITE} {LINE} loss {:.0}%, {:.0}s clear, {:.0}s {LINE} down, {:.0}s up, end {:.0}s",
+        "t=0: voice {SITE}-pc1 → dc-dc1 (EF, 50 packets/s){}{}; timeline: {:.0}s {SITE} {LINE} loss {:.0}%, {:.0}s clear, {:.0}s {LINE} down, {:.0}s up, end {:.0}s",
         if bulk.is_some() {
             ", bulk TCP br1-pc2 → dc-dc2"
         } else {
             ""
+        },
+        if apps.is_some() {
+            format!(
+                ", SaaS TLS (SNI {SAAS_SNI}) br1-pc1 → dc-dc2:443 every 0.5 s, DNS br1-pc2 → dc-dc1:53 every 0.25 s"
+            )
+        } else {
+            String::new()
         },
         schedule.impair_at,
         schedule.loss * 100.0,
@@ -354,7 +392,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
 
     let mut rec = Recording {
-        voice_line: vec![(0.0, LINE.to_string())],
+        voice_line: vec![(
+            0.0,
+            initial_placement
+                .get("voice")
+                .cloned()
+                .unwrap_or_else(|| LINE.to_string()),
+        )],
+        class_lines: TRACKED
+            .iter()
+            .filter_map(|c| {
+                let line = initial_placement.get(*c)?;
+                Some((c.to_string(), vec![(0.0, line.clone())]))
+            })
+            .collect(),
         ..Recording::default()
     };
     let line_id = format!("{SITE}-{LINE}");
@@ -409,6 +460,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupted = false;
     let mut last_voice: Option<crate::voice::IntervalReport> = None;
+    let mut app_seconds = AppSeconds::default();
     let mut log = |rec: &mut Recording, t: f64, kind: &str, detail: String| {
         println!("{t:7.2}s  {detail}");
         rec.events.push(Event {
@@ -459,6 +511,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     log(&mut rec, start_s, "gap", format!("voice stream gap {ms:.0} ms"));
                 }
             },
+            Some(sample) = app_rx.recv() => {
+                on_app_sample(&mut rec, &mut log, &mut app_seconds, sample);
+            }
             _ = tokio::signal::ctrl_c() => { interrupted = true; break; }
             _ = terminate.recv() => { interrupted = true; break; }
         }
@@ -470,6 +525,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         rec.bulk_mbit =
             Some(bulk.bytes() as f64 * 8.0 / 1e6 / zero_instant.elapsed().as_secs_f64());
         drop(bulk);
+    }
+    drop(apps);
+    // The branch agent's DPI verdicts, before the lab goes.
+    let br1_ns = plan
+        .namespace_of(SITE)
+        .map(|n| n.name.clone())
+        .unwrap_or_default();
+    match traffic::scrape(&br1_ns, AGENT_METRICS.parse()?) {
+        Ok(page) => {
+            rec.dpi_verdicts = Some(traffic::per_class(
+                &page,
+                "wansteer_agent_dpi_verdicts_installed_total",
+            ))
+        }
+        Err(error) => eprintln!("cannot read the {SITE} agent's /metrics: {error:#}"),
     }
     let removing = Instant::now();
     drop(running);
@@ -520,6 +590,9 @@ fn on_agent_event(
         serde_json::from_value(event["placement"].clone()).unwrap_or_default();
     let voice_now = placement.get("voice").cloned();
     let voice_before = report::voice_line_at(rec, t).map(str::to_string);
+    if site == SITE {
+        track_classes(rec, log, t, &placement);
+    }
     let track_voice = |rec: &mut Recording| {
         if site == SITE
             && let Some(now) = &voice_now
@@ -612,5 +685,141 @@ fn on_agent_event(
         }
         "error" => log(rec, t, "error", format!("{site}: {text}")),
         _ => {}
+    }
+}
+
+/// The SNI of the demo's SaaS traffic (the policy's `saas` class matches `salesforce.com`).
+const SAAS_SNI: &str = "crm.salesforce.com";
+/// Classes besides voice whose line at the branch the timeline follows.
+const TRACKED: [&str; 3] = ["saas", "dns", "bulk"];
+
+/// DNS (dnsmasq on dc-dc1) and TLS (`openssl s_server` on dc-dc2:443) servers, and the
+/// clients at the branch; the servers stop with the returned handle.
+fn start_apps(
+    plan: &Plan,
+    zero_ns: u64,
+    tx: mpsc::UnboundedSender<traffic::AppSample>,
+) -> anyhow::Result<(
+    crate::apps::ServerProcess,
+    crate::apps::ServerProcess,
+    traffic::Apps,
+)> {
+    let (dns_ns, dns_addr) = v4_of(plan, "dc-dc1")?;
+    let (tls_ns, tls_addr) = v4_of(plan, "dc-dc2")?;
+    let (tls_from, _) = v4_of(plan, &format!("{SITE}-pc1"))?;
+    let (dns_from, _) = v4_of(plan, &format!("{SITE}-pc2"))?;
+    let IpAddr::V4(tls_v4) = tls_addr else {
+        bail!("dc-dc2 has no IPv4 address");
+    };
+    let dns = crate::apps::dns_server(&dns_ns, dns_addr, &[(SAAS_SNI.to_string(), tls_v4)])?;
+    let tls = crate::apps::tls_server(&tls_ns, tls_addr, 443, SAAS_SNI)?;
+    let clients = traffic::Apps::start(
+        traffic::AppsPlan {
+            tls_from,
+            tls_to: SocketAddr::new(tls_addr, 443),
+            sni: SAAS_SNI.to_string(),
+            tls_every: Duration::from_millis(500),
+            dns_from,
+            dns_to: SocketAddr::new(dns_addr, 53),
+            dns_name: SAAS_SNI.to_string(),
+            dns_every: Duration::from_millis(250),
+        },
+        zero_ns,
+        tx,
+    )?;
+    Ok((dns, tls, clients))
+}
+
+/// Per-second tallies of the application traffic, printed every 10 s and on failures.
+#[derive(Debug, Default)]
+struct AppSeconds {
+    /// (class, whole second) → (ok, tried)
+    tally: BTreeMap<(String, u64), (u32, u32)>,
+    printed: BTreeMap<String, u64>,
+}
+
+fn on_app_sample(
+    rec: &mut Recording,
+    log: &mut impl FnMut(&mut Recording, f64, &str, String),
+    seconds: &mut AppSeconds,
+    sample: traffic::AppSample,
+) {
+    let second = sample.t.max(0.0) as u64;
+    let entry = seconds
+        .tally
+        .entry((sample.class.clone(), second))
+        .or_default();
+    entry.0 += u32::from(sample.ok);
+    entry.1 += 1;
+    // Close the previous seconds of this class: print failures and a heartbeat every 10 s.
+    let last = seconds.printed.get(&sample.class).copied();
+    let closed: Vec<(u64, (u32, u32))> = seconds
+        .tally
+        .iter()
+        .filter(|((c, s), _)| *c == sample.class && *s < second && last.is_none_or(|l| *s > l))
+        .map(|((_, s), v)| (*s, *v))
+        .collect();
+    for (s, (ok, tried)) in closed {
+        seconds.printed.insert(sample.class.clone(), s);
+        let t = s as f64 + 1.0;
+        let on = report::class_line_at(rec, &sample.class, t)
+            .unwrap_or("?")
+            .to_string();
+        let what = if sample.class == "saas" {
+            "TLS handshakes"
+        } else {
+            "DNS lookups"
+        };
+        if ok < tried {
+            log(
+                rec,
+                t,
+                "app",
+                format!(
+                    "{} on {on}: {ok}/{tried} {what} succeeded in the last second",
+                    sample.class
+                ),
+            );
+        } else if s % 10 == 9 {
+            println!(
+                "{t:7.2}s    {} on {on}: {ok}/{tried} {what} ok",
+                sample.class
+            );
+        }
+    }
+    seconds.tally.retain(|(_, s), _| *s + 2 >= second);
+    rec.apps.push(sample);
+}
+
+/// Records and prints the branch's placement changes of the tracked classes.
+fn track_classes(
+    rec: &mut Recording,
+    log: &mut impl FnMut(&mut Recording, f64, &str, String),
+    t: f64,
+    placement: &BTreeMap<String, String>,
+) {
+    let mut changes = Vec::new();
+    for class in TRACKED {
+        let Some(now) = placement.get(class) else {
+            continue;
+        };
+        let before = report::class_line_at(rec, class, t).map(str::to_string);
+        if before.as_ref() != Some(now) {
+            if let Some(before) = &before {
+                changes.push(format!("{class} {before}→{now}"));
+            }
+            rec.class_lines
+                .entry(class.to_string())
+                .or_default()
+                .push((t, now.clone()));
+        }
+    }
+    if !changes.is_empty() {
+        log(
+            rec,
+            t,
+            "placement",
+            format!("{SITE}: {}", changes.join(", ")),
+        );
     }
 }

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use std::collections::BTreeMap;
+
+use super::traffic::AppSample;
 use crate::voice::{IntervalReport, StreamSummary};
 
 /// One line of the timeline.
@@ -40,6 +43,40 @@ pub struct Recording {
     pub lines: Vec<LineSample>,
     pub voice_total: Option<StreamSummary>,
     pub bulk_mbit: Option<f64>,
+    /// Every SaaS (TLS) handshake and DNS lookup from the branch.
+    pub apps: Vec<AppSample>,
+    /// (t, line) each time the branch's placement of a class other than voice changed.
+    pub class_lines: BTreeMap<String, Vec<(f64, String)>>,
+    /// DPI verdicts the branch agent installed, by class (from its `/metrics` at the end);
+    /// `None` when they could not be read.
+    pub dpi_verdicts: Option<BTreeMap<String, f64>>,
+}
+
+/// The line `class` used at `t` at the branch, as far as the agent said.
+pub fn class_line_at<'a>(rec: &'a Recording, class: &str, t: f64) -> Option<&'a str> {
+    rec.class_lines
+        .get(class)?
+        .iter()
+        .take_while(|(at, _)| *at <= t)
+        .last()
+        .map(|(_, line)| line.as_str())
+}
+
+/// (succeeded, tried, median ms of the successes) of `class`'s transactions in [from, to).
+pub fn app_window(rec: &Recording, class: &str, from: f64, to: f64) -> (usize, usize, Option<f64>) {
+    let samples: Vec<&AppSample> = rec
+        .apps
+        .iter()
+        .filter(|a| a.class == class && a.t >= from && a.t < to)
+        .collect();
+    let mut times: Vec<f64> = samples.iter().filter_map(|a| a.ms).collect();
+    times.sort_by(f64::total_cmp);
+    let median = (!times.is_empty()).then(|| times[times.len() / 2]);
+    (
+        samples.iter().filter(|a| a.ok).count(),
+        samples.len(),
+        median,
+    )
 }
 
 /// The scenario's times (seconds since zero) and the line it hits.
@@ -134,6 +171,20 @@ pub fn judge(
         passed: on_line.as_deref() == Some(s.line.as_str()) && gap <= max_gap_ms,
         measured: format!("longest gap {gap:.0} ms"),
     });
+    if rec.apps.iter().any(|a| a.class == "saas") {
+        let saas = rec
+            .dpi_verdicts
+            .as_ref()
+            .and_then(|v| v.get("saas").copied());
+        out.push(Expectation {
+            text: "SaaS flows are classified by their TLS server name (DPI at the branch)".into(),
+            passed: saas.is_some_and(|n| n > 0.0),
+            measured: saas.map_or_else(
+                || "no DPI verdict counts from the branch agent".into(),
+                |n| format!("{n:.0} saas verdicts installed"),
+            ),
+        });
+    }
     out
 }
 
@@ -189,7 +240,11 @@ pub fn write(
             "voice_windows": voice_windows,
             "voice_total": rec.voice_total,
             "bulk_mbit_per_s": rec.bulk_mbit,
+            "apps": app_windows(rec, &windows),
+            "dpi_verdicts_installed": rec.dpi_verdicts,
         },
+        "class_lines": rec.class_lines,
+        "app_samples": rec.apps,
         "voice_line": rec.voice_line,
         "voice_per_second": rec.voice,
         "voice_gaps": rec.gaps,
@@ -251,6 +306,42 @@ pub fn write(
     if let Some(bulk) = rec.bulk_mbit {
         let _ = writeln!(md, "Bulk TCP goodput over the run: {bulk:.1} Mbit/s.");
     }
+    if !rec.apps.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## SaaS over TLS and DNS\n\nTLS handshakes (SNI `crm.salesforce.com`, class `saas` by DPI) \
+             from br1-pc1 to dc-dc2:443 and DNS lookups from br1-pc2 to dc-dc1:53 (class `dns` by \
+             port); the line is br1's placement of the class at the window's middle.\n\n\
+             | class | window | ok / tried | median ms | line |\n|---|---|---|---|---|"
+        );
+        for class in ["saas", "dns"] {
+            for (name, from, to) in windows {
+                let (ok, tried, median) = app_window(rec, class, from, to);
+                let _ = writeln!(
+                    md,
+                    "| {class} | {name} | {ok} / {tried} | {} | {} |",
+                    median.map_or("-".into(), |m| format!("{m:.0}")),
+                    class_line_at(rec, class, (from + to) / 2.0).unwrap_or("?")
+                );
+            }
+        }
+        if let Some(verdicts) = &rec.dpi_verdicts {
+            let text: Vec<String> = verdicts
+                .iter()
+                .filter(|(_, n)| **n > 0.0)
+                .map(|(class, n)| format!("{class} {n:.0}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "\nDPI verdicts installed by the br1 agent: {}.",
+                if text.is_empty() {
+                    "none".to_string()
+                } else {
+                    text.join(", ")
+                }
+            );
+        }
+    }
     let _ = writeln!(md, "\n## Timeline\n\n![plot](plot.svg)\n\n```");
     for e in &rec.events {
         let _ = writeln!(md, "{:>7.2}s  {:<9} {}", e.t, e.kind, e.detail);
@@ -259,6 +350,20 @@ pub fn write(
     std::fs::write(dir.join("report.md"), md)?;
     std::fs::write(dir.join("plot.svg"), plot(s, rec))?;
     Ok(())
+}
+
+fn app_windows(rec: &Recording, windows: &[(&str, f64, f64)]) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for class in ["saas", "dns"] {
+        for (name, from, to) in windows {
+            let (ok, tried, median) = app_window(rec, class, *from, *to);
+            out.push(serde_json::json!({
+                "class": class, "window": name, "ok": ok, "tried": tried, "median_ms": median,
+                "line": class_line_at(rec, class, (from + to) / 2.0),
+            }));
+        }
+    }
+    out
 }
 
 /// Three panels over time: per-line loss seen by br1's probes, voice loss per second, and

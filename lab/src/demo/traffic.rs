@@ -193,3 +193,170 @@ impl Drop for Bulk {
         }
     }
 }
+
+/// One application transaction: a TLS handshake (`saas`) or a DNS lookup (`dns`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppSample {
+    /// Seconds since the demo's zero, when the transaction started.
+    pub t: f64,
+    /// The class the policy gives it (`saas`, `dns`).
+    pub class: String,
+    pub ok: bool,
+    /// Handshake or lookup time, when it succeeded.
+    pub ms: Option<f64>,
+}
+
+/// Repeated SaaS-over-TLS handshakes and DNS lookups from the branch, each on its own
+/// thread, until dropped. Real client bytes (OpenSSL's ClientHello with its SNI, a DNS
+/// query) so the branch agent's classifier sees what it would see from a user.
+#[derive(Debug)]
+pub struct Apps {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Where the application traffic goes and how often.
+#[derive(Debug, Clone)]
+pub struct AppsPlan {
+    /// Namespace the TLS client runs in, and the server's address (port 443).
+    pub tls_from: String,
+    pub tls_to: SocketAddr,
+    pub sni: String,
+    pub tls_every: Duration,
+    /// Namespace the DNS client runs in, and the server's address (port 53).
+    pub dns_from: String,
+    pub dns_to: SocketAddr,
+    pub dns_name: String,
+    pub dns_every: Duration,
+}
+
+impl Apps {
+    /// Starts both clients; samples go to `tx` with times relative to `zero_ns`.
+    pub fn start(
+        plan: AppsPlan,
+        zero_ns: u64,
+        tx: mpsc::UnboundedSender<AppSample>,
+    ) -> anyhow::Result<Apps> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let rel = move || monotonic_ns().saturating_sub(zero_ns) as f64 / 1e9;
+        let mut threads = Vec::new();
+        let spawn = |name: &str,
+                     every: Duration,
+                     class: &'static str,
+                     run: Box<dyn Fn() -> anyhow::Result<Duration> + Send>|
+         -> anyhow::Result<std::thread::JoinHandle<()>> {
+            let stop = stop.clone();
+            let tx = tx.clone();
+            Ok(std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = rel();
+                        let started = std::time::Instant::now();
+                        let result = run();
+                        let sample = AppSample {
+                            t,
+                            class: class.to_string(),
+                            ok: result.is_ok(),
+                            ms: result.ok().map(|d| d.as_secs_f64() * 1e3),
+                        };
+                        if tx.send(sample).is_err() {
+                            return;
+                        }
+                        std::thread::sleep(every.saturating_sub(started.elapsed()));
+                    }
+                })?)
+        };
+        let tls = plan.clone();
+        threads.push(spawn(
+            "demo-tls",
+            plan.tls_every,
+            "saas",
+            Box::new(move || crate::apps::tls_connect(&tls.tls_from, tls.tls_to, &tls.sni)),
+        )?);
+        let dns = plan;
+        threads.push(spawn(
+            "demo-dns",
+            dns.dns_every,
+            "dns",
+            Box::new(move || {
+                let started = std::time::Instant::now();
+                crate::apps::dns_query(
+                    &dns.dns_from,
+                    dns.dns_to,
+                    &dns.dns_name,
+                    Duration::from_secs(1),
+                )?;
+                Ok(started.elapsed())
+            }),
+        )?);
+        Ok(Apps { stop, threads })
+    }
+}
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Reads one counter's value per `class` label from a Prometheus text page.
+pub fn per_class(metrics: &str, name: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name).and_then(|r| r.strip_prefix('{')) else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let class = labels
+            .split(',')
+            .find_map(|l| l.strip_prefix("class=\""))
+            .map(|c| c.trim_end_matches('"'));
+        if let (Some(class), Ok(value)) = (class, value.trim().parse::<f64>()) {
+            out.insert(class.to_string(), value);
+        }
+    }
+    out
+}
+
+/// `GET /metrics` from `addr` inside namespace `ns` (the agents serve it there).
+pub fn scrape(ns: &str, addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = netns::run_in(ns, || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })?
+    .with_context(|| format!("connecting to {addr} in {ns}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .context("no HTTP body")?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_class_counters_are_read_from_the_prometheus_text() {
+        let page = "# HELP x\n\
+wansteer_agent_dpi_verdicts_installed_total{class=\"saas\",site=\"br1\"} 12\n\
+wansteer_agent_dpi_verdicts_installed_total{class=\"voice\",site=\"br1\"} 0\n\
+wansteer_agent_dpi_verdicts_installed_totalx{class=\"no\"} 3\n";
+        let counts = per_class(page, "wansteer_agent_dpi_verdicts_installed_total");
+        assert_eq!(counts.get("saas"), Some(&12.0));
+        assert_eq!(counts.get("voice"), Some(&0.0));
+        assert_eq!(counts.len(), 2);
+    }
+}
