@@ -154,9 +154,11 @@ impl Pushed {
     }
 }
 
-/// Rule sets are hashed, stored and sent this many sites at a time, so the first agents
-/// get theirs while later sites are still being prepared.
-const PUBLISH_CHUNK: usize = 1024;
+/// Rule sets are hashed, stored and sent this many sites at a time. Each chunk is one
+/// durable commit (an fsync): measured on this machine, ten commits for 10,000 sites cost
+/// more than the earlier start of the first sends gained, so a chunk holds every site a
+/// large policy change touches.
+const PUBLISH_CHUNK: usize = 100_000;
 
 /// Runs CPU-heavy or blocking work (planning, hashing, a durable commit) without stalling
 /// the runtime's other tasks: on a multi-threaded runtime the worker hands its queue to

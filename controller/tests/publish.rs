@@ -1,7 +1,6 @@
 //! Publishing many sites at once: every site of a large plan gets version 1 with its
 //! content hash (whether the planner sealed the rule set or not), the push channel carries
-//! the JSON serialised once at publish time, and all of it is in the store after a restart
-//! even though it was written a chunk at a time.
+//! the JSON serialised once at publish time, and all of it is in the store after a restart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
