@@ -27,6 +27,12 @@ enum Command {
     Probe(wansteer_probes::cli::ProbeArgs),
 }
 
+/// The classifier's application names. The binary knows the catalogue, so policies are
+/// checked against it: a misspelt app would otherwise never match a flow.
+fn known_apps() -> Vec<String> {
+    wansteer_agent::classifier::catalogue::Catalogue::builtin().app_names()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -45,16 +51,15 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Controller(args) => wansteer_controller::cli::run(args).await,
+            Command::Controller(mut args) => {
+                args.known_apps = Some(known_apps());
+                wansteer_controller::cli::run(args).await
+            }
             Command::Agent(args) => wansteer_agent::cli::run(args).await,
             Command::Lab(args) => wansteer_lab::cli::run(args).await,
             Command::Policy(args) => {
-                // The binary knows the classifier's catalogue, so app names are checked
-                // against it (a misspelt app would otherwise never match any flow).
                 let options = wansteer_policies::CheckOptions {
-                    known_apps: Some(
-                        wansteer_agent::classifier::catalogue::Catalogue::builtin().app_names(),
-                    ),
+                    known_apps: Some(known_apps()),
                 };
                 wansteer_policies::cli::run(args, &options).await
             }

@@ -166,6 +166,7 @@ async fn serve(dir: PathBuf) {
         plan_interval: Duration::from_millis(200),
         report_interval: Duration::from_secs(1),
         metrics_public: false,
+        check: Default::default(),
     };
     let controller = Controller::start(config, Box::new(FirstLine::default()))
         .await

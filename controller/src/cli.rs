@@ -63,6 +63,10 @@ pub struct ControllerArgs {
     /// (`Authorization: Bearer …`; Prometheus: `authorization: { credentials_file: … }`).
     #[arg(long)]
     pub metrics_public: bool,
+    /// The classifier's application names, filled in by the `wansteer` binary (this crate
+    /// does not depend on the agent): policies naming other apps are refused.
+    #[arg(skip)]
+    pub known_apps: Option<Vec<String>>,
 }
 
 /// Reads the tokens file, or loads/creates the generated one in the state directory
@@ -103,7 +107,10 @@ fn read_policy(path: &Path) -> anyhow::Result<String> {
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let policy_text = read_policy(&args.policy)?;
     let file = args.policy.display().to_string();
-    let checked = match wansteer_policies::check_source(&file, &policy_text) {
+    let check = wansteer_policies::CheckOptions {
+        known_apps: args.known_apps.clone(),
+    };
+    let checked = match wansteer_policies::check_source_with(&file, &policy_text, &check) {
         Ok(checked) => checked,
         Err(diagnostics) => {
             for diagnostic in &diagnostics {
@@ -136,6 +143,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         plan_interval: Duration::from_millis(args.plan_interval_ms.max(1)),
         report_interval: Duration::from_secs(1),
         metrics_public: args.metrics_public,
+        check,
     };
     let planner = Box::new(crate::solver_planning::SolverPlanning::new());
     let controller = Controller::start(config, planner).await?;

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use wansteer_policies::{Diagnostic, Policy};
+use wansteer_policies::{CheckOptions, Diagnostic, Policy};
 use wansteer_wire::PROTOCOL_VERSION;
 use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{
@@ -63,6 +63,9 @@ pub struct ControllerConfig {
     /// Serve `/metrics` without a token (for a scraper on a trusted network); otherwise it
     /// needs a viewer (or admin) token like the rest of the API.
     pub metrics_public: bool,
+    /// What policy checks know beyond the text: the classifier's app catalogue, so a
+    /// policy naming an app no agent recognises is refused at start and through the API.
+    pub check: CheckOptions,
 }
 
 /// Why the controller did not start.
@@ -255,6 +258,7 @@ struct Shared {
     apply_lock: tokio::sync::Mutex<()>,
     report_interval: Duration,
     metrics_public: bool,
+    check: CheckOptions,
     /// Set once at shutdown: push streams and the planner task end.
     closing: watch::Sender<bool>,
     /// Agent records waiting for the registry writer, by site (latest wins).
@@ -281,8 +285,12 @@ impl Controller {
         config: ControllerConfig,
         planner: Box<dyn Planning>,
     ) -> Result<Controller, StartError> {
-        let checked = wansteer_policies::check_source(&config.policy_file, &config.policy_text)
-            .map_err(StartError::Policy)?;
+        let checked = wansteer_policies::check_source_with(
+            &config.policy_file,
+            &config.policy_text,
+            &config.check,
+        )
+        .map_err(StartError::Policy)?;
         std::fs::create_dir_all(&config.state_dir)?;
         let store = Store::open(&config.state_dir)?;
         let loaded = store.load(DECISIONS_IN_MEMORY)?;
@@ -399,6 +407,7 @@ impl Controller {
             apply_lock: tokio::sync::Mutex::new(()),
             report_interval: config.report_interval,
             metrics_public: config.metrics_public,
+            check: config.check.clone(),
             closing: watch::Sender::new(false),
             pending_agents: Mutex::new(BTreeMap::new()),
             agents_dirty: tokio::sync::Notify::new(),
@@ -531,8 +540,9 @@ impl Controller {
 
     /// Checks a policy text without changing anything; returns the changes it would make.
     pub fn preview(&self, file: &str, text: &str) -> Result<Applied, ApplyError> {
-        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
-            .map_err(ApplyError::Invalid)?;
+        let checked =
+            off_runtime(|| wansteer_policies::check_source_with(file, text, &self.shared.check))
+                .map_err(ApplyError::Invalid)?;
         let (version, current, same_text) = {
             let state = self.state();
             (
@@ -564,8 +574,9 @@ impl Controller {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
         // Checking and diffing a policy of thousands of sites takes a while: off the
         // runtime's workers, and the diff outside the state lock (reports keep flowing).
-        let checked = off_runtime(|| wansteer_policies::check_source(file, text))
-            .map_err(ApplyError::Invalid)?;
+        let checked =
+            off_runtime(|| wansteer_policies::check_source_with(file, text, &self.shared.check))
+                .map_err(ApplyError::Invalid)?;
         let (previous, current) = {
             let state = self.state();
             (state.policy.record.clone(), state.policy.policy.clone())

@@ -10,6 +10,8 @@ use api_support::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 use wansteer_controller::api::all_routes;
+use wansteer_controller::audit::Retention;
+use wansteer_controller::service::ControllerConfig;
 use wansteer_wire::session::{ClassDemand, LineHealth, Register, Report};
 
 fn register_body(site: &str) -> String {
@@ -124,6 +126,49 @@ async fn tokens_and_roles_are_enforced() {
     server.stop().await;
     let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     assert!(audit.contains("\"kind\":\"auth_refused\""), "{audit}");
+}
+
+#[tokio::test]
+async fn a_policy_naming_an_app_outside_the_catalogue_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ControllerConfig {
+        metrics_public: false,
+        check: wansteer_policies::CheckOptions {
+            known_apps: Some(vec!["teams".into(), "zoom".into()]),
+        },
+        state_dir: dir.path().to_path_buf(),
+        policy_file: "policy.yaml".into(),
+        policy_text: POLICY.to_string(),
+        tokens: tokens(),
+        token_source: wansteer_controller::auth::TokenSource::Given,
+        retention: Retention::default(),
+        plan_interval: std::time::Duration::from_millis(20),
+        report_interval: std::time::Duration::from_secs(1),
+    };
+    let server = start_config(config, 0).await;
+    let misspelt = POLICY.replace(
+        r#"match: [{ protocols: [udp], ports: ["16384-32767"] }]"#,
+        r#"match: [{ protocols: [udp], ports: ["16384-32767"] }, { apps: [temas] }]"#,
+    );
+    assert_ne!(misspelt, POLICY, "the test policy has voice's match");
+    let (status, body) = server
+        .send(
+            Method::PUT,
+            "/api/v1/policy?file=bank.yaml",
+            Some(server.admin()),
+            misspelt,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let first = &body["diagnostics"][0];
+    assert!(
+        first["message"].as_str().unwrap().contains("temas"),
+        "{body}"
+    );
+    assert_eq!(first["hint"], "did you mean `teams`?", "{body}");
+    let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
+    assert_eq!(policy["version"], 1, "nothing changed");
+    server.stop().await;
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ fn args(dir: &Path, tokens: Option<&Path>) -> ControllerArgs {
         audit_keep: 2,
         plan_interval_ms: 50,
         metrics_public: false,
+        known_apps: None,
     }
 }
 

@@ -79,6 +79,7 @@ async fn start(dir: &std::path::Path) -> Controller {
         plan_interval: Duration::from_millis(10),
         report_interval: Duration::from_secs(1),
         metrics_public: false,
+        check: Default::default(),
     };
     Controller::start(config, Box::new(SolverPlanning::new()))
         .await

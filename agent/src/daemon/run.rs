@@ -103,10 +103,15 @@ pub(super) fn load(
     site: &str,
     long_window: Option<Duration>,
 ) -> anyhow::Result<(SitePlan, RuleSet)> {
-    let checked = wansteer_policies::check_file(policy_path).map_err(|diagnostics| {
-        let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("policy refused:\n{}", text.join("\n"))
-    })?;
+    // The agent knows its classifier's catalogue: an app it cannot recognise is refused.
+    let options = wansteer_policies::CheckOptions {
+        known_apps: Some(crate::classifier::Catalogue::builtin().app_names()),
+    };
+    let checked =
+        wansteer_policies::check_file_with(policy_path, &options).map_err(|diagnostics| {
+            let text: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("policy refused:\n{}", text.join("\n"))
+        })?;
     let policy = checked.policy;
     let mut ruleset = compile_policy(&policy, site, 1)
         .with_context(|| format!("policy {} cannot run at site {site}", policy_path.display()))?;

@@ -215,6 +215,7 @@ pub async fn start_with(
 ) -> Running {
     let config = ControllerConfig {
         metrics_public,
+        check: Default::default(),
         state_dir: state_dir.to_path_buf(),
         policy_file: "policy.yaml".into(),
         policy_text: policy.to_string(),
@@ -224,6 +225,12 @@ pub async fn start_with(
         plan_interval: Duration::from_millis(20),
         report_interval: Duration::from_secs(1),
     };
+    start_config(config, port).await
+}
+
+/// Starts the controller and its API server from a complete configuration.
+pub async fn start_config(config: ControllerConfig, port: u16) -> Running {
+    let (tokens, state_dir) = (config.tokens.clone(), config.state_dir.clone());
     let controller = Controller::start(config, Box::new(FirstHealthyLinePlanner::default()))
         .await
         .expect("controller starts");
@@ -246,7 +253,7 @@ pub async fn start_with(
         base: format!("http://{addr}"),
         addr,
         tokens,
-        state_dir: state_dir.to_path_buf(),
+        state_dir,
         server,
     }
 }
