@@ -10,6 +10,7 @@ use wansteer_agent::dataplane::htb::{self, ListedShaper};
 use wansteer_agent::dataplane::moved::{
     ConntrackDelete, MovedFlows, conntrack_deletes, moved_flows,
 };
+use wansteer_agent::dataplane::nexthop::{self, Nexthop};
 use wansteer_agent::dataplane::nft::{self, FlowKey, NftListing};
 use wansteer_agent::dataplane::routing;
 use wansteer_agent::dataplane::standalone::{StandaloneError, compile_policy};
@@ -154,7 +155,19 @@ fn fresh_install(ruleset: &RuleSet, avoided: &BTreeSet<String>) -> String {
         &BTreeMap::new(),
     );
     let mut out = serde_json::to_string_pretty(&nft).unwrap();
-    out += "\n--- ip -batch\n";
+    out += "\n--- nexthops (id, family, where)\n";
+    for (id, nexthop) in &desired.nexthops {
+        out += &format!(
+            "{id:#x} {:?} {}\n",
+            nexthop.family,
+            routing::RouteTarget {
+                via: nexthop.via,
+                device: nexthop.device.clone(),
+                nexthop: None,
+            }
+        );
+    }
+    out += "--- ip -batch\n";
     for line in ip.in_order() {
         out += &line;
         out.push('\n');
@@ -199,12 +212,29 @@ fn a_dead_mpls_moves_every_route_on_it_and_only_those() {
     let healthy = compile(&bank_branch(), &BTreeSet::new()).unwrap();
     let failed = compile(&bank_branch(), &avoided).unwrap();
     let (upserts, deletes) = routing::diff_routes(&failed.routes, &healthy.routes);
-    assert_eq!(
-        upserts,
-        vec!["-4 route replace 10.20.0.0/16 dev wwan0 proto 201 table 21001"],
-        "voice moves to lte; trading has no backup and stays; default already on lte"
+    assert!(
+        upserts.is_empty() && deletes.is_empty(),
+        "routes name their chain's nexthop, which does not change: {upserts:?} {deletes:?}"
     );
-    assert!(deletes.is_empty());
+    let (nexthops, gone) = nexthop::diff(&failed.nexthops, &healthy.nexthops);
+    let voice_chain = (
+        routing::Family::V4,
+        vec!["mpls".to_string(), "lte".to_string()],
+    );
+    assert_eq!(
+        nexthops,
+        vec![(
+            healthy.nexthop_ids[&voice_chain],
+            &Nexthop {
+                family: routing::Family::V4,
+                via: None,
+                device: "wwan0".into()
+            }
+        )],
+        "one nexthop replaced: voice's chain moves to lte; trading has no backup and \
+         stays; default already on lte"
+    );
+    assert!(gone.is_empty());
     let moved = moved_flows(&failed.placements, &failed.routes, &healthy.routes);
     assert_eq!(
         moved,

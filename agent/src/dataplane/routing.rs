@@ -70,10 +70,28 @@ pub struct RouteKey {
 pub struct RouteTarget {
     pub via: Option<IpAddr>,
     pub device: String,
+    /// The nexthop object the route points at (class routes); `via` and `device` are
+    /// then where that nexthop sends packets now.
+    pub nexthop: Option<u32>,
+}
+
+impl RouteTarget {
+    /// Whether the kernel entry for `self` is already `other`: routes through a
+    /// nexthop are the same route while they name the same nexthop (the nexthop itself
+    /// is diffed on its own).
+    pub fn same_entry(&self, other: &RouteTarget) -> bool {
+        match (self.nexthop, other.nexthop) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self == other,
+        }
+    }
 }
 
 impl fmt::Display for RouteTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = self.nexthop {
+            return write!(f, "nhid {id}");
+        }
         if let Some(via) = self.via {
             write!(f, "via {via} ")?;
         }
@@ -184,7 +202,15 @@ pub fn parse_routes(family: Family, listing: &Value) -> BTreeMap<RouteKey, Route
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        routes.insert(RouteKey { table, destination }, RouteTarget { via, device });
+        let nexthop = entry.get("nhid").and_then(number);
+        routes.insert(
+            RouteKey { table, destination },
+            RouteTarget {
+                via,
+                device,
+                nexthop,
+            },
+        );
     }
     routes
 }
@@ -230,7 +256,7 @@ pub fn diff_routes(
 ) -> (Vec<String>, Vec<String>) {
     let upserts = desired
         .iter()
-        .filter(|(key, target)| current.get(key) != Some(target))
+        .filter(|(key, target)| !current.get(key).is_some_and(|c| c.same_entry(target)))
         .map(|(key, target)| replace_route(key, target))
         .collect();
     let deletes = current
@@ -260,7 +286,11 @@ pub fn diff_entries<'a>(
     RoutingDiff {
         upserts: desired_routes
             .iter()
-            .filter(|(key, target)| current_routes.get(key) != Some(target))
+            .filter(|(key, target)| {
+                !current_routes
+                    .get(key)
+                    .is_some_and(|current| current.same_entry(target))
+            })
             .collect(),
         rule_adds: desired_rules.difference(current_rules).collect(),
         rule_deletes: current_rules.difference(desired_rules).collect(),
