@@ -745,8 +745,25 @@ impl Dataplane {
     /// Recompiles with the current avoided lines and moves the routes that change.
     fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
         let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
+        // Traffic first: the chains' nexthops move before anything else is compiled
+        // (a handful of messages; the full recompile of every route comes after).
+        let mut switched = 0;
+        if let Some(applied) = &self.applied {
+            let nexthops = compile_nexthops(ruleset, &applied.nexthop_ids, self.failover.avoided());
+            let (upserts, _) = nexthop::diff(&nexthops, &self.nexthops);
+            let upserts: Vec<(u32, Nexthop)> = upserts
+                .into_iter()
+                .map(|(id, nexthop)| (id, nexthop.clone()))
+                .collect();
+            let borrowed: Vec<(u32, &Nexthop)> = upserts.iter().map(|(id, n)| (*id, n)).collect();
+            self.replace_nexthops(&borrowed)?;
+            switched = upserts.len();
+            self.nexthops.extend(upserts);
+        }
+        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
         let desired = compile(ruleset, self.failover.avoided())?;
-        let report = self.install_routes(&desired)?;
+        let mut report = self.install_routes(&desired)?;
+        report.nexthop_commands += switched;
         self.applied = Some(desired);
         self.applied_avoided = self.failover.avoided().clone();
         Ok(report)
