@@ -37,6 +37,12 @@ impl Default for Config {
     }
 }
 
+/// Bytes one flow takes in the flow table itself (key and value, before any boxed DPI
+/// state), for the memory example.
+pub fn flow_entry_size() -> usize {
+    std::mem::size_of::<(super::flow::FlowKey, Flow<FlowState>)>()
+}
+
 /// Announced data connections kept at most, and for how long.
 const EXPECTED_CAP: usize = 4096;
 const EXPECTED_FOR: Duration = Duration::from_secs(60);

@@ -212,7 +212,10 @@ impl<S: Default> FlowTable<S> {
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable<S> {
         let capacity = capacity.max(8);
         FlowTable {
-            flows: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), FlowHasher),
+            // Grown on demand, not reserved for `capacity`: a reserved table is touched
+            // page by page as flows land in random buckets, so a branch's few thousand
+            // flows kept most of a 15 MB table resident (see docs/benchmarks/agent.md).
+            flows: HashMap::with_hasher(FlowHasher),
             capacity,
             timeouts,
             finished: Vec::new(),
@@ -321,6 +324,11 @@ impl<S: Default> FlowTable<S> {
             .extend(self.flows.extract_if(idle).map(|(_, flow)| flow));
         let expired = (self.finished.len() - before) as u64;
         self.counters.expired += expired;
+        // Give back a table a burst grew once it is mostly empty again (hashbrown never
+        // shrinks on its own); halving with room to spare keeps this from flapping.
+        if self.flows.capacity() > 1024 && self.flows.len() < self.flows.capacity() / 4 {
+            self.flows.shrink_to(self.flows.len() * 2);
+        }
     }
 
     /// Evicts the least recently seen eighth of the table.
