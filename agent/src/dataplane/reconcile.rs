@@ -245,6 +245,13 @@ fn route_deletes<'a>(
         .collect()
 }
 
+/// A new rule set that differs only in routes: which, and the nexthop ids of its chains.
+#[derive(Debug)]
+struct RouteDelta {
+    changes: RouteChanges,
+    nexthop_ids: BTreeMap<(routing::Family, nexthop::Chain), u32>,
+}
+
 /// The agent's data plane: one owner of all kernel changes.
 #[derive(Debug)]
 pub struct Dataplane {
@@ -369,7 +376,7 @@ impl Dataplane {
     /// When `ruleset` differs from the one in force only in routes (and the lines avoided
     /// are the same as when it was compiled): which routes, checked. `None` means the
     /// full road. Changes nothing.
-    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteChanges>, DataplaneError> {
+    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteDelta>, DataplaneError> {
         let (Some(current), Some(applied)) = (&self.ruleset, &self.applied) else {
             return Ok(None);
         };
@@ -403,7 +410,10 @@ impl Dataplane {
         }) {
             return Ok(None);
         }
-        Ok(Some(changes))
+        Ok(Some(RouteDelta {
+            changes,
+            nexthop_ids: ids,
+        }))
     }
 
     /// Installs only the routes in `changes` (rtnetlink), removes the gone ones and
@@ -411,10 +421,10 @@ impl Dataplane {
     fn apply_delta(
         &mut self,
         ruleset: RuleSet,
-        changes: RouteChanges,
+        delta: RouteDelta,
     ) -> Result<ApplyReport, DataplaneError> {
         let mut applied = self.applied.take().ok_or(DataplaneError::NoRuleSet)?;
-        let result = self.install_delta(&ruleset, &changes, &mut applied);
+        let result = self.install_delta(&ruleset, delta, &mut applied);
         self.applied = Some(applied);
         let report = result?;
         self.ruleset = Some(ruleset);
@@ -424,11 +434,14 @@ impl Dataplane {
     fn install_delta(
         &mut self,
         ruleset: &RuleSet,
-        changes: &RouteChanges,
+        delta: RouteDelta,
         applied: &mut DesiredState,
     ) -> Result<ApplyReport, DataplaneError> {
+        let RouteDelta {
+            changes,
+            nexthop_ids: ids,
+        } = delta;
         let avoided = self.applied_avoided.clone();
-        let ids = nexthop_ids(&ruleset.routes);
         let nexthops = compile_nexthops(ruleset, &ids, &avoided);
         let (nexthop_upserts, nexthop_deletes) = nexthop::diff(&nexthops, &self.nexthops);
         let nexthop_commands = nexthop_upserts.len() + nexthop_deletes.len();
