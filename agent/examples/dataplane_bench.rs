@@ -309,6 +309,7 @@ fn main() {
                 .unwrap(),
             ),
             device: if run % 2 == 0 { "wan0" } else { "wan1" }.into(),
+            nexthop: None,
         };
         let start = Instant::now();
         socket.replace_routes(&[(&key, &target)], &indexes).unwrap();
@@ -366,6 +367,7 @@ fn main() {
     cleanup(&kernel).unwrap();
     let mut gaps = vec![];
     let mut switch = vec![];
+    let mut failover_changes = (0, 0);
     let mut losses = vec![];
     for _ in 0..runs.max(5) {
         cleanup(&kernel).unwrap();
@@ -413,15 +415,17 @@ fn main() {
             "table inet cut {\n chain c {\n type filter hook prerouting priority -300;\n iifname \"w0\" drop\n }\n}\n",
         );
         let before = Instant::now();
-        dp.on_line_event(
-            &LineEvent {
-                line: "mpls".into(),
-                up: false,
-            },
-            tokio::time::Instant::now(),
-        )
-        .unwrap();
+        let report = dp
+            .on_line_event(
+                &LineEvent {
+                    line: "mpls".into(),
+                    up: false,
+                },
+                tokio::time::Instant::now(),
+            )
+            .unwrap();
         switch.push(ms(before.elapsed()));
+        failover_changes = (report.nexthop_commands, report.route_commands);
         let seen = arrivals.join().unwrap();
         stop.store(true, Ordering::Relaxed);
         stream.join().unwrap();
@@ -434,7 +438,9 @@ fn main() {
         losses.push(lost as f64);
     }
     println!(
-        "failover: on_line_event (8000 routes replaced, then conntrack cleared per class): median {:.2} ms, p90 {:.2} ms",
+        "failover: on_line_event ({} nexthops and {} routes replaced, then conntrack cleared per class): median {:.2} ms, p90 {:.2} ms",
+        failover_changes.0,
+        failover_changes.1,
         median(switch.clone()),
         percentile(switch, 0.9)
     );

@@ -232,6 +232,7 @@ impl Lab {
         .unwrap();
         strip_expires(&mut nft);
         out += &nft.to_string();
+        out += &sh(&["ip", "-n", site, "-j", "nexthop", "show"]);
         for family in ["-4", "-6"] {
             out += &sh(&["ip", "-n", site, family, "-j", "rule", "show"]);
             out += &sh(&[
@@ -436,8 +437,24 @@ fn a_rule_set_installs_tagged_state_and_reapplying_changes_nothing() {
     );
     let routes = sh(&["ip", "-n", site, "route", "show", "table", "21002"]);
     assert_eq!(
-        routes.trim(),
+        without_nhid(&routes),
         "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"
+    );
+    // Class routes point at a tagged nexthop per line chain (mpls-then-inet for voice
+    // and default, inet-then-mpls for bulk; IPv4 only).
+    let nexthops = sh(&["ip", "-n", site, "nexthop", "show"]);
+    assert_eq!(
+        nexthops.lines().filter(|l| l.contains("proto 201")).count(),
+        2,
+        "{nexthops}"
+    );
+    let nhid = routes
+        .split_whitespace()
+        .skip_while(|w| *w != "nhid")
+        .nth(1);
+    assert!(
+        nhid.is_some_and(|id| nexthops.contains(&format!("id {id} via 10.100.2.1 dev wan1"))),
+        "{routes} / {nexthops}"
     );
     let classes = sh(&["tc", "-n", site, "class", "show", "dev", "wan0"]);
     assert!(
@@ -536,7 +553,7 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
     assert!(report.conntrack_entries_deleted >= 1, "{report:?}");
     let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
     assert_eq!(
-        table.trim(),
+        without_nhid(&table),
         "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201",
         "still tagged"
     );
@@ -548,6 +565,23 @@ fn a_route_move_is_one_replace_and_moves_the_existing_flow() {
         (0, 20, 20),
         "{after:?}"
     );
+}
+
+/// A route listing without the nexthop ids (hashes of the line chain).
+fn without_nhid(listing: &str) -> String {
+    let mut words = Vec::new();
+    let mut skip = false;
+    for word in listing.split_whitespace() {
+        if std::mem::take(&mut skip) {
+            continue;
+        }
+        if word == "nhid" {
+            skip = true;
+            continue;
+        }
+        words.push(word);
+    }
+    words.join(" ")
 }
 
 /// Conntrack entries in the site towards `destination` (the `conntrack` CLI as an
@@ -626,7 +660,7 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
     ));
     let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
     assert!(
-        table.contains("10.200.0.0/24 via 10.100.1.1 dev wan0"),
+        without_nhid(&table).contains("10.200.0.0/24 via 10.100.1.1 dev wan0"),
         "{table}"
     );
 
@@ -649,11 +683,11 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
     );
     let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
     assert!(
-        table.contains("10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"),
+        without_nhid(&table).contains("10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"),
         "{table}"
     );
     assert!(
-        table.contains("10.201.0.0/24 via 10.100.1.1 dev wan0 proto 201"),
+        without_nhid(&table).contains("10.201.0.0/24 via 10.100.1.1 dev wan0 proto 201"),
         "{table}"
     );
     let after = lab.send(&socket, 5010, 10);
@@ -668,7 +702,7 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
     assert_eq!(report.route_commands, 1, "{report:?}");
     let table = sh(&["ip", "-n", &lab.site, "route", "show", "table", "21001"]);
     assert_eq!(
-        table.trim(),
+        without_nhid(&table),
         "10.200.0.0/24 via 10.100.2.1 dev wan1 proto 201"
     );
 }
@@ -832,7 +866,7 @@ fn an_ipv6_destination_leaves_by_its_line_with_its_traffic_class() {
     dp.apply(rules.seal()).unwrap();
     let table = sh(&["ip", "-n", site, "-6", "route", "show", "table", "21001"]);
     assert!(
-        table.contains("fd00:200::/64 via fd00:2::1 dev wan1 proto 201"),
+        without_nhid(&table).contains("fd00:200::/64 via fd00:2::1 dev wan1 proto 201"),
         "{table}"
     );
 
@@ -953,6 +987,7 @@ fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
         "table",
         "21001",
     ]);
+    sh(&["ip", "-n", site, "nexthop", "add", "id", "7", "dev", "wan0"]);
     nft_in(
         site,
         "table inet other {\n chain c {\n type filter hook input priority 0;\n }\n}\n",
@@ -964,7 +999,11 @@ fn cleanup_removes_what_wansteer_owns_and_nothing_else() {
     assert_ne!(lab.snapshot(), pristine);
     let report = cleanup(&lab.kernel()).unwrap();
     assert!(
-        report.nft_table && report.rules == 10 && report.routes == 5 && report.qdiscs == 2,
+        report.nft_table
+            && report.rules == 10
+            && report.routes == 5
+            && report.nexthops == 2
+            && report.qdiscs == 2,
         "{report:?}"
     );
     assert_eq!(lab.snapshot(), pristine);
@@ -1073,8 +1112,13 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
             now,
         )
         .unwrap();
-    // voice and default were on mpls; bulk already on inet.
-    assert_eq!(report.route_commands, 2, "{report:?}");
+    // voice and default were on mpls (one chain, mpls then inet): its nexthop is the
+    // one change; bulk already on inet. No route is touched.
+    assert_eq!(
+        (report.nexthop_commands, report.route_commands),
+        (1, 0),
+        "{report:?}"
+    );
     let told: Vec<(&str, &str)> = report
         .on_backup
         .iter()
@@ -1103,7 +1147,11 @@ fn a_dead_line_moves_its_classes_to_the_backup_at_once() {
     assert_eq!(back.changes(), 0);
     assert_eq!(lab.send(&socket, 5020, 10)["w1"], 10);
     let restored = dp.apply_from_controller(ruleset(3)).unwrap();
-    assert_eq!(restored.route_commands, 2, "{restored:?}");
+    assert_eq!(
+        (restored.nexthop_commands, restored.route_commands),
+        (1, 0),
+        "{restored:?}"
+    );
     assert!(restored.on_backup.is_empty());
     assert_eq!(lab.send(&socket, 5020, 10)["w0"], 10);
 }

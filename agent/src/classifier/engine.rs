@@ -26,15 +26,23 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// Sized for a branch agent within its memory budget: at ≈ 1.4 KB per flow (see
-    /// docs/benchmarks/classifier.md) 16,384 flows take ≈ 23 MB at worst.
+    /// Sized for a branch agent within its memory budget (docs/benchmarks/agent.md):
+    /// 14,336 flows is what a flow table of 16,384 slots holds (7/8 of them) without
+    /// doubling. At 16,384 flows it doubled to 32,768 slots of ≈ 470 bytes: 15.5 MB
+    /// for the table alone, where 14,336 flows need 7.7 MB.
     fn default() -> Self {
         Config {
-            max_flows: 16_384,
+            max_flows: 14_336,
             dns_cache_entries: 16_384,
             timeouts: Timeouts::default(),
         }
     }
+}
+
+/// Bytes one flow takes in the flow table itself (key and value, before any boxed DPI
+/// state), for the memory example.
+pub fn flow_entry_size() -> usize {
+    std::mem::size_of::<(super::flow::FlowKey, Flow<FlowState>)>()
 }
 
 /// Announced data connections kept at most, and for how long.

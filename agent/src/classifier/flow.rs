@@ -193,6 +193,17 @@ impl FxHasher {
     }
 }
 
+/// Hands the old table's pages back to the kernel. glibc keeps a freed block of this size
+/// (its mmap threshold rises after the first one) and the process would hold two tables.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is
+    // passed and no live allocation is touched.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The bounded flow table.
 #[derive(Debug)]
 pub struct FlowTable<S> {
@@ -212,7 +223,10 @@ impl<S: Default> FlowTable<S> {
     pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable<S> {
         let capacity = capacity.max(8);
         FlowTable {
-            flows: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), FlowHasher),
+            // Grown on demand, not reserved for `capacity`: a reserved table is touched
+            // page by page as flows land in random buckets, so a branch's few thousand
+            // flows kept most of a 15 MB table resident (see docs/benchmarks/agent.md).
+            flows: HashMap::with_hasher(FlowHasher),
             capacity,
             timeouts,
             finished: Vec::new(),
@@ -321,6 +335,11 @@ impl<S: Default> FlowTable<S> {
             .extend(self.flows.extract_if(idle).map(|(_, flow)| flow));
         let expired = (self.finished.len() - before) as u64;
         self.counters.expired += expired;
+        // Give back a table a burst grew once it is mostly empty again (hashbrown never
+        // shrinks on its own); halving with room to spare keeps this from flapping.
+        if self.flows.capacity() > 1024 && self.flows.len() < self.flows.capacity() / 4 {
+            self.flows.shrink_to(self.flows.len() * 2);
+        }
     }
 
     /// Evicts the least recently seen eighth of the table.
@@ -342,6 +361,15 @@ impl<S: Default> FlowTable<S> {
                 self.counters.evicted += 1;
                 self.finished.push(flow);
             }
+        }
+        // Removed entries leave tombstones that still count against the table's room;
+        // with churn at the limit the next inserts would double the table (to 32,768
+        // slots, 15.5 MB) although it holds no more flows. Rebuilt at its size instead.
+        if self.flows.capacity() < self.capacity {
+            let old = std::mem::take(&mut self.flows);
+            self.flows = HashMap::with_capacity_and_hasher(self.capacity, FlowHasher);
+            self.flows.extend(old);
+            release_freed_memory();
         }
     }
 

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use wansteer_wire::ruleset::{ClassRoute, RuleSet};
 
 use super::htb::{HtbClass, Shaper};
+use super::nexthop::{Chain, Nexthop, chain_of, nexthop_ids};
 use super::nft::NftPlan;
 use super::routing::{Family, IpRule, RouteKey, RouteTarget};
 use super::validate::{RuleSetError, validate};
@@ -27,6 +28,11 @@ pub struct DesiredState {
     pub nft: NftPlan,
     pub rules: BTreeSet<IpRule>,
     pub routes: BTreeMap<RouteKey, RouteTarget>,
+    /// The nexthop of every (family, line chain) class routes use, by id: where the
+    /// chain's first healthy line sends packets.
+    pub nexthops: BTreeMap<u32, Nexthop>,
+    /// The id of each (family, chain).
+    pub nexthop_ids: BTreeMap<(Family, Chain), u32>,
     /// Root HTB per egress interface.
     pub shapers: BTreeMap<String, Shaper>,
     /// Which line carries each (class, destination) now, after failover.
@@ -102,6 +108,7 @@ pub fn compile(
                 RouteTarget {
                     via: line.gateway,
                     device: line.interface.clone(),
+                    nexthop: None,
                 },
             );
         }
@@ -114,12 +121,15 @@ pub fn compile(
                 RouteTarget {
                     via: line.gateway6.map(IpAddr::V6),
                     device: line.interface.clone(),
+                    nexthop: None,
                 },
             );
         }
     }
+    let nexthop_ids = nexthop_ids(&ruleset.routes);
+    let nexthops = compile_nexthops(ruleset, &nexthop_ids, avoided);
     for route in &ruleset.routes {
-        let (key, target, placement) = compile_route(ruleset, route, avoided);
+        let (key, target, placement) = compile_route(ruleset, route, avoided, &nexthop_ids);
         placements.insert((route.class.clone(), key.destination), placement);
         routes.insert(key, target);
     }
@@ -181,9 +191,41 @@ pub fn compile(
         nft,
         rules,
         routes,
+        nexthops,
+        nexthop_ids,
         shapers,
         placements,
     })
+}
+
+/// Where each chain's nexthop points with `avoided` lines down: its first healthy line
+/// (the primary when every line is down). Only for a validated rule set.
+pub fn compile_nexthops(
+    ruleset: &RuleSet,
+    ids: &BTreeMap<(Family, Chain), u32>,
+    avoided: &BTreeSet<String>,
+) -> BTreeMap<u32, Nexthop> {
+    ids.iter()
+        .map(|((family, chain), id)| {
+            let name = chain
+                .iter()
+                .find(|line| !avoided.contains(*line))
+                .unwrap_or(&chain[0]);
+            let line = ruleset.line(name).expect("validated");
+            let via = match family {
+                Family::V4 => line.gateway,
+                Family::V6 => line.gateway6.map(IpAddr::V6),
+            };
+            (
+                *id,
+                Nexthop {
+                    family: *family,
+                    via,
+                    device: line.interface.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 /// One validated route: its table entry and where it places its class now.
@@ -191,6 +233,7 @@ pub fn compile_route(
     ruleset: &RuleSet,
     route: &ClassRoute,
     avoided: &BTreeSet<String>,
+    nexthop_ids: &BTreeMap<(Family, Chain), u32>,
 ) -> (RouteKey, RouteTarget, Placement) {
     let class = ruleset.class(&route.class).expect("validated");
     let line_name = effective_line(route, avoided);
@@ -207,6 +250,9 @@ pub fn compile_route(
         RouteTarget {
             via,
             device: line.interface.clone(),
+            nexthop: nexthop_ids
+                .get(&(Family::of(&route.destination), chain_of(route)))
+                .copied(),
         },
         Placement {
             mark: class.mark,

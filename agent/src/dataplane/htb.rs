@@ -12,8 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use super::HTB_MAJOR;
 
 /// One interface's HTB tree.
@@ -72,81 +70,6 @@ pub fn tc_rate_text(bytes_per_sec: u64) -> String {
 
 fn handle(minor: u16) -> String {
     format!("{HTB_MAJOR:x}:{minor:x}")
-}
-
-fn parse_handle(text: &str) -> Option<(u16, u16)> {
-    let (major, minor) = text.split_once(':')?;
-    let major = u16::from_str_radix(major, 16).ok()?;
-    let minor = if minor.is_empty() {
-        0
-    } else {
-        u16::from_str_radix(minor, 16).ok()?
-    };
-    Some((major, minor))
-}
-
-/// Interfaces whose root qdisc is wansteer's HTB, from `tc -j qdisc show`.
-pub fn owned_roots(qdiscs: &Value) -> BTreeMap<String, u16> {
-    let mut roots = BTreeMap::new();
-    for qdisc in qdiscs.as_array().into_iter().flatten() {
-        let is_root = qdisc.get("root").and_then(Value::as_bool) == Some(true);
-        let is_htb = qdisc.get("kind").and_then(Value::as_str) == Some("htb");
-        let ours = qdisc
-            .get("handle")
-            .and_then(Value::as_str)
-            .and_then(parse_handle)
-            .is_some_and(|(major, _)| major == HTB_MAJOR);
-        let (Some(device), true) = (
-            qdisc.get("dev").and_then(Value::as_str),
-            is_root && is_htb && ours,
-        ) else {
-            continue;
-        };
-        let default = qdisc
-            .pointer("/options/default")
-            .and_then(Value::as_str)
-            .and_then(|d| u16::from_str_radix(d.trim_start_matches("0x"), 16).ok())
-            .unwrap_or(0);
-        roots.insert(device.to_string(), default);
-    }
-    roots
-}
-
-/// wansteer's classes from `tc class show dev X` text.
-pub fn parse_classes(text: &str) -> BTreeMap<u16, ListedClass> {
-    let mut classes = BTreeMap::new();
-    for line in text.lines() {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() < 3 || words[0] != "class" || words[1] != "htb" {
-            continue;
-        }
-        let Some((major, minor)) = parse_handle(words[2]) else {
-            continue;
-        };
-        if major != HTB_MAJOR {
-            continue;
-        }
-        let after = |key: &str| {
-            words
-                .iter()
-                .position(|w| *w == key)
-                .and_then(|i| words.get(i + 1))
-                .copied()
-        };
-        let parent = after("parent")
-            .and_then(parse_handle)
-            .map(|(_, minor)| minor);
-        classes.insert(
-            minor,
-            ListedClass {
-                parent,
-                rate: after("rate").unwrap_or_default().to_string(),
-                ceil: after("ceil").unwrap_or_default().to_string(),
-                prio: after("prio").and_then(|p| p.parse().ok()).unwrap_or(0),
-            },
-        );
-    }
-    classes
 }
 
 fn matches(want: &HtbClass, have: &ListedClass) -> bool {
@@ -456,17 +379,5 @@ mod tests {
         assert_eq!(tc_rate_text(416_666), "3333Kbit");
         assert_eq!(tc_rate_text(100), "800bit");
         assert_eq!(tc_rate_text(125_000_000), "1Gbit");
-    }
-
-    #[test]
-    fn reads_tc_class_listing() {
-        let text = "class htb 5753:1 parent 5753:100 prio 1 rate 5Mbit ceil 15Mbit burst 1600b cburst 1597b \n\
-                    class htb 5753:100 root rate 50Mbit ceil 50Mbit burst 1600b cburst 1600b \n\
-                    class htb 1:1 root rate 1Mbit ceil 1Mbit burst 1600b cburst 1600b \n";
-        let classes = parse_classes(text);
-        assert_eq!(classes.len(), 2, "foreign 1:1 is not ours");
-        assert_eq!(classes[&1].parent, Some(0x100));
-        assert_eq!(classes[&1].ceil, "15Mbit");
-        assert_eq!(classes[&0x100].parent, None);
     }
 }

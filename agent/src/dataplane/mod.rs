@@ -16,8 +16,9 @@
 //! its default route), whatever the class's line is now — as mwan3 does.
 //!
 //! Everything installed is tagged so it can be adopted after a restart and purged by
-//! `wansteer agent cleanup`: the nft table `inet wansteer`, ip rules and routes with
-//! protocol [`ROUTE_PROTOCOL`] in the priority range from [`RULE_PRIORITY_BASE`], and root
+//! `wansteer agent cleanup`: the nft table `inet wansteer`, ip rules, routes and
+//! nexthop objects ([`nexthop`]: class routes point at one per line chain, so a
+//! failover rewrites a nexthop, not every route) with protocol [`ROUTE_PROTOCOL`] in the priority range from [`RULE_PRIORITY_BASE`], and root
 //! HTB qdiscs with handle [`HTB_MAJOR`]`:`.
 
 pub mod cli;
@@ -28,6 +29,7 @@ pub mod htb;
 pub mod kernel;
 pub mod moved;
 pub mod netlink;
+pub mod nexthop;
 pub mod nft;
 pub mod reconcile;
 pub mod routing;

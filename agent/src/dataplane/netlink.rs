@@ -30,6 +30,7 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::htb::{self, TcCommand};
+use super::nexthop::{self, Nexthop};
 use super::routing::{Family, IpRule, RouteKey, RouteTarget};
 use super::{HTB_MAJOR, ROUTE_PROTOCOL};
 
@@ -45,6 +46,18 @@ pub enum NetlinkError {
     #[error("netlink reply does not parse: {0}")]
     Decode(String),
 }
+
+/// A request built by hand: netlink message type, flags besides request and ack, and the
+/// body after the netlink header.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub message_type: u16,
+    pub flags: u16,
+    pub body: Vec<u8>,
+}
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
 
 /// Requests per datagram, in flight before their acks are read (their acks fit the
 /// socket's receive buffer).
@@ -94,8 +107,34 @@ impl RouteSocket {
         requests: &[(RouteNetlinkMessage, u16)],
         tolerate_gone: bool,
     ) -> Result<(), NetlinkError> {
+        let raw: Vec<RawRequest> = requests
+            .iter()
+            .map(|(request, flags)| {
+                let mut message =
+                    NetlinkMessage::new(header(*flags), NetlinkPayload::from(request.clone()));
+                message.finalize();
+                let mut bytes = vec![0u8; message.buffer_len()];
+                message.serialize(&mut bytes);
+                RawRequest {
+                    message_type: message.header.message_type,
+                    flags: *flags,
+                    body: bytes[16..].to_vec(),
+                }
+            })
+            .collect();
+        self.execute_raw(&raw, tolerate_gone, |index| describe(&requests[index].0))
+    }
+
+    /// As [`RouteSocket::execute`], for requests built by hand (nexthops);
+    /// `describe` names request `i` in an error.
+    pub fn execute_raw(
+        &mut self,
+        requests: &[RawRequest],
+        tolerate_gone: bool,
+        describe: impl Fn(usize) -> String,
+    ) -> Result<(), NetlinkError> {
         let mut first_error = None;
-        for window in requests.chunks(WINDOW) {
+        for (number, window) in requests.chunks(WINDOW).enumerate() {
             let errors = self.send_window(window)?;
             for (index, code) in errors {
                 let gone = matches!(code, libc::ENOENT | libc::ESRCH);
@@ -103,7 +142,7 @@ impl RouteSocket {
                     continue;
                 }
                 first_error = Some(NetlinkError::Refused {
-                    what: describe(&window[index].0),
+                    what: describe(number * WINDOW + index),
                     error: std::io::Error::from_raw_os_error(code),
                 });
             }
@@ -112,23 +151,19 @@ impl RouteSocket {
     }
 
     /// One datagram of requests; returns (index in `window`, errno) of the refused ones.
-    fn send_window(
-        &mut self,
-        window: &[(RouteNetlinkMessage, u16)],
-    ) -> Result<Vec<(usize, i32)>, NetlinkError> {
+    fn send_window(&mut self, window: &[RawRequest]) -> Result<Vec<(usize, i32)>, NetlinkError> {
         let first = self.sequence.wrapping_add(1);
         let mut buffer = Vec::with_capacity(window.len() * 128);
-        for (request, flags) in window {
-            let mut message = NetlinkMessage::new(
-                header(NLM_F_REQUEST | NLM_F_ACK | flags),
-                NetlinkPayload::from(request.clone()),
-            );
+        for request in window {
             self.sequence = self.sequence.wrapping_add(1);
-            message.header.sequence_number = self.sequence;
-            message.finalize();
-            let start = buffer.len();
-            buffer.resize(start + message.buffer_len(), 0);
-            message.serialize(&mut buffer[start..]);
+            let length = 16 + request.body.len();
+            buffer.extend_from_slice(&(length as u32).to_ne_bytes());
+            buffer.extend_from_slice(&request.message_type.to_ne_bytes());
+            buffer.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK | request.flags).to_ne_bytes());
+            buffer.extend_from_slice(&self.sequence.to_ne_bytes());
+            buffer.extend_from_slice(&0u32.to_ne_bytes());
+            buffer.extend_from_slice(&request.body);
+            buffer.resize(buffer.len().next_multiple_of(4), 0);
         }
         self.socket.send(&buffer, 0)?;
         let mut pending = window.len();
@@ -138,26 +173,140 @@ impl RouteSocket {
             let size = self.socket.recv(&mut &mut receive[..], 0)?;
             let mut offset = 0;
             while offset + 16 <= size {
-                let reply =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&receive[offset..size])
-                        .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let length = reply.header.length as usize;
-                let index = reply.header.sequence_number.wrapping_sub(first) as usize;
-                if let NetlinkPayload::Error(error) = &reply.payload
-                    && index < window.len()
-                {
-                    pending -= 1;
-                    if let Some(code) = error.code {
-                        refused.push((index, -code.get()));
-                    }
+                let length =
+                    u32::from_ne_bytes(receive[offset..offset + 4].try_into().expect("four bytes"))
+                        as usize;
+                let message_type = u16::from_ne_bytes([receive[offset + 4], receive[offset + 5]]);
+                let sequence = u32::from_ne_bytes(
+                    receive[offset + 8..offset + 12]
+                        .try_into()
+                        .expect("four bytes"),
+                );
+                if length < 16 || offset + length > size {
+                    return Err(NetlinkError::Decode(format!(
+                        "ack of length {length} at {offset} in {size} bytes"
+                    )));
                 }
-                if length == 0 {
-                    break;
+                let index = sequence.wrapping_sub(first) as usize;
+                // NLMSG_ERROR: an errno (0 for an ack), then the request's header.
+                if message_type == NLMSG_ERROR && index < window.len() && length >= 20 {
+                    pending -= 1;
+                    let code = i32::from_ne_bytes(
+                        receive[offset + 16..offset + 20]
+                            .try_into()
+                            .expect("four bytes"),
+                    );
+                    if code != 0 {
+                        refused.push((index, -code));
+                    }
                 }
                 offset += length.next_multiple_of(4);
             }
         }
         Ok(refused)
+    }
+
+    /// wansteer's nexthops (tagged with its protocol); `names` maps interface indexes to
+    /// names.
+    pub fn nexthops(
+        &mut self,
+        names: &BTreeMap<u32, String>,
+    ) -> Result<BTreeMap<u32, Nexthop>, NetlinkError> {
+        let mut out = BTreeMap::new();
+        for body in self.dump_raw(nexthop::RTM_GETNEXTHOP, &nexthop::dump_body())? {
+            if let Some((id, entry)) = nexthop::parse(&body, names) {
+                out.insert(id, entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates or replaces nexthops (`ip nexthop replace`); `interfaces` maps names to
+    /// indexes. Routes that use a replaced nexthop follow it at once.
+    pub fn replace_nexthops(
+        &mut self,
+        nexthops: &[(u32, &Nexthop)],
+        interfaces: &BTreeMap<String, u32>,
+    ) -> Result<(), NetlinkError> {
+        let mut requests = Vec::with_capacity(nexthops.len());
+        for (id, target) in nexthops {
+            let index = *interfaces
+                .get(&target.device)
+                .ok_or_else(|| NetlinkError::UnknownInterface(target.device.clone()))?;
+            requests.push(RawRequest {
+                message_type: nexthop::RTM_NEWNEXTHOP,
+                flags: NLM_F_CREATE | NLM_F_REPLACE,
+                body: nexthop::message_body(*id, Some((target, index))),
+            });
+        }
+        self.execute_raw(&requests, false, |i| format!("nexthop {}", nexthops[i].0))
+    }
+
+    /// Deletes nexthops by id (gone ones are no error).
+    pub fn delete_nexthops(&mut self, ids: &[u32]) -> Result<(), NetlinkError> {
+        let requests: Vec<RawRequest> = ids
+            .iter()
+            .map(|id| RawRequest {
+                message_type: nexthop::RTM_DELNEXTHOP,
+                flags: 0,
+                body: nexthop::message_body(*id, None),
+            })
+            .collect();
+        self.execute_raw(&requests, true, |i| format!("nexthop {} (delete)", ids[i]))
+    }
+
+    /// A dump of a message type this crate has no types for: the body of each entry.
+    fn dump_raw(&mut self, message_type: u16, body: &[u8]) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut buffer = Vec::with_capacity(16 + body.len());
+        buffer.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        buffer.extend_from_slice(&message_type.to_ne_bytes());
+        buffer.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+        buffer.extend_from_slice(&sequence.to_ne_bytes());
+        buffer.extend_from_slice(&0u32.to_ne_bytes());
+        buffer.extend_from_slice(body);
+        self.socket.send(&buffer, 0)?;
+        let mut out = Vec::new();
+        let mut receive = vec![0u8; 65536];
+        loop {
+            let size = self.socket.recv(&mut &mut receive[..], 0)?;
+            let mut offset = 0;
+            while offset + 16 <= size {
+                let length =
+                    u32::from_ne_bytes(receive[offset..offset + 4].try_into().expect("four bytes"))
+                        as usize;
+                if length < 16 || offset + length > size {
+                    break;
+                }
+                let kind = u16::from_ne_bytes([receive[offset + 4], receive[offset + 5]]);
+                let entry_sequence = u32::from_ne_bytes(
+                    receive[offset + 8..offset + 12]
+                        .try_into()
+                        .expect("four bytes"),
+                );
+                let entry = &receive[offset + 16..offset + length];
+                if entry_sequence == sequence {
+                    match kind {
+                        NLMSG_DONE => return Ok(out),
+                        NLMSG_ERROR => {
+                            let code = entry
+                                .get(..4)
+                                .map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("four")));
+                            if code == 0 {
+                                return Ok(out);
+                            }
+                            return Err(NetlinkError::Refused {
+                                what: "a nexthop dump".into(),
+                                error: std::io::Error::from_raw_os_error(-code),
+                            });
+                        }
+                        _ => out.push(entry.to_vec()),
+                    }
+                }
+                offset += length.next_multiple_of(4);
+            }
+        }
     }
 
     /// A kernel dump: every message the request lists.
@@ -428,8 +577,13 @@ fn parse_route(
         return None;
     }
     let v6 = message.header.address_family == AddressFamily::Inet6;
-    let (mut table, mut destination, mut via, mut device) =
-        (u32::from(message.header.table), None, None, String::new());
+    let (mut table, mut destination, mut via, mut device, mut nexthop) = (
+        u32::from(message.header.table),
+        None,
+        None,
+        String::new(),
+        None,
+    );
     for attribute in &message.attributes {
         match attribute {
             RouteAttribute::Table(t) => table = *t,
@@ -442,6 +596,7 @@ fn parse_route(
             RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(IpAddr::V4(*ip)),
             RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => via = Some(IpAddr::V6(*ip)),
             RouteAttribute::Oif(index) => device = names.get(index).cloned().unwrap_or_default(),
+            RouteAttribute::NhId(id) => nexthop = Some(*id),
             _ => {}
         }
     }
@@ -451,7 +606,14 @@ fn parse_route(
         IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
     });
     let destination = IpNet::new(address, message.header.destination_prefix_length).ok()?;
-    Some((RouteKey { table, destination }, RouteTarget { via, device }))
+    Some((
+        RouteKey { table, destination },
+        RouteTarget {
+            via,
+            device,
+            nexthop,
+        },
+    ))
 }
 
 /// A netlink socket of `protocol`, connected to the kernel, created in this process's
@@ -537,6 +699,10 @@ pub fn route_message(key: &RouteKey, target: Option<(&RouteTarget, u32)>) -> Rou
             destination.addr(),
         )));
     if let Some((target, index)) = target {
+        if let Some(id) = target.nexthop {
+            message.attributes.push(RouteAttribute::NhId(id));
+            return message;
+        }
         if let Some(via) = target.via {
             message
                 .attributes

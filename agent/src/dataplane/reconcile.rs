@@ -17,12 +17,15 @@ use std::time::Duration;
 use wansteer_wire::ruleset::RuleSet;
 
 use super::conntrack::{ConntrackSocket, FlowIndex};
-use super::desired::{DesiredState, RouteChanges, compile, compile_route, route_changes};
+use super::desired::{
+    DesiredState, RouteChanges, compile, compile_nexthops, compile_route, route_changes,
+};
 use super::failover::{FailoverChange, FailoverState, LineEvent};
 use super::htb::TcCommand;
 use super::kernel::{Kernel, KernelError};
 use super::moved::{MovedFlows, conntrack_deletes, moved_flows};
 use super::netlink::{NetlinkError, RouteSocket, route_message, rule_message, tc_request};
+use super::nexthop::{self, Nexthop, nexthop_ids};
 use super::nft::{FlowKey, NftListing};
 use super::routing::{self, IpRule, RouteKey, RouteTarget};
 use super::validate::RuleSetError;
@@ -55,6 +58,8 @@ pub struct ApplyReport {
     pub qdisc_commands: usize,
     pub rule_commands: usize,
     pub route_commands: usize,
+    /// Nexthop objects created, replaced (a failover) or deleted.
+    pub nexthop_commands: usize,
     pub flows_moved: Vec<MovedFlows>,
     pub conntrack_entries_deleted: u64,
     /// Every (class, destination) now carried by a backup because its primary is down,
@@ -94,6 +99,7 @@ impl ApplyReport {
             + self.qdisc_commands
             + self.rule_commands
             + self.route_commands
+            + self.nexthop_commands
             + self.flows_moved.len()
     }
 }
@@ -104,6 +110,7 @@ pub struct CleanupReport {
     pub nft_table: bool,
     pub rules: usize,
     pub routes: usize,
+    pub nexthops: usize,
     pub qdiscs: usize,
 }
 
@@ -113,6 +120,7 @@ pub struct KernelState {
     pub nft: Option<NftListing>,
     pub rules: BTreeSet<IpRule>,
     pub routes: BTreeMap<RouteKey, RouteTarget>,
+    pub nexthops: BTreeMap<u32, Nexthop>,
     pub shapers: BTreeMap<String, htb::ListedShaper>,
     /// Interface indexes by name.
     pub interfaces: BTreeMap<String, u32>,
@@ -135,7 +143,16 @@ impl KernelState {
             .map(|(name, index)| (*index, name.clone()))
             .collect();
         let rules = socket.rules()?;
-        let routes = socket.routes(&names)?;
+        let nexthops = socket.nexthops(&names)?;
+        let mut routes = socket.routes(&names)?;
+        // Where a route through a nexthop goes is the nexthop's business (the kernel
+        // lists it with the route only in nexthop compat mode).
+        for target in routes.values_mut() {
+            if let Some(nexthop) = target.nexthop.and_then(|id| nexthops.get(&id)) {
+                target.via = nexthop.via;
+                target.device = nexthop.device.clone();
+            }
+        }
         let root = u32::from(HTB_MAJOR) << 16;
         let mut roots = BTreeMap::new();
         for qdisc in socket.qdiscs()? {
@@ -171,6 +188,7 @@ impl KernelState {
             nft,
             rules,
             routes,
+            nexthops,
             shapers,
             interfaces,
         })
@@ -227,6 +245,13 @@ fn route_deletes<'a>(
         .collect()
 }
 
+/// A new rule set that differs only in routes: which, and the nexthop ids of its chains.
+#[derive(Debug)]
+struct RouteDelta {
+    changes: RouteChanges,
+    nexthop_ids: BTreeMap<(routing::Family, nexthop::Chain), u32>,
+}
+
 /// The agent's data plane: one owner of all kernel changes.
 #[derive(Debug)]
 pub struct Dataplane {
@@ -235,6 +260,8 @@ pub struct Dataplane {
     ruleset: Option<RuleSet>,
     /// Routes as this process last installed them (the failover fast path diffs these).
     routes: BTreeMap<RouteKey, RouteTarget>,
+    /// Nexthops as this process last installed them.
+    nexthops: BTreeMap<u32, Nexthop>,
     /// The state compiled from `ruleset` with `applied_avoided` lines avoided; a new rule
     /// set that differs from it only in routes takes a fast path.
     applied: Option<DesiredState>,
@@ -257,6 +284,7 @@ impl Dataplane {
             failover,
             ruleset: None,
             routes: BTreeMap::new(),
+            nexthops: BTreeMap::new(),
             applied: None,
             applied_avoided: BTreeSet::new(),
             conntrack_socket: None,
@@ -339,6 +367,7 @@ impl Dataplane {
         };
         self.ruleset = Some(ruleset);
         self.routes = desired.routes.clone();
+        self.nexthops = desired.nexthops.clone();
         self.applied = Some(desired);
         self.applied_avoided = self.failover.avoided().clone();
         Ok(report)
@@ -347,8 +376,8 @@ impl Dataplane {
     /// When `ruleset` differs from the one in force only in routes (and the lines avoided
     /// are the same as when it was compiled): which routes, checked. `None` means the
     /// full road. Changes nothing.
-    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteChanges>, DataplaneError> {
-        let (Some(current), Some(_)) = (&self.ruleset, &self.applied) else {
+    fn route_delta(&self, ruleset: &RuleSet) -> Result<Option<RouteDelta>, DataplaneError> {
+        let (Some(current), Some(applied)) = (&self.ruleset, &self.applied) else {
             return Ok(None);
         };
         if *self.failover.avoided() != self.applied_avoided
@@ -370,7 +399,21 @@ impl Dataplane {
         for &index in &changes.changed {
             validate_route(ruleset, &ruleset.routes[index])?;
         }
-        Ok(Some(changes))
+        // A new chain can shift the id of another (a hash collision): then unchanged
+        // routes would need their nexthop changed too; the full road does that.
+        let ids = nexthop_ids(&ruleset.routes);
+        if ids.iter().any(|(chain, id)| {
+            applied
+                .nexthop_ids
+                .get(chain)
+                .is_some_and(|before| before != id)
+        }) {
+            return Ok(None);
+        }
+        Ok(Some(RouteDelta {
+            changes,
+            nexthop_ids: ids,
+        }))
     }
 
     /// Installs only the routes in `changes` (rtnetlink), removes the gone ones and
@@ -378,10 +421,10 @@ impl Dataplane {
     fn apply_delta(
         &mut self,
         ruleset: RuleSet,
-        changes: RouteChanges,
+        delta: RouteDelta,
     ) -> Result<ApplyReport, DataplaneError> {
         let mut applied = self.applied.take().ok_or(DataplaneError::NoRuleSet)?;
-        let result = self.install_delta(&ruleset, &changes, &mut applied);
+        let result = self.install_delta(&ruleset, delta, &mut applied);
         self.applied = Some(applied);
         let report = result?;
         self.ruleset = Some(ruleset);
@@ -391,14 +434,22 @@ impl Dataplane {
     fn install_delta(
         &mut self,
         ruleset: &RuleSet,
-        changes: &RouteChanges,
+        delta: RouteDelta,
         applied: &mut DesiredState,
     ) -> Result<ApplyReport, DataplaneError> {
+        let RouteDelta {
+            changes,
+            nexthop_ids: ids,
+        } = delta;
         let avoided = self.applied_avoided.clone();
+        let nexthops = compile_nexthops(ruleset, &ids, &avoided);
+        let (nexthop_upserts, nexthop_deletes) = nexthop::diff(&nexthops, &self.nexthops);
+        let nexthop_commands = nexthop_upserts.len() + nexthop_deletes.len();
+        self.replace_nexthops(&nexthop_upserts)?;
         let mut upserts = Vec::new();
         for &index in &changes.changed {
             let route = &ruleset.routes[index];
-            let (key, target, placement) = compile_route(ruleset, route, &avoided);
+            let (key, target, placement) = compile_route(ruleset, route, &avoided, &ids);
             upserts.push((route.class.clone(), key, target, placement));
         }
         let mut deleted_keys = Vec::new();
@@ -413,7 +464,12 @@ impl Dataplane {
         }
         let replace: Vec<(&RouteKey, &RouteTarget)> = upserts
             .iter()
-            .filter(|(_, key, target, _)| self.routes.get(key) != Some(target))
+            .filter(|(_, key, target, _)| {
+                !self
+                    .routes
+                    .get(key)
+                    .is_some_and(|installed| installed.same_entry(target))
+            })
             .map(|(_, key, target, _)| (key, target))
             .collect();
         let replaced = replace.len();
@@ -421,9 +477,14 @@ impl Dataplane {
             self.replace_routes(&replace)?;
         }
         let deletes = route_deletes(&deleted_keys);
-        self.socket()?
-            .execute(&deletes, true)
+        let socket = self.socket()?;
+        socket.execute(&deletes, true).map_err(KernelError::from)?;
+        socket
+            .delete_nexthops(&nexthop_deletes)
             .map_err(KernelError::from)?;
+        self.nexthops = nexthops.clone();
+        applied.nexthops = nexthops;
+        applied.nexthop_ids = ids;
 
         let mut flows_moved = Vec::new();
         for (class, key, target, placement) in upserts {
@@ -451,6 +512,7 @@ impl Dataplane {
         let conntrack_entries_deleted = self.delete_flows(&flows_moved, &applied.placements)?;
         Ok(ApplyReport {
             route_commands: replaced + deletes.len(),
+            nexthop_commands,
             flows_moved,
             conntrack_entries_deleted,
             on_backup: on_backup(applied),
@@ -519,7 +581,14 @@ impl Dataplane {
         );
         report.rule_commands = changes.rule_adds.len() + changes.rule_deletes.len();
         report.route_commands = changes.upserts.len() + changes.route_deletes.len();
-        // New routes before the rules that use them; old ones after.
+        let (nexthop_upserts, nexthop_deletes) =
+            nexthop::diff(&desired.nexthops, &current.nexthops);
+        report.nexthop_commands = nexthop_upserts.len() + nexthop_deletes.len();
+        // Nexthops before the routes that use them, new routes before the rules that use
+        // them; old ones after.
+        socket
+            .replace_nexthops(&nexthop_upserts, &interfaces)
+            .map_err(KernelError::from)?;
         socket
             .replace_routes(&changes.upserts, &interfaces)
             .map_err(KernelError::from)?;
@@ -529,6 +598,9 @@ impl Dataplane {
         let mut removals = rule_requests(changes.rule_deletes, false);
         removals.extend(route_deletes(changes.route_deletes));
         socket.execute(&removals, true).map_err(KernelError::from)?;
+        socket
+            .delete_nexthops(&nexthop_deletes)
+            .map_err(KernelError::from)?;
 
         report.flows_moved = moved_flows(&desired.placements, &desired.routes, &current.routes);
         report.conntrack_entries_deleted =
@@ -597,10 +669,20 @@ impl Dataplane {
     /// Replaces only the routes that differ from what was last installed, then moves the
     /// affected flows.
     fn install_routes(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let (nexthop_upserts, nexthop_deletes) = nexthop::diff(&desired.nexthops, &self.nexthops);
+        let nexthop_commands = nexthop_upserts.len() + nexthop_deletes.len();
+        // A failover is here: the dead line's nexthops now point at their backups, and
+        // every route through them follows in the same instant.
+        self.replace_nexthops(&nexthop_upserts)?;
         let changed: Vec<(&RouteKey, &RouteTarget)> = desired
             .routes
             .iter()
-            .filter(|(key, target)| self.routes.get(key) != Some(target))
+            .filter(|(key, target)| {
+                !self
+                    .routes
+                    .get(key)
+                    .is_some_and(|installed| installed.same_entry(target))
+            })
             .collect();
         let upserts = changed.len();
         if !changed.is_empty() {
@@ -613,11 +695,16 @@ impl Dataplane {
         );
         let socket = self.socket()?;
         socket.execute(&deletes, true).map_err(KernelError::from)?;
+        socket
+            .delete_nexthops(&nexthop_deletes)
+            .map_err(KernelError::from)?;
         let flows_moved = moved_flows(&desired.placements, &desired.routes, &self.routes);
         self.routes = desired.routes.clone();
+        self.nexthops = desired.nexthops.clone();
         let conntrack_entries_deleted = self.delete_flows(&flows_moved, &desired.placements)?;
         Ok(ApplyReport {
             route_commands: upserts + deletes.len(),
+            nexthop_commands,
             flows_moved,
             conntrack_entries_deleted,
             on_backup: on_backup(desired),
@@ -650,11 +737,46 @@ impl Dataplane {
         result.map_err(|error| DataplaneError::Netlink(error.to_string()))
     }
 
+    /// Nexthop creates and replaces over rtnetlink (interface indexes refreshed when one
+    /// is unknown).
+    fn replace_nexthops(&mut self, nexthops: &[(u32, &Nexthop)]) -> Result<(), DataplaneError> {
+        if nexthops.is_empty() {
+            return Ok(());
+        }
+        if nexthops
+            .iter()
+            .any(|(_, nexthop)| !self.interfaces.contains_key(&nexthop.device))
+        {
+            self.interfaces = self.socket()?.links().map_err(KernelError::from)?;
+        }
+        let interfaces = std::mem::take(&mut self.interfaces);
+        let result = self.socket()?.replace_nexthops(nexthops, &interfaces);
+        self.interfaces = interfaces;
+        result.map_err(|error| DataplaneError::Netlink(error.to_string()))
+    }
+
     /// Recompiles with the current avoided lines and moves the routes that change.
     fn reroute(&mut self) -> Result<ApplyReport, DataplaneError> {
         let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
+        // Traffic first: the chains' nexthops move before anything else is compiled
+        // (a handful of messages; the full recompile of every route comes after).
+        let mut switched = 0;
+        if let Some(applied) = &self.applied {
+            let nexthops = compile_nexthops(ruleset, &applied.nexthop_ids, self.failover.avoided());
+            let (upserts, _) = nexthop::diff(&nexthops, &self.nexthops);
+            let upserts: Vec<(u32, Nexthop)> = upserts
+                .into_iter()
+                .map(|(id, nexthop)| (id, nexthop.clone()))
+                .collect();
+            let borrowed: Vec<(u32, &Nexthop)> = upserts.iter().map(|(id, n)| (*id, n)).collect();
+            self.replace_nexthops(&borrowed)?;
+            switched = upserts.len();
+            self.nexthops.extend(upserts);
+        }
+        let ruleset = self.ruleset.as_ref().ok_or(DataplaneError::NoRuleSet)?;
         let desired = compile(ruleset, self.failover.avoided())?;
-        let report = self.install_routes(&desired)?;
+        let mut report = self.install_routes(&desired)?;
+        report.nexthop_commands += switched;
         self.applied = Some(desired);
         self.applied_avoided = self.failover.avoided().clone();
         Ok(report)
@@ -722,6 +844,9 @@ pub fn cleanup(kernel: &Kernel) -> Result<CleanupReport, KernelError> {
     report.routes = current.routes.len();
     socket.execute(&rule_requests(&current.rules, false), true)?;
     socket.execute(&route_deletes(current.routes.keys()), true)?;
+    report.nexthops = current.nexthops.len();
+    let nexthop_ids: Vec<u32> = current.nexthops.keys().copied().collect();
+    socket.delete_nexthops(&nexthop_ids)?;
     let qdiscs: Vec<TcCommand> = current
         .shapers
         .iter()

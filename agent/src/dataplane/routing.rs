@@ -1,19 +1,19 @@
 //! Policy routing: `ip rule fwmark <mark>/0xff lookup <table>` per class and per family,
 //! and per-class tables holding one route per destination via the chosen line.
 //!
-//! Desired entries, parsers for `ip -j rule`/`ip -j route` listings, and the minimal
-//! `ip -batch` commands between them. A line change is one `route replace` (atomic: no
+//! Desired entries and the minimal changes between them and the kernel's (read over
+//! rtnetlink in [`super::netlink`]). A line change is one `route replace` (atomic: no
 //! packet finds the table without a route). Deletes come last and only touch entries
-//! tagged with wansteer's protocol.
+//! tagged with wansteer's protocol. The changes also render as `ip -batch` lines: the
+//! golden test and people read those.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde_json::Value;
 
-use super::{CLASS_MARK_MASK, ROUTE_PROTOCOL};
+use super::ROUTE_PROTOCOL;
 
 /// IPv4 or IPv6 (`ip -4` / `ip -6`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,7 +45,7 @@ pub struct IpRule {
     pub priority: u32,
     pub mark: u32,
     pub table: u32,
-    /// [`CLASS_MARK_MASK`] for class rules, `LINE_MARK_MASK` for arrival-line rules.
+    /// [`super::CLASS_MARK_MASK`] for class rules, `LINE_MARK_MASK` for arrival-line rules.
     pub mask: u32,
 }
 
@@ -70,10 +70,28 @@ pub struct RouteKey {
 pub struct RouteTarget {
     pub via: Option<IpAddr>,
     pub device: String,
+    /// The nexthop object the route points at (class routes); `via` and `device` are
+    /// then where that nexthop sends packets now.
+    pub nexthop: Option<u32>,
+}
+
+impl RouteTarget {
+    /// Whether the kernel entry for `self` is already `other`: routes through a
+    /// nexthop are the same route while they name the same nexthop (the nexthop itself
+    /// is diffed on its own).
+    pub fn same_entry(&self, other: &RouteTarget) -> bool {
+        match (self.nexthop, other.nexthop) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self == other,
+        }
+    }
 }
 
 impl fmt::Display for RouteTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(id) = self.nexthop {
+            return write!(f, "nhid {id}");
+        }
         if let Some(via) = self.via {
             write!(f, "via {via} ")?;
         }
@@ -110,83 +128,6 @@ pub fn add_rule(rule: &IpRule) -> String {
 
 pub fn delete_rule(rule: &IpRule) -> String {
     format!("{} rule del {}", rule.family.flag(), rule.spec())
-}
-
-fn number(value: &Value) -> Option<u32> {
-    match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => {
-            if let Some(hex) = s.strip_prefix("0x") {
-                u32::from_str_radix(hex, 16).ok()
-            } else {
-                s.parse().ok()
-            }
-        }
-        _ => None,
-    }
-}
-
-/// wansteer's rules from `ip -j -4|-6 rule show` (tagged with its protocol).
-pub fn parse_rules(family: Family, listing: &Value) -> BTreeSet<IpRule> {
-    let mut rules = BTreeSet::new();
-    for entry in listing.as_array().into_iter().flatten() {
-        if entry.get("protocol").and_then(number) != Some(u32::from(ROUTE_PROTOCOL)) {
-            continue;
-        }
-        let (Some(priority), Some(mark), Some(table)) = (
-            entry.get("priority").and_then(number),
-            entry.get("fwmark").and_then(number),
-            entry.get("table").and_then(number),
-        ) else {
-            continue;
-        };
-        rules.insert(IpRule {
-            family,
-            priority,
-            mark,
-            table,
-            mask: entry
-                .get("fwmask")
-                .and_then(number)
-                .unwrap_or(CLASS_MARK_MASK),
-        });
-    }
-    rules
-}
-
-/// Routes from `ip -j -4|-6 route show table all proto 201`.
-pub fn parse_routes(family: Family, listing: &Value) -> BTreeMap<RouteKey, RouteTarget> {
-    let mut routes = BTreeMap::new();
-    for entry in listing.as_array().into_iter().flatten() {
-        let Some(table) = entry.get("table").and_then(number) else {
-            continue;
-        };
-        let Some(dst) = entry.get("dst").and_then(Value::as_str) else {
-            continue;
-        };
-        let destination = match (dst, family) {
-            ("default", Family::V4) => "0.0.0.0/0".parse().ok(),
-            ("default", Family::V6) => "::/0".parse().ok(),
-            (dst, _) => dst
-                .parse::<IpNet>()
-                .ok()
-                .or_else(|| dst.parse::<IpAddr>().ok().map(IpNet::from)),
-        };
-        let Some(destination) = destination else {
-            continue;
-        };
-        let via = entry
-            .get("gateway")
-            .and_then(Value::as_str)
-            .and_then(|gw| gw.parse().ok());
-        let device = entry
-            .get("dev")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        routes.insert(RouteKey { table, destination }, RouteTarget { via, device });
-    }
-    routes
 }
 
 /// The route commands, split so new routes go in before the rules that use them and
@@ -230,7 +171,7 @@ pub fn diff_routes(
 ) -> (Vec<String>, Vec<String>) {
     let upserts = desired
         .iter()
-        .filter(|(key, target)| current.get(key) != Some(target))
+        .filter(|(key, target)| !current.get(key).is_some_and(|c| c.same_entry(target)))
         .map(|(key, target)| replace_route(key, target))
         .collect();
     let deletes = current
@@ -260,7 +201,11 @@ pub fn diff_entries<'a>(
     RoutingDiff {
         upserts: desired_routes
             .iter()
-            .filter(|(key, target)| current_routes.get(key) != Some(target))
+            .filter(|(key, target)| {
+                !current_routes
+                    .get(key)
+                    .is_some_and(|current| current.same_entry(target))
+            })
             .collect(),
         rule_adds: desired_rules.difference(current_rules).collect(),
         rule_deletes: current_rules.difference(desired_rules).collect(),
