@@ -15,8 +15,9 @@
 //! the kernel as one `nft` transaction.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use wansteer_policies::model::Policy;
@@ -35,17 +36,63 @@ use crate::dataplane::{Dataplane, NFT_TABLE};
 const CAPTURE_QUEUE: usize = 4096;
 /// How often the classifier thread publishes its counters when traffic is quiet.
 const STATS_EVERY: Duration = Duration::from_secs(1);
-/// Installed verdicts remembered per flow; past this the memory is cleared (a later class
-/// change of a forgotten flow then fails once and is counted as an install error).
-const REMEMBERED: usize = 65_536;
+/// Installed verdicts remembered per flow. Entries leave when their nft element has timed
+/// out; past this bound (more live verdicts than the classifier keeps flows) the memory is
+/// cleared, and a later class change of a forgotten flow fails once as an install error.
+const REMEMBERED: usize = 16_384;
 
 /// The running classifier: verdict batches for the event loop.
 #[derive(Debug)]
 pub struct Dpi {
     verdicts: Option<mpsc::Receiver<Vec<Verdict>>>,
     default_class: String,
-    installed: HashMap<FlowTuple, String>,
+    installed: InstalledVerdicts,
     metrics: Option<AgentMetrics>,
+}
+
+/// Which class each flow's nft verdict element holds, for as long as the element lives
+/// (it is added with the classifier's idle timeout and the kernel drops it after that).
+/// Class names are shared, so an entry costs the tuple, a pointer and a time.
+#[derive(Debug, Default)]
+pub struct InstalledVerdicts {
+    flows: HashMap<FlowTuple, (Arc<str>, Instant)>,
+    classes: Vec<Arc<str>>,
+}
+
+impl InstalledVerdicts {
+    /// The class installed for `tuple` whose element has not timed out at `now`.
+    pub fn class(&self, tuple: &FlowTuple, now: Instant) -> Option<&str> {
+        let (class, expires) = self.flows.get(tuple)?;
+        (now < *expires).then_some(&**class)
+    }
+
+    /// Records an element added at `now`; forgets expired ones when the memory is full.
+    pub fn insert(&mut self, tuple: FlowTuple, class: &str, now: Instant) {
+        if self.flows.len() >= REMEMBERED {
+            self.flows.retain(|_, (_, expires)| now < *expires);
+            if self.flows.len() >= REMEMBERED {
+                self.flows.clear();
+            }
+        }
+        let class = match self.classes.iter().find(|known| &***known == class) {
+            Some(known) => known.clone(),
+            None => {
+                let new: Arc<str> = Arc::from(class);
+                self.classes.push(new.clone());
+                new
+            }
+        };
+        let expires = now + verdict_timeout(tuple.proto);
+        self.flows.insert(tuple, (class, expires));
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
 }
 
 /// Starts capture on every `lan` interface (inside `netns`) and the classifier thread.
@@ -100,7 +147,7 @@ pub fn spawn(
     Ok(Some(Dpi {
         verdicts: Some(verdicts),
         default_class,
-        installed: HashMap::new(),
+        installed: InstalledVerdicts::default(),
         metrics,
     }))
 }
@@ -195,13 +242,9 @@ pub enum Install {
     Replace,
 }
 
-pub fn install_action(
-    verdict: &Verdict,
-    default_class: &str,
-    installed: Option<&String>,
-) -> Install {
+pub fn install_action(verdict: &Verdict, default_class: &str, installed: Option<&str>) -> Install {
     match installed {
-        Some(class) if *class == verdict.class => Install::Skip,
+        Some(class) if class == verdict.class => Install::Skip,
         Some(_) => Install::Replace,
         None if verdict.class == default_class => Install::Skip,
         None => Install::Add,
@@ -221,7 +264,7 @@ impl Dpi {
         Dpi {
             verdicts: None,
             default_class: default_class.to_string(),
-            installed: HashMap::new(),
+            installed: InstalledVerdicts::default(),
             metrics,
         }
     }
@@ -232,7 +275,7 @@ impl Dpi {
     /// the event loop waits); when that fails, they go one by one through
     /// [`Dataplane::add_dpi_verdict`] so only the bad ones are refused.
     pub fn install(&mut self, dataplane: &Dataplane, batch: Vec<Verdict>) -> Vec<String> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         // The latest verdict of a flow within the batch is the one that counts.
         let mut latest: HashMap<FlowTuple, Verdict> = HashMap::new();
         for verdict in batch {
@@ -243,7 +286,7 @@ impl Dpi {
             match install_action(
                 &verdict,
                 &self.default_class,
-                self.installed.get(&verdict.tuple),
+                self.installed.class(&verdict.tuple, started),
             ) {
                 Install::Skip => continue,
                 Install::Add => {}
@@ -281,11 +324,9 @@ impl Dpi {
             }
             match result {
                 Ok(()) => {
-                    if self.installed.len() >= REMEMBERED {
-                        self.installed.clear();
-                    }
                     tracing::debug!(class = %verdict.class, reason = %verdict.reason, "dpi verdict");
-                    self.installed.insert(verdict.tuple, verdict.class);
+                    self.installed
+                        .insert(verdict.tuple, &verdict.class, Instant::now());
                 }
                 Err(error) => errors.push(format!(
                     "dpi verdict {} for {}:{} → {}:{}: {error}",
@@ -326,7 +367,7 @@ mod tests {
 
     #[test]
     fn only_a_new_non_default_class_reaches_the_kernel() {
-        let meetings = "meetings".to_string();
+        let meetings = "meetings";
         assert_eq!(
             install_action(&verdict("default"), "default", None),
             Install::Skip
@@ -336,18 +377,65 @@ mod tests {
             Install::Add
         );
         assert_eq!(
-            install_action(&verdict("meetings"), "default", Some(&meetings)),
+            install_action(&verdict("meetings"), "default", Some(meetings)),
             Install::Skip
         );
         // nft refuses to overwrite a map element with another mark: delete it first.
         assert_eq!(
-            install_action(&verdict("bulk"), "default", Some(&meetings)),
+            install_action(&verdict("bulk"), "default", Some(meetings)),
             Install::Replace
         );
         assert_eq!(
-            install_action(&verdict("default"), "default", Some(&meetings)),
+            install_action(&verdict("default"), "default", Some(meetings)),
             Install::Replace
         );
+    }
+
+    #[test]
+    fn installed_verdicts_are_forgotten_when_their_element_times_out() {
+        let mut installed = InstalledVerdicts::default();
+        let t0 = Instant::now();
+        let flow = verdict("meetings").tuple;
+        installed.insert(flow, "meetings", t0);
+        assert_eq!(installed.class(&flow, t0), Some("meetings"));
+        // The kernel dropped the element: the same verdict must go in again, not be skipped.
+        let later = t0 + verdict_timeout(flow.proto);
+        assert_eq!(installed.class(&flow, later), None);
+        assert_eq!(
+            install_action(
+                &verdict("meetings"),
+                "default",
+                installed.class(&flow, later)
+            ),
+            Install::Add
+        );
+    }
+
+    #[test]
+    fn installed_verdicts_stay_bounded_and_share_class_names() {
+        let mut installed = InstalledVerdicts::default();
+        let t0 = Instant::now();
+        let flow = |n: usize| FlowTuple {
+            sport: (n % 60_000) as u16,
+            src: std::net::Ipv4Addr::from(0x0a00_0000 + (n / 60_000) as u32).into(),
+            ..verdict("x").tuple
+        };
+        for n in 0..REMEMBERED {
+            installed.insert(flow(n), "meetings", t0);
+        }
+        assert_eq!(installed.len(), REMEMBERED);
+        assert_eq!(installed.classes.len(), 1, "one shared name for every flow");
+        // Full of expired entries: they go, the live one stays.
+        let later = t0 + verdict_timeout(6);
+        installed.insert(flow(REMEMBERED), "bulk", later);
+        assert_eq!(installed.len(), 1);
+        assert_eq!(installed.class(&flow(REMEMBERED), later), Some("bulk"));
+        // Full of live entries: cleared rather than grown.
+        for n in 0..REMEMBERED {
+            installed.insert(flow(n), "meetings", later);
+        }
+        installed.insert(flow(REMEMBERED + 1), "bulk", later);
+        assert!(installed.len() <= 2, "{}", installed.len());
     }
 
     #[test]
