@@ -164,8 +164,6 @@ pub struct LinkGraph {
     pub lines: Vec<LineState>,
     site_index: HashMap<String, SiteId>,
     line_index: HashMap<(String, String), LineId>,
-    /// `site/line` per line, written once (reasons name lines hundreds of thousands of times).
-    labels: Vec<String>,
     timers: Timers,
 }
 
@@ -249,17 +247,12 @@ impl LinkGraph {
                     .and_then(|far| site_index.get(far).copied());
             }
         }
-        let labels = lines
-            .iter()
-            .map(|line| format!("{}/{}", sites[line.site as usize].name, line.name))
-            .collect();
         LinkGraph {
             graph,
             sites,
             lines,
             site_index,
             line_index,
-            labels,
             timers: policy.timers.clone(),
         }
     }
@@ -284,18 +277,14 @@ impl LinkGraph {
             .copied()
     }
 
-    /// `site/line` of every line, by line id.
-    pub fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
     pub fn line(&self, id: LineId) -> &LineState {
         &self.lines[id as usize]
     }
 
     /// `site/line`, for reasons and logs.
     pub fn line_label(&self, id: LineId) -> String {
-        self.labels[id as usize].clone()
+        let line = self.line(id);
+        format!("{}/{}", self.sites[line.site as usize].name, line.name)
     }
 
     /// The lines attached to one cloud, read from the graph.

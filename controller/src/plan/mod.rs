@@ -207,9 +207,6 @@ struct ClassRules {
     never: Vec<bool>,
     /// Per line: position in the class's `prefer` list (unlisted = list length).
     rank: Vec<u32>,
-    /// The first class with the same SLA, `never` and `prefer` lines: both order a pair's
-    /// candidates alike, so a full solve orders them once.
-    order_group: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -240,14 +237,6 @@ struct CommodityState {
     /// The line a restored rule set had the class leave on (after a restart): the first
     /// plan takes the best candidate over it as the incumbent instead of placing afresh.
     restored: Option<LineId>,
-}
-
-/// A pair's candidates ordered for one class group (see [`Planner::base_order`]).
-#[derive(Debug, Clone)]
-struct BaseOrder {
-    ordered: Vec<PathId>,
-    allowed: Vec<PathId>,
-    degraded: bool,
 }
 
 /// The inputs of a route's reason text, to reuse the text while they stay the same.
@@ -735,18 +724,8 @@ impl Planner {
                             .unwrap_or(class.steering.prefer.len()) as u32
                     })
                     .collect(),
-                order_group: 0,
             })
             .collect();
-        for c in 0..self.classes.len() {
-            let this = &self.classes[c];
-            self.classes[c].order_group = (0..c)
-                .find(|&o| {
-                    let other = &self.classes[o];
-                    other.sla == this.sla && other.never == this.never && other.rank == this.rank
-                })
-                .unwrap_or(c);
-        }
         self.transit_sites = self
             .graph
             .sites
@@ -768,33 +747,21 @@ impl Planner {
         let sites = &self.graph.sites;
         let mut wanted: BTreeSet<(SiteId, SiteId)> = BTreeSet::new();
         let full_mesh = sites.len() <= FULL_MESH_UP_TO;
-        if full_mesh {
-            for src in 0..sites.len() {
-                for (dst, other) in sites.iter().enumerate() {
-                    if src != dst && !other.lan.is_empty() {
-                        wanted.insert((src as SiteId, dst as SiteId));
-                    }
+        for (src, site) in sites.iter().enumerate() {
+            for (dst, other) in sites.iter().enumerate() {
+                if src == dst || other.lan.is_empty() {
+                    continue;
                 }
-            }
-        } else {
-            // Every branch towards every hub and DC with a LAN (a scan of the few hubs, not
-            // of all sites, per branch).
-            let hubs: Vec<SiteId> = (0..sites.len() as SiteId)
-                .filter(|&s| {
-                    let site = &sites[s as usize];
-                    site.kind != SiteKind::Branch && !site.lan.is_empty()
-                })
-                .collect();
-            for (src, site) in sites.iter().enumerate() {
-                if site.kind == SiteKind::Branch {
-                    wanted.extend(hubs.iter().map(|&dst| (src as SiteId, dst)));
+                let to_hub = site.kind == SiteKind::Branch && other.kind != SiteKind::Branch;
+                if full_mesh || to_hub {
+                    wanted.insert((src as SiteId, dst as SiteId));
                 }
             }
         }
         for &(src, dst, _) in self.demand.keys() {
             wanted.insert((src, dst));
         }
-        let mut old: HashMap<(SiteId, SiteId, usize), CommodityState> = self
+        let old: HashMap<(SiteId, SiteId, usize), CommodityState> = self
             .commodities
             .drain(..)
             .map(|c| {
@@ -815,11 +782,11 @@ impl Planner {
             };
             for (class, rules) in self.classes.iter().enumerate() {
                 let demand = self.demand.get(&(src, dst, class)).copied().unwrap_or(0.0);
-                let state = match old.remove(&(src, dst, class)) {
+                let state = match old.get(&(src, dst, class)) {
                     Some(previous) => CommodityState {
                         pair: pair_id,
                         demand,
-                        ..previous
+                        ..previous.clone()
                     },
                     None => CommodityState {
                         pair: pair_id,
@@ -882,22 +849,8 @@ impl Planner {
         for pair in 0..self.pairs.len() {
             self.enumerate_pair(pair);
         }
-        let mut orders: Vec<(usize, BaseOrder)> = Vec::new();
-        for pair in 0..self.pairs.len() {
-            orders.clear();
-            for i in 0..self.pairs[pair].commodities.len() {
-                let commodity = self.pairs[pair].commodities[i];
-                let group = self.classes[self.commodities[commodity].class].order_group;
-                let base = match orders.iter().find(|(g, _)| *g == group) {
-                    Some((_, base)) => base.clone(),
-                    None => {
-                        let base = self.base_order(pair, group, now);
-                        orders.push((group, base.clone()));
-                        base
-                    }
-                };
-                self.engine[commodity].paths = self.order_from(commodity, base, now);
-            }
+        for commodity in 0..self.commodities.len() {
+            self.engine[commodity].paths = self.order_candidates(commodity, now);
         }
         let allocation = alloc::allocate(&self.capacity, &self.paths, &self.engine);
         self.lowest_level_on_arc = vec![0; self.capacity.len()];
@@ -1171,16 +1124,8 @@ impl Planner {
     /// incumbent first when hysteresis keeps it.
     fn order_candidates(&mut self, commodity: usize, now: At) -> Vec<PathId> {
         let state = &self.commodities[commodity];
-        let base = self.base_order(state.pair, self.classes[state.class].order_group, now);
-        self.order_from(commodity, base, now)
-    }
-
-    /// A pair's candidates the class may use, SLA-meeting ones first in preference order
-    /// (or, when none meets it, the least bad first); the same for every class of one
-    /// `order_group`.
-    fn base_order(&self, pair: usize, class: usize, now: At) -> BaseOrder {
-        let class = &self.classes[class];
-        let pair = &self.pairs[pair];
+        let class = &self.classes[state.class];
+        let pair = &self.pairs[state.pair];
         let allowed: Vec<PathId> = pair
             .paths
             .iter()
@@ -1225,22 +1170,6 @@ impl Planner {
             });
             feasible = keyed.into_iter().map(|k| k.4).collect();
         }
-        BaseOrder {
-            ordered: feasible,
-            allowed,
-            degraded,
-        }
-    }
-
-    /// One commodity's order from its group's: the restored incumbent after a restart, and
-    /// hysteresis.
-    fn order_from(&mut self, commodity: usize, base: BaseOrder, now: At) -> Vec<PathId> {
-        let BaseOrder {
-            ordered: mut feasible,
-            allowed,
-            degraded,
-        } = base;
-        let state = &self.commodities[commodity];
         // Resumed after a restart: the restored line's best candidate is the incumbent.
         if state.placed.is_none()
             && let Some(first) = state.restored
@@ -1434,8 +1363,7 @@ impl Planner {
     fn route_reason(&self, commodity: usize, info: &PathInfo, carried: f64) -> String {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
-        let mut text = String::with_capacity(128);
-        text.push_str(&self.graph.line(info.key.first()).name);
+        let mut text = self.graph.line(info.key.first()).name.clone();
         if let Some(hub) = info.via {
             text.push_str(" via ");
             text.push_str(&self.graph.sites[hub as usize].name);
@@ -1462,25 +1390,26 @@ impl Planner {
             }
             return text;
         }
-        // Written straight into `text` (this runs for every decision of a full solve).
-        let mut any = false;
-        for (metric, value, bound) in class.sla.checks(info.quality) {
-            let relation = if value <= bound { "≤" } else { ">" };
-            if any {
-                text.push_str(", ");
-            }
-            any = true;
-            text.push_str(metric.as_str());
-            text.push(' ');
-            write_metric(&mut text, metric, value);
-            text.push(' ');
-            text.push_str(relation);
-            text.push(' ');
-            write_metric(&mut text, metric, bound);
-        }
-        if !any {
-            text.push_str("no SLA; latency ");
-            write_metric(&mut text, Metric::Latency, info.quality.latency_ms);
+        let checks: Vec<String> = class
+            .sla
+            .checks(info.quality)
+            .map(|(metric, value, bound)| {
+                let relation = if value <= bound { "≤" } else { ">" };
+                format!(
+                    "{} {} {relation} {}",
+                    metric.as_str(),
+                    format_metric(metric, value),
+                    format_metric(metric, bound)
+                )
+            })
+            .collect();
+        if checks.is_empty() {
+            text.push_str(&format!(
+                "no SLA; latency {}",
+                format_metric(Metric::Latency, info.quality.latency_ms)
+            ));
+        } else {
+            text.push_str(&checks.join(", "));
         }
         if state.degraded {
             text.push_str(" (no path meets the SLA; least bad)");
@@ -1515,17 +1444,14 @@ impl Planner {
             };
         };
         let Some(old) = state.placed else {
-            let label = &self.graph.labels()[chosen.key.first() as usize];
-            let mut text =
-                String::with_capacity(class.name.len() + label.len() + route_reason.len() + 13);
-            text.push_str(&class.name);
-            text.push_str(" placed on ");
-            text.push_str(label);
-            text.push_str(": ");
-            text.push_str(route_reason);
             return Reason {
                 kind: ReasonKind::Initial,
-                text,
+                text: format!(
+                    "{} placed on {}: {}",
+                    class.name,
+                    line_label(chosen.key.first()),
+                    route_reason
+                ),
                 evidence: if chosen.unmeasured {
                     Vec::new()
                 } else {
@@ -1811,15 +1737,6 @@ impl Planner {
             self.rulesets[site as usize] = Some(ruleset);
         }
     }
-}
-
-/// [`format_metric`] appended to `text` without a temporary string.
-fn write_metric(text: &mut String, metric: Metric, value: f64) {
-    use std::fmt::Write as _;
-    let _ = match metric {
-        Metric::Latency | Metric::Jitter => write!(text, "{value:.1} ms"),
-        Metric::Loss => write!(text, "{:.2}%", value * 100.0),
-    };
 }
 
 fn unit(metric: Metric) -> &'static str {
