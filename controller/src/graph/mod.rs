@@ -168,21 +168,21 @@ pub struct LinkGraph {
 }
 
 /// The site a line reaches only: its `site:` field, or for a line named `<site>-<name>` that
-/// site (the same rule the agent routes hub traffic by).
-fn reach_of<'p>(
-    policy: &'p Policy,
-    here: &str,
-    line: &'p wansteer_policies::model::Line,
-) -> Option<&'p str> {
-    line.site.as_deref().or_else(|| {
-        policy.sites.iter().map(|s| s.name.as_str()).find(|s| {
-            *s != here
-                && line
-                    .name
-                    .strip_prefix(s)
-                    .is_some_and(|r| r.starts_with('-'))
-        })
-    })
+/// site (the same rule the agent routes hub traffic by: the first such site in policy order).
+/// Looks up each prefix before a `-`, so 10,000 sites cost no site × line scan.
+fn reach_of(
+    site_index: &HashMap<String, SiteId>,
+    here: SiteId,
+    line: &wansteer_policies::model::Line,
+) -> Option<SiteId> {
+    if let Some(far) = &line.site {
+        return site_index.get(far).copied();
+    }
+    line.name
+        .match_indices('-')
+        .filter_map(|(at, _)| site_index.get(&line.name[..at]).copied())
+        .filter(|&site| site != here)
+        .min()
 }
 
 /// Quality changes smaller than these do not count as a change worth re-solving.
@@ -242,9 +242,9 @@ impl LinkGraph {
             });
         }
         for (site, policy_site) in sites.iter().zip(&policy.sites) {
+            let here = site_index[&policy_site.name];
             for (&id, line) in site.lines.iter().zip(&policy_site.lines) {
-                lines[id as usize].reaches = reach_of(policy, &policy_site.name, line)
-                    .and_then(|far| site_index.get(far).copied());
+                lines[id as usize].reaches = reach_of(&site_index, here, line);
             }
         }
         LinkGraph {
