@@ -8,7 +8,9 @@
 //! compounds, `1 - (1 - a)(1 - b)`. A `LineMeasurement` therefore describes one line's
 //! segment between its site and the cloud; the integrator attributes probe results to lines.
 //! MPLS only connects a branch to hubs and DCs; branch-to-branch tunnels run over the
-//! internet cloud. Time is an input everywhere (a `Duration` since any fixed origin).
+//! internet cloud. A hub or DC line that is a point-to-point link to one branch (its policy
+//! `site:`, or a name `<site>-<name>`) reaches only that site: a tunnel needs neither line's
+//! reach to exclude the other end. Time is an input everywhere (a `Duration` since any fixed origin).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -110,6 +112,9 @@ pub struct LineState {
     pub down_bps: f64,
     pub cost: f64,
     pub preference: u32,
+    /// The only site this line reaches, when the policy restricts it (a hub or DC line that
+    /// is a point-to-point link to one branch); `None` reaches every site of its cloud.
+    pub reaches: Option<SiteId>,
     /// Latest measured quality; `None` until the first report (treated as meeting SLAs).
     pub quality: Option<Quality>,
     pub health: LineHealth,
@@ -162,6 +167,24 @@ pub struct LinkGraph {
     timers: Timers,
 }
 
+/// The site a line reaches only: its `site:` field, or for a line named `<site>-<name>` that
+/// site (the same rule the agent routes hub traffic by: the first such site in policy order).
+/// Looks up each prefix before a `-`, so 10,000 sites cost no site × line scan.
+fn reach_of(
+    site_index: &HashMap<String, SiteId>,
+    here: SiteId,
+    line: &wansteer_policies::model::Line,
+) -> Option<SiteId> {
+    if let Some(far) = &line.site {
+        return site_index.get(far).copied();
+    }
+    line.name
+        .match_indices('-')
+        .filter_map(|(at, _)| site_index.get(&line.name[..at]).copied())
+        .filter(|&site| site != here)
+        .min()
+}
+
 /// Quality changes smaller than these do not count as a change worth re-solving.
 const LATENCY_EPSILON_MS: f64 = 0.5;
 const LOSS_EPSILON: f64 = 0.0005;
@@ -196,6 +219,7 @@ impl LinkGraph {
                     down_bps: line.down.bps() as f64,
                     cost: line.cost,
                     preference: line.preference,
+                    reaches: None,
                     quality: None,
                     health: LineHealth::Up,
                     recovered_at: None,
@@ -217,6 +241,12 @@ impl LinkGraph {
                 node,
             });
         }
+        for (site, policy_site) in sites.iter().zip(&policy.sites) {
+            let here = site_index[&policy_site.name];
+            for (&id, line) in site.lines.iter().zip(&policy_site.lines) {
+                lines[id as usize].reaches = reach_of(&site_index, here, line);
+            }
+        }
         LinkGraph {
             graph,
             sites,
@@ -225,6 +255,16 @@ impl LinkGraph {
             line_index,
             timers: policy.timers.clone(),
         }
+    }
+
+    /// True when line `a` of site `x` and line `b` of site `y` can form a tunnel at all: the
+    /// same cloud, and neither line restricted to a site other than the far end. Health is
+    /// not considered here.
+    pub fn can_tunnel(&self, x: SiteId, a: LineId, y: SiteId, b: LineId) -> bool {
+        let (la, lb) = (self.line(a), self.line(b));
+        la.cloud == lb.cloud
+            && la.reaches.is_none_or(|far| far == y)
+            && lb.reaches.is_none_or(|far| far == x)
     }
 
     pub fn site_id(&self, name: &str) -> Option<SiteId> {
@@ -444,6 +484,45 @@ classes:
             health,
             at: Duration::from_secs(secs),
         }
+    }
+
+    #[test]
+    fn hub_lines_reach_the_site_they_name_or_are_named_after() {
+        let policy: Policy = yaml_serde::from_str(
+            r#"
+sites:
+  - name: dc
+    kind: dc
+    lines:
+      - { name: br-1-mpls, transport: mpls, interface: w0, up: 1gbit, down: 1gbit }
+      - { name: to-b2, transport: mpls, interface: w1, up: 1gbit, down: 1gbit, site: b2 }
+      - { name: mpls, transport: mpls, interface: w2, up: 1gbit, down: 1gbit }
+  - name: br-1
+    kind: branch
+    lines:
+      - { name: mpls, transport: mpls, interface: w0, up: 10mbit, down: 10mbit }
+  - name: b2
+    kind: branch
+    lines:
+      - { name: mpls, transport: mpls, interface: w0, up: 10mbit, down: 10mbit }
+classes:
+  - { name: default, priority: 1 }
+"#,
+        )
+        .unwrap();
+        let graph = LinkGraph::new(&policy);
+        let (dc, b1, b2) = (0, 1, 2);
+        let reaches: Vec<Option<SiteId>> = graph.lines.iter().map(|l| l.reaches).collect();
+        assert_eq!(reaches, [Some(b1), Some(b2), None, None, None]);
+        assert!(graph.can_tunnel(dc, 0, b1, 3));
+        assert!(!graph.can_tunnel(dc, 0, b2, 4));
+        assert!(
+            !graph.can_tunnel(b2, 4, dc, 0),
+            "the rule holds from either end"
+        );
+        assert!(graph.can_tunnel(b2, 4, dc, 1));
+        assert!(!graph.can_tunnel(b1, 3, dc, 1));
+        assert!(graph.can_tunnel(dc, 2, b1, 3) && graph.can_tunnel(dc, 2, b2, 4));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! For each (source site, destination site, class) — a *commodity* — the candidate paths
 //! are tunnels between a line of the source and a line of the destination in one cloud
-//! (MPLS only between a branch and a hub/DC), and two-tunnel paths through a hub or DC.
+//! (MPLS only between a branch and a hub/DC; a hub line that reaches one site only to that
+//! site), and two-tunnel paths through a hub or DC.
 //! Candidates that use a `never` line or a down line are dropped, those that break the SLA
 //! are kept only when no path meets it (least bad first). What is left is ordered by
 //! settledness, the class's `prefer` list, line preference, cost and quality, hysteresis
@@ -1070,12 +1071,11 @@ impl Planner {
 
     /// True when line `a` of site `x` and line `b` of site `y` form a usable tunnel.
     fn tunnel(&self, x: SiteId, a: LineId, y: SiteId, b: LineId) -> bool {
-        let (la, lb) = (self.graph.line(a), self.graph.line(b));
-        if la.cloud != lb.cloud || !self.graph.usable(a) || !self.graph.usable(b) {
+        if !self.graph.can_tunnel(x, a, y, b) || !self.graph.usable(a) || !self.graph.usable(b) {
             return false;
         }
         let branch = |s: SiteId| self.graph.sites[s as usize].kind == SiteKind::Branch;
-        !(la.cloud == Cloud::Mpls && branch(x) && branch(y))
+        !(self.graph.line(a).cloud == Cloud::Mpls && branch(x) && branch(y))
     }
 
     fn path_info(&self, lines: &[LineId], via: Option<SiteId>) -> PathInfo {
@@ -1671,10 +1671,18 @@ impl Planner {
                         .map(|&l| self.graph.line(l).name.clone())
                         .collect()
                 } else {
+                    // At a hub: its other lines that still reach the destination.
+                    let dst = self.pairs[state.pair].dst;
                     self.graph.sites[site as usize]
                         .lines
                         .iter()
-                        .filter(|&&l| l != line && self.graph.usable(l))
+                        .filter(|&&l| {
+                            l != line
+                                && self.graph.sites[dst as usize]
+                                    .lines
+                                    .iter()
+                                    .any(|&b| self.tunnel(site, l, dst, b))
+                        })
                         .map(|&l| self.graph.line(l).name.clone())
                         .collect()
                 };
