@@ -39,6 +39,20 @@ use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
 
 /// How often the agent reports (the controller's `report_interval_ms` is 1000 too).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// A line getting worse for some class is reported at once rather than on the next tick
+/// (up to a second later), but never sooner than this after the previous report.
+const EARLIEST_EXTRA_REPORT: Duration = Duration::from_millis(250);
+
+/// Whether a transition makes a line worse (for the line itself or for one class's SLA):
+/// the controller should see the figures behind it now, not on the next tick.
+pub fn worsens(transition: &HealthTransition) -> bool {
+    let rank = |state: HealthState| match state {
+        HealthState::Up => 0,
+        HealthState::Degraded => 1,
+        HealthState::Down => 2,
+    };
+    rank(transition.to) > rank(transition.from)
+}
 
 /// Reads an agent token: the file's first non-empty line, trimmed.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
@@ -301,6 +315,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
+    let mut last_report = tokio::time::Instant::now();
     let mut builder = ReportBuilder::default();
     let mut down = std::collections::BTreeSet::new();
     let result = loop {
@@ -313,6 +328,9 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 match report {
                     LineReport::Summary(summary) => log.emit(AgentEvent::Summary { summary }),
                     LineReport::Transition(transition) => {
+                        if worsens(&transition) && last_report.elapsed() >= EARLIEST_EXTRA_REPORT {
+                            tick.reset_immediately();
+                        }
                         on_transition(&dataplane, &log, &mut down, transition);
                     }
                 }
@@ -329,6 +347,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 }
             }
             _ = tick.tick() => {
+                last_report = tokio::time::Instant::now();
                 let mut report = builder.take(&site, super::run::wall_clock().as_millis() as u64);
                 let rule_set = dataplane.lock().ok().and_then(|d| d.ruleset().cloned());
                 if let Some(rule_set) = rule_set {
@@ -596,5 +615,17 @@ mod tests {
         assert!(read_token(&path).is_err());
         std::fs::write(&path, "\n 0123456789abcdef0123 \n").unwrap();
         assert_eq!(read_token(&path).unwrap(), "0123456789abcdef0123");
+    }
+
+    #[test]
+    fn a_line_getting_worse_for_any_class_is_reported_at_once_and_recovery_waits() {
+        assert!(worsens(&transition("mpls", "voice", HealthState::Degraded)));
+        assert!(worsens(&transition("mpls", LINE_SLA, HealthState::Down)));
+        let mut recovered = transition("mpls", "voice", HealthState::Up);
+        recovered.from = HealthState::Degraded;
+        assert!(!worsens(&recovered), "recovery goes with the next tick");
+        let mut deeper = transition("mpls", "voice", HealthState::Down);
+        deeper.from = HealthState::Degraded;
+        assert!(worsens(&deeper));
     }
 }
