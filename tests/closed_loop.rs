@@ -5,48 +5,14 @@
 //! when steering does not happen: voice off the lossy line within 5 s, no voice gap over 1 s
 //! when the line dies, the SaaS flows classified by DPI, the applications still answered.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Removes the lab run (and anything left in its namespaces) even if the test panics.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_wansteer"))
-            .args(["lab", "down", "--prefix", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(str::to_string)
-        .collect()
-}
+use support::*;
 
 #[test]
 fn voice_leaves_a_lossy_line_and_survives_its_outage() {
@@ -173,7 +139,7 @@ fn an_agent_refuses_a_bad_policy_with_its_location() {
         .expect("lab policy")
         .replace("dscp: EF", "dscp: EFF");
     std::fs::write(&policy, text).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_wansteer"))
+    let output = wansteer()
         .args(["agent", "--site", "br1", "--policy"])
         .arg(&policy)
         .output()

@@ -8,7 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,35 +16,10 @@ use serde_json::Value;
 
 const SITES: [&str; 3] = ["dc", "br1", "br2"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
 
-fn wansteer() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wansteer"))
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Removes the lab (namespaces, emulators) even if the test panics.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = wansteer()
-            .args(["lab", "down", "--prefix", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use support::*;
 
 /// Kills a process this test started (declared after the lab guard, so dropped first).
 struct ChildGuard(Child);

@@ -8,48 +8,13 @@
 //! Each scenario runs under its own prefix (`wst` + tag + pid), one after the other, and
 //! the run is removed by the runner and, should it crash, by a Drop guard.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[allow(dead_code)] // each test binary uses part of it
+mod support;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Removes the lab run even if the test panics.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_wansteer"))
-            .args(["lab", "down", "--prefix", &self.0])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn namespaces_with(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(str::to_string)
-        .collect()
-}
+use support::*;
 
 /// Runs `wansteer lab run lab/scenarios/ci/<name>.yaml`; returns report.json and the output.
 fn run_scenario(name: &str, tag: &str) -> (serde_json::Value, String, bool) {
