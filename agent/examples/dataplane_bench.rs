@@ -10,7 +10,6 @@
 //! `cargo run --release -p wansteer-agent --example dataplane_bench [runs]`
 
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,119 +21,14 @@ use wansteer_wire::ruleset::{
     ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
 };
 
-fn sh(args: &[&str]) {
-    let status = Command::new(args[0]).args(&args[1..]).status().unwrap();
-    assert!(status.success(), "{args:?}");
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-fn nft(ns: &str, script: &str) {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-struct Lab {
-    site: String,
-    far: String,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let pid = std::process::id() % 100_000;
-        let lab = Lab {
-            site: format!("wstBs{pid}"),
-            far: format!("wstBf{pid}"),
-        };
-        let (site, far) = (lab.site.as_str(), lab.far.as_str());
-        sh(&["ip", "netns", "add", site]);
-        sh(&["ip", "netns", "add", far]);
-        for (wan, peer) in [("wan0", "w0"), ("wan1", "w1")] {
-            sh(&[
-                "ip", "-n", site, "link", "add", wan, "type", "veth", "peer", "name", peer,
-                "netns", far,
-            ]);
-        }
-        for ns in [site, far] {
-            for key in ["all", "default"] {
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv4.conf.{key}.rp_filter=0"),
-                ]);
-            }
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (ns, dev, addr) in [
-            (site, "wan0", "10.100.1.2/24"),
-            (site, "wan1", "10.100.2.2/24"),
-            (far, "w0", "10.100.1.1/24"),
-            (far, "w1", "10.100.2.1/24"),
-            (far, "lo", "10.200.0.1/32"),
-        ] {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        for dev in ["w0", "w1"] {
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                far,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv4.conf.{dev}.rp_filter=0"),
-            ]);
-        }
-        sh(&[
-            "ip",
-            "-n",
-            site,
-            "route",
-            "add",
-            "10.200.0.0/24",
-            "via",
-            "10.100.1.1",
-        ]);
-        lab
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.site, &self.far] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
+use support::{SiteLab, in_ns, nft_in};
 
 fn socket_in(ns: &str, bind: &str) -> UdpSocket {
-    let path = format!("/var/run/netns/{ns}");
     let bind = bind.to_string();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
-        assert_eq!(
-            unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        UdpSocket::bind(bind).unwrap()
-    })
-    .join()
-    .unwrap()
+    in_ns(ns, move || UdpSocket::bind(bind).unwrap())
 }
 
 /// 8 classes; class `k` routes 1,000 prefixes 10.{k}.{i/4}.{(i%4)*64}/26 plus the far LAN.
@@ -238,7 +132,7 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(9);
-    let lab = Lab::new();
+    let lab = SiteLab::new("B");
     let kernel = Kernel::in_netns(&lab.site);
 
     let (mut full, mut one, mut class_all, mut full_noop) = (vec![], vec![], vec![], vec![]);
@@ -371,7 +265,7 @@ fn main() {
     let mut losses = vec![];
     for _ in 0..runs.max(5) {
         cleanup(&kernel).unwrap();
-        nft(&lab.far, "flush ruleset\n");
+        nft_in(&lab.far, "flush ruleset\n");
         let mut dp = Dataplane::new(kernel.clone(), FailoverState::with_controller());
         dp.apply(big_ruleset(1, None)).unwrap();
         let receiver = socket_in(&lab.far, "10.200.0.1:5010");
@@ -410,7 +304,7 @@ fn main() {
         });
         std::thread::sleep(Duration::from_millis(500));
         // Cut mpls (everything arriving on w0 dies), then fail over at once.
-        nft(
+        nft_in(
             &lab.far,
             "table inet cut {\n chain c {\n type filter hook prerouting priority -300;\n iifname \"w0\" drop\n }\n}\n",
         );

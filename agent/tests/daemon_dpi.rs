@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,18 +17,9 @@ use wansteer_agent::daemon::metrics::AgentMetrics;
 use wansteer_agent::dataplane::standalone::compile_policy;
 use wansteer_agent::dataplane::{Dataplane, FailoverState, Kernel};
 
-fn sh(args: &[&str]) -> String {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+mod support;
+
+use support::{SiteLab, in_ns, nft_in, sh};
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
@@ -40,165 +30,31 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs `f` on a thread inside namespace `ns` (sockets stay in the namespace they are made in).
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
-}
-
-/// Site (the agent, two WAN lines + lan0), far end (10.200.0.1, STAMP reflector on both
-/// lines) and a LAN host 10.1.0.2; removed on drop, also on panic.
-struct Lab {
-    site: String,
-    far: String,
-    lan: String,
-}
-
-impl Lab {
-    /// `test` (one letter) keeps the namespaces of tests running in parallel apart.
-    fn new(test: char) -> Lab {
-        let tag = std::process::id() % 100_000;
-        let lab = Lab {
-            site: format!("wst{test}S{tag}"),
-            far: format!("wst{test}F{tag}"),
-            lan: format!("wst{test}L{tag}"),
-        };
-        let (site, far, lan) = (lab.site.as_str(), lab.far.as_str(), lab.lan.as_str());
-        for ns in [site, far, lan] {
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-            for sysctl in [
-                "net.ipv4.conf.all.rp_filter=0",
-                "net.ipv4.conf.default.rp_filter=0",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ] {
-                sh(&["ip", "netns", "exec", ns, "sysctl", "-qw", sysctl]);
-            }
-        }
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            site,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        for (dev, peer, peer_ns) in [
-            ("wan0", "w0", far),
-            ("wan1", "w1", far),
-            ("lan0", "l0", lan),
-        ] {
-            sh(&[
-                "ip", "-n", site, "link", "add", dev, "type", "veth", "peer", "name", peer,
-                "netns", peer_ns,
-            ]);
-        }
-        for (ns, dev, addr) in [
-            (site, "wan0", "10.100.1.2/24"),
-            (site, "wan1", "10.100.2.2/24"),
-            (site, "lan0", "10.1.0.1/24"),
-            (far, "w0", "10.100.1.1/24"),
-            (far, "w1", "10.100.2.1/24"),
-            (far, "lo", "10.200.0.1/32"),
-            (far, "lo", "10.200.0.7/32"),
-            (lan, "l0", "10.1.0.2/24"),
-        ] {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        sh(&[
-            "ip", "-n", lan, "route", "add", "default", "via", "10.1.0.1",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            far,
-            "route",
-            "add",
-            "10.1.0.0/24",
-            "via",
-            "10.100.1.2",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            site,
-            "route",
-            "add",
-            "10.200.0.0/24",
-            "via",
-            "10.100.1.1",
-        ]);
-        // The far end counts the TLS flow's packets per arrival line and with DSCP AF41.
-        let counters = r#"table inet wsttest {
+/// The shared two-line site with a LAN host, plus Teams' address 10.200.0.7 at the far end
+/// and counters of the TLS flow per arrival line and with DSCP AF41.
+fn lab(tag: &str) -> SiteLab {
+    let lab = SiteLab::with_lan(tag);
+    sh(&[
+        "ip",
+        "-n",
+        &lab.far,
+        "addr",
+        "add",
+        "10.200.0.7/32",
+        "dev",
+        "lo",
+    ]);
+    nft_in(
+        &lab.far,
+        r#"table inet wsttest {
             chain pre { type filter hook prerouting priority 0;
                 iifname "w0" tcp dport 443 counter comment "w0"
                 iifname "w1" tcp dport 443 counter comment "w1"
                 ip dscp af41 tcp dport 443 counter comment "af41"
             }
-        }"#;
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", far, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(counters.as_bytes())
-            .unwrap();
-        assert!(nft.wait().unwrap().success());
-        lab
-    }
-
-    fn far_counts(&self) -> std::collections::BTreeMap<String, u64> {
-        let listing: Value = serde_json::from_str(&sh(&[
-            "ip", "netns", "exec", &self.far, "nft", "-j", "list", "table", "inet", "wsttest",
-        ]))
-        .unwrap();
-        listing["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|object| object.get("rule"))
-            .map(|rule| {
-                let packets = rule["expr"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find_map(|e| e.pointer("/counter/packets").and_then(Value::as_u64))
-                    .unwrap_or(0);
-                (
-                    rule["comment"].as_str().unwrap_or_default().to_string(),
-                    packets,
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.site, &self.far, &self.lan] {
-            if let Ok(pids) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                    if pid != std::process::id().to_string() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
+        }"#,
+    );
+    lab
 }
 
 const POLICY: &str = r#"
@@ -284,7 +140,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let lab = Lab::new('d');
+    let lab = lab("d");
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
@@ -350,7 +206,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let mut client = in_ns(&lab.lan, || TcpStream::connect("10.200.0.1:443").unwrap());
+    let mut client = in_ns(lab.lan(), || TcpStream::connect("10.200.0.1:443").unwrap());
     let before = lab.far_counts();
     assert!(
         before["w0"] >= 1,
@@ -389,7 +245,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
     );
 
     // A second connection to the same server without a ClientHello stays default.
-    let mut plain = in_ns(&lab.lan, || TcpStream::connect("10.200.0.1:443").unwrap());
+    let mut plain = in_ns(lab.lan(), || TcpStream::connect("10.200.0.1:443").unwrap());
     let before = lab.far_counts();
     for _ in 0..5 {
         plain.write_all(b"not tls at all").unwrap();
@@ -411,7 +267,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
 
     // An address learned from a DNS answer seen on the LAN: the flow is the app's from its
     // first packet on, without any TLS.
-    let resolver = in_ns(&lab.lan, || UdpSocket::bind("10.1.0.2:0").unwrap());
+    let resolver = in_ns(lab.lan(), || UdpSocket::bind("10.1.0.2:0").unwrap());
     resolver
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -421,7 +277,7 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
     let mut answer = [0u8; 512];
     resolver.recv_from(&mut answer).expect("the DNS answer");
     let before = lab.far_counts();
-    let mut learned = in_ns(&lab.lan, || TcpStream::connect("10.200.0.7:443").unwrap());
+    let mut learned = in_ns(lab.lan(), || TcpStream::connect("10.200.0.7:443").unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
         learned.write_all(b"no tls here").unwrap();
@@ -536,7 +392,7 @@ fn verdict_batches_go_in_whole_a_bad_one_alone_is_refused_and_a_class_change_rep
         eprintln!("skipped: needs root for network namespaces");
         return;
     }
-    let lab = Lab::new('b');
+    let lab = lab("b");
     let policy: wansteer_policies::model::Policy = yaml_serde::from_str(POLICY).unwrap();
     let ruleset = compile_policy(&policy, "branch-1", 1).unwrap();
     let mark = |class: &str| u64::from(ruleset.class(class).unwrap().mark);

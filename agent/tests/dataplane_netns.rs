@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 use wansteer_agent::dataplane::kernel::KernelError;
@@ -20,141 +18,23 @@ use wansteer_wire::ruleset::{
     ClassRoute, ClassShare, ClassSpec, LineSpec, PortSpan, RuleSet, StaticMatch,
 };
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+mod support;
 
-fn sh(args: &[&str]) -> String {
-    let output = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        output.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use support::{SiteLab, in_ns, nft_in, sh};
 
-/// A site namespace with two lines to a far namespace; both go away on drop.
-struct Lab {
-    site: String,
-    far: String,
-    /// A LAN host behind the site (10.1.0.2), whose traffic the site forwards.
-    lan: String,
+/// The shared two-line site with a LAN host, and far-end counters per arrival line.
+struct Lab(SiteLab);
+
+impl std::ops::Deref for Lab {
+    type Target = SiteLab;
+    fn deref(&self) -> &SiteLab {
+        &self.0
+    }
 }
 
 impl Lab {
     fn new() -> Lab {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let tag = format!("{}{n}", std::process::id() % 100_000);
-        let lab = Lab {
-            site: format!("wstS{tag}"),
-            far: format!("wstF{tag}"),
-            lan: format!("wstL{tag}"),
-        };
-        sh(&["ip", "netns", "add", &lab.site]);
-        sh(&["ip", "netns", "add", &lab.far]);
-        sh(&["ip", "netns", "add", &lab.lan]);
-        let (site, far) = (lab.site.as_str(), lab.far.as_str());
-        for (wan, peer) in [("wan0", "w0"), ("wan1", "w1")] {
-            sh(&[
-                "ip", "-n", site, "link", "add", wan, "type", "veth", "peer", "name", peer,
-                "netns", far,
-            ]);
-        }
-        for (ns, sysctls) in [(site, ["wan0", "wan1"]), (far, ["w0", "w1"])] {
-            for dev in ["all", "default", sysctls[0], sysctls[1]] {
-                sh(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-qw",
-                    &format!("net.ipv4.conf.{dev}.rp_filter=0"),
-                ]);
-            }
-            sh(&[
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                "net.ipv6.conf.all.disable_ipv6=1",
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        for (ns, dev, addr) in [
-            (site, "wan0", "10.100.1.2/24"),
-            (site, "wan1", "10.100.2.2/24"),
-            (far, "w0", "10.100.1.1/24"),
-            (far, "w1", "10.100.2.1/24"),
-            (far, "lo", "10.200.0.1/32"),
-        ] {
-            sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        let lan = lab.lan.as_str();
-        sh(&[
-            "ip", "-n", site, "link", "add", "lan0", "type", "veth", "peer", "name", "l0", "netns",
-            lan,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            site,
-            "addr",
-            "add",
-            "10.1.0.1/24",
-            "dev",
-            "lan0",
-        ]);
-        sh(&["ip", "-n", site, "link", "set", "lan0", "up"]);
-        sh(&["ip", "-n", lan, "addr", "add", "10.1.0.2/24", "dev", "l0"]);
-        sh(&["ip", "-n", lan, "link", "set", "l0", "up"]);
-        sh(&[
-            "ip", "-n", lan, "route", "add", "default", "via", "10.1.0.1",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            site,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            site,
-            "sysctl",
-            "-qw",
-            "net.ipv4.conf.lan0.rp_filter=0",
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            far,
-            "route",
-            "add",
-            "10.1.0.0/24",
-            "via",
-            "10.100.1.2",
-        ]);
-        // Without a route in main the socket fails before nft can mark the packet.
-        sh(&[
-            "ip",
-            "-n",
-            site,
-            "route",
-            "add",
-            "10.200.0.0/24",
-            "via",
-            "10.100.1.1",
-        ]);
+        let lab = Lab(SiteLab::with_lan("N"));
         // The far end counts what arrives per line and with DSCP EF.
         let counters = r#"table inet wsttest {
             chain pre { type filter hook prerouting priority 0;
@@ -164,35 +44,12 @@ impl Lab {
                 iifname "w1" ip saddr 10.100.2.2 udp dport 5000-5999 counter comment "w1 from inet address"
             }
         }"#;
-        nft_in(far, counters);
+        nft_in(&lab.far, counters);
         lab
     }
 
     fn kernel(&self) -> Kernel {
         Kernel::in_netns(&self.site)
-    }
-
-    /// Packets counted at the far end per counter name.
-    fn far_counts(&self) -> BTreeMap<String, u64> {
-        let listing: Value = serde_json::from_str(&sh(&[
-            "ip", "netns", "exec", &self.far, "nft", "-j", "list", "table", "inet", "wsttest",
-        ]))
-        .unwrap();
-        let mut counts = BTreeMap::new();
-        for object in listing["nftables"].as_array().unwrap() {
-            let Some(rule) = object.get("rule") else {
-                continue;
-            };
-            let name = rule["comment"].as_str().unwrap_or_default().to_string();
-            let packets = rule["expr"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find_map(|e| e.pointer("/counter/packets").and_then(Value::as_u64))
-                .unwrap_or(0);
-            counts.insert(name, packets);
-        }
-        counts
     }
 
     /// Sends `count` datagrams on `socket` to the far LAN and returns what arrived where.
@@ -262,20 +119,6 @@ impl Lab {
     }
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.site, &self.far, &self.lan] {
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            if let Ok(pids) = pids {
-                for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 fn strip_expires(value: &mut Value) {
     match value {
         Value::Object(map) => {
@@ -287,34 +130,9 @@ fn strip_expires(value: &mut Value) {
     }
 }
 
-fn nft_in(ns: &str, script: &str) {
-    use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-/// A UDP socket living in namespace `ns` (created by a thread that entered it).
+/// A UDP socket living in namespace `ns`.
 fn socket_in(ns: &str) -> UdpSocket {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        UdpSocket::bind("0.0.0.0:0").unwrap()
-    })
-    .join()
-    .unwrap()
+    in_ns(ns, || UdpSocket::bind("0.0.0.0:0").unwrap())
 }
 
 fn class(name: &str, mark: u32, priority: u8, dscp: u8, ports: Option<(u16, u16)>) -> ClassSpec {
@@ -709,17 +527,8 @@ fn a_pushed_move_touches_only_the_changed_route_and_its_flows() {
 
 /// A UDP socket bound to `address` in namespace `ns`.
 fn socket_bound_in(ns: &str, address: &str) -> UdpSocket {
-    let path = format!("/var/run/netns/{ns}");
     let address = address.to_string();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(path).unwrap();
-        // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        UdpSocket::bind(address).unwrap()
-    })
-    .join()
-    .unwrap()
+    in_ns(ns, move || UdpSocket::bind(address).unwrap())
 }
 
 #[test]
@@ -740,7 +549,7 @@ fn replies_leave_by_the_line_their_connection_arrived_on() {
         "10.100.2.2",
     ]);
     let branch = socket_bound_in(&lab.far, "10.200.0.1:5950");
-    let server = socket_bound_in(&lab.lan, "10.1.0.2:7000");
+    let server = socket_bound_in(lab.lan(), "10.1.0.2:7000");
     server
         .set_read_timeout(Some(std::time::Duration::from_secs(3)))
         .unwrap();
@@ -806,7 +615,7 @@ fn replies_leave_by_the_line_their_connection_arrived_on() {
     );
 
     // A connection this side starts, same class, still follows the class: mpls.
-    let host = socket_in(&lab.lan);
+    let host = socket_in(lab.lan());
     let own = lab.send(&host, 5950, 5);
     assert_eq!((own["w0"], own["w1"]), (5, 0), "{own:?}");
 }
@@ -870,20 +679,7 @@ fn an_ipv6_destination_leaves_by_its_line_with_its_traffic_class() {
         "{table}"
     );
 
-    let socket = {
-        let path = format!("/var/run/netns/{site}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(path).unwrap();
-            // SAFETY: setns on a valid namespace fd only changes this short-lived thread.
-            assert_eq!(
-                unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) },
-                0
-            );
-            UdpSocket::bind("[::]:0").unwrap()
-        })
-        .join()
-        .unwrap()
-    };
+    let socket = socket_bound_in(site, "[::]:0");
     let htb_before = lab.htb_packets("wan1", 1);
     let before = lab.far_counts();
     for _ in 0..20 {
@@ -1161,7 +957,7 @@ fn forwarded_lan_traffic_is_steered_marked_and_shaped() {
     let lab = Lab::new();
     let mut dp = dataplane(&lab);
     dp.apply(ruleset(1)).unwrap();
-    let host = socket_in(&lab.lan);
+    let host = socket_in(lab.lan());
 
     let htb_voice = lab.htb_packets("wan0", 1);
     let voice = lab.send(&host, 5030, 30);
@@ -1198,7 +994,7 @@ fn a_dpi_verdict_reclassifies_a_running_flow() {
     let lab = Lab::new();
     let mut dp = dataplane(&lab);
     dp.apply(ruleset(1)).unwrap();
-    let host = socket_in(&lab.lan);
+    let host = socket_in(lab.lan());
     // Port 5900 matches no static rule: default class, on mpls.
     assert_eq!(lab.send(&host, 5900, 10)["w0"], 10);
 
@@ -1218,7 +1014,7 @@ fn a_dpi_verdict_reclassifies_a_running_flow() {
         "the classifier's verdict wins: {after:?}"
     );
     // A flow the verdict does not name stays where it was.
-    let other = socket_in(&lab.lan);
+    let other = socket_in(lab.lan());
     assert_eq!(lab.send(&other, 5900, 10)["w0"], 10);
     assert!(matches!(
         dp.add_dpi_verdict(&flow, "video", std::time::Duration::from_secs(60)),
@@ -1308,7 +1104,7 @@ fn a_moved_natted_flow_is_renated_on_its_new_line() {
     );
     let mut dp = dataplane(&lab);
     dp.apply(ruleset(1)).unwrap();
-    let host = socket_in(&lab.lan);
+    let host = socket_in(lab.lan());
     assert_eq!(lab.send(&host, 5060, 20)["w0"], 20);
 
     let mut moved = ruleset(2);
