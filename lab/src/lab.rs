@@ -136,7 +136,7 @@ fn build_inner(plan: &Plan) -> anyhow::Result<()> {
         netns::sysctl("net.ipv6.conf.all.accept_dad", "0")?;
         netns::sysctl("net.ipv6.conf.default.accept_dad", "0")?;
         match ns.role {
-            Role::Router => {
+            Role::Router | Role::Cloud => {
                 netns::sysctl("net.ipv4.ip_forward", "1")?;
                 netns::sysctl("net.ipv6.conf.all.forwarding", "1")?;
             }

@@ -295,6 +295,9 @@ pub struct Expectation {
     pub after: Option<Duration>,
     #[serde(default, deserialize_with = "serde_units::opt_duration")]
     pub within: Option<Duration>,
+    /// ...is on this line throughout `during` (e.g. bulk stays on the direct internet path).
+    #[serde(default)]
+    pub on: Option<String>,
     /// ...changes line at most this often in any minute of `during` (dampening).
     #[serde(default)]
     pub max_changes_per_minute: Option<u32>,
@@ -665,7 +668,31 @@ pub fn max_changes_per_minute(changes: &[f64], start: f64, end: f64) -> usize {
 fn judge_steering(e: &Expectation, o: &Observed) -> Judged {
     let (text, passed, measured) = if let (Some(class), Some(site)) = (&e.class, &e.site) {
         let seen = placements(o, site, class);
-        if let (Some(line), Some(within)) = (&e.leaves, e.within) {
+        if let Some(line) = &e.on {
+            let (start, end) = window(e);
+            let text = format!(
+                "{class} at {site} is on {line} from {start:.1} s to {}",
+                if end == f64::MAX {
+                    "the end".to_string()
+                } else {
+                    format!("{end:.1} s")
+                }
+            );
+            let at_start = seen.iter().rev().find(|(t, _, _)| *t <= start);
+            let off = seen
+                .iter()
+                .find(|(t, l, _)| *t > start && *t < end && l != line);
+            match (at_start, off) {
+                (None, _) => (text, false, "no placement known at the start".into()),
+                (Some((_, l, _)), _) if l != line => (text, false, format!("on {l} at the start")),
+                (_, Some((t, l, ev))) => (
+                    text,
+                    false,
+                    format!("on {l} at {t:.2} s ({}: {})", ev.kind, ev.text),
+                ),
+                _ => (text, true, format!("on {line} throughout")),
+            }
+        } else if let (Some(line), Some(within)) = (&e.leaves, e.within) {
             let t0 = e.after.unwrap_or_default().as_secs_f64();
             let before = seen.iter().rev().find(|(t, _, _)| *t <= t0);
             let left = seen.iter().find(|(t, l, _)| *t > t0 && l != line);
@@ -865,12 +892,14 @@ fn check_steering(
                 format!("unknown site `{site}` (sites: {})", sites.join(", ")),
             ));
         }
-        match (&e.leaves, e.within, e.max_changes_per_minute) {
-            (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+        match (&e.leaves, e.within, e.max_changes_per_minute, &e.on) {
+            (Some(_), Some(_), None, None)
+            | (None, None, Some(_), None)
+            | (None, None, None, Some(_)) => {}
             _ => {
                 return Err((
                     class.clone(),
-                    "a class expectation needs `leaves` with `within` (and `after`), or `max_changes_per_minute`".into(),
+                    "a class expectation needs `leaves` with `within` (and `after`), `max_changes_per_minute`, or `on` (with `during`)".into(),
                 ));
             }
         }
@@ -1166,6 +1195,49 @@ expect:
             ]),
             applied: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn on_expectation_holds_only_when_the_class_stays_on_the_line() {
+        let text = STEERED.replace(
+            "  - {voice: call, loss_below: 1%}\n",
+            "  - {class: voice, site: br1, on: mpls, during: [0s, 5s]}\n",
+        );
+        let s = Scenario::parse(&text, "t.yaml", &lines(), &sites_nodes()).unwrap();
+        let judge = |events: Vec<SteerEvent>| {
+            let observed = Observed {
+                events,
+                ..Observed::default()
+            };
+            let judged = s.judge(&BTreeMap::new(), &BTreeMap::new(), Some(&observed));
+            let last = judged.last().unwrap().clone();
+            (last.passed, last.measured)
+        };
+        assert_eq!(
+            judge(vec![
+                placed(-1.0, "applied", "mpls"),
+                placed(6.0, "move", "inet")
+            ]),
+            (true, "on mpls throughout".to_string())
+        );
+        let (passed, measured) = judge(vec![
+            placed(-1.0, "applied", "mpls"),
+            placed(2.0, "failover", "inet"),
+        ]);
+        assert!(
+            !passed && measured.starts_with("on inet at 2.00 s"),
+            "{measured}"
+        );
+        assert!(!judge(vec![placed(-1.0, "applied", "inet")]).0);
+        assert!(
+            !judge(vec![placed(1.0, "applied", "mpls")]).0,
+            "unknown at the start"
+        );
+        let without_window = STEERED.replace(
+            "  - {voice: call, loss_below: 1%}\n",
+            "  - {class: voice, site: br1, on: mpls, within: 1s}\n",
+        );
+        assert!(Scenario::parse(&without_window, "t.yaml", &lines(), &sites_nodes()).is_err());
     }
 
     #[test]

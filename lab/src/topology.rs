@@ -15,6 +15,23 @@
 //!
 //! The wan namespace is a layer-2 bump: its veths carry no addresses, the emulator moves frames.
 //! Each line gets a transit subnet (IPv4 /24 and IPv6 /64) shared by both router ends.
+//!
+//! A line may also go `to:` a *cloud* the topology lists under `clouds:` (e.g. `internet`):
+//! a router namespace of its own that forwards between every line attached to it, so sites
+//! on one cloud reach each other directly (branch ↔ branch over the internet) next to their
+//! point-to-point lines to the hub. Each attachment is an ordinary line (its own wan
+//! namespace, emulator and impairments), ending on the cloud router instead of a site:
+//!
+//! ```text
+//!  br1 router  inet ──veth── [wan-br1-inet emulator] ──veth── br1-inet ┐
+//!                                                                     cloud router `internet`
+//!  br2 router  inet ──veth── [wan-br2-inet emulator] ──veth── br2-inet ┘
+//! ```
+//!
+//! The cloud router routes each attached site's LAN to that site's (first) attachment, as an
+//! overlay tunnel would deliver it, and every attached site routes the other attachments'
+//! transit subnets over its own attachment, so probes to a peer's cloud address and their
+//! replies cross the cloud both ways.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -35,7 +52,17 @@ pub struct Topology {
     #[serde(default)]
     pub transit: Transit,
     pub sites: Vec<SiteSpec>,
+    /// Shared transport networks lines can attach to (`to: <cloud>`).
+    #[serde(default)]
+    pub clouds: Vec<CloudSpec>,
     pub controller: Option<ControllerSpec>,
+}
+
+/// A shared network (the internet): a router every attached line ends on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudSpec {
+    pub name: String,
 }
 
 /// Address pools the line subnets are cut from.
@@ -73,7 +100,8 @@ pub struct LanSpec {
     pub ipv6: Ipv6Net,
 }
 
-/// A WAN line from the site that lists it to site `to`. Figures are one-way, per direction.
+/// A WAN line from the site that lists it to site or cloud `to`. Figures are one-way, per
+/// direction.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LineSpec {
@@ -204,6 +232,21 @@ impl Topology {
                 ));
             }
         }
+        let mut clouds = BTreeSet::new();
+        for cloud in &self.clouds {
+            if !valid_name(&cloud.name, MAX_SITE) {
+                return Err(format!(
+                    "cloud name `{}` must be 1-{MAX_SITE} lowercase letters/digits",
+                    cloud.name
+                ));
+            }
+            if sites.contains(cloud.name.as_str()) || !clouds.insert(cloud.name.as_str()) {
+                return Err(format!(
+                    "cloud `{}` is defined twice (or also names a site)",
+                    cloud.name
+                ));
+            }
+        }
         let mut line_names = BTreeSet::new();
         for site in &self.sites {
             for line in &site.lines {
@@ -213,9 +256,9 @@ impl Topology {
                         line.name
                     ));
                 }
-                if !sites.contains(line.to.as_str()) {
+                if !sites.contains(line.to.as_str()) && !clouds.contains(line.to.as_str()) {
                     return Err(format!(
-                        "line `{}-{}` goes to unknown site `{}`",
+                        "line `{}-{}` goes to unknown site or cloud `{}`",
                         site.name, line.name, line.to
                     ));
                 }
@@ -239,6 +282,21 @@ impl Topology {
                         site.name, line.name
                     ));
                 }
+            }
+        }
+        for cloud in &self.clouds {
+            let attached: BTreeSet<&str> = self
+                .sites
+                .iter()
+                .filter(|s| s.lines.iter().any(|l| l.to == cloud.name))
+                .map(|s| s.name.as_str())
+                .collect();
+            if attached.len() < 2 {
+                return Err(format!(
+                    "cloud `{}` needs lines from at least two sites (it has {})",
+                    cloud.name,
+                    attached.len()
+                ));
             }
         }
         if line_names.len() > 250 {
@@ -283,6 +341,18 @@ impl Topology {
                 tx_offload_off: vec![],
                 gro_off: vec![],
                 addresses: vec![IpAddr::V4(lan_v4), IpAddr::V6(lan_v6)],
+            });
+        }
+        // Cloud routers: plain forwarding namespaces the attached lines end on.
+        for cloud in &self.clouds {
+            plan.namespaces.push(Namespace {
+                name: router_ns(&cloud.name),
+                role: Role::Cloud,
+                node: cloud.name.clone(),
+                commands: vec![],
+                tx_offload_off: vec![],
+                gro_off: vec![],
+                addresses: vec![],
             });
         }
         // Hosts and the controller on site LANs.
@@ -346,6 +416,9 @@ impl Topology {
         }
         // Lines: a wan namespace between the two router ends.
         let mut first_line_of = std::collections::BTreeMap::new();
+        // Per cloud: each attached site's first attachment (site, its subnets, cloud gateways).
+        let mut attachments: std::collections::BTreeMap<&str, Vec<Attachment>> =
+            std::collections::BTreeMap::new();
         let mut index = 0u32;
         for site in &self.sites {
             for line in &site.lines {
@@ -395,9 +468,23 @@ impl Topology {
                     gro_off: vec!["near".into(), "far".into()],
                     addresses: vec![],
                 });
+                let first_to_there =
+                    !first_line_of.contains_key(&(site.name.clone(), line.to.clone()));
                 first_line_of
                     .entry((site.name.clone(), line.to.clone()))
                     .or_insert((near_v4, near_v6, far_v4, far_v6));
+                if first_to_there && self.clouds.iter().any(|c| c.name == line.to) {
+                    attachments
+                        .entry(line.to.as_str())
+                        .or_default()
+                        .push(Attachment {
+                            site: site.name.clone(),
+                            subnet_v4: transit_v4(self.transit.ipv4, index),
+                            subnet_v6: transit_v6(self.transit.ipv6, index),
+                            gateway_v4: far_v4,
+                            gateway_v6: far_v6,
+                        });
+                }
                 if !plan.lines.iter().any(|l| l.site == site.name) {
                     // The site's first line carries its default route.
                     let n = plan
@@ -440,8 +527,39 @@ impl Topology {
             n.commands
                 .push(format!("route add {} via {near_v6}", site.lan.ipv6.trunc()));
         }
+        // Sites on one cloud reach the other attachments' subnets over their own attachment
+        // (probes to a peer's cloud address, and the peer's replies).
+        for members in attachments.values() {
+            for here in members {
+                let n = plan
+                    .namespaces
+                    .iter_mut()
+                    .find(|n| n.name == router_ns(&here.site))
+                    .expect("router");
+                for there in members.iter().filter(|a| a.site != here.site) {
+                    n.commands.push(format!(
+                        "route add {} via {}",
+                        there.subnet_v4, here.gateway_v4
+                    ));
+                    n.commands.push(format!(
+                        "route add {} via {}",
+                        there.subnet_v6, here.gateway_v6
+                    ));
+                }
+            }
+        }
         plan
     }
+}
+
+/// One site's (first) line into a cloud, as the other attached sites route to it.
+struct Attachment {
+    site: String,
+    subnet_v4: Ipv4Net,
+    subnet_v6: Ipv6Net,
+    /// The cloud router's address on this attachment.
+    gateway_v4: Ipv4Addr,
+    gateway_v6: Ipv6Addr,
 }
 
 impl LineSpec {
@@ -496,6 +614,8 @@ pub enum Role {
     Controller,
     /// A line's layer-2 bump running the emulator.
     Wan,
+    /// A shared network's router (the internet): forwards between the lines attached to it.
+    Cloud,
 }
 
 /// One namespace and what to run inside it.
@@ -529,6 +649,7 @@ pub struct Line {
     /// `<site>-<line>`, e.g. `br1-mpls`.
     pub id: String,
     pub site: String,
+    /// The far site, or the cloud the line attaches to.
     pub to: String,
     pub namespace: String,
     pub near_router: String,
@@ -638,6 +759,88 @@ mod tests {
         assert_eq!(br1.tx_offload_off, ["mpls", "inet", "lte"]);
     }
 
+    const MESH: &str = include_str!("../topologies/bank-mesh.yaml");
+
+    #[test]
+    fn mesh_topology_attaches_both_branches_to_one_internet_router() {
+        let plan = Topology::parse(MESH, "bank-mesh.yaml")
+            .unwrap()
+            .plan("wl0002");
+        let ids: Vec<&str> = plan.lines.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["br1-mpls", "br1-inet", "br2-mpls", "br2-inet"]);
+        let cloud = plan.namespace_of("internet").unwrap();
+        assert_eq!(cloud.role, Role::Cloud);
+        assert_eq!(cloud.name, "wl0002-internet");
+        // Both internet lines end on the cloud router, each with its own emulator namespace.
+        for id in ["br1-inet", "br2-inet"] {
+            let line = plan.line(id).unwrap();
+            assert_eq!(line.to, "internet");
+            assert_eq!(line.far_router, "wl0002-internet");
+            assert_eq!(line.namespace, format!("wl0002-wan-{id}"));
+            assert_eq!(line.baseline.delay_us, 10_000);
+        }
+        assert_eq!(plan.line("br2-mpls").unwrap().far_router, "wl0002-dc");
+        // The cloud delivers each branch LAN over that branch's attachment.
+        assert!(
+            cloud
+                .commands
+                .contains(&"route add 10.1.0.0/24 via 172.16.2.1".to_string())
+        );
+        assert!(
+            cloud
+                .commands
+                .contains(&"route add 10.2.0.0/24 via 172.16.4.1".to_string())
+        );
+        assert!(
+            cloud
+                .commands
+                .contains(&"route add fd57:0:0:2::/64 via fd57:ffff:0:4::1".to_string())
+        );
+        // br1 reaches br2's internet address over its own attachment (probes and replies),
+        // and its default route stays on its first line (mpls to the DC).
+        let br1 = plan.namespace_of("br1").unwrap();
+        assert!(
+            br1.commands
+                .contains(&"route add 172.16.4.0/24 via 172.16.2.2".to_string())
+        );
+        assert!(
+            br1.commands
+                .contains(&"route add default via 172.16.1.2".to_string())
+        );
+        let br2 = plan.namespace_of("br2").unwrap();
+        assert!(
+            br2.commands
+                .contains(&"route add 172.16.2.0/24 via 172.16.4.2".to_string())
+        );
+        // The DC knows nothing of the internet: branch traffic via the hub uses mpls only.
+        let dc = plan.namespace_of("dc").unwrap();
+        assert!(!dc.commands.iter().any(|c| c.contains("172.16.2.")));
+        // Only site routers run agents.
+        let routers: Vec<&str> = plan
+            .namespaces
+            .iter()
+            .filter(|n| n.role == Role::Router)
+            .map(|n| n.node.as_str())
+            .collect();
+        assert_eq!(routers, ["dc", "br1", "br2"]);
+    }
+
+    #[test]
+    fn clouds_are_checked() {
+        let lonely = MESH.replacen("to: internet", "to: dc", 1);
+        let err = Topology::parse(&lonely, "m.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("cloud `internet` needs lines from at least two sites"),
+            "{err}"
+        );
+        let clash = MESH.replace("  - name: internet", "  - name: br1");
+        let err = Topology::parse(&clash, "m.yaml").unwrap_err().to_string();
+        assert!(err.contains("cloud `br1` is defined twice"), "{err}");
+        let bad = MESH.replace("  - name: internet", "  - name: Internet");
+        let err = Topology::parse(&bad, "m.yaml").unwrap_err().to_string();
+        assert!(err.contains("cloud name `Internet`"), "{err}");
+    }
+
     #[test]
     fn errors_name_file_line_and_column() {
         let bad = "name: x\nsites:\n  - name: dc\n    lan: {ipv4: 10.0.0.0/24, ipv6: 'fd00::/64'}\n    hostz: []\n";
@@ -652,6 +855,6 @@ mod tests {
         let err = Topology::parse(&unknown, "bank.yaml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown site `nowhere`"), "{err}");
+        assert!(err.contains("unknown site or cloud `nowhere`"), "{err}");
     }
 }

@@ -171,6 +171,80 @@ fn bank_up_and_down_leaves_nothing_behind() {
     assert!(!lab::LabState::dir(&prefix).exists());
 }
 
+/// RTTs from namespace `from` to a reflector on `addr` in namespace `to`.
+fn probe_address(from: &str, to: &str, addr: IpAddr, count: u32) -> Vec<Option<Duration>> {
+    let reflector = Reflector::start(to, SocketAddr::new(addr, 0)).expect("reflector");
+    echo::probe(
+        from,
+        SocketAddr::new(addr, reflector.port()),
+        count,
+        Duration::from_millis(10),
+        64,
+        Duration::from_millis(500),
+    )
+    .expect("probe")
+}
+
+fn median_ms(samples: &[Option<Duration>]) -> f64 {
+    let mut ms: Vec<f64> = samples
+        .iter()
+        .flatten()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[ms.len() / 2]
+}
+
+#[test]
+fn mesh_branches_reach_each_other_through_the_internet_cloud() {
+    let mesh = include_str!("../topologies/bank-mesh.yaml");
+    let lab = TestLab::up(mesh, "m");
+    let br2_inet = lab.plan.line("br2-inet").unwrap().near_addresses[0];
+    let br1_inet = lab.plan.line("br1-inet").unwrap().near_addresses[0];
+    // br1's router to br2's internet address: through the cloud (10 + 10 ms each way), where
+    // the agents' probes of the direct path go; the DC has no route there.
+    let rtts = probe_address(&lab.ns("br1"), &lab.ns("br2"), br2_inet, 10);
+    assert_eq!(received(&rtts), 10);
+    let direct = median_ms(&rtts);
+    assert!((39.0..60.0).contains(&direct), "direct RTT {direct:.1} ms");
+    let back = probe_address(&lab.ns("br2"), &lab.ns("br1"), br1_inet, 5);
+    assert_eq!(received(&back), 5, "and the other way");
+    // The cloud delivers a branch LAN to that branch's attachment (one hop of 10 ms).
+    let lan = probe_address(
+        &lab.ns("internet"),
+        &lab.ns("br2-pc1"),
+        lab.addr("br2-pc1", false),
+        5,
+    );
+    assert_eq!(received(&lan), 5);
+    assert!(
+        median_ms(&lan) < 30.0,
+        "cloud → br2 LAN {:.1} ms",
+        median_ms(&lan)
+    );
+    // Each attachment has its own emulator: +30 ms on br1's shows on the direct path.
+    let br1_inet_emulator = lab
+        .emulators
+        .iter()
+        .zip(&lab.plan.lines)
+        .find(|(_, line)| line.id == "br1-inet")
+        .map(|(e, _)| e)
+        .unwrap();
+    br1_inet_emulator
+        .change(ImpairmentChange {
+            delay_us: Some(ms(40)),
+            ..Default::default()
+        })
+        .expect("change");
+    // 40 ms configured RTT becomes 100 ms; medians carry the emulators' few ms of overhead
+    // (four crossings, 1 ms jitter each in order) and the load of a shared machine.
+    let slower = median_ms(&probe_address(&lab.ns("br1"), &lab.ns("br2"), br2_inet, 10));
+    assert!(
+        (99.0..120.0).contains(&slower) && slower - direct > 40.0,
+        "{direct:.1} ms → {slower:.1} ms"
+    );
+}
+
 #[test]
 fn delay_through_the_emulator_matches_configuration() {
     let lab = TestLab::up(ONE_LINE, "d");

@@ -451,6 +451,9 @@ impl LinkGraph {
 }
 
 #[cfg(test)]
+mod mesh_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
