@@ -1,7 +1,8 @@
 //! End-to-end: the scenario runner starts wansteer itself (a controller on loopback and an
 //! agent per site) and plays the CI copies of the scenario suite (`lab/scenarios/ci/`):
 //! a brownout (voice off a 5%-loss line within 5 s), a blackout (no voice gap over 1 s) and
-//! a bad policy through the controller's API (refused with file:line:col, nothing changes).
+//! a bad policy through the controller's API (refused with file:line:col, nothing changes)
+//! and branch-to-branch voice leaving the direct internet path for the hub on loss.
 //! Bounds are loose for a shared 2-core machine but fail when steering does not happen;
 //! tight figures are in docs/benchmarks/closed-loop.md.
 //!
@@ -97,6 +98,7 @@ fn judge(name: &str, json: &serde_json::Value, context: &str, success: bool) -> 
     }
     let key = match name {
         "brownout" | "blackout" => "voice at br1 leaves mpls",
+        "mesh-direct-vs-hub" => "voice at br1 leaves inet",
         _ => "policy `bad` refused",
     };
     let main = expectation(json, key);
@@ -132,7 +134,12 @@ fn the_ci_scenarios_pass_with_wansteer_started_by_the_runner() {
         return;
     }
     let mut failures = Vec::new();
-    for (name, tag) in [("brownout", "sb"), ("blackout", "sk"), ("bad-policy", "sp")] {
+    for (name, tag) in [
+        ("brownout", "sb"),
+        ("blackout", "sk"),
+        ("bad-policy", "sp"),
+        ("mesh-direct-vs-hub", "sm"),
+    ] {
         let (json, context, success) = run_scenario(name, tag);
         let Some(first) = judge(name, &json, &context, success) else {
             continue;
