@@ -65,11 +65,11 @@ fn record(decision: Decision) -> DecisionRecord {
         destination: decision.destination,
         from_line: decision.from_line,
         to_line: decision.to_line.unwrap_or_else(|| "none".to_string()),
-        reason: decision.reason.text,
+        reason: decision.reason.text(),
         measurements: serde_json::json!({
             "kind": decision.reason.kind,
-            "path": decision.path,
-            "evidence": decision.reason.evidence,
+            "path": decision.path.iter().map(|hop| &**hop).collect::<Vec<&str>>(),
+            "evidence": decision.reason.evidence(),
         }),
     }
 }

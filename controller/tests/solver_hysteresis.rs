@@ -153,7 +153,7 @@ fn better_path_waits_for_hold_down_then_moves_with_its_numbers() {
             ReasonKind::Improvement
         )]
     );
-    let evidence = &plan.decisions[0].reason.evidence;
+    let evidence = &plan.decisions[0].reason.evidence();
     assert!(
         evidence
             .iter()
@@ -201,12 +201,8 @@ fn dead_line_moves_the_class_at_once_even_inside_hold_down() {
             ReasonKind::SlaBreach
         )]
     );
-    let loss = plan.decisions[0]
-        .reason
-        .evidence
-        .iter()
-        .find(|e| e.metric == "loss")
-        .unwrap();
+    let evidence = plan.decisions[0].reason.evidence();
+    let loss = evidence.iter().find(|e| e.metric == "loss").unwrap();
     assert!((loss.value - 0.05).abs() < 1e-9, "path loss {}", loss.value);
     assert_eq!(loss.limit, Some(0.01));
 }
