@@ -234,6 +234,11 @@ pub struct Planner {
     engine: Vec<Commodity>,
     paths: Paths,
     infos: Vec<PathInfo>,
+    /// Per path (as `infos`): unsettled when enumerated (see [`Planner::preference`]);
+    /// shared by the classes of its pair.
+    unsettled: Vec<bool>,
+    /// Reused by [`Planner::order_candidates`]: the allowed paths of one commodity.
+    scratch: Vec<(PathId, bool)>,
     allocation: Option<Allocation>,
     capacity: Vec<f64>,
     /// Per site: the commodities whose path transits it.
@@ -272,6 +277,8 @@ impl Planner {
             engine: Vec::new(),
             paths: Paths::new(),
             infos: Vec::new(),
+            unsettled: Vec::new(),
+            scratch: Vec::new(),
             allocation: None,
             capacity: Vec::new(),
             transit: vec![BTreeSet::new(); graph.sites.len()],
@@ -763,6 +770,13 @@ impl Planner {
         let mut old: Vec<Option<CommodityState>> = self.commodities.drain(..).map(Some).collect();
         self.pairs_of_site = vec![Vec::new(); sites.len()];
         self.engine.clear();
+        let pair_count = 1 + entries
+            .windows(2)
+            .filter(|w| (w[0].0, w[0].1) != (w[1].0, w[1].1))
+            .count();
+        self.pairs.reserve(pair_count);
+        self.commodities.reserve(pair_count * self.classes.len());
+        self.engine.reserve(pair_count * self.classes.len());
         let mut demand = vec![0.0; self.classes.len()];
         let mut next = 0;
         while next < entries.len() {
@@ -855,9 +869,13 @@ impl Planner {
         plan.stats.resolved = self.commodities.len();
         self.paths = Paths::new();
         self.infos.clear();
+        self.unsettled.clear();
         for pair in 0..self.pairs.len() {
-            self.enumerate_pair(pair);
+            self.enumerate_pair(pair, now);
         }
+        // Most commodities are placed for the first time in the first plan: one decision each.
+        let unseen = self.commodities.iter().filter(|c| !c.seen).count();
+        plan.decisions.reserve(unseen);
         for commodity in 0..self.commodities.len() {
             self.engine[commodity].paths = self.order_candidates(commodity, now);
         }
@@ -896,7 +914,7 @@ impl Planner {
             }
         }
         for pair in pairs {
-            self.enumerate_pair(pair);
+            self.enumerate_pair(pair, now);
         }
         let mut by_level: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
         for &commodity in affected {
@@ -951,7 +969,7 @@ impl Planner {
     }
 
     /// Candidate paths of one pair, best quality first, appended to the path store.
-    fn enumerate_pair(&mut self, pair: usize) {
+    fn enumerate_pair(&mut self, pair: usize, now: At) {
         let (src, dst) = (self.pairs[pair].src, self.pairs[pair].dst);
         let mut found: Vec<PathInfo> = Vec::new();
         for &a in &self.graph.sites[src as usize].lines {
@@ -1012,7 +1030,8 @@ impl Planner {
                 }
             }
         }
-        found.sort_by(|p, q| {
+        // Keys are distinct (the path breaks ties), so an unstable sort orders as a stable one.
+        found.sort_unstable_by(|p, q| {
             (p.score + p.cost * 1e-3)
                 .total_cmp(&(q.score + q.cost * 1e-3))
                 .then(p.key.cmp(&q.key))
@@ -1021,11 +1040,22 @@ impl Planner {
         // combination, so each line at either end can take load, serve classes that prefer or
         // forbid others, and back up the rest.
         let found_count = found.len();
-        let mut per_ends: BTreeMap<(LineId, LineId), usize> = BTreeMap::new();
+        // A few (source line, destination line) combinations: a vector beats a map.
+        let mut per_ends: Vec<((LineId, LineId), usize)> = Vec::new();
         let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
         for info in found {
-            let last = info.key.lines()[info.key.len as usize - 1];
-            let count = per_ends.entry((info.key.first(), last)).or_insert(0);
+            let ends = (
+                info.key.first(),
+                info.key.lines()[info.key.len as usize - 1],
+            );
+            let slot = match per_ends.iter().position(|&(e, _)| e == ends) {
+                Some(slot) => slot,
+                None => {
+                    per_ends.push((ends, 0));
+                    per_ends.len() - 1
+                }
+            };
+            let count = &mut per_ends[slot].1;
             let small = kept.len() < CANDIDATES_PER_PAIR && found_count <= CANDIDATES_PER_PAIR;
             if small
                 || kept.len() < CANDIDATES_BEST
@@ -1052,6 +1082,7 @@ impl Planner {
         for info in kept {
             let (arcs, len) = info.key.arcs();
             ids.push(self.paths.push(&arcs[..len]));
+            self.unsettled.push(self.unsettled_at(&info, now));
             self.infos.push(info);
         }
         self.pairs[pair].paths = ids;
@@ -1114,13 +1145,25 @@ impl Planner {
     /// Preference key of a path for a class: lower is better. A path with a line not yet
     /// measured counts as unsettled: used when nothing measured fits, never preferred.
     fn preference(&self, class: &ClassRules, info: &PathInfo, now: At) -> (bool, u32, u32, f64) {
+        self.preference_with(class, info, self.unsettled_at(info, now))
+    }
+
+    /// [`Planner::preference`] of an enumerated path, its settledness read from the cache.
+    fn path_preference(&self, class: &ClassRules, path: PathId) -> (bool, u32, u32, f64) {
+        self.preference_with(
+            class,
+            &self.infos[path as usize],
+            self.unsettled[path as usize],
+        )
+    }
+
+    fn preference_with(
+        &self,
+        class: &ClassRules,
+        info: &PathInfo,
+        unsettled: bool,
+    ) -> (bool, u32, u32, f64) {
         let first = info.key.first();
-        let unsettled = info.unmeasured
-            || info
-                .key
-                .lines()
-                .iter()
-                .any(|&l| !self.graph.settled(l, now));
         (
             unsettled,
             class.rank[first as usize],
@@ -1129,30 +1172,38 @@ impl Planner {
         )
     }
 
+    fn unsettled_at(&self, info: &PathInfo, now: At) -> bool {
+        info.unmeasured
+            || info
+                .key
+                .lines()
+                .iter()
+                .any(|&l| !self.graph.settled(l, now))
+    }
+
     /// The commodity's candidates in the order the allocator should try them, with the
     /// incumbent first when hysteresis keeps it.
     fn order_candidates(&mut self, commodity: usize, now: At) -> Vec<PathId> {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
         let pair = &self.pairs[state.pair];
-        let allowed: Vec<PathId> = pair
-            .paths
-            .iter()
-            .copied()
-            .filter(|&p| {
-                self.infos[p as usize]
-                    .key
-                    .lines()
-                    .iter()
-                    .all(|&l| !class.never[l as usize])
-            })
-            .collect();
-        let (mut feasible, rest): (Vec<PathId>, Vec<PathId>) = allowed
-            .iter()
-            .partition(|&&p| class.sla.met_by(self.infos[p as usize].quality));
-        let degraded = feasible.is_empty();
+        // One pass: the paths the class may use, and whether any meets the SLA.
+        let mut allowed = std::mem::take(&mut self.scratch);
+        allowed.clear();
+        let mut any_meets = false;
+        for &p in &pair.paths {
+            let info = &self.infos[p as usize];
+            if info.key.lines().iter().any(|&l| class.never[l as usize]) {
+                continue;
+            }
+            let meets = class.sla.met_by(info.quality);
+            any_meets |= meets;
+            allowed.push((p, meets));
+        }
+        let degraded = !any_meets;
+        let mut feasible: Vec<PathId>;
         if degraded {
-            feasible = rest;
+            feasible = allowed.iter().map(|&(p, _)| p).collect();
             feasible.sort_by(|&p, &q| {
                 let (p, q) = (&self.infos[p as usize], &self.infos[q as usize]);
                 class
@@ -1163,11 +1214,12 @@ impl Planner {
             });
         } else {
             // Keys computed once per path, then sorted (the comparator stays cheap).
-            let mut keyed: Vec<SortKey> = feasible
+            let mut keyed: Vec<SortKey> = allowed
                 .iter()
-                .map(|&p| {
+                .filter(|&&(_, meets)| meets)
+                .map(|&(p, _)| {
                     let info = &self.infos[p as usize];
-                    let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                    let (unsettled, rank, preference, cost) = self.path_preference(class, p);
                     ((unsettled, rank, preference), cost, info.score, info.key, p)
                 })
                 .collect();
@@ -1185,8 +1237,8 @@ impl Planner {
         {
             let resumed = feasible
                 .iter()
-                .chain(allowed.iter())
                 .copied()
+                .chain(allowed.iter().map(|&(p, _)| p))
                 .find(|&p| self.infos[p as usize].key.first() == first);
             let state = &mut self.commodities[commodity];
             state.restored = None;
@@ -1210,8 +1262,8 @@ impl Planner {
                 let best_info = self.infos[best as usize];
                 let hold_down = self.graph.timers().hold_down.0;
                 let held = now.saturating_sub(state.placed_at) < hold_down;
-                let a = self.preference(class, &best_info, now);
-                let b = self.preference(class, &incumbent, now);
+                let a = self.path_preference(class, best);
+                let b = self.path_preference(class, feasible[position]);
                 let preferred = (a.0, a.1, a.2) < (b.0, b.1, b.2)
                     || ((a.0, a.1, a.2) == (b.0, b.1, b.2) && a.3 < b.3);
                 let min_improvement = self.policy.timers.min_improvement.fraction();
@@ -1230,6 +1282,7 @@ impl Planner {
                 }
             }
         }
+        self.scratch = allowed;
         self.commodities[commodity].degraded = degraded;
         feasible
     }
@@ -1273,7 +1326,7 @@ impl Planner {
                 if first == chosen.key.first() {
                     continue;
                 }
-                let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                let (unsettled, rank, preference, cost) = self.path_preference(class, p);
                 let key = (
                     !ordered.contains(&p),
                     (unsettled, rank, preference),
