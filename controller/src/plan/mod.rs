@@ -199,9 +199,20 @@ struct CommodityState {
     degraded: bool,
     /// False until the first plan has decided about it (so "no path" is reported once).
     seen: bool,
-    /// The line a restored rule set had the class leave on (after a restart): the first
-    /// plan takes the best candidate over it as the incumbent instead of placing afresh.
-    restored: Option<LineId>,
+    /// Where a restored rule set had the class (after a restart): the first plan takes
+    /// the best candidate matching it as the incumbent instead of placing afresh.
+    restored: Option<Restored>,
+}
+
+/// A class's path as read back from the rule sets a previous process published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Restored {
+    /// The line the class left the source on (the route's primary).
+    first: LineId,
+    /// The hub or DC the path went through (named by the route's reason), if any.
+    via: Option<SiteId>,
+    /// The hub's line towards the destination (its rule set's route for the class), if known.
+    hub_out: Option<LineId>,
 }
 
 /// Names shared by reasons, so a decision refers to them instead of copying them.
@@ -427,6 +438,21 @@ impl Planner {
                 let Some(class) = self.classes.iter().position(|c| c.name == route.class) else {
                     continue;
                 };
+                let via = via_of(route).and_then(|hub| self.graph.site_id(hub));
+                let hub_out = via.and_then(|hub| {
+                    let hub_name = &self.graph.sites[hub as usize].name;
+                    let hub_route = rulesets
+                        .iter()
+                        .filter(|r| &r.site == hub_name)
+                        .flat_map(|r| r.routes.iter())
+                        .find(|r| r.class == route.class && r.destination == route.destination)?;
+                    self.graph.line_id(hub_name, &hub_route.primary)
+                });
+                let restored = Restored {
+                    first: line,
+                    via,
+                    hub_out,
+                };
                 for &pair in &self.pairs_of_site[src as usize] {
                     let pair = &self.pairs[pair];
                     if pair.src != src
@@ -439,7 +465,7 @@ impl Planner {
                     for &commodity in &pair.commodities {
                         let state = &mut self.commodities[commodity];
                         if state.class == class && state.placed.is_none() {
-                            state.restored = Some(line);
+                            state.restored = Some(restored);
                         }
                     }
                 }
@@ -1231,15 +1257,21 @@ impl Planner {
             });
             feasible = keyed.into_iter().map(|k| k.4).collect();
         }
-        // Resumed after a restart: the restored line's best candidate is the incumbent.
+        // Resumed after a restart: the best candidate matching the restored path is the
+        // incumbent — same first line, hub and hub out-line if there is one, else the
+        // closest match.
         if state.placed.is_none()
-            && let Some(first) = state.restored
+            && let Some(restored) = state.restored
         {
-            let resumed = feasible
-                .iter()
-                .copied()
-                .chain(allowed.iter().map(|&(p, _)| p))
-                .find(|&p| self.infos[p as usize].key.first() == first);
+            let candidates = || {
+                feasible
+                    .iter()
+                    .copied()
+                    .chain(allowed.iter().map(|&(p, _)| p))
+            };
+            let resumed = (0..=2).rev().find_map(|strictness| {
+                candidates().find(|&p| restored.matches(&self.infos[p as usize], strictness))
+            });
             let state = &mut self.commodities[commodity];
             state.restored = None;
             if let Some(path) = resumed {
@@ -1687,4 +1719,29 @@ impl Planner {
             self.rulesets[site as usize] = Some(ruleset);
         }
     }
+}
+
+impl Restored {
+    /// Whether a candidate is the restored path: same first line; with `strictness` ≥ 1
+    /// also the same hub (or none); with 2 also the hub's out-line when it is known.
+    fn matches(&self, info: &PathInfo, strictness: u8) -> bool {
+        info.key.first() == self.first
+            && (strictness < 1 || info.via == self.via)
+            && (strictness < 2
+                || self
+                    .hub_out
+                    .is_none_or(|out| info.key.len == 4 && info.key.lines[2] == out))
+    }
+}
+
+/// The hub or DC a route goes through, as its reason names it (`mpls via hub1: …`, written
+/// by [`RouteReason`]'s rendering): rule sets carry the first hop as data, the hub only in
+/// these words.
+fn via_of(route: &ClassRoute) -> Option<&str> {
+    let (hub, _) = route
+        .reason
+        .strip_prefix(route.primary.as_str())?
+        .strip_prefix(" via ")?
+        .split_once(": ")?;
+    Some(hub)
 }
