@@ -75,7 +75,13 @@ fn voice_moves(plan: &Plan) -> Vec<(Option<String>, Option<String>, ReasonKind)>
     plan.decisions
         .iter()
         .filter(|d| d.site == "b1" && d.class == "voice")
-        .map(|d| (d.from_line.clone(), d.to_line.clone(), d.reason.kind))
+        .map(|d| {
+            (
+                d.from_line.as_ref().map(|l| l.to_string()),
+                d.to_line.as_ref().map(|l| l.to_string()),
+                d.reason.kind,
+            )
+        })
         .collect()
 }
 

@@ -39,7 +39,7 @@ use crate::graph::{
 use crate::solver::alloc::{self, Allocation, Commodity, PathId, Paths};
 use crate::solver::sla::{Metric, SlaBounds, score};
 
-pub use reason::{Breach, Evidence, Reason, ReasonDetail, ReasonKind, RouteReason};
+pub use reason::{Breach, Evidence, Name, Reason, ReasonDetail, ReasonKind, RouteReason};
 
 /// Policies with at most this many sites get routes between every pair of sites.
 pub const FULL_MESH_UP_TO: usize = 64;
@@ -64,11 +64,11 @@ pub struct ClassDemand {
 /// A class moved (or was placed, or lost its route) for one destination.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    pub site: String,
-    pub class: String,
-    pub destination: String,
-    pub from_line: Option<String>,
-    pub to_line: Option<String>,
+    pub site: Name,
+    pub class: Name,
+    pub destination: Name,
+    pub from_line: Option<Name>,
+    pub to_line: Option<Name>,
     /// The new path as `site/line` hops (empty when there is none).
     pub path: Vec<Arc<str>>,
     pub reason: Reason,
@@ -1400,12 +1400,13 @@ impl Planner {
             let reason = self.move_reason(commodity, chosen, carried, route.as_ref(), now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
+            let name = |names: &[Arc<str>], i: u32| Name::from(names[i as usize].clone());
             plan.decisions.push(Decision {
-                site: self.graph.sites[pair.src as usize].name.clone(),
-                class: self.classes[state.class].name.clone(),
-                destination: self.graph.sites[pair.dst as usize].name.clone(),
-                from_line: old_key.map(|k| self.graph.line(k.first()).name.clone()),
-                to_line: new_key.map(|k| self.graph.line(k.first()).name.clone()),
+                site: name(&self.names.sites, pair.src),
+                class: name(&self.names.classes, state.class as u32),
+                destination: name(&self.names.sites, pair.dst),
+                from_line: old_key.map(|k| name(&self.names.lines, k.first())),
+                to_line: new_key.map(|k| name(&self.names.lines, k.first())),
                 path: new_key
                     .map(|k| {
                         k.lines()
