@@ -420,8 +420,9 @@ impl Planner {
     }
 
     /// Resumes from the rule sets a previous process published (after a restart): their
-    /// versions continue, each class starts on the line its rule set had it on (as the
-    /// incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
+    /// versions continue, each class starts on the path its rule sets had it on — the
+    /// route's line, and the hub with the hub's line onward when it went through one — (as
+    /// the incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
     /// its agent reports demand again. Same inputs then give the same content: nothing is
     /// re-pushed.
     pub fn resume(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
