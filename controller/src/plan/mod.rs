@@ -250,6 +250,10 @@ pub struct Planner {
     unsettled: Vec<bool>,
     /// Reused by [`Planner::order_candidates`]: the allowed paths of one commodity.
     scratch: Vec<(PathId, bool)>,
+    /// Reused by [`Planner::order_candidates`]: sort keys of one commodity's candidates.
+    scratch_keys: Vec<SortKey>,
+    /// Reused by [`Planner::enumerate_pair`]: every path found for one pair.
+    scratch_found: Vec<PathInfo>,
     allocation: Option<Allocation>,
     capacity: Vec<f64>,
     /// Per site: the commodities whose path transits it.
@@ -290,6 +294,8 @@ impl Planner {
             infos: Vec::new(),
             unsettled: Vec::new(),
             scratch: Vec::new(),
+            scratch_keys: Vec::new(),
+            scratch_found: Vec::new(),
             allocation: None,
             capacity: Vec::new(),
             transit: vec![BTreeSet::new(); graph.sites.len()],
@@ -998,7 +1004,8 @@ impl Planner {
     /// Candidate paths of one pair, best quality first, appended to the path store.
     fn enumerate_pair(&mut self, pair: usize, now: At) {
         let (src, dst) = (self.pairs[pair].src, self.pairs[pair].dst);
-        let mut found: Vec<PathInfo> = Vec::new();
+        let mut found = std::mem::take(&mut self.scratch_found);
+        found.clear();
         for &a in &self.graph.sites[src as usize].lines {
             for &b in &self.graph.sites[dst as usize].lines {
                 if self.tunnel(src, a, dst, b) {
@@ -1070,7 +1077,7 @@ impl Planner {
         // A few (source line, destination line) combinations: a vector beats a map.
         let mut per_ends: Vec<((LineId, LineId), usize)> = Vec::new();
         let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
-        for info in found {
+        for &info in &found {
             let ends = (
                 info.key.first(),
                 info.key.lines()[info.key.len as usize - 1],
@@ -1092,6 +1099,7 @@ impl Planner {
                 kept.push(info);
             }
         }
+        self.scratch_found = found;
         // The paths classes are on now stay candidates while their lines can still carry
         // them, so hysteresis (not the quality noise that picked the best way through a hub)
         // decides whether they move.
@@ -1241,22 +1249,21 @@ impl Planner {
             });
         } else {
             // Keys computed once per path, then sorted (the comparator stays cheap).
-            let mut keyed: Vec<SortKey> = allowed
-                .iter()
-                .filter(|&&(_, meets)| meets)
-                .map(|&(p, _)| {
-                    let info = &self.infos[p as usize];
-                    let (unsettled, rank, preference, cost) = self.path_preference(class, p);
-                    ((unsettled, rank, preference), cost, info.score, info.key, p)
-                })
-                .collect();
+            let mut keyed = std::mem::take(&mut self.scratch_keys);
+            keyed.clear();
+            keyed.extend(allowed.iter().filter(|&&(_, meets)| meets).map(|&(p, _)| {
+                let info = &self.infos[p as usize];
+                let (unsettled, rank, preference, cost) = self.path_preference(class, p);
+                ((unsettled, rank, preference), cost, info.score, info.key, p)
+            }));
             keyed.sort_unstable_by(|a, b| {
                 a.0.cmp(&b.0)
                     .then(a.1.total_cmp(&b.1))
                     .then(a.2.total_cmp(&b.2))
                     .then(a.3.cmp(&b.3))
             });
-            feasible = keyed.into_iter().map(|k| k.4).collect();
+            feasible = keyed.iter().map(|k| k.4).collect();
+            self.scratch_keys = keyed;
         }
         // Resumed after a restart: the best candidate matching the restored path is the
         // incumbent — same first line, hub and hub out-line if there is one, else the
