@@ -2,8 +2,9 @@
 //! classes, and one line's change re-solved incrementally.
 //!
 //! ```text
-//! cargo run --release -p wansteer-controller --example solver_speed -- [branches] [runs]
+//! cargo run --release -p wansteer-controller --example solver_speed -- [branches] [runs] [solve-only]
 //! ```
+//! `solve-only` stops after the first full solve of each run (for profiling it alone).
 //! Prints medians over the runs. Timing lives here, never in unit tests.
 
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let branches: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(9_990);
     let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let solve_only = args.get(3).is_some_and(|a| a == "solve-only");
     let spec = SdwanSpec {
         branches,
         hubs: 8,
@@ -107,6 +109,10 @@ fn main() {
         build.push(t);
         let (plan, t) = timed(|| planner.solve(Duration::from_secs(1)));
         first_solve.push(t);
+        if solve_only {
+            println!("first full solve: {} decisions", plan.decisions.len());
+            continue;
+        }
         let (rulesets, t) = timed(|| planner.compile_pending());
         first_compile.push(t);
         if run == 0 {
@@ -166,6 +172,10 @@ fn main() {
         let (plan, t) = timed(|| planner.solve(now));
         full_replan.push(t);
         assert!(plan.stats.full);
+    }
+    if solve_only {
+        report("first full solve", &first_solve);
+        return;
     }
     println!("{summary}");
     println!("runs: {runs}; medians:");

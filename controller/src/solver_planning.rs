@@ -60,16 +60,18 @@ fn millis(ms: f64) -> Duration {
 fn record(decision: Decision) -> DecisionRecord {
     DecisionRecord {
         at_ms: decision.at.as_millis() as u64,
-        site: decision.site,
-        class: decision.class,
-        destination: decision.destination,
-        from_line: decision.from_line,
-        to_line: decision.to_line.unwrap_or_else(|| "none".to_string()),
-        reason: decision.reason.text,
+        site: decision.site.to_string(),
+        class: decision.class.to_string(),
+        destination: decision.destination.to_string(),
+        from_line: decision.from_line.map(|line| line.to_string()),
+        to_line: decision
+            .to_line
+            .map_or_else(|| "none".to_string(), |line| line.to_string()),
+        reason: decision.reason.text(),
         measurements: serde_json::json!({
             "kind": decision.reason.kind,
-            "path": decision.path,
-            "evidence": decision.reason.evidence,
+            "path": decision.path.iter().map(|hop| &**hop).collect::<Vec<&str>>(),
+            "evidence": decision.reason.evidence(),
         }),
     }
 }

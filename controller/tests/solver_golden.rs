@@ -85,7 +85,7 @@ fn render(out: &mut String, at: Span, plan: &Plan) {
             d.from_line.as_deref().unwrap_or("-"),
             d.to_line.as_deref().unwrap_or("-"),
             d.reason.kind,
-            d.reason.text
+            d.reason.text()
         )
         .unwrap();
         if !d.path.is_empty() {

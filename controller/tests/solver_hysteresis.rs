@@ -75,7 +75,13 @@ fn voice_moves(plan: &Plan) -> Vec<(Option<String>, Option<String>, ReasonKind)>
     plan.decisions
         .iter()
         .filter(|d| d.site == "b1" && d.class == "voice")
-        .map(|d| (d.from_line.clone(), d.to_line.clone(), d.reason.kind))
+        .map(|d| {
+            (
+                d.from_line.as_ref().map(|l| l.to_string()),
+                d.to_line.as_ref().map(|l| l.to_string()),
+                d.reason.kind,
+            )
+        })
         .collect()
 }
 
@@ -153,7 +159,7 @@ fn better_path_waits_for_hold_down_then_moves_with_its_numbers() {
             ReasonKind::Improvement
         )]
     );
-    let evidence = &plan.decisions[0].reason.evidence;
+    let evidence = &plan.decisions[0].reason.evidence();
     assert!(
         evidence
             .iter()
@@ -201,12 +207,8 @@ fn dead_line_moves_the_class_at_once_even_inside_hold_down() {
             ReasonKind::SlaBreach
         )]
     );
-    let loss = plan.decisions[0]
-        .reason
-        .evidence
-        .iter()
-        .find(|e| e.metric == "loss")
-        .unwrap();
+    let evidence = plan.decisions[0].reason.evidence();
+    let loss = evidence.iter().find(|e| e.metric == "loss").unwrap();
     assert!((loss.value - 0.05).abs() < 1e-9, "path loss {}", loss.value);
     assert_eq!(loss.limit, Some(0.01));
 }

@@ -20,7 +20,10 @@
 //! the capacity the others leave; it falls back to a full solve when the change is broad or
 //! the re-placed demand no longer fits. Time is an input: nothing here reads a clock.
 
+mod reason;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -34,7 +37,9 @@ use crate::graph::{
     At, Cloud, GraphError, LineChange, LineId, LineMeasurement, LinkGraph, Quality, SiteId,
 };
 use crate::solver::alloc::{self, Allocation, Commodity, PathId, Paths};
-use crate::solver::sla::{Metric, SlaBounds, format_metric, score};
+use crate::solver::sla::{Metric, SlaBounds, score};
+
+pub use reason::{Breach, Evidence, Name, Reason, ReasonDetail, ReasonKind, RouteReason};
 
 /// Policies with at most this many sites get routes between every pair of sites.
 pub const FULL_MESH_UP_TO: usize = 64;
@@ -56,58 +61,16 @@ pub struct ClassDemand {
     pub bps: f64,
 }
 
-/// What kind of reason moved (or placed) a class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReasonKind {
-    /// First placement of this class towards this destination.
-    Initial,
-    /// A line of the old path went down.
-    LineDown,
-    /// The old path broke the class's SLA.
-    SlaBreach,
-    /// The policy forbids the old path now (`never`).
-    Forbidden,
-    /// The old path lacks room for the class's demand.
-    Capacity,
-    /// A better path cleared `min_improvement` after the hold-down.
-    Improvement,
-    /// A more preferred line is usable again and has stayed up for the hold-down.
-    PreferenceRestored,
-    /// The old path is no longer among the candidates (e.g. a line was removed).
-    PathGone,
-    /// Nothing the class may use is up: no route.
-    NoPath,
-}
-
-/// One number behind a reason: `site/line` (or a path), the metric, its value and limit.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub subject: String,
-    pub metric: String,
-    pub value: f64,
-    pub limit: Option<f64>,
-    pub unit: String,
-}
-
-/// Why a class is where it is: a kind, words for people, and the numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reason {
-    pub kind: ReasonKind,
-    pub text: String,
-    pub evidence: Vec<Evidence>,
-}
-
 /// A class moved (or was placed, or lost its route) for one destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
-    pub site: String,
-    pub class: String,
-    pub destination: String,
-    pub from_line: Option<String>,
-    pub to_line: Option<String>,
+    pub site: Name,
+    pub class: Name,
+    pub destination: Name,
+    pub from_line: Option<Name>,
+    pub to_line: Option<Name>,
     /// The new path as `site/line` hops (empty when there is none).
-    pub path: Vec<String>,
+    pub path: Vec<Arc<str>>,
     pub reason: Reason,
     pub at: At,
 }
@@ -227,26 +190,42 @@ struct CommodityState {
     /// Where the current route reads from: the chosen path's info.
     chosen: Option<PathInfo>,
     backups: Vec<LineId>,
-    route_reason: String,
+    /// Why the route reads from `chosen` (none when there is no path).
+    route: Option<RouteReason>,
+    /// `route` in words, rendered when a rule set is compiled and kept while `route` reads
+    /// the same.
+    route_text: Option<Arc<str>>,
     /// True while no candidate meets the SLA.
     degraded: bool,
     /// False until the first plan has decided about it (so "no path" is reported once).
     seen: bool,
-    /// What `route_reason` was written from.
-    reason_key: Option<ReasonKey>,
-    /// The line a restored rule set had the class leave on (after a restart): the first
-    /// plan takes the best candidate over it as the incumbent instead of placing afresh.
-    restored: Option<LineId>,
+    /// Where a restored rule set had the class (after a restart): the first plan takes
+    /// the best candidate matching it as the incumbent instead of placing afresh.
+    restored: Option<Restored>,
 }
 
-/// The inputs of a route's reason text, to reuse the text while they stay the same.
+/// A class's path as read back from the rule sets a previous process published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ReasonKey {
-    path: PathKey,
-    quality: [u64; 3],
-    unmeasured: bool,
-    degraded: bool,
-    short: Option<(u64, u64)>,
+struct Restored {
+    /// The line the class left the source on (the route's primary).
+    first: LineId,
+    /// The hub or DC the path went through (named by the route's reason), if any.
+    via: Option<SiteId>,
+    /// The hub's line towards the destination (its rule set's route for the class), if known.
+    hub_out: Option<LineId>,
+}
+
+/// Names shared by reasons, so a decision refers to them instead of copying them.
+#[derive(Debug, Clone, Default)]
+struct Names {
+    /// Per line: its name at its site.
+    lines: Vec<Arc<str>>,
+    /// Per line: `site/line`.
+    labels: Vec<Arc<str>>,
+    /// Per site.
+    sites: Vec<Arc<str>>,
+    /// Per class.
+    classes: Vec<Arc<str>>,
 }
 
 /// The planner: state between runs.
@@ -254,6 +233,7 @@ struct ReasonKey {
 pub struct Planner {
     policy: Policy,
     graph: LinkGraph,
+    names: Names,
     classes: Vec<ClassRules>,
     specs: Vec<ClassSpec>,
     transit_sites: Vec<SiteId>,
@@ -265,6 +245,15 @@ pub struct Planner {
     engine: Vec<Commodity>,
     paths: Paths,
     infos: Vec<PathInfo>,
+    /// Per path (as `infos`): unsettled when enumerated (see [`Planner::preference`]);
+    /// shared by the classes of its pair.
+    unsettled: Vec<bool>,
+    /// Reused by [`Planner::order_candidates`]: the allowed paths of one commodity.
+    scratch: Vec<(PathId, bool)>,
+    /// Reused by [`Planner::order_candidates`]: sort keys of one commodity's candidates.
+    scratch_keys: Vec<SortKey>,
+    /// Reused by [`Planner::enumerate_pair`]: every path found for one pair.
+    scratch_found: Vec<PathInfo>,
     allocation: Option<Allocation>,
     capacity: Vec<f64>,
     /// Per site: the commodities whose path transits it.
@@ -291,6 +280,7 @@ impl Planner {
     pub fn new(policy: Policy) -> Planner {
         let graph = LinkGraph::new(&policy);
         let mut planner = Planner {
+            names: Names::default(),
             classes: Vec::new(),
             specs: class_specs(&policy),
             transit_sites: Vec::new(),
@@ -302,6 +292,10 @@ impl Planner {
             engine: Vec::new(),
             paths: Paths::new(),
             infos: Vec::new(),
+            unsettled: Vec::new(),
+            scratch: Vec::new(),
+            scratch_keys: Vec::new(),
+            scratch_found: Vec::new(),
             allocation: None,
             capacity: Vec::new(),
             transit: vec![BTreeSet::new(); graph.sites.len()],
@@ -414,7 +408,8 @@ impl Planner {
             state.chosen = Some(info);
             state.seen = old.seen;
             state.degraded = old.degraded;
-            state.route_reason = old.route_reason.clone();
+            state.route = old.route.clone();
+            state.route_text = old.route_text.clone();
             state.backups = old
                 .backups
                 .iter()
@@ -431,8 +426,9 @@ impl Planner {
     }
 
     /// Resumes from the rule sets a previous process published (after a restart): their
-    /// versions continue, each class starts on the line its rule set had it on (as the
-    /// incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
+    /// versions continue, each class starts on the path its rule sets had it on — the
+    /// route's line, and the hub with the hub's line onward when it went through one — (as
+    /// the incumbent, with a fresh hold-down), and a site's HTB rates stay as they were until
     /// its agent reports demand again. Same inputs then give the same content: nothing is
     /// re-pushed.
     pub fn resume(&mut self, rulesets: impl IntoIterator<Item = RuleSet>) {
@@ -449,6 +445,21 @@ impl Planner {
                 let Some(class) = self.classes.iter().position(|c| c.name == route.class) else {
                     continue;
                 };
+                let via = via_of(route).and_then(|hub| self.graph.site_id(hub));
+                let hub_out = via.and_then(|hub| {
+                    let hub_name = &self.graph.sites[hub as usize].name;
+                    let hub_route = rulesets
+                        .iter()
+                        .filter(|r| &r.site == hub_name)
+                        .flat_map(|r| r.routes.iter())
+                        .find(|r| r.class == route.class && r.destination == route.destination)?;
+                    self.graph.line_id(hub_name, &hub_route.primary)
+                });
+                let restored = Restored {
+                    first: line,
+                    via,
+                    hub_out,
+                };
                 for &pair in &self.pairs_of_site[src as usize] {
                     let pair = &self.pairs[pair];
                     if pair.src != src
@@ -461,7 +472,7 @@ impl Planner {
                     for &commodity in &pair.commodities {
                         let state = &mut self.commodities[commodity];
                         if state.class == class && state.placed.is_none() {
-                            state.restored = Some(line);
+                            state.restored = Some(restored);
                         }
                     }
                 }
@@ -726,6 +737,23 @@ impl Planner {
                     .collect(),
             })
             .collect();
+        self.names = Names {
+            lines: lines.iter().map(|l| Arc::from(l.name.as_str())).collect(),
+            labels: (0..lines.len() as LineId)
+                .map(|l| Arc::from(self.graph.line_label(l)))
+                .collect(),
+            sites: self
+                .graph
+                .sites
+                .iter()
+                .map(|s| Arc::from(s.name.as_str()))
+                .collect(),
+            classes: self
+                .classes
+                .iter()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
+        };
         self.transit_sites = self
             .graph
             .sites
@@ -745,48 +773,76 @@ impl Planner {
     /// (Re)builds the set of commodities, keeping incumbents of those that stay.
     fn build_commodities(&mut self) {
         let sites = &self.graph.sites;
-        let mut wanted: BTreeSet<(SiteId, SiteId)> = BTreeSet::new();
         let full_mesh = sites.len() <= FULL_MESH_UP_TO;
+        // Every wanted pair (class `None`) and every measured demand, sorted by pair: one
+        // pass then makes the pairs in order with their demand per class.
+        let mut entries: Vec<(SiteId, SiteId, Option<usize>, f64)> =
+            Vec::with_capacity(self.demand.len() + self.pairs.len());
+        let destinations: Vec<SiteId> = (0..sites.len() as SiteId)
+            .filter(|&dst| {
+                let other = &sites[dst as usize];
+                !other.lan.is_empty() && (full_mesh || other.kind != SiteKind::Branch)
+            })
+            .collect();
         for (src, site) in sites.iter().enumerate() {
-            for (dst, other) in sites.iter().enumerate() {
-                if src == dst || other.lan.is_empty() {
-                    continue;
-                }
-                let to_hub = site.kind == SiteKind::Branch && other.kind != SiteKind::Branch;
-                if full_mesh || to_hub {
-                    wanted.insert((src as SiteId, dst as SiteId));
+            if !full_mesh && site.kind != SiteKind::Branch {
+                continue;
+            }
+            for &dst in &destinations {
+                if dst as usize != src {
+                    entries.push((src as SiteId, dst, None, 0.0));
                 }
             }
         }
-        for &(src, dst, _) in self.demand.keys() {
-            wanted.insert((src, dst));
+        for (&(src, dst, class), &bps) in &self.demand {
+            entries.push((src, dst, Some(class), bps));
         }
-        let old: HashMap<(SiteId, SiteId, usize), CommodityState> = self
-            .commodities
-            .drain(..)
-            .map(|c| {
-                let pair = &self.pairs[c.pair];
-                ((pair.src, pair.dst, c.class), c)
-            })
-            .collect();
-        self.pairs.clear();
-        self.pair_index.clear();
+        entries.sort_unstable_by_key(|&(src, dst, class, _)| (src, dst, class));
+        let old_pairs = std::mem::take(&mut self.pairs);
+        let old_index = std::mem::take(&mut self.pair_index);
+        let mut old: Vec<Option<CommodityState>> = self.commodities.drain(..).map(Some).collect();
         self.pairs_of_site = vec![Vec::new(); sites.len()];
         self.engine.clear();
-        for (src, dst) in wanted {
+        let pair_count = 1 + entries
+            .windows(2)
+            .filter(|w| (w[0].0, w[0].1) != (w[1].0, w[1].1))
+            .count();
+        self.pairs.reserve(pair_count);
+        self.commodities.reserve(pair_count * self.classes.len());
+        self.engine.reserve(pair_count * self.classes.len());
+        let mut demand = vec![0.0; self.classes.len()];
+        let mut next = 0;
+        while next < entries.len() {
+            let (src, dst) = (entries[next].0, entries[next].1);
+            demand.fill(0.0);
+            while let Some(&(s, d, class, bps)) = entries.get(next)
+                && (s, d) == (src, dst)
+            {
+                if let Some(class) = class {
+                    demand[class] = bps;
+                }
+                next += 1;
+            }
             let pair_id = self.pairs.len();
             let mut pair = Pair {
                 src,
                 dst,
                 ..Pair::default()
             };
+            let previous = old_index
+                .get(&(src, dst))
+                .map(|&p| old_pairs[p].commodities.as_slice())
+                .unwrap_or(&[]);
             for (class, rules) in self.classes.iter().enumerate() {
-                let demand = self.demand.get(&(src, dst, class)).copied().unwrap_or(0.0);
-                let state = match old.get(&(src, dst, class)) {
+                let demand = demand[class];
+                let kept = previous
+                    .iter()
+                    .find_map(|&c| old[c].take_if(|state| state.class == class));
+                let state = match kept {
                     Some(previous) => CommodityState {
                         pair: pair_id,
                         demand,
-                        ..previous.clone()
+                        ..previous
                     },
                     None => CommodityState {
                         pair: pair_id,
@@ -796,10 +852,10 @@ impl Planner {
                         placed_at: Duration::ZERO,
                         chosen: None,
                         backups: Vec::new(),
-                        route_reason: String::new(),
+                        route: None,
+                        route_text: None,
                         degraded: false,
                         seen: false,
-                        reason_key: None,
                         restored: None,
                     },
                 };
@@ -846,9 +902,13 @@ impl Planner {
         plan.stats.resolved = self.commodities.len();
         self.paths = Paths::new();
         self.infos.clear();
+        self.unsettled.clear();
         for pair in 0..self.pairs.len() {
-            self.enumerate_pair(pair);
+            self.enumerate_pair(pair, now);
         }
+        // Most commodities are placed for the first time in the first plan: one decision each.
+        let unseen = self.commodities.iter().filter(|c| !c.seen).count();
+        plan.decisions.reserve(unseen);
         for commodity in 0..self.commodities.len() {
             self.engine[commodity].paths = self.order_candidates(commodity, now);
         }
@@ -887,7 +947,7 @@ impl Planner {
             }
         }
         for pair in pairs {
-            self.enumerate_pair(pair);
+            self.enumerate_pair(pair, now);
         }
         let mut by_level: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
         for &commodity in affected {
@@ -942,9 +1002,10 @@ impl Planner {
     }
 
     /// Candidate paths of one pair, best quality first, appended to the path store.
-    fn enumerate_pair(&mut self, pair: usize) {
+    fn enumerate_pair(&mut self, pair: usize, now: At) {
         let (src, dst) = (self.pairs[pair].src, self.pairs[pair].dst);
-        let mut found: Vec<PathInfo> = Vec::new();
+        let mut found = std::mem::take(&mut self.scratch_found);
+        found.clear();
         for &a in &self.graph.sites[src as usize].lines {
             for &b in &self.graph.sites[dst as usize].lines {
                 if self.tunnel(src, a, dst, b) {
@@ -1003,7 +1064,8 @@ impl Planner {
                 }
             }
         }
-        found.sort_by(|p, q| {
+        // Keys are distinct (the path breaks ties), so an unstable sort orders as a stable one.
+        found.sort_unstable_by(|p, q| {
             (p.score + p.cost * 1e-3)
                 .total_cmp(&(q.score + q.cost * 1e-3))
                 .then(p.key.cmp(&q.key))
@@ -1012,11 +1074,22 @@ impl Planner {
         // combination, so each line at either end can take load, serve classes that prefer or
         // forbid others, and back up the rest.
         let found_count = found.len();
-        let mut per_ends: BTreeMap<(LineId, LineId), usize> = BTreeMap::new();
+        // A few (source line, destination line) combinations: a vector beats a map.
+        let mut per_ends: Vec<((LineId, LineId), usize)> = Vec::new();
         let mut kept = Vec::with_capacity(CANDIDATES_PER_PAIR);
-        for info in found {
-            let last = info.key.lines()[info.key.len as usize - 1];
-            let count = per_ends.entry((info.key.first(), last)).or_insert(0);
+        for &info in &found {
+            let ends = (
+                info.key.first(),
+                info.key.lines()[info.key.len as usize - 1],
+            );
+            let slot = match per_ends.iter().position(|&(e, _)| e == ends) {
+                Some(slot) => slot,
+                None => {
+                    per_ends.push((ends, 0));
+                    per_ends.len() - 1
+                }
+            };
+            let count = &mut per_ends[slot].1;
             let small = kept.len() < CANDIDATES_PER_PAIR && found_count <= CANDIDATES_PER_PAIR;
             if small
                 || kept.len() < CANDIDATES_BEST
@@ -1026,6 +1099,7 @@ impl Planner {
                 kept.push(info);
             }
         }
+        self.scratch_found = found;
         // The paths classes are on now stay candidates while their lines can still carry
         // them, so hysteresis (not the quality noise that picked the best way through a hub)
         // decides whether they move.
@@ -1043,6 +1117,7 @@ impl Planner {
         for info in kept {
             let (arcs, len) = info.key.arcs();
             ids.push(self.paths.push(&arcs[..len]));
+            self.unsettled.push(self.unsettled_at(&info, now));
             self.infos.push(info);
         }
         self.pairs[pair].paths = ids;
@@ -1105,13 +1180,25 @@ impl Planner {
     /// Preference key of a path for a class: lower is better. A path with a line not yet
     /// measured counts as unsettled: used when nothing measured fits, never preferred.
     fn preference(&self, class: &ClassRules, info: &PathInfo, now: At) -> (bool, u32, u32, f64) {
+        self.preference_with(class, info, self.unsettled_at(info, now))
+    }
+
+    /// [`Planner::preference`] of an enumerated path, its settledness read from the cache.
+    fn path_preference(&self, class: &ClassRules, path: PathId) -> (bool, u32, u32, f64) {
+        self.preference_with(
+            class,
+            &self.infos[path as usize],
+            self.unsettled[path as usize],
+        )
+    }
+
+    fn preference_with(
+        &self,
+        class: &ClassRules,
+        info: &PathInfo,
+        unsettled: bool,
+    ) -> (bool, u32, u32, f64) {
         let first = info.key.first();
-        let unsettled = info.unmeasured
-            || info
-                .key
-                .lines()
-                .iter()
-                .any(|&l| !self.graph.settled(l, now));
         (
             unsettled,
             class.rank[first as usize],
@@ -1120,30 +1207,38 @@ impl Planner {
         )
     }
 
+    fn unsettled_at(&self, info: &PathInfo, now: At) -> bool {
+        info.unmeasured
+            || info
+                .key
+                .lines()
+                .iter()
+                .any(|&l| !self.graph.settled(l, now))
+    }
+
     /// The commodity's candidates in the order the allocator should try them, with the
     /// incumbent first when hysteresis keeps it.
     fn order_candidates(&mut self, commodity: usize, now: At) -> Vec<PathId> {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
         let pair = &self.pairs[state.pair];
-        let allowed: Vec<PathId> = pair
-            .paths
-            .iter()
-            .copied()
-            .filter(|&p| {
-                self.infos[p as usize]
-                    .key
-                    .lines()
-                    .iter()
-                    .all(|&l| !class.never[l as usize])
-            })
-            .collect();
-        let (mut feasible, rest): (Vec<PathId>, Vec<PathId>) = allowed
-            .iter()
-            .partition(|&&p| class.sla.met_by(self.infos[p as usize].quality));
-        let degraded = feasible.is_empty();
+        // One pass: the paths the class may use, and whether any meets the SLA.
+        let mut allowed = std::mem::take(&mut self.scratch);
+        allowed.clear();
+        let mut any_meets = false;
+        for &p in &pair.paths {
+            let info = &self.infos[p as usize];
+            if info.key.lines().iter().any(|&l| class.never[l as usize]) {
+                continue;
+            }
+            let meets = class.sla.met_by(info.quality);
+            any_meets |= meets;
+            allowed.push((p, meets));
+        }
+        let degraded = !any_meets;
+        let mut feasible: Vec<PathId>;
         if degraded {
-            feasible = rest;
+            feasible = allowed.iter().map(|&(p, _)| p).collect();
             feasible.sort_by(|&p, &q| {
                 let (p, q) = (&self.infos[p as usize], &self.infos[q as usize]);
                 class
@@ -1154,31 +1249,37 @@ impl Planner {
             });
         } else {
             // Keys computed once per path, then sorted (the comparator stays cheap).
-            let mut keyed: Vec<SortKey> = feasible
-                .iter()
-                .map(|&p| {
-                    let info = &self.infos[p as usize];
-                    let (unsettled, rank, preference, cost) = self.preference(class, info, now);
-                    ((unsettled, rank, preference), cost, info.score, info.key, p)
-                })
-                .collect();
+            let mut keyed = std::mem::take(&mut self.scratch_keys);
+            keyed.clear();
+            keyed.extend(allowed.iter().filter(|&&(_, meets)| meets).map(|&(p, _)| {
+                let info = &self.infos[p as usize];
+                let (unsettled, rank, preference, cost) = self.path_preference(class, p);
+                ((unsettled, rank, preference), cost, info.score, info.key, p)
+            }));
             keyed.sort_unstable_by(|a, b| {
                 a.0.cmp(&b.0)
                     .then(a.1.total_cmp(&b.1))
                     .then(a.2.total_cmp(&b.2))
                     .then(a.3.cmp(&b.3))
             });
-            feasible = keyed.into_iter().map(|k| k.4).collect();
+            feasible = keyed.iter().map(|k| k.4).collect();
+            self.scratch_keys = keyed;
         }
-        // Resumed after a restart: the restored line's best candidate is the incumbent.
+        // Resumed after a restart: the best candidate matching the restored path is the
+        // incumbent — same first line, hub and hub out-line if there is one, else the
+        // closest match.
         if state.placed.is_none()
-            && let Some(first) = state.restored
+            && let Some(restored) = state.restored
         {
-            let resumed = feasible
-                .iter()
-                .chain(allowed.iter())
-                .copied()
-                .find(|&p| self.infos[p as usize].key.first() == first);
+            let candidates = || {
+                feasible
+                    .iter()
+                    .copied()
+                    .chain(allowed.iter().map(|&(p, _)| p))
+            };
+            let resumed = (0..=2).rev().find_map(|strictness| {
+                candidates().find(|&p| restored.matches(&self.infos[p as usize], strictness))
+            });
             let state = &mut self.commodities[commodity];
             state.restored = None;
             if let Some(path) = resumed {
@@ -1201,8 +1302,8 @@ impl Planner {
                 let best_info = self.infos[best as usize];
                 let hold_down = self.graph.timers().hold_down.0;
                 let held = now.saturating_sub(state.placed_at) < hold_down;
-                let a = self.preference(class, &best_info, now);
-                let b = self.preference(class, &incumbent, now);
+                let a = self.path_preference(class, best);
+                let b = self.path_preference(class, feasible[position]);
                 let preferred = (a.0, a.1, a.2) < (b.0, b.1, b.2)
                     || ((a.0, a.1, a.2) == (b.0, b.1, b.2) && a.3 < b.3);
                 let min_improvement = self.policy.timers.min_improvement.fraction();
@@ -1221,6 +1322,7 @@ impl Planner {
                 }
             }
         }
+        self.scratch = allowed;
         self.commodities[commodity].degraded = degraded;
         feasible
     }
@@ -1256,24 +1358,26 @@ impl Planner {
                     .iter()
                     .all(|&l| !class.never[l as usize])
             });
-            let mut best: BTreeMap<LineId, BackupKey> = BTreeMap::new();
+            // A handful of first lines: a vector beats a map.
+            let mut best: Vec<(LineId, BackupKey)> = Vec::new();
             for p in allowed {
                 let info = &self.infos[p as usize];
                 let first = info.key.first();
                 if first == chosen.key.first() {
                     continue;
                 }
-                let (unsettled, rank, preference, cost) = self.preference(class, info, now);
+                let (unsettled, rank, preference, cost) = self.path_preference(class, p);
                 let key = (
                     !ordered.contains(&p),
                     (unsettled, rank, preference),
                     (cost.max(0.0) * 1000.0).round() as u64,
                 );
-                best.entry(first)
-                    .and_modify(|k| *k = (*k).min(key))
-                    .or_insert(key);
+                match best.iter_mut().find(|(line, _)| *line == first) {
+                    Some(entry) => entry.1 = entry.1.min(key),
+                    None => best.push((first, key)),
+                }
             }
-            let mut ranked: Vec<(LineId, _)> = best.into_iter().collect();
+            let mut ranked = best;
             ranked.sort_by_key(|&(line, key)| (key, line));
             backups = ranked.into_iter().map(|(line, _)| line).collect();
         }
@@ -1282,29 +1386,15 @@ impl Planner {
         let old_via = state.chosen.and_then(|c| c.via);
         let new_via = chosen.and_then(|c| c.via);
         let src = pair.src;
-        // The route's words only change when what they say changes: reuse them otherwise.
+        let route = chosen.map(|info| self.route_reason(commodity, &info, carried));
         let state = &self.commodities[commodity];
-        let short = carried + CARRIED_SLACK < state.demand;
-        let reason_key = chosen.map(|info| ReasonKey {
-            path: info.key,
-            quality: [
-                info.quality.latency_ms.to_bits(),
-                info.quality.jitter_ms.to_bits(),
-                info.quality.loss.to_bits(),
-            ],
-            unmeasured: info.unmeasured,
-            degraded: state.degraded,
-            short: short.then(|| (carried.to_bits(), state.demand.to_bits())),
-        });
-        let route_reason = if reason_key.is_some() && reason_key == state.reason_key {
-            state.route_reason.clone()
-        } else {
-            match chosen {
-                Some(info) => self.route_reason(commodity, &info, carried),
-                None => "no usable path".to_string(),
-            }
+        // The route's words change only when what they say changes (figures at the
+        // precision they are shown): otherwise the old reason, and its text, stay.
+        let same_words = match (&state.route, &route) {
+            (Some(old), Some(new)) => old.reads_as(new),
+            (None, None) => state.seen,
+            _ => false,
         };
-        let state = &self.commodities[commodity];
         // A move is what an operator would call one: the class leaves on another line, or
         // goes through another hub. Another way through the same hub (or the far end's
         // other line of the same cloud) re-routes quietly; the hold-down keeps running.
@@ -1315,20 +1405,21 @@ impl Planner {
             self.commodities[commodity].placed = new_key;
         }
         if moved {
-            let reason = self.move_reason(commodity, chosen, carried, &route_reason, now);
+            let reason = self.move_reason(commodity, chosen, carried, route.as_ref(), now);
             let state = &self.commodities[commodity];
             let pair = &self.pairs[state.pair];
+            let name = |names: &[Arc<str>], i: u32| Name::from(names[i as usize].clone());
             plan.decisions.push(Decision {
-                site: self.graph.sites[pair.src as usize].name.clone(),
-                class: self.classes[state.class].name.clone(),
-                destination: self.graph.sites[pair.dst as usize].name.clone(),
-                from_line: old_key.map(|k| self.graph.line(k.first()).name.clone()),
-                to_line: new_key.map(|k| self.graph.line(k.first()).name.clone()),
+                site: name(&self.names.sites, pair.src),
+                class: name(&self.names.classes, state.class as u32),
+                destination: name(&self.names.sites, pair.dst),
+                from_line: old_key.map(|k| name(&self.names.lines, k.first())),
+                to_line: new_key.map(|k| name(&self.names.lines, k.first())),
                 path: new_key
                     .map(|k| {
                         k.lines()
                             .iter()
-                            .map(|&l| self.graph.line_label(l))
+                            .map(|&l| self.names.labels[l as usize].clone())
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -1341,12 +1432,13 @@ impl Planner {
             state.seen = true;
         }
         let state = &mut self.commodities[commodity];
-        let changed_route =
-            state.route_reason != route_reason || state.backups != backups || new_key != old_key;
+        let changed_route = !same_words || state.backups != backups || new_key != old_key;
         state.chosen = chosen;
         state.backups = backups;
-        state.route_reason = route_reason;
-        state.reason_key = reason_key;
+        if !same_words {
+            state.route = route;
+            state.route_text = None;
+        }
         if let Some(hub) = old_via {
             self.transit[hub as usize].remove(&commodity);
             touched.insert(hub);
@@ -1360,68 +1452,29 @@ impl Planner {
         }
     }
 
-    fn route_reason(&self, commodity: usize, info: &PathInfo, carried: f64) -> String {
+    /// Why the route reads from `info`: the data, not yet words.
+    fn route_reason(&self, commodity: usize, info: &PathInfo, carried: f64) -> RouteReason {
         let state = &self.commodities[commodity];
         let class = &self.classes[state.class];
-        let mut text = self.graph.line(info.key.first()).name.clone();
-        if let Some(hub) = info.via {
-            text.push_str(" via ");
-            text.push_str(&self.graph.sites[hub as usize].name);
-        }
-        text.push_str(": ");
-        if info.unmeasured {
-            let unknown: Vec<String> = info
-                .key
+        let unmeasured = if info.unmeasured {
+            info.key
                 .lines()
                 .iter()
                 .filter(|&&l| self.graph.line(l).quality.is_none())
-                .map(|&l| self.graph.line_label(l))
-                .collect();
-            text.push_str(&format!(
-                "{} not measured yet (used until a measured line meets the SLA)",
-                unknown.join(", ")
-            ));
-            if carried + CARRIED_SLACK < state.demand {
-                text.push_str(&format!(
-                    "; capacity short: {:.1} of {:.1} Mbit/s carried",
-                    carried / 1e6,
-                    state.demand / 1e6
-                ));
-            }
-            return text;
-        }
-        let checks: Vec<String> = class
-            .sla
-            .checks(info.quality)
-            .map(|(metric, value, bound)| {
-                let relation = if value <= bound { "≤" } else { ">" };
-                format!(
-                    "{} {} {relation} {}",
-                    metric.as_str(),
-                    format_metric(metric, value),
-                    format_metric(metric, bound)
-                )
-            })
-            .collect();
-        if checks.is_empty() {
-            text.push_str(&format!(
-                "no SLA; latency {}",
-                format_metric(Metric::Latency, info.quality.latency_ms)
-            ));
+                .map(|&l| self.names.labels[l as usize].clone())
+                .collect()
         } else {
-            text.push_str(&checks.join(", "));
+            Vec::new()
+        };
+        RouteReason {
+            line: self.names.lines[info.key.first() as usize].clone(),
+            via: info.via.map(|hub| self.names.sites[hub as usize].clone()),
+            quality: info.quality,
+            sla: class.sla,
+            unmeasured,
+            degraded: state.degraded,
+            short: (carried + CARRIED_SLACK < state.demand).then_some((carried, state.demand)),
         }
-        if state.degraded {
-            text.push_str(" (no path meets the SLA; least bad)");
-        }
-        if carried + CARRIED_SLACK < state.demand {
-            text.push_str(&format!(
-                "; capacity short: {:.1} of {:.1} Mbit/s carried",
-                carried / 1e6,
-                state.demand / 1e6
-            ));
-        }
-        text
     }
 
     /// Why a commodity left its old path (or got its first one).
@@ -1430,189 +1483,114 @@ impl Planner {
         commodity: usize,
         chosen: Option<PathInfo>,
         carried: f64,
-        route_reason: &str,
+        route: Option<&RouteReason>,
         now: At,
     ) -> Reason {
         let state = &self.commodities[commodity];
-        let class = &self.classes[state.class];
-        let line_label = |l: LineId| self.graph.line_label(l);
-        let Some(chosen) = chosen else {
-            return Reason {
-                kind: ReasonKind::NoPath,
-                text: format!("{}: no line the class may use is up", class.name),
-                evidence: Vec::new(),
-            };
+        let rules = &self.classes[state.class];
+        let class = self.names.classes[state.class].clone();
+        let label = |l: LineId| self.names.labels[l as usize].clone();
+        let (Some(chosen), Some(route)) = (chosen, route) else {
+            return Reason::new(ReasonDetail::NoPath { class });
         };
         let Some(old) = state.placed else {
-            return Reason {
-                kind: ReasonKind::Initial,
-                text: format!(
-                    "{} placed on {}: {}",
-                    class.name,
-                    line_label(chosen.key.first()),
-                    route_reason
-                ),
-                evidence: if chosen.unmeasured {
-                    Vec::new()
-                } else {
-                    quality_evidence(&class.sla, &line_label(chosen.key.first()), chosen.quality)
-                },
-            };
+            return Reason::new(ReasonDetail::Initial {
+                class,
+                line: label(chosen.key.first()),
+                route: route.clone(),
+            });
         };
-        let old_name = line_label(old.first());
-        let new_name = line_label(chosen.key.first());
+        let from = label(old.first());
+        let to = label(chosen.key.first());
         if let Some(&down) = old.lines().iter().find(|&&l| !self.graph.usable(l)) {
-            return Reason {
-                kind: ReasonKind::LineDown,
-                text: format!(
-                    "{} off {old_name}: {} is down; now on {new_name}",
-                    class.name,
-                    line_label(down)
-                ),
-                evidence: vec![Evidence {
-                    subject: line_label(down),
-                    metric: "health".into(),
-                    value: 0.0,
-                    limit: None,
-                    unit: "up".into(),
-                }],
-            };
+            return Reason::new(ReasonDetail::LineDown {
+                class,
+                from,
+                to,
+                down: label(down),
+            });
         }
-        if let Some(&never) = old.lines().iter().find(|&&l| class.never[l as usize]) {
-            return Reason {
-                kind: ReasonKind::Forbidden,
-                text: format!(
-                    "{} off {old_name}: policy says never on {}",
-                    class.name,
-                    line_label(never)
-                ),
-                evidence: Vec::new(),
-            };
+        if let Some(&never) = old.lines().iter().find(|&&l| rules.never[l as usize]) {
+            return Reason::new(ReasonDetail::Forbidden {
+                class,
+                from,
+                never: label(never),
+            });
         }
         let old_quality = self.path_info(old.lines(), None).quality;
-        let breaches = class.sla.breaches(old_quality);
-        if let Some(&(metric, value, bound)) = breaches.first() {
-            return Reason {
-                kind: ReasonKind::SlaBreach,
-                text: format!(
-                    "{} off {old_name}: {} {} > {}; now on {new_name} ({})",
-                    class.name,
-                    metric.as_str(),
-                    format_metric(metric, value),
-                    format_metric(metric, bound),
-                    format_metric(
+        let breaches = rules.sla.breaches(old_quality);
+        if let Some(&(metric, _, _)) = breaches.first() {
+            return Reason::new(ReasonDetail::SlaBreach {
+                class,
+                from,
+                to,
+                now: match metric {
+                    Metric::Latency => chosen.quality.latency_ms,
+                    Metric::Loss => chosen.quality.loss,
+                    Metric::Jitter => chosen.quality.jitter_ms,
+                },
+                breaches: breaches
+                    .into_iter()
+                    .map(|(metric, value, bound)| Breach {
                         metric,
-                        match metric {
-                            Metric::Latency => chosen.quality.latency_ms,
-                            Metric::Loss => chosen.quality.loss,
-                            Metric::Jitter => chosen.quality.jitter_ms,
-                        }
-                    )
-                ),
-                evidence: breaches
-                    .iter()
-                    .map(|&(metric, value, bound)| Evidence {
-                        subject: old_name.clone(),
-                        metric: metric.as_str().into(),
                         value,
-                        limit: Some(bound),
-                        unit: unit(metric).into(),
+                        bound,
                     })
                     .collect(),
-            };
+            });
         }
         let still_candidate = self.pairs[state.pair]
             .paths
             .iter()
             .any(|&p| self.infos[p as usize].key == old);
         if !still_candidate {
-            return Reason {
-                kind: ReasonKind::PathGone,
-                text: format!(
-                    "{} off {old_name}: the path is no longer a candidate; now on {new_name}",
-                    class.name
-                ),
-                evidence: Vec::new(),
-            };
+            return Reason::new(ReasonDetail::PathGone { class, from, to });
         }
         let ordered_first = self.engine[commodity]
             .paths
             .first()
             .map(|&p| self.infos[p as usize].key);
         if ordered_first == Some(old) || carried + CARRIED_SLACK < state.demand {
-            return Reason {
-                kind: ReasonKind::Capacity,
-                text: format!(
-                    "{} off {old_name}: no room for {:.1} Mbit/s; now on {new_name}",
-                    class.name,
-                    state.demand / 1e6
-                ),
-                evidence: vec![Evidence {
-                    subject: old_name.clone(),
-                    metric: "demand".into(),
-                    value: state.demand,
-                    limit: None,
-                    unit: "bit/s".into(),
-                }],
-            };
+            return Reason::new(ReasonDetail::Capacity {
+                class,
+                from,
+                to,
+                demand_bps: state.demand,
+            });
         }
         let old_info = self.path_info(old.lines(), None);
         if old_info.unmeasured && !chosen.unmeasured {
-            return Reason {
-                kind: ReasonKind::PreferenceRestored,
-                text: format!(
-                    "{} to {new_name} from {old_name}: {old_name} is not measured yet, {}",
-                    class.name, route_reason
-                ),
-                evidence: quality_evidence(&class.sla, &new_name, chosen.quality),
-            };
+            return Reason::new(ReasonDetail::LeftUnmeasured {
+                class,
+                from,
+                to,
+                route: route.clone(),
+            });
         }
-        let a = self.preference(class, &chosen, now);
-        let b = self.preference(class, &old_info, now);
+        let a = self.preference(rules, &chosen, now);
+        let b = self.preference(rules, &old_info, now);
         if (a.0, a.1, a.2) < (b.0, b.1, b.2) {
-            return Reason {
-                kind: ReasonKind::PreferenceRestored,
-                text: format!(
-                    "{} back on preferred {new_name} from {old_name}: its lines and the class have been settled for the {} hold-down",
-                    class.name, self.policy.timers.hold_down
-                ),
-                evidence: vec![Evidence {
-                    subject: new_name,
-                    metric: "preference_rank".into(),
-                    value: f64::from(a.1),
-                    limit: Some(f64::from(b.1)),
-                    unit: "rank".into(),
-                }],
-            };
+            return Reason::new(ReasonDetail::PreferenceRestored {
+                class,
+                from,
+                to,
+                hold_down: self.policy.timers.hold_down,
+                rank: a.1,
+                old_rank: b.1,
+            });
         }
-        Reason {
-            kind: ReasonKind::Improvement,
-            text: format!(
-                "{} to {new_name} from {old_name}: score {:.1} ms vs {:.1} ms clears the {} threshold",
-                class.name, chosen.score, old_info.score, self.policy.timers.min_improvement
-            ),
-            evidence: vec![
-                Evidence {
-                    subject: new_name,
-                    metric: "score".into(),
-                    value: chosen.score,
-                    limit: None,
-                    unit: "ms".into(),
-                },
-                Evidence {
-                    subject: old_name,
-                    metric: "score".into(),
-                    value: old_info.score,
-                    limit: None,
-                    unit: "ms".into(),
-                },
-            ],
-        }
+        Reason::new(ReasonDetail::Improvement {
+            class,
+            from,
+            to,
+            score_ms: chosen.score,
+            old_score_ms: old_info.score,
+            min_improvement: self.policy.timers.min_improvement,
+        })
     }
 
     /// Compiles the touched sites; changed content gets the next version.
     fn compile(&mut self, sites: &BTreeSet<SiteId>, plan: &mut Plan) {
-        let allocation = self.allocation.as_ref();
         let mut by_src: HashMap<SiteId, Vec<usize>> = HashMap::new();
         if sites.len() == self.graph.sites.len() {
             for (i, state) in self.commodities.iter().enumerate() {
@@ -1631,6 +1609,19 @@ impl Planner {
                 by_src.insert(site, mine);
             }
         }
+        // Route reasons are words only in rule sets: render those not rendered yet.
+        let mut words = String::new();
+        for &site in sites {
+            let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
+            for &commodity in own.iter().chain(self.transit[site as usize].iter()) {
+                let state = &mut self.commodities[commodity];
+                if state.route_text.is_none() {
+                    reason::render_route(&mut words, state.route.as_ref());
+                    state.route_text = Some(Arc::from(words.as_str()));
+                }
+            }
+        }
+        let allocation = self.allocation.as_ref();
         let class_count = self.policy.classes.len();
         for &site in sites {
             let site_name = &self.graph.sites[site as usize].name;
@@ -1687,6 +1678,7 @@ impl Planner {
                         .collect()
                 };
                 let weight = if is_own { f64::INFINITY } else { state.demand };
+                let route_text = state.route_text.as_deref().unwrap_or("no usable path");
                 let dst = self.pairs[state.pair].dst;
                 for &prefix in &self.graph.sites[dst as usize].lan {
                     let entry = routes.entry((state.class, prefix));
@@ -1696,12 +1688,11 @@ impl Planner {
                         primary: self.graph.line(line).name.clone(),
                         backups: backups.clone(),
                         reason: if is_own {
-                            state.route_reason.clone()
+                            route_text.to_string()
                         } else {
                             format!(
-                                "transit for {}: {}",
+                                "transit for {}: {route_text}",
                                 self.graph.sites[self.pairs[state.pair].src as usize].name,
-                                state.route_reason
                             )
                         },
                     };
@@ -1739,26 +1730,27 @@ impl Planner {
     }
 }
 
-fn unit(metric: Metric) -> &'static str {
-    match metric {
-        Metric::Latency | Metric::Jitter => "ms",
-        Metric::Loss => "fraction",
+impl Restored {
+    /// Whether a candidate is the restored path: same first line; with `strictness` ≥ 1
+    /// also the same hub (or none); with 2 also the hub's out-line when it is known.
+    fn matches(&self, info: &PathInfo, strictness: u8) -> bool {
+        info.key.first() == self.first
+            && (strictness < 1 || info.via == self.via)
+            && (strictness < 2
+                || self
+                    .hub_out
+                    .is_none_or(|out| info.key.len == 4 && info.key.lines[2] == out))
     }
 }
 
-fn quality_evidence(sla: &SlaBounds, subject: &str, quality: Quality) -> Vec<Evidence> {
-    [
-        (Metric::Latency, quality.latency_ms, sla.latency_ms),
-        (Metric::Loss, quality.loss, sla.loss),
-        (Metric::Jitter, quality.jitter_ms, sla.jitter_ms),
-    ]
-    .into_iter()
-    .map(|(metric, value, limit)| Evidence {
-        subject: subject.to_string(),
-        metric: metric.as_str().into(),
-        value,
-        limit,
-        unit: unit(metric).into(),
-    })
-    .collect()
+/// The hub or DC a route goes through, as its reason names it (`mpls via hub1: …`, written
+/// by [`RouteReason`]'s rendering): rule sets carry the first hop as data, the hub only in
+/// these words.
+fn via_of(route: &ClassRoute) -> Option<&str> {
+    let (hub, _) = route
+        .reason
+        .strip_prefix(route.primary.as_str())?
+        .strip_prefix(" via ")?
+        .split_once(": ")?;
+    Some(hub)
 }
