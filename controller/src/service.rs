@@ -902,6 +902,11 @@ impl Controller {
         }
     }
 
+    /// Push streams open now.
+    pub fn connected_agents(&self) -> u64 {
+        self.state().connected.max(0) as u64
+    }
+
     // ----- views for the API -----
 
     /// Published rule sets, by site.

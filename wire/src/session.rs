@@ -10,6 +10,7 @@
 //!     | GET  rules?version=V&hash=H  (SSE)    ->|   long-lived
 //!     |<- event: in-sync   {version, hash}      |   when H is already current
 //!     |<- event: rule-set  {RuleSet}            |   on every new version
+//!     |<- event: restarting {reconnect_within_ms} |  last event before a graceful shutdown
 //!     | POST ack {version, hash, outcome}     ->|
 //!     | POST report {lines, events, demand}   ->|   about once a second
 //! ```
@@ -27,6 +28,8 @@ pub const AGENT_API: &str = "/api/v1/agent";
 pub const EVENT_RULE_SET: &str = "rule-set";
 /// SSE event name carrying an [`InSync`]: the agent already runs the current rule set.
 pub const EVENT_IN_SYNC: &str = "in-sync";
+/// SSE event name carrying a [`Restarting`]: the controller is shutting down gracefully.
+pub const EVENT_RESTARTING: &str = "restarting";
 
 /// Sent once per connection: who the agent is and what it runs now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,11 +190,22 @@ pub struct InSync {
     pub hash: String,
 }
 
+/// The controller is going away on purpose (a restart or an upgrade) and expects to be back
+/// soon: reconnect at a time drawn uniformly from the next `reconnect_within_ms`, again and
+/// again while it is not back, instead of backing off exponentially as after an outage.
+/// The controller sizes the window to its number of agents, so their reconnects arrive
+/// spread at a rate it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarting {
+    pub reconnect_within_ms: u64,
+}
+
 /// What arrives on the push stream, decoded from its SSE event name and data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Push {
     RuleSet(Box<RuleSet>),
     InSync(InSync),
+    Restarting(Restarting),
 }
 
 /// A push event that could not be decoded.
@@ -220,6 +234,9 @@ impl Push {
             EVENT_IN_SYNC => serde_json::from_str(data)
                 .map(Push::InSync)
                 .map_err(malformed),
+            EVENT_RESTARTING => serde_json::from_str(data)
+                .map(Push::Restarting)
+                .map_err(malformed),
             other => Err(PushError::UnknownEvent(other.to_string())),
         }
     }
@@ -234,6 +251,10 @@ impl Push {
             Push::InSync(in_sync) => (
                 EVENT_IN_SYNC,
                 serde_json::to_string(in_sync).expect("in-sync always serialises"),
+            ),
+            Push::Restarting(restarting) => (
+                EVENT_RESTARTING,
+                serde_json::to_string(restarting).expect("restarting always serialises"),
             ),
         }
     }
@@ -266,6 +287,15 @@ mod tests {
         });
         let (event, data) = push.encode();
         assert_eq!(Push::decode(event, &data).unwrap(), push);
+        let restarting = Push::Restarting(Restarting {
+            reconnect_within_ms: 2000,
+        });
+        let (event, data) = restarting.encode();
+        assert_eq!(
+            (event, data.as_str()),
+            ("restarting", r#"{"reconnect_within_ms":2000}"#)
+        );
+        assert_eq!(Push::decode(event, &data).unwrap(), restarting);
         assert!(matches!(
             Push::decode("rule-set", "{not json"),
             Err(PushError::Malformed { .. })
