@@ -201,6 +201,17 @@ pub struct LineLive {
     pub class_bps: BTreeMap<String, u64>,
 }
 
+/// A line's key in the live state, (site, line); shared with the dashboard's feed.
+pub type LineKey = Arc<(String, String)>;
+
+/// One new measurement of a line, as the dashboard's feed carries it: two reference counts,
+/// no copy of the measurement.
+pub type LineUpdate = (LineKey, Arc<LineLive>);
+
+/// Line updates waiting for the dashboard at most (a second of 10,000 sites × 3 lines
+/// many times over); past it new updates are dropped until the dashboard takes them.
+const LINE_FEED_MAX: usize = 1 << 20;
+
 /// A report's per-class demand summed per (line, class); demand not tied to a line only
 /// informs the planner and is left out.
 fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u64>> {
@@ -224,13 +235,27 @@ struct CurrentPolicy {
     policy: Arc<Policy>,
 }
 
+impl State {
+    fn line_updated(&mut self, key: LineKey, live: Arc<LineLive>) {
+        self.lines_seq += 1;
+        if self.line_feed_on && self.line_feed.len() < LINE_FEED_MAX {
+            self.line_feed.push((key, live));
+        }
+    }
+}
+
 struct State {
     policy: CurrentPolicy,
     history: Vec<PolicyVersion>,
     published: BTreeMap<String, Published>,
     channels: HashMap<String, watch::Sender<Option<Pushed>>>,
     agents: BTreeMap<String, AgentLive>,
-    lines: BTreeMap<(String, String), LineLive>,
+    lines: BTreeMap<LineKey, Arc<LineLive>>,
+    /// Line updates since the dashboard last took them (collected once it asked).
+    line_feed: Vec<LineUpdate>,
+    line_feed_on: bool,
+    /// Counts line updates: the dashboard's cheap "did lines change" digest.
+    lines_seq: u64,
     line_gauges: HashMap<(String, String), crate::metrics::LineGauges>,
     decisions: VecDeque<DecisionRecord>,
     decision_seq: u64,
@@ -393,6 +418,9 @@ impl Controller {
                 channels,
                 agents,
                 lines: BTreeMap::new(),
+                line_feed: Vec::new(),
+                line_feed_on: false,
+                lines_seq: 0,
                 line_gauges: HashMap::new(),
                 decisions: loaded.decisions.into(),
                 decision_seq,
@@ -801,29 +829,38 @@ impl Controller {
             let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
                 let key = (report.site.clone(), measurement.line.clone());
-                state
-                    .line_gauges
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        self.shared
+                match state.line_gauges.get(&key) {
+                    Some(gauges) => gauges.set(measurement),
+                    None => {
+                        let gauges = self
+                            .shared
                             .metrics
-                            .line_gauges(&report.site, &measurement.line)
-                    })
-                    .set(measurement);
+                            .line_gauges(&report.site, &measurement.line);
+                        gauges.set(measurement);
+                        state.line_gauges.insert(key.clone(), gauges);
+                    }
+                }
                 let class_bps = demand.remove(&measurement.line).unwrap_or_default();
-                state.lines.insert(
-                    key,
-                    LineLive {
-                        measurement: measurement.clone(),
-                        at_ms: now,
-                        class_bps,
-                    },
-                );
+                let live = Arc::new(LineLive {
+                    measurement: measurement.clone(),
+                    at_ms: now,
+                    class_bps,
+                });
+                let key = match state.lines.get_key_value(&key) {
+                    Some((shared, _)) => shared.clone(),
+                    None => Arc::new(key),
+                };
+                state.lines.insert(key.clone(), live.clone());
+                state.line_updated(key, live);
             }
             // Demand on a line this report did not measure updates its last measurement's.
             for (line, class_bps) in demand {
-                if let Some(live) = state.lines.get_mut(&(report.site.clone(), line)) {
-                    live.class_bps = class_bps;
+                let key = (report.site.clone(), line);
+                if let Some(live) = state.lines.get_mut(&key) {
+                    Arc::make_mut(live).class_bps = class_bps;
+                    let (key, live) = state.lines.get_key_value(&key).expect("just updated");
+                    let update = (key.clone(), live.clone());
+                    state.line_updated(update.0, update.1);
                 }
             }
             if let Some(live) = state.agents.get_mut(&report.site) {
@@ -954,9 +991,34 @@ impl Controller {
             .collect()
     }
 
-    /// Latest measurement per (site, line).
+    /// Latest measurement per (site, line) (a copy: for API requests, not for polling).
     pub fn lines(&self) -> BTreeMap<(String, String), LineLive> {
-        self.state().lines.clone()
+        self.state()
+            .lines
+            .iter()
+            .map(|(key, live)| ((**key).clone(), (**live).clone()))
+            .collect()
+    }
+
+    /// The line updates since the last call (the first call: every line's latest). Cheap
+    /// under the state lock whatever the number of lines: the updates were collected as
+    /// reports came in, and this only swaps the list out.
+    pub fn take_line_updates(&self) -> Vec<LineUpdate> {
+        let mut state = self.state();
+        if !state.line_feed_on {
+            state.line_feed_on = true;
+            return state
+                .lines
+                .iter()
+                .map(|(key, live)| (key.clone(), live.clone()))
+                .collect();
+        }
+        std::mem::take(&mut state.line_feed)
+    }
+
+    /// Grows with every line update; unchanged means no line changed.
+    pub fn lines_seq(&self) -> u64 {
+        self.state().lines_seq
     }
 
     /// Newest decisions last, filtered, at most `limit`.
