@@ -250,6 +250,37 @@ impl Store {
         })
     }
 
+    /// Fills in the change list of a recorded policy version, durably (worked out after the
+    /// version was published; see `Controller::apply_policy`).
+    pub fn set_policy_changes(&self, version: u64, changes: &[String]) -> Result<(), StoreError> {
+        self.with_db("save policy changes", |db| {
+            let txn = db.begin_write().map_err(err("save policy changes"))?;
+            {
+                let mut table = txn
+                    .open_table(POLICIES)
+                    .map_err(err("save policy changes"))?;
+                let stored = table
+                    .get(version)
+                    .map_err(err("save policy changes"))?
+                    .map(|v| v.value().to_string());
+                let Some(stored) = stored else {
+                    return Err(StoreError {
+                        what: "save policy changes",
+                        message: format!("no policy version {version}"),
+                    });
+                };
+                let mut policy: PolicyVersion =
+                    serde_json::from_str(&stored).map_err(err("decode policy"))?;
+                policy.changes = changes.to_vec();
+                let json = serde_json::to_string(&policy).expect("policy versions serialise");
+                table
+                    .insert(version, json.as_str())
+                    .map_err(err("save policy changes"))?;
+            }
+            txn.commit().map_err(err("save policy changes"))
+        })
+    }
+
     /// Records agents' registry entries in one commit (without fsync).
     pub fn save_agents(&self, agents: &[AgentRecord]) -> Result<(), StoreError> {
         self.with_db("save agents", |db| {

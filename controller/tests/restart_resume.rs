@@ -323,3 +323,36 @@ async fn a_crash_while_planning_a_new_policy_leaves_policy_and_rule_sets_in_agre
     }
     controller.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_is_recorded_with_its_change_list_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = start(dir.path()).await;
+    let with_video = POLICY.replace(
+        "  - name: default\n",
+        "  - name: video\n    priority: 2\n    dscp: AF41\n  - name: default\n",
+    );
+    let applied = controller
+        .apply_policy("policy.yaml", &with_video, "alice")
+        .await
+        .unwrap();
+    assert_eq!(applied.version, 2);
+    assert!(
+        applied.changes.iter().any(|c| c.contains("video")),
+        "{:?}",
+        applied.changes
+    );
+    assert_eq!(controller.policy_history()[1].changes, applied.changes);
+    assert_eq!(controller.policy().0.changes, applied.changes);
+    controller.close().unwrap();
+    drop(controller);
+
+    let controller = start_with(dir.path(), &with_video, Box::new(SolverPlanning::new()))
+        .await
+        .unwrap();
+    let history = controller.policy_history();
+    assert_eq!(history.len(), 2, "the same text is no new version");
+    assert_eq!(history[1].by, "alice");
+    assert_eq!(history[1].changes, applied.changes);
+    controller.close().unwrap();
+}
