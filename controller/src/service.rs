@@ -266,7 +266,7 @@ struct State {
 /// change is never held up behind thousands of reports.
 enum PlannerInput {
     /// A new policy and the version to record it as.
-    Policy(Box<Policy>, Box<PolicyVersion>, PolicyDone),
+    Policy(Arc<Policy>, Box<PolicyVersion>, PolicyDone),
     /// Take in every report queued so far, plan if anything arrived, then answer.
     Settle(oneshot::Sender<()>),
 }
@@ -401,7 +401,7 @@ impl Controller {
         let plan_now = policy_is_new
             || published.is_empty()
             || loaded.rule_sets_policy != Some(record.version);
-        let policy = checked.policy;
+        let policy = Arc::new(checked.policy);
 
         let (planner_tx, planner_rx) = mpsc::channel(64);
         let (reports_tx, reports_rx) = mpsc::channel(PLANNER_REPORT_QUEUE);
@@ -411,7 +411,7 @@ impl Controller {
             state: Mutex::new(State {
                 policy: CurrentPolicy {
                     record,
-                    policy: Arc::new(policy.clone()),
+                    policy: policy.clone(),
                 },
                 history,
                 published,
@@ -450,7 +450,7 @@ impl Controller {
             closing: controller.shared.closing.subscribe(),
             planner,
             interval: config.plan_interval,
-            policy: policy.clone(),
+            policy,
             policy_version: record_version,
         };
         let (first_tx, first_plan) = oneshot::channel();
@@ -672,7 +672,7 @@ impl Controller {
             .shared
             .planner
             .send(PlannerInput::Policy(
-                Box::new(checked.policy),
+                Arc::new(checked.policy),
                 Box::new(record.clone()),
                 done,
             ))
@@ -1082,7 +1082,7 @@ impl Controller {
         &self,
         plan: Plan,
         compiled_from: u64,
-        policy: Option<(&PolicyVersion, &Policy)>,
+        policy: Option<(&PolicyVersion, &Arc<Policy>)>,
     ) -> Result<Vec<String>, String> {
         let mut sites = Vec::new();
         let mut rule_sets = plan.rule_sets.into_iter().peekable();
@@ -1118,7 +1118,7 @@ impl Controller {
         &self,
         chunk: Vec<(String, RuleSet)>,
         compiled_from: u64,
-        policy: Option<(&PolicyVersion, &Policy)>,
+        policy: Option<(&PolicyVersion, &Arc<Policy>)>,
     ) -> Result<Vec<String>, String> {
         // Hash outside the lock: with thousands of sites this is the expensive part. A rule
         // set the planner sealed for this site already carries its content hash.
@@ -1172,7 +1172,9 @@ impl Controller {
             }
             state.policy = CurrentPolicy {
                 record: record.clone(),
-                policy: Arc::new(policy.clone()),
+                // Shared, not copied: a 10,000-site policy takes a while to clone, and
+                // this runs under the state lock.
+                policy: policy.clone(),
             };
         }
         let at = Instant::now();
@@ -1298,7 +1300,7 @@ struct PlannerTask {
     planner: Box<dyn Planning>,
     interval: Duration,
     /// The policy in force and its version (what a failed policy change reverts to).
-    policy: Policy,
+    policy: Arc<Policy>,
     policy_version: u64,
 }
 
@@ -1337,7 +1339,7 @@ impl PlannerTask {
                     let Some(input) = input else { break };
                     match input {
                         PlannerInput::Policy(policy, record, done) => {
-                            let _ = done.send(self.plan_policy(*record, *policy));
+                            let _ = done.send(self.plan_policy(*record, policy));
                             dirty = false;
                         }
                         PlannerInput::Settle(done) => {
@@ -1395,7 +1397,7 @@ impl PlannerTask {
     fn plan_policy(
         &mut self,
         record: PolicyVersion,
-        policy: Policy,
+        policy: Arc<Policy>,
     ) -> Result<Vec<String>, String> {
         let Some(shared) = self.controller.upgrade() else {
             return Err("the controller is shutting down".into());
