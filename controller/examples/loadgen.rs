@@ -8,6 +8,18 @@
 //! The planner inside is a benchmark fixture, not the product's solver: it puts every class
 //! on each site's first line, so the figures are the service's (ingestion, hashing,
 //! persistence, push fan-out), not the path solver's.
+//!
+//! Options:
+//! - `--pin`: the controller runs on CPU 0 and the generator on CPU 1 (the two share the
+//!   machine's 2 cores otherwise, and the generator's 10,000 agents starve the controller);
+//! - `--full-parse`: each simulated agent decodes the whole rule set and checks its seal, as
+//!   a real agent does; by default it reads only `version` and `hash` from the event, since
+//!   a generator that does 10,000 agents' work on the controller's machine measures itself.
+//!
+//! After the policy change it prints where the time went: the policy check and diff (timed
+//! here on the same text, the controller does the same work), the fixture's plan (printed
+//! by the child), the rest of the PUT (hashing, JSON, the durable commit, the audit log),
+//! and the fan-out after the PUT answered.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,8 +37,15 @@ use wansteer_controller::service::{Controller, ControllerConfig};
 use wansteer_policies::Policy;
 use wansteer_wire::ruleset::{ClassRoute, ClassSpec, LineSpec, RuleSet};
 use wansteer_wire::session::{
-    Ack, AckOutcome, LineHealth, LineMeasurement, Push, Register, Report,
+    Ack, AckOutcome, EVENT_RULE_SET, LineHealth, LineMeasurement, Push, Register, Report,
 };
+
+/// What a cheap simulated agent reads from a `rule-set` event.
+#[derive(serde::Deserialize)]
+struct RuleSetHead {
+    version: u64,
+    hash: String,
+}
 
 /// Benchmark fixture planner: every class on the site's first line. Reports never move
 /// anything, so like an incremental planner it returns rule sets only after a policy change.
@@ -49,6 +68,19 @@ impl Planning for FirstLine {
         if !std::mem::take(&mut self.changed) {
             return Plan::default();
         }
+        let started = Instant::now();
+        let plan = self.plan_every_site(policy);
+        eprintln!(
+            "controller: fixture planned {} sites in {:.0} ms",
+            plan.rule_sets.len(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        plan
+    }
+}
+
+impl FirstLine {
+    fn plan_every_site(&self, policy: &Policy) -> Plan {
         let classes: Vec<ClassSpec> = policy
             .classes
             .iter()
@@ -120,6 +152,22 @@ fn policy(sites: usize, extra_class: bool) -> String {
     }
     text.push_str("  - name: default\n    priority: 7\n");
     text
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Pins the calling thread (and the threads it starts afterwards) to one CPU.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes inside it, and
+    // sched_setaffinity reads it for the calling thread (pid 0).
+    let ok = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    };
+    assert!(ok, "cannot pin to CPU {cpu}");
 }
 
 fn arg(name: &str, default: u64) -> u64 {
@@ -213,6 +261,7 @@ async fn agent(
     changed_at: watch::Receiver<Option<Instant>>,
     gate: Arc<Semaphore>,
 ) {
+    let full_parse = FULL_PARSE.load(Ordering::Relaxed);
     let site = format!("s{i}");
     let connect = async {
         let _permit = gate.acquire().await.unwrap();
@@ -298,10 +347,24 @@ async fn agent(
     let mut decoder = SseDecoder::new();
     while let Some(Ok(chunk)) = stream.next().await {
         for event in decoder.feed(&chunk) {
-            let Ok(Push::RuleSet(rule_set)) = Push::decode(&event.event, &event.data) else {
-                continue;
+            let rule_set = if full_parse {
+                let Ok(Push::RuleSet(rule_set)) = Push::decode(&event.event, &event.data) else {
+                    continue;
+                };
+                assert!(rule_set.is_sealed());
+                RuleSetHead {
+                    version: rule_set.version,
+                    hash: rule_set.hash,
+                }
+            } else {
+                if event.event != EVENT_RULE_SET {
+                    continue;
+                }
+                let Ok(head) = serde_json::from_str::<RuleSetHead>(&event.data) else {
+                    continue;
+                };
+                head
             };
-            assert!(rule_set.is_sealed());
             let changed = *changed_at.borrow();
             if rule_set.version == 1 {
                 stats.have_v1.fetch_add(1, Ordering::Relaxed);
@@ -368,7 +431,11 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn generate(agents: usize, seconds: u64) {
+/// `--full-parse`: simulated agents decode and check whole rule sets.
+static FULL_PARSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
+    FULL_PARSE.store(full_parse, Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let root: &Path = dir.path();
     std::fs::write(root.join("policy.yaml"), policy(agents, false)).unwrap();
@@ -379,11 +446,32 @@ async fn generate(agents: usize, seconds: u64) {
     let viewer = tokens.api[1].token.clone();
 
     // The child exits when its stdin closes, so it never outlives this process.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let exe = std::env::current_exe().unwrap();
+    let mut command = if pin {
+        let mut command = std::process::Command::new("taskset");
+        command.args(["-c", "0"]).arg(&exe);
+        command
+    } else {
+        std::process::Command::new(&exe)
+    };
+    let mut child = command
         .args(["serve", root.to_str().unwrap()])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    println!(
+        "generator: {} parse of pushes, {}",
+        if full_parse {
+            "full (agent-like)"
+        } else {
+            "version+hash only"
+        },
+        if pin {
+            "controller pinned to CPU 0, generator to CPU 1"
+        } else {
+            "controller and generator share both CPUs"
+        }
+    );
     let started = Instant::now();
     wait_for("the controller", Duration::from_secs(120), || {
         root.join("port").exists()
@@ -458,6 +546,21 @@ async fn generate(agents: usize, seconds: u64) {
         rss_kib(child.id(), "VmHWM:") / 1024
     );
 
+    // The controller's policy check and diff, timed here on the same texts (same code).
+    let (old_text, new_text) = (policy(agents, false), policy(agents, true));
+    let started = Instant::now();
+    let old = wansteer_policies::check_source("policy.yaml", &old_text).unwrap();
+    let new = wansteer_policies::check_source("policy.yaml", &new_text).unwrap();
+    let check_ms = started.elapsed().as_secs_f64() * 1000.0 / 2.0;
+    let started = Instant::now();
+    let changes = wansteer_policies::diff::diff(&old.policy, &new.policy).len();
+    let diff_ms = started.elapsed().as_secs_f64() * 1000.0;
+    drop((old, new));
+    println!(
+        "policy check of {} bytes: {check_ms:.0} ms; diff ({changes} changes): {diff_ms:.0} ms (timed in the generator)",
+        new_text.len()
+    );
+
     // A policy change: time until every agent received its new rule set.
     let acks_before = stats.acks.load(Ordering::Relaxed);
     let change = Instant::now();
@@ -471,6 +574,7 @@ async fn generate(agents: usize, seconds: u64) {
         .expect("policy PUT");
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
+    let put_ms = change.elapsed().as_secs_f64() * 1000.0;
     println!(
         "policy PUT answered {status} after {:.0} ms ({} bytes)",
         change.elapsed().as_secs_f64() * 1000.0,
@@ -495,6 +599,11 @@ async fn generate(agents: usize, seconds: u64) {
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN)
     );
+    let first = latencies.first().copied().unwrap_or(f64::NAN);
+    println!(
+        "  of which: first agent had v2 at {first:.0} ms (PUT answered at {put_ms:.0} ms); fan-out from the first to the 99th percentile {:.0} ms",
+        percentile(&latencies, 99.0) - first
+    );
     wait_for("acks", Duration::from_secs(30), || {
         stats.acks.load(Ordering::Relaxed) - acks_before >= received as u64
     })
@@ -511,6 +620,10 @@ async fn generate(agents: usize, seconds: u64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some("serve") && flag("--pin") {
+        // Before the runtime starts its threads, so they inherit it.
+        pin_to_cpu(1);
+    }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     if args.get(1).map(String::as_str) == Some("serve") {
         std::thread::spawn(|| {
@@ -522,5 +635,10 @@ fn main() {
     }
     let agents = arg("--agents", 1000) as usize;
     let seconds = arg("--seconds", 10);
-    runtime.block_on(generate(agents, seconds));
+    runtime.block_on(generate(
+        agents,
+        seconds,
+        flag("--pin"),
+        flag("--full-parse"),
+    ));
 }

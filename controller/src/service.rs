@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Only the planner task publishes, so versions are assigned in one place. A rule set is
-//! persisted before it is sent, so a restart never reuses a version for other content.
+//! persisted before it is sent, so a restart never reuses a version for other content; a
+//! new policy version is persisted in the same commit as the rule sets planned under it, so
+//! a crash never leaves a policy beside rule sets compiled from another.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -77,6 +79,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("audit log: {0}")]
     Audit(#[from] std::io::Error),
+    #[error("the startup policy was not planned and recorded: {0}")]
+    Record(String),
 }
 
 fn render(diagnostics: &[Diagnostic]) -> String {
@@ -197,6 +201,17 @@ pub struct LineLive {
     pub class_bps: BTreeMap<String, u64>,
 }
 
+/// A line's key in the live state, (site, line); shared with the dashboard's feed.
+pub type LineKey = Arc<(String, String)>;
+
+/// One new measurement of a line, as the dashboard's feed carries it: two reference counts,
+/// no copy of the measurement.
+pub type LineUpdate = (LineKey, Arc<LineLive>);
+
+/// Line updates waiting for the dashboard at most (a second of 10,000 sites × 3 lines
+/// many times over); past it new updates are dropped until the dashboard takes them.
+const LINE_FEED_MAX: usize = 1 << 20;
+
 /// A report's per-class demand summed per (line, class); demand not tied to a line only
 /// informs the planner and is left out.
 fn demand_by_line(demand: &[ClassDemand]) -> BTreeMap<String, BTreeMap<String, u64>> {
@@ -220,13 +235,27 @@ struct CurrentPolicy {
     policy: Arc<Policy>,
 }
 
+impl State {
+    fn line_updated(&mut self, key: LineKey, live: Arc<LineLive>) {
+        self.lines_seq += 1;
+        if self.line_feed_on && self.line_feed.len() < LINE_FEED_MAX {
+            self.line_feed.push((key, live));
+        }
+    }
+}
+
 struct State {
     policy: CurrentPolicy,
     history: Vec<PolicyVersion>,
     published: BTreeMap<String, Published>,
     channels: HashMap<String, watch::Sender<Option<Pushed>>>,
     agents: BTreeMap<String, AgentLive>,
-    lines: BTreeMap<(String, String), LineLive>,
+    lines: BTreeMap<LineKey, Arc<LineLive>>,
+    /// Line updates since the dashboard last took them (collected once it asked).
+    line_feed: Vec<LineUpdate>,
+    line_feed_on: bool,
+    /// Counts line updates: the dashboard's cheap "did lines change" digest.
+    lines_seq: u64,
     line_gauges: HashMap<(String, String), crate::metrics::LineGauges>,
     decisions: VecDeque<DecisionRecord>,
     decision_seq: u64,
@@ -236,10 +265,14 @@ struct State {
 /// What the planner task is asked to do, ahead of the reports queued for it: a policy
 /// change is never held up behind thousands of reports.
 enum PlannerInput {
-    Policy(Box<Policy>, oneshot::Sender<Vec<String>>),
+    /// A new policy and the version to record it as.
+    Policy(Arc<Policy>, Box<PolicyVersion>, PolicyDone),
     /// Take in every report queued so far, plan if anything arrived, then answer.
     Settle(oneshot::Sender<()>),
 }
+
+/// Answers a policy change: the sites republished, or why nothing was recorded.
+type PolicyDone = oneshot::Sender<Result<Vec<String>, String>>;
 
 /// Reports queued for the planner at most; beyond that a report only updates live state
 /// and metrics (the planner is behind, and the next report supersedes it anyway).
@@ -297,8 +330,9 @@ impl Controller {
         let audit = AuditLog::open(&config.state_dir, config.retention)?;
         let metrics = Metrics::new();
 
-        let mut history = loaded.policies;
+        let history = loaded.policies;
         let latest = history.last().cloned();
+        let from_version = latest.as_ref().map(|l| l.version);
         let policy_is_new = latest
             .as_ref()
             .is_none_or(|latest| latest.text != config.policy_text);
@@ -318,22 +352,11 @@ impl Controller {
                 at_ms: now_ms(),
                 changes,
             };
-            store.save_policy(&record)?;
-            audit
-                .record_durably(&AuditEntry::PolicyChange {
-                    at_ms: record.at_ms,
-                    by: record.by.clone(),
-                    from_version: latest.as_ref().map(|l| l.version),
-                    to_version: record.version,
-                    changes: record.changes.clone(),
-                })
-                .await?;
-            history.push(record.clone());
+            // Recorded by the first plan, in one commit with the rule sets planned under it.
             record
         } else {
             latest.expect("not new means there is a latest")
         };
-        metrics.set_policy_version(record.version);
 
         let mut published = BTreeMap::new();
         let mut channels = HashMap::new();
@@ -373,22 +396,31 @@ impl Controller {
             );
         }
         let decision_seq = store.next_decision_seq()?;
-        let plan_now = policy_is_new || published.is_empty();
-        let policy = checked.policy;
+        // Rule sets from another policy version than the one in force (a store from before
+        // the two were committed together) are re-planned at once.
+        let plan_now = policy_is_new
+            || published.is_empty()
+            || loaded.rule_sets_policy != Some(record.version);
+        let policy = Arc::new(checked.policy);
 
         let (planner_tx, planner_rx) = mpsc::channel(64);
         let (reports_tx, reports_rx) = mpsc::channel(PLANNER_REPORT_QUEUE);
+        let startup_record = policy_is_new.then(|| record.clone());
+        let record_version = record.version;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 policy: CurrentPolicy {
                     record,
-                    policy: Arc::new(policy.clone()),
+                    policy: policy.clone(),
                 },
                 history,
                 published,
                 channels,
                 agents,
                 lines: BTreeMap::new(),
+                line_feed: Vec::new(),
+                line_feed_on: false,
+                lines_seq: 0,
                 line_gauges: HashMap::new(),
                 decisions: loaded.decisions.into(),
                 decision_seq,
@@ -418,12 +450,42 @@ impl Controller {
             closing: controller.shared.closing.subscribe(),
             planner,
             interval: config.plan_interval,
+            policy,
+            policy_version: record_version,
         };
-        tokio::spawn(task.run(planner_rx, reports_rx, policy, restored, plan_now));
+        let (first_tx, first_plan) = oneshot::channel();
+        let startup = startup_record.map(|record| (record, first_tx));
+        tokio::spawn(task.run(planner_rx, reports_rx, restored, plan_now, startup));
         tokio::spawn(registry_writer(
             Arc::downgrade(&controller.shared),
             controller.closing(),
         ));
+        if policy_is_new {
+            // The new version exists only once its first plan is committed with it.
+            let failed = match first_plan.await {
+                Ok(Ok(_)) => None,
+                Ok(Err(error)) => Some(error),
+                Err(_) => Some("the planner stopped".to_string()),
+            };
+            if let Some(error) = failed {
+                // Release the store at once, so a successor can open it.
+                let _ = controller.close();
+                return Err(StartError::Record(error));
+            }
+            let record = controller.policy().0;
+            controller
+                .shared
+                .audit
+                .record_durably(&AuditEntry::PolicyChange {
+                    at_ms: record.at_ms,
+                    by: record.by.clone(),
+                    from_version,
+                    to_version: record.version,
+                    changes: record.changes.clone(),
+                })
+                .await?;
+        }
+        controller.shared.metrics.set_policy_version(record_version);
         Ok(controller)
     }
 
@@ -581,7 +643,6 @@ impl Controller {
             let state = self.state();
             (state.policy.record.clone(), state.policy.policy.clone())
         };
-        let (changes, details) = off_runtime(|| policy_changes(&current, &checked.policy));
         if previous.text == text {
             return Ok(Applied {
                 version: previous.version,
@@ -593,18 +654,58 @@ impl Controller {
                 tokens_added: Vec::new(),
             });
         }
-        let record = PolicyVersion {
+        // The change list is for people (history, audit, this answer): it is worked out
+        // after the agents have their rule sets — at 10,000 sites the diff takes about as
+        // long as the check — and added to the recorded version then.
+        let mut record = PolicyVersion {
             version: previous.version + 1,
             file: file.to_string(),
             text: text.to_string(),
             by: by.to_string(),
             at_ms: now_ms(),
-            changes: changes.clone(),
+            changes: Vec::new(),
         };
-        self.shared
-            .store
-            .save_policy(&record)
-            .map_err(|e| ApplyError::Record(e.to_string()))?;
+        // The planner records the version in one commit with the rule sets planned under
+        // it, and brings it in force; if that fails, nothing changed.
+        let (done, republished) = oneshot::channel();
+        let _ = self
+            .shared
+            .planner
+            .send(PlannerInput::Policy(
+                Arc::new(checked.policy),
+                Box::new(record.clone()),
+                done,
+            ))
+            .await;
+        let sites_republished = match republished.await {
+            Ok(Ok(sites)) => sites,
+            Ok(Err(error)) => return Err(ApplyError::Record(error)),
+            Err(_) => return Err(ApplyError::Record("the planner stopped".into())),
+        };
+        let in_force = self.state().policy.policy.clone();
+        let (changes, details) = off_runtime(|| policy_changes(&current, &in_force));
+        record.changes = changes.clone();
+        if let Err(error) = off_runtime(|| {
+            self.shared
+                .store
+                .set_policy_changes(record.version, &record.changes)
+        }) {
+            tracing::error!(%error, version = record.version, "policy change list not recorded in the history (the audit log has it)");
+        }
+        {
+            let mut state = self.state();
+            if let Some(entry) = state
+                .history
+                .iter_mut()
+                .rev()
+                .find(|h| h.version == record.version)
+            {
+                entry.changes = changes.clone();
+            }
+            if state.policy.record.version == record.version {
+                state.policy.record.changes = changes.clone();
+            }
+        }
         self.shared
             .audit
             .record_durably(&AuditEntry::PolicyChange {
@@ -617,14 +718,6 @@ impl Controller {
             .await
             .map_err(|e| ApplyError::Record(e.to_string()))?;
         tracing::info!(version = record.version, %by, changes = changes.len(), "policy applied");
-        {
-            let mut state = self.state();
-            state.history.push(record.clone());
-            state.policy = CurrentPolicy {
-                record: record.clone(),
-                policy: Arc::new(checked.policy.clone()),
-            };
-        }
         self.shared.metrics.set_policy_version(record.version);
         // New sites' agents can connect at once, removed sites' cannot any more.
         let tokens_added = match off_runtime(|| self.reload_tokens()) {
@@ -634,19 +727,13 @@ impl Controller {
                 Vec::new()
             }
         };
-        let (done, republished) = oneshot::channel();
-        let _ = self
-            .shared
-            .planner
-            .send(PlannerInput::Policy(Box::new(checked.policy), done))
-            .await;
         Ok(Applied {
             version: record.version,
             changed: true,
             changes,
             details,
             warnings: checked.warnings,
-            sites_republished: republished.await.unwrap_or_default(),
+            sites_republished,
             tokens_added,
         })
     }
@@ -768,29 +855,38 @@ impl Controller {
             let mut demand = demand_by_line(&report.demand);
             for measurement in &report.lines {
                 let key = (report.site.clone(), measurement.line.clone());
-                state
-                    .line_gauges
-                    .entry(key.clone())
-                    .or_insert_with(|| {
-                        self.shared
+                match state.line_gauges.get(&key) {
+                    Some(gauges) => gauges.set(measurement),
+                    None => {
+                        let gauges = self
+                            .shared
                             .metrics
-                            .line_gauges(&report.site, &measurement.line)
-                    })
-                    .set(measurement);
+                            .line_gauges(&report.site, &measurement.line);
+                        gauges.set(measurement);
+                        state.line_gauges.insert(key.clone(), gauges);
+                    }
+                }
                 let class_bps = demand.remove(&measurement.line).unwrap_or_default();
-                state.lines.insert(
-                    key,
-                    LineLive {
-                        measurement: measurement.clone(),
-                        at_ms: now,
-                        class_bps,
-                    },
-                );
+                let live = Arc::new(LineLive {
+                    measurement: measurement.clone(),
+                    at_ms: now,
+                    class_bps,
+                });
+                let key = match state.lines.get_key_value(&key) {
+                    Some((shared, _)) => shared.clone(),
+                    None => Arc::new(key),
+                };
+                state.lines.insert(key.clone(), live.clone());
+                state.line_updated(key, live);
             }
             // Demand on a line this report did not measure updates its last measurement's.
             for (line, class_bps) in demand {
-                if let Some(live) = state.lines.get_mut(&(report.site.clone(), line)) {
-                    live.class_bps = class_bps;
+                let key = (report.site.clone(), line);
+                if let Some(live) = state.lines.get_mut(&key) {
+                    Arc::make_mut(live).class_bps = class_bps;
+                    let (key, live) = state.lines.get_key_value(&key).expect("just updated");
+                    let update = (key.clone(), live.clone());
+                    state.line_updated(update.0, update.1);
                 }
             }
             if let Some(live) = state.agents.get_mut(&report.site) {
@@ -869,6 +965,11 @@ impl Controller {
         }
     }
 
+    /// Push streams open now.
+    pub fn connected_agents(&self) -> u64 {
+        self.state().connected.max(0) as u64
+    }
+
     // ----- views for the API -----
 
     /// Published rule sets, by site.
@@ -916,9 +1017,34 @@ impl Controller {
             .collect()
     }
 
-    /// Latest measurement per (site, line).
+    /// Latest measurement per (site, line) (a copy: for API requests, not for polling).
     pub fn lines(&self) -> BTreeMap<(String, String), LineLive> {
-        self.state().lines.clone()
+        self.state()
+            .lines
+            .iter()
+            .map(|(key, live)| ((**key).clone(), (**live).clone()))
+            .collect()
+    }
+
+    /// The line updates since the last call (the first call: every line's latest). Cheap
+    /// under the state lock whatever the number of lines: the updates were collected as
+    /// reports came in, and this only swaps the list out.
+    pub fn take_line_updates(&self) -> Vec<LineUpdate> {
+        let mut state = self.state();
+        if !state.line_feed_on {
+            state.line_feed_on = true;
+            return state
+                .lines
+                .iter()
+                .map(|(key, live)| (key.clone(), live.clone()))
+                .collect();
+        }
+        std::mem::take(&mut state.line_feed)
+    }
+
+    /// Grows with every line update; unchanged means no line changed.
+    pub fn lines_seq(&self) -> u64 {
+        self.state().lines_seq
     }
 
     /// Newest decisions last, filtered, at most `limit`.
@@ -948,25 +1074,52 @@ impl Controller {
     /// before it is sent. Returns the sites republished. Works through the sites a chunk at
     /// a time (hash, serialise, one commit, send), so the first agents get theirs while the
     /// rest are still prepared.
-    fn publish(&self, plan: Plan) -> Vec<String> {
+    ///
+    /// With `policy` (a new version and the plan made under it), the version is recorded in
+    /// the same commit as every rule set of the plan and brought in force with them; an
+    /// error means neither happened.
+    fn publish(
+        &self,
+        plan: Plan,
+        compiled_from: u64,
+        policy: Option<(&PolicyVersion, &Arc<Policy>)>,
+    ) -> Result<Vec<String>, String> {
         let mut sites = Vec::new();
         let mut rule_sets = plan.rule_sets.into_iter().peekable();
-        while rule_sets.peek().is_some() {
-            let chunk: Vec<(String, RuleSet)> = rule_sets.by_ref().take(PUBLISH_CHUNK).collect();
-            match self.publish_chunk(chunk) {
-                Some(published) => sites.extend(published),
-                None => break,
+        // A new policy goes in one commit with all of its rule sets.
+        let chunk_size = if policy.is_some() {
+            usize::MAX
+        } else {
+            PUBLISH_CHUNK
+        };
+        let mut result = Ok(());
+        let mut first = true;
+        while first || rule_sets.peek().is_some() {
+            let chunk: Vec<(String, RuleSet)> = rule_sets.by_ref().take(chunk_size).collect();
+            let policy = if first { policy } else { None };
+            first = false;
+            match self.publish_chunk(chunk, compiled_from, policy) {
+                Ok(published) => sites.extend(published),
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
             }
         }
-        if !plan.decisions.is_empty() {
+        if !plan.decisions.is_empty() && result.is_ok() {
             self.record_decisions(plan.decisions);
         }
-        sites
+        result.map(|()| sites)
     }
 
-    /// One chunk of [`Controller::publish`]; `None` when it could not be persisted (then
+    /// One chunk of [`Controller::publish`]; an error when it could not be persisted (then
     /// nothing of it is sent, and later chunks are not tried).
-    fn publish_chunk(&self, chunk: Vec<(String, RuleSet)>) -> Option<Vec<String>> {
+    fn publish_chunk(
+        &self,
+        chunk: Vec<(String, RuleSet)>,
+        compiled_from: u64,
+        policy: Option<(&PolicyVersion, &Arc<Policy>)>,
+    ) -> Result<Vec<String>, String> {
         // Hash outside the lock: with thousands of sites this is the expensive part. A rule
         // set the planner sealed for this site already carries its content hash.
         let hashed: Vec<(RuleSet, String)> = chunk
@@ -995,20 +1148,35 @@ impl Controller {
                 fresh.push(rule_set);
             }
         }
-        if fresh.is_empty() {
-            return Some(Vec::new());
+        if fresh.is_empty() && policy.is_none() {
+            return Ok(Vec::new());
         }
         let fresh: Vec<Pushed> = fresh.into_iter().map(Pushed::new).collect();
         let records = fresh
             .iter()
             .map(|p| (p.rule_set.site.as_str(), p.json.as_ref()));
-        if let Err(error) = self.shared.store.save_rule_set_texts(records) {
+        if let Err(error) = self.shared.store.save_published(
+            policy.map(|(record, _)| record),
+            compiled_from,
+            records,
+        ) {
             // Not persisted means not published: a restart must not reuse the versions.
             tracing::error!(%error, "cannot record rule sets; not publishing them");
-            return None;
+            return Err(error.to_string());
         }
         let mut sites = Vec::with_capacity(fresh.len());
         let mut state = self.state();
+        if let Some((record, policy)) = policy {
+            if state.history.last().map(|h| h.version) != Some(record.version) {
+                state.history.push(record.clone());
+            }
+            state.policy = CurrentPolicy {
+                record: record.clone(),
+                // Shared, not copied: a 10,000-site policy takes a while to clone, and
+                // this runs under the state lock.
+                policy: policy.clone(),
+            };
+        }
         let at = Instant::now();
         for pushed in fresh {
             let rule_set = pushed.rule_set.clone();
@@ -1040,7 +1208,7 @@ impl Controller {
                 .send_replace(Some(pushed));
             sites.push(site);
         }
-        Some(sites)
+        Ok(sites)
     }
 
     fn record_decisions(&self, decisions: Vec<DecisionRecord>) {
@@ -1131,6 +1299,9 @@ struct PlannerTask {
     closing: watch::Receiver<bool>,
     planner: Box<dyn Planning>,
     interval: Duration,
+    /// The policy in force and its version (what a failed policy change reverts to).
+    policy: Arc<Policy>,
+    policy_version: u64,
 }
 
 impl PlannerTask {
@@ -1138,16 +1309,23 @@ impl PlannerTask {
         mut self,
         mut control: mpsc::Receiver<PlannerInput>,
         mut reports: mpsc::Receiver<Box<Report>>,
-        policy: Policy,
         restored: Vec<RuleSet>,
         plan_now: bool,
+        startup: Option<(PolicyVersion, PolicyDone)>,
     ) {
-        self.planner.on_policy(&policy);
+        self.planner.on_policy(&self.policy);
         if !restored.is_empty() {
             self.planner.restore(&restored);
         }
-        if plan_now {
-            self.plan();
+        match startup {
+            Some((record, done)) => {
+                let policy = self.policy.clone();
+                let _ = done.send(self.plan_policy(record, policy));
+            }
+            None if plan_now => {
+                self.plan();
+            }
+            None => {}
         }
         let mut dirty = false;
         let mut closing = self.closing.clone();
@@ -1160,11 +1338,9 @@ impl PlannerTask {
                 input = control.recv() => {
                     let Some(input) = input else { break };
                     match input {
-                        PlannerInput::Policy(policy, done) => {
-                            self.planner.on_policy(&policy);
-                            let sites = self.plan();
+                        PlannerInput::Policy(policy, record, done) => {
+                            let _ = done.send(self.plan_policy(*record, policy));
                             dirty = false;
-                            let _ = done.send(sites);
                         }
                         PlannerInput::Settle(done) => {
                             while let Ok(report) = reports.try_recv() {
@@ -1201,14 +1377,47 @@ impl PlannerTask {
         }
     }
 
+    /// Plans and publishes under the policy in force.
     fn plan(&mut self) -> Vec<String> {
         let Some(shared) = self.controller.upgrade() else {
             return Vec::new();
         };
         let planner = &mut self.planner;
+        let version = self.policy_version;
         off_runtime(|| {
             let plan = planner.plan(now_ms());
-            Controller { shared }.publish(plan)
+            Controller { shared }
+                .publish(plan, version, None)
+                .unwrap_or_default()
         })
+    }
+
+    /// Plans under a new policy version and records both in one commit; when that fails,
+    /// the planner goes back to the policy in force and nothing changed.
+    fn plan_policy(
+        &mut self,
+        record: PolicyVersion,
+        policy: Arc<Policy>,
+    ) -> Result<Vec<String>, String> {
+        let Some(shared) = self.controller.upgrade() else {
+            return Err("the controller is shutting down".into());
+        };
+        let planner = &mut self.planner;
+        let result = off_runtime(|| {
+            planner.on_policy(&policy);
+            let plan = planner.plan(now_ms());
+            Controller { shared }.publish(plan, record.version, Some((&record, &policy)))
+        });
+        match result {
+            Ok(sites) => {
+                self.policy = policy;
+                self.policy_version = record.version;
+                Ok(sites)
+            }
+            Err(error) => {
+                self.planner.on_policy(&self.policy);
+                Err(error)
+            }
+        }
     }
 }

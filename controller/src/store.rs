@@ -19,6 +19,9 @@ const POLICIES: TableDefinition<u64, &str> = TableDefinition::new("policy_versio
 const RULE_SETS: TableDefinition<&str, &str> = TableDefinition::new("rule_sets");
 const AGENTS: TableDefinition<&str, &str> = TableDefinition::new("agents");
 const DECISIONS: TableDefinition<u64, &str> = TableDefinition::new("decisions");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Key in [`META`]: the policy version the stored rule sets were compiled from.
+const RULE_SETS_POLICY: &str = "rule_sets_policy_version";
 
 /// File name of the store inside the state directory.
 pub const STORE_FILE: &str = "state.redb";
@@ -97,6 +100,9 @@ pub struct Loaded {
     pub rule_sets: Vec<RuleSet>,
     pub agents: Vec<AgentRecord>,
     pub decisions: Vec<DecisionRecord>,
+    /// The policy version the stored rule sets were compiled from (none in a store written
+    /// before this was recorded).
+    pub rule_sets_policy: Option<u64>,
 }
 
 /// The redb file; closed explicitly at shutdown so a successor can open it at once.
@@ -120,6 +126,7 @@ impl Store {
             txn.open_table(RULE_SETS).map_err(err("create tables"))?;
             txn.open_table(AGENTS).map_err(err("create tables"))?;
             txn.open_table(DECISIONS).map_err(err("create tables"))?;
+            txn.open_table(META).map_err(err("create tables"))?;
         }
         txn.commit().map_err(err("create tables"))?;
         Ok(Store {
@@ -200,59 +207,77 @@ impl Store {
                     .push(serde_json::from_str(value.value()).map_err(err("decode decision"))?);
             }
             loaded.decisions.reverse();
+            loaded.rule_sets_policy = txn
+                .open_table(META)
+                .map_err(err("load meta"))?
+                .get(RULE_SETS_POLICY)
+                .map_err(err("load meta"))?
+                .map(|v| v.value());
             Ok(loaded)
         })
     }
 
-    /// Records a new policy version and the rule sets it produced, durably, in one commit.
-    pub fn save_policy(&self, policy: &PolicyVersion) -> Result<(), StoreError> {
-        self.with_db("save policy", |db| {
-            let txn = db.begin_write().map_err(err("save policy"))?;
-            {
-                let mut table = txn.open_table(POLICIES).map_err(err("save policy"))?;
-                let json = serde_json::to_string(policy).expect("policy versions serialise");
-                table
-                    .insert(policy.version, json.as_str())
-                    .map_err(err("save policy"))?;
-            }
-            txn.commit().map_err(err("save policy"))
-        })
-    }
-
-    /// Records the rule sets just published, durably.
-    /// Records rule sets already serialised to JSON, as (site, JSON), in one commit.
-    pub fn save_rule_set_texts<'a>(
+    /// Records what one planning round published, durably, in one commit: the policy
+    /// version it was planned under (when that version is new) and the rule sets, as (site,
+    /// JSON), compiled from policy version `compiled_from`. A crash leaves either all of it
+    /// or none, so a restarted controller never finds a policy beside rule sets compiled
+    /// from another.
+    pub fn save_published<'a>(
         &self,
+        policy: Option<&PolicyVersion>,
+        compiled_from: u64,
         rule_sets: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<(), StoreError> {
-        self.with_db("save rule sets", |db| {
-            let txn = db.begin_write().map_err(err("save rule sets"))?;
+        self.with_db("save published", |db| {
+            let txn = db.begin_write().map_err(err("save published"))?;
             {
+                if let Some(policy) = policy {
+                    let mut table = txn.open_table(POLICIES).map_err(err("save policy"))?;
+                    let json = serde_json::to_string(policy).expect("policy versions serialise");
+                    table
+                        .insert(policy.version, json.as_str())
+                        .map_err(err("save policy"))?;
+                }
                 let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
                 for (site, json) in rule_sets {
                     table.insert(site, json).map_err(err("save rule sets"))?;
                 }
+                let mut meta = txn.open_table(META).map_err(err("save published"))?;
+                meta.insert(RULE_SETS_POLICY, compiled_from)
+                    .map_err(err("save published"))?;
             }
-            txn.commit().map_err(err("save rule sets"))
+            txn.commit().map_err(err("save published"))
         })
     }
 
-    pub fn save_rule_sets<'a>(
-        &self,
-        rule_sets: impl IntoIterator<Item = &'a RuleSet>,
-    ) -> Result<(), StoreError> {
-        self.with_db("save rule sets", |db| {
-            let txn = db.begin_write().map_err(err("save rule sets"))?;
+    /// Fills in the change list of a recorded policy version, durably (worked out after the
+    /// version was published; see `Controller::apply_policy`).
+    pub fn set_policy_changes(&self, version: u64, changes: &[String]) -> Result<(), StoreError> {
+        self.with_db("save policy changes", |db| {
+            let txn = db.begin_write().map_err(err("save policy changes"))?;
             {
-                let mut table = txn.open_table(RULE_SETS).map_err(err("save rule sets"))?;
-                for rule_set in rule_sets {
-                    let json = serde_json::to_string(rule_set).expect("rule sets serialise");
-                    table
-                        .insert(rule_set.site.as_str(), json.as_str())
-                        .map_err(err("save rule sets"))?;
-                }
+                let mut table = txn
+                    .open_table(POLICIES)
+                    .map_err(err("save policy changes"))?;
+                let stored = table
+                    .get(version)
+                    .map_err(err("save policy changes"))?
+                    .map(|v| v.value().to_string());
+                let Some(stored) = stored else {
+                    return Err(StoreError {
+                        what: "save policy changes",
+                        message: format!("no policy version {version}"),
+                    });
+                };
+                let mut policy: PolicyVersion =
+                    serde_json::from_str(&stored).map_err(err("decode policy"))?;
+                policy.changes = changes.to_vec();
+                let json = serde_json::to_string(&policy).expect("policy versions serialise");
+                table
+                    .insert(version, json.as_str())
+                    .map_err(err("save policy changes"))?;
             }
-            txn.commit().map_err(err("save rule sets"))
+            txn.commit().map_err(err("save policy changes"))
         })
     }
 
@@ -355,17 +380,21 @@ mod tests {
         .seal();
         {
             let store = Store::open(dir.path()).unwrap();
+            let json = serde_json::to_string(&rule_set).unwrap();
             store
-                .save_policy(&PolicyVersion {
-                    version: 1,
-                    file: "p.yaml".into(),
-                    text: "sites: []".into(),
-                    by: "startup".into(),
-                    at_ms: 5,
-                    changes: vec![],
-                })
+                .save_published(
+                    Some(&PolicyVersion {
+                        version: 1,
+                        file: "p.yaml".into(),
+                        text: "sites: []".into(),
+                        by: "startup".into(),
+                        at_ms: 5,
+                        changes: vec![],
+                    }),
+                    1,
+                    [("b1", json.as_str())],
+                )
                 .unwrap();
-            store.save_rule_sets([&rule_set]).unwrap();
             let mut agent = AgentRecord {
                 site: "b1".into(),
                 ..AgentRecord::default()
@@ -392,6 +421,7 @@ mod tests {
         let loaded = store.load(1).unwrap();
         assert_eq!(loaded.policies[0].version, 1);
         assert_eq!(loaded.rule_sets, vec![rule_set.clone()]);
+        assert_eq!(loaded.rule_sets_policy, Some(1));
         assert_eq!(loaded.agents[0].applied, Some(RuleSetId::of(&rule_set)));
         assert_eq!(
             loaded.decisions.len(),

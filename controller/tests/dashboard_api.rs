@@ -219,3 +219,92 @@ async fn line_history_keeps_each_measurement_and_the_sla_to_draw() {
     assert_eq!(voice["jitter_ms"].as_f64(), Some(30.0));
     running.stop().await;
 }
+
+fn site_report(site: &str, rtt_ms: f64) -> Report {
+    Report {
+        site: site.into(),
+        at_ms: wansteer_controller::service::now_ms(),
+        lines: ["mpls", "inet", "lte"]
+            .into_iter()
+            .map(|name| {
+                let mut line = measurement(name, LineHealth::Up, 0.0);
+                line.rtt_ms = rtt_ms;
+                line
+            })
+            .collect(),
+        events: vec![],
+        demand: vec![],
+    }
+}
+
+/// The dashboard's sampler takes the line updates since its last look, not a copy of
+/// every line: first everything, then only what reports changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_gets_line_updates_not_a_copy_of_every_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), POLICY, tokens(), 0).await;
+    let controller = &running.controller;
+    // The running server's sampler is already taking updates: wait for the first (full)
+    // take, so what follows is only what the reports below change.
+    controller.take_line_updates();
+    for site in ["s1", "s2"] {
+        controller
+            .report(site, site_report(site, 20.0))
+            .await
+            .unwrap();
+    }
+    let seq = controller.lines_seq();
+    controller
+        .report("s2", site_report("s2", 30.0))
+        .await
+        .unwrap();
+    assert_eq!(controller.lines_seq(), seq + 3, "three lines updated");
+    // The sampler may have taken some; together the two takes hold every update once.
+    let updates = controller.take_line_updates();
+    let of_s2_at_30: Vec<_> = updates
+        .iter()
+        .filter(|(key, live)| key.0 == "s2" && live.measurement.rtt_ms == 30.0)
+        .collect();
+    assert!(of_s2_at_30.len() <= 3);
+    assert!(controller.take_line_updates().len() <= 9);
+    assert_eq!(controller.lines().len(), 6, "s1 and s2, three lines each");
+    running.stop().await;
+}
+
+/// Not a timed test: prints what the dashboard's sampler costs under the state lock at
+/// 10,000 sites × 3 lines, the old way (copy every line) against the new (take the
+/// updates). `cargo test --release -p wansteer-controller --test dashboard_api -- --ignored
+/// --nocapture sampler_cost`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; prints figures"]
+async fn sampler_cost_at_10k_sites() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(dir.path(), POLICY, tokens(), 0).await;
+    let controller = running.controller.clone();
+    let sites: Vec<String> = (0..10_000).map(|i| format!("s{i}")).collect();
+    let mut copy = Vec::new();
+    let mut take = Vec::new();
+    for round in 0..9 {
+        for site in &sites {
+            controller
+                .report(site, site_report(site, 20.0 + f64::from(round)))
+                .await
+                .unwrap();
+        }
+        let started = std::time::Instant::now();
+        let all = controller.lines();
+        copy.push(started.elapsed());
+        assert_eq!(all.len(), 30_000);
+        let started = std::time::Instant::now();
+        let updates = controller.take_line_updates();
+        take.push(started.elapsed());
+        drop(updates);
+    }
+    copy.sort();
+    take.sort();
+    println!(
+        "30,000 lines, one report round between looks: copy every line {:?} (median of 9), take updates {:?}",
+        copy[4], take[4]
+    );
+    running.stop().await;
+}

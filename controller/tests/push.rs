@@ -268,3 +268,40 @@ async fn restarted_controller_resumes_without_pushing_again() {
     agent.stop().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_tells_agents_to_reconnect_within_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let response = reqwest::Client::new()
+        .get(server.url("/api/v1/agent/rules"))
+        .bearer_auth(server.agent("branch-1"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    use futures::StreamExt;
+    while !text.contains("event: rule-set") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the first push within 10 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    server.controller.begin_shutdown();
+    let mut rest = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream ends within 10 s")
+    {
+        rest.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(
+        rest.contains("event: restarting\ndata: {\"reconnect_within_ms\":1000}"),
+        "one agent connected: reconnect within the 1 s minimum; got {rest:?}"
+    );
+    server.stop().await;
+}

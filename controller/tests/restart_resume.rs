@@ -10,8 +10,10 @@ use wansteer_controller::audit::Retention;
 use wansteer_controller::auth::TokensFile;
 use wansteer_controller::graph::{LineHealth as GraphHealth, LineMeasurement as GraphMeasurement};
 use wansteer_controller::plan::{Planner, ReasonKind};
+use wansteer_controller::planning::{Plan, Planning};
 use wansteer_controller::service::{Controller, ControllerConfig, now_ms};
 use wansteer_controller::solver_planning::SolverPlanning;
+use wansteer_policies::Policy;
 use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{ClassDemand, LineHealth, LineMeasurement, Report};
 
@@ -69,10 +71,20 @@ fn report(site: &str, mpls_loss: (f64, f64)) -> Report {
 }
 
 async fn start(dir: &std::path::Path) -> Controller {
+    start_with(dir, POLICY, Box::new(SolverPlanning::new()))
+        .await
+        .expect("controller starts")
+}
+
+async fn start_with(
+    dir: &std::path::Path,
+    policy: &str,
+    planner: Box<dyn Planning>,
+) -> Result<Controller, wansteer_controller::service::StartError> {
     let config = ControllerConfig {
         state_dir: dir.to_path_buf(),
         policy_file: "policy.yaml".into(),
-        policy_text: POLICY.into(),
+        policy_text: policy.into(),
         tokens: TokensFile::generate(["dc", "b1"]),
         token_source: wansteer_controller::auth::TokenSource::Given,
         retention: Retention::default(),
@@ -81,9 +93,7 @@ async fn start(dir: &std::path::Path) -> Controller {
         metrics_public: false,
         check: Default::default(),
     };
-    Controller::start(config, Box::new(SolverPlanning::new()))
-        .await
-        .expect("controller starts")
+    Controller::start(config, planner).await
 }
 
 async fn both_report(controller: &Controller, mpls_loss: (f64, f64)) {
@@ -253,4 +263,96 @@ fn a_policy_change_keeps_hold_down_and_dampening_history() {
         "only the new class is placed: {video:?}"
     );
     assert!(!video.is_empty());
+}
+
+/// A planner that dies in the middle of planning (the process crashing between taking in
+/// a new policy and publishing what it planned under it).
+struct CrashesWhilePlanning;
+
+impl Planning for CrashesWhilePlanning {
+    fn on_policy(&mut self, _policy: &Policy) {}
+    fn on_report(&mut self, _report: &Report) {}
+    fn plan(&mut self, _now_ms: u64) -> Plan {
+        panic!("controller crashed while planning");
+    }
+}
+
+fn classes_of(rule_set: &RuleSet) -> Vec<String> {
+    rule_set.classes.iter().map(|c| c.name.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_planning_a_new_policy_leaves_policy_and_rule_sets_in_agreement() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = start(dir.path()).await;
+    both_report(&controller, (0.0, 0.5)).await;
+    assert_eq!(
+        classes_of(&controller.published()["b1"]),
+        ["voice", "default"]
+    );
+    controller.close().unwrap();
+    drop(controller);
+
+    // The operator adds a video class to the policy file and restarts; the controller
+    // crashes while planning under the new policy.
+    let with_video = POLICY.replace(
+        "  - name: default\n",
+        "  - name: video\n    priority: 2\n    dscp: AF41\n  - name: default\n",
+    );
+    if let Ok(crashed) = start_with(dir.path(), &with_video, Box::new(CrashesWhilePlanning)).await {
+        crashed.settle().await;
+        crashed.close().unwrap();
+    }
+
+    // Restarted (by systemd) with the same file: the policy in force and the rule sets
+    // pushed to agents must describe the same classes.
+    let controller = start_with(dir.path(), &with_video, Box::new(SolverPlanning::new()))
+        .await
+        .expect("controller restarts");
+    controller.settle().await;
+    let (record, policy) = controller.policy();
+    let in_force: Vec<String> = policy.classes.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(in_force, ["voice", "video", "default"]);
+    for (site, rule_set) in controller.published() {
+        assert_eq!(
+            classes_of(&rule_set),
+            in_force,
+            "{site}'s rule set was compiled from another policy than version {} in force",
+            record.version
+        );
+    }
+    controller.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_is_recorded_with_its_change_list_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = start(dir.path()).await;
+    let with_video = POLICY.replace(
+        "  - name: default\n",
+        "  - name: video\n    priority: 2\n    dscp: AF41\n  - name: default\n",
+    );
+    let applied = controller
+        .apply_policy("policy.yaml", &with_video, "alice")
+        .await
+        .unwrap();
+    assert_eq!(applied.version, 2);
+    assert!(
+        applied.changes.iter().any(|c| c.contains("video")),
+        "{:?}",
+        applied.changes
+    );
+    assert_eq!(controller.policy_history()[1].changes, applied.changes);
+    assert_eq!(controller.policy().0.changes, applied.changes);
+    controller.close().unwrap();
+    drop(controller);
+
+    let controller = start_with(dir.path(), &with_video, Box::new(SolverPlanning::new()))
+        .await
+        .unwrap();
+    let history = controller.policy_history();
+    assert_eq!(history.len(), 2, "the same text is no new version");
+    assert_eq!(history[1].by, "alice");
+    assert_eq!(history[1].changes, applied.changes);
+    controller.close().unwrap();
 }

@@ -10,15 +10,20 @@
 //!     | GET  rules?version=V&hash=H  (SSE)    ->|   long-lived
 //!     |<- event: in-sync   {version, hash}      |   when H is already current
 //!     |<- event: rule-set  {RuleSet}            |   on every new version
+//!     |<- event: restarting {reconnect_within_ms} |  last event before a graceful shutdown
 //!     | POST ack {version, hash, outcome}     ->|
 //!     | POST report {lines, events, demand}   ->|   about once a second
 //! ```
 //!
-//! Measurements here are small stand-in types; the probe summary types live in the probes'
-//! report module and will replace them when the two are unified.
+//! Measurements here are the controller's compact view of a line; the prober's full
+//! summaries and transitions are [`crate::report`]'s. The conversions between the two
+//! vocabularies live here, once ([`LineMeasurement::from_summary`],
+//! [`HealthEvent::from_transition`], `From<HealthState> for LineHealth`), so every agent
+//! reports the same figures the same way.
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::{HealthState, HealthTransition, LineSummary};
 use crate::ruleset::RuleSet;
 
 /// Path prefix of the agent endpoints, below the controller's base URL.
@@ -27,6 +32,8 @@ pub const AGENT_API: &str = "/api/v1/agent";
 pub const EVENT_RULE_SET: &str = "rule-set";
 /// SSE event name carrying an [`InSync`]: the agent already runs the current rule set.
 pub const EVENT_IN_SYNC: &str = "in-sync";
+/// SSE event name carrying a [`Restarting`]: the controller is shutting down gracefully.
+pub const EVENT_RESTARTING: &str = "restarting";
 
 /// Sent once per connection: who the agent is and what it runs now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +144,61 @@ impl LineHealth {
     }
 }
 
+impl From<HealthState> for LineHealth {
+    fn from(state: HealthState) -> LineHealth {
+        match state {
+            HealthState::Up => LineHealth::Up,
+            HealthState::Degraded => LineHealth::Degraded,
+            HealthState::Down => LineHealth::Down,
+        }
+    }
+}
+
+impl LineMeasurement {
+    /// One line's figures for the controller from a prober's summary. RTT and jitter come
+    /// from the short (fail-fast) window so latency spikes show at once; loss from the long
+    /// window, which holds enough probes to tell 1% from 5% (DESIGN §4), or the short one
+    /// while the long one is empty. Health is the summary's state for `sla` (the agent's
+    /// line-reachability machine), `Unknown` when it has none.
+    pub fn from_summary(summary: &LineSummary, sla: &str) -> LineMeasurement {
+        let loss_window = if summary.long.probes > 0 {
+            &summary.long
+        } else {
+            &summary.short
+        };
+        LineMeasurement {
+            line: summary.line.clone(),
+            rtt_ms: summary.short.rtt_ms.map_or(0.0, |r| r.p50),
+            loss_percent: loss_window.loss.ratio * 100.0,
+            loss_bounds_percent: Some((
+                loss_window.loss.lower * 100.0,
+                loss_window.loss.upper * 100.0,
+            )),
+            jitter_ms: summary.short.jitter_ms.unwrap_or(0.0),
+            samples: u64::from(loss_window.probes),
+            health: summary
+                .health
+                .iter()
+                .find(|h| h.sla == sla)
+                .map_or(LineHealth::Unknown, |h| h.state.into()),
+        }
+    }
+}
+
+impl HealthEvent {
+    /// A prober's transition as the session's health event; the reason is the
+    /// transition's own wording ("loss 3.1% [2.2%, 4.3%] > 1% over 2.0 s").
+    pub fn from_transition(transition: &HealthTransition) -> HealthEvent {
+        HealthEvent {
+            line: transition.line.clone(),
+            at_ms: transition.at_unix_ms,
+            from: transition.from.into(),
+            to: transition.to.into(),
+            reason: transition.to_string(),
+        }
+    }
+}
+
 /// A line changed health, with why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthEvent {
@@ -187,11 +249,22 @@ pub struct InSync {
     pub hash: String,
 }
 
+/// The controller is going away on purpose (a restart or an upgrade) and expects to be back
+/// soon: reconnect at a time drawn uniformly from the next `reconnect_within_ms`, again and
+/// again while it is not back, instead of backing off exponentially as after an outage.
+/// The controller sizes the window to its number of agents, so their reconnects arrive
+/// spread at a rate it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restarting {
+    pub reconnect_within_ms: u64,
+}
+
 /// What arrives on the push stream, decoded from its SSE event name and data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Push {
     RuleSet(Box<RuleSet>),
     InSync(InSync),
+    Restarting(Restarting),
 }
 
 /// A push event that could not be decoded.
@@ -220,6 +293,9 @@ impl Push {
             EVENT_IN_SYNC => serde_json::from_str(data)
                 .map(Push::InSync)
                 .map_err(malformed),
+            EVENT_RESTARTING => serde_json::from_str(data)
+                .map(Push::Restarting)
+                .map_err(malformed),
             other => Err(PushError::UnknownEvent(other.to_string())),
         }
     }
@@ -235,6 +311,10 @@ impl Push {
                 EVENT_IN_SYNC,
                 serde_json::to_string(in_sync).expect("in-sync always serialises"),
             ),
+            Push::Restarting(restarting) => (
+                EVENT_RESTARTING,
+                serde_json::to_string(restarting).expect("restarting always serialises"),
+            ),
         }
     }
 }
@@ -242,6 +322,91 @@ impl Push {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn summary(health: Vec<crate::report::SlaHealth>, long_probes: u32) -> LineSummary {
+        use crate::report::{DelayPercentiles, LossEstimate, WindowSummary};
+        let window = |ratio: f64, probes: u32| WindowSummary {
+            probes,
+            loss: LossEstimate {
+                ratio,
+                lower: ratio / 2.0,
+                upper: ratio * 2.0,
+            },
+            rtt_ms: Some(DelayPercentiles {
+                p50: 21.0,
+                ..DelayPercentiles::default()
+            }),
+            jitter_ms: Some(1.5),
+            ..WindowSummary::default()
+        };
+        LineSummary {
+            line: "mpls".into(),
+            at_unix_ms: 1,
+            health,
+            short: window(0.10, 40),
+            long: window(0.05, long_probes),
+            counters: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_prober_summary_becomes_the_controllers_line_measurement() {
+        use crate::report::SlaHealth;
+        let sla = |name: &str, state| SlaHealth {
+            sla: name.into(),
+            state,
+            penalty: 0.0,
+            suppressed: false,
+        };
+        let full = summary(
+            vec![
+                sla("voice", HealthState::Degraded),
+                sla("line", HealthState::Up),
+            ],
+            600,
+        );
+        let m = LineMeasurement::from_summary(&full, "line");
+        assert_eq!(
+            m.health,
+            LineHealth::Up,
+            "the named SLA's state, not the first"
+        );
+        assert!(
+            (m.loss_percent - 5.0).abs() < 1e-9,
+            "loss from the long window"
+        );
+        assert_eq!(m.loss_bounds_percent, Some((2.5, 10.0)));
+        assert_eq!((m.rtt_ms, m.jitter_ms, m.samples), (21.0, 1.5, 600));
+        // A long window without probes yet: the short one's loss; no such SLA: unknown.
+        let young = summary(vec![], 0);
+        let m = LineMeasurement::from_summary(&young, "line");
+        assert!((m.loss_percent - 10.0).abs() < 1e-9);
+        assert_eq!((m.samples, m.health), (40, LineHealth::Unknown));
+        assert_eq!(
+            LineHealth::from(HealthState::Degraded),
+            LineHealth::Degraded
+        );
+    }
+
+    #[test]
+    fn a_prober_transition_becomes_a_health_event_with_its_reason() {
+        let transition = HealthTransition {
+            line: "inet".into(),
+            sla: "line".into(),
+            at_unix_ms: 7,
+            elapsed_ms: 7,
+            from: HealthState::Up,
+            to: HealthState::Down,
+            reasons: vec![crate::report::HealthReason::Outage {
+                missing: 5,
+                silent_ms: 250,
+            }],
+        };
+        let event = HealthEvent::from_transition(&transition);
+        assert_eq!((event.from, event.to), (LineHealth::Up, LineHealth::Down));
+        assert_eq!((event.line.as_str(), event.at_ms), ("inet", 7));
+        assert_eq!(event.reason, transition.to_string());
+    }
 
     #[test]
     fn ack_outcome_is_tagged() {
@@ -266,6 +431,15 @@ mod tests {
         });
         let (event, data) = push.encode();
         assert_eq!(Push::decode(event, &data).unwrap(), push);
+        let restarting = Push::Restarting(Restarting {
+            reconnect_within_ms: 2000,
+        });
+        let (event, data) = restarting.encode();
+        assert_eq!(
+            (event, data.as_str()),
+            ("restarting", r#"{"reconnect_within_ms":2000}"#)
+        );
+        assert_eq!(Push::decode(event, &data).unwrap(), restarting);
         assert!(matches!(
             Push::decode("rule-set", "{not json"),
             Err(PushError::Malformed { .. })

@@ -1,7 +1,17 @@
 //! Reconnect delays: exponential with full jitter, capped, reset after a good connection.
 //! Jitter keeps thousands of agents from reconnecting in lockstep after a controller restart.
+//!
+//! A controller that shuts down on purpose says so, with a window to reconnect within
+//! ([`Backoff::expect_restart`]): then every retry is drawn uniformly from that window and
+//! does not grow, so the agent is back at most one window after the controller is, while
+//! the fleet's retries stay spread over the window. Exponential growth resumes if the
+//! restart takes longer than [`RESTART_PATIENCE`] (it was an outage after all).
 
 use std::time::Duration;
+
+/// How long retries stay within an announced restart's window before backing off as after
+/// an outage.
+pub const RESTART_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Exponential backoff state.
 #[derive(Debug, Clone)]
@@ -9,6 +19,9 @@ pub struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
+    /// An announced restart: the window retries are drawn from, and the retry time left
+    /// before growing again.
+    restart: Option<(Duration, Duration)>,
 }
 
 /// A backoff whose bounds make no sense.
@@ -28,6 +41,7 @@ impl Backoff {
             min,
             max,
             attempt: 0,
+            restart: None,
         })
     }
 
@@ -37,8 +51,17 @@ impl Backoff {
         self.min.saturating_mul(factor).min(self.max)
     }
 
-    /// The next delay, drawn uniformly from [min, ceiling] by `unit` in [0, 1).
+    /// The next delay, drawn uniformly from [min, ceiling] by `unit` in [0, 1) — or, after
+    /// an announced restart, from [0, window].
     pub fn next_with(&mut self, unit: f64) -> Duration {
+        if let Some((window, left)) = self.restart {
+            let delay = window.mul_f64(unit.clamp(0.0, 1.0));
+            self.restart = left
+                .checked_sub(delay)
+                .filter(|left| !left.is_zero())
+                .map(|left| (window, left));
+            return delay;
+        }
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let span = ceiling.saturating_sub(self.min);
@@ -53,6 +76,16 @@ impl Backoff {
     /// Call after a connection worked: the next failure starts from `min` again.
     pub fn reset(&mut self) {
         self.attempt = 0;
+        self.restart = None;
+    }
+
+    /// The controller announced a restart: retry within `window` (not growing) for up to
+    /// [`RESTART_PATIENCE`]. A zero window is taken as the backoff's `min`, and a window
+    /// above `max` as `max`.
+    pub fn expect_restart(&mut self, window: Duration) {
+        let window = window.clamp(self.min, self.max);
+        self.attempt = 0;
+        self.restart = Some((window, RESTART_PATIENCE));
     }
 }
 
@@ -94,5 +127,36 @@ mod tests {
         assert_eq!(backoff.ceiling(), Duration::from_millis(100));
         assert!(Backoff::try_new(Duration::ZERO, Duration::from_secs(1)).is_err());
         assert!(Backoff::try_new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn an_announced_restart_keeps_retries_within_its_window_until_patience_runs_out() {
+        let mut backoff = Backoff::default();
+        for _ in 0..5 {
+            backoff.next_with(1.0);
+        }
+        assert_eq!(
+            backoff.ceiling(),
+            Duration::from_secs(8),
+            "grown after an outage"
+        );
+        backoff.expect_restart(Duration::from_secs(2));
+        let mut waited = Duration::ZERO;
+        while waited < RESTART_PATIENCE {
+            let delay = backoff.next_with(0.999);
+            assert!(delay <= Duration::from_secs(2), "{delay:?}");
+            waited += delay;
+        }
+        assert_eq!(
+            backoff.next_with(1.0),
+            Duration::from_millis(250),
+            "then backs off from the start, as after an outage"
+        );
+        assert_eq!(backoff.next_with(1.0), Duration::from_millis(500));
+        // A window outside the bounds is brought within them.
+        backoff.expect_restart(Duration::from_secs(3600));
+        assert_eq!(backoff.next_with(1.0), Duration::from_secs(30));
+        backoff.reset();
+        assert_eq!(backoff.next_with(1.0), Duration::from_millis(250));
     }
 }

@@ -82,6 +82,8 @@ pub struct ControllerClient {
     config: ClientConfig,
     http: reqwest::Client,
     status: watch::Sender<ClientStatus>,
+    /// The controller announced a restart on this session: reconnect within this window.
+    restart_window: Option<Duration>,
 }
 
 impl ControllerClient {
@@ -98,6 +100,7 @@ impl ControllerClient {
             config,
             http,
             status,
+            restart_window: None,
         })
     }
 
@@ -132,6 +135,9 @@ impl ControllerClient {
             });
             if matches!(end, SessionEnd::Shutdown) {
                 return;
+            }
+            if let Some(window) = self.restart_window.take() {
+                backoff.expect_restart(window);
             }
             let delay = backoff.next_delay();
             tracing::warn!(error = %end, retry_in = ?delay, "controller session ended");
@@ -258,6 +264,12 @@ impl ControllerClient {
                         });
                     }
                 });
+                return Ok(());
+            }
+            Push::Restarting(restarting) => {
+                let window = Duration::from_millis(restarting.reconnect_within_ms);
+                tracing::info!(within = ?window, "controller restarting; reconnecting within the window it gave");
+                self.restart_window = Some(window);
                 return Ok(());
             }
             Push::RuleSet(rule_set) => rule_set,

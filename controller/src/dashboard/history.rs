@@ -61,12 +61,25 @@ impl LineHistory {
         (per_line, spacing_ms)
     }
 
-    /// Takes in the controller's latest measurements; returns true if any was new.
-    pub fn record(&mut self, latest: &BTreeMap<(String, String), LineLive>, now_ms: u64) -> bool {
-        let (per_line, spacing_ms) = self.allowance(latest.len().max(self.lines.len()));
+    /// Takes in the controller's latest measurements (the whole map, or the updates since
+    /// the last call, oldest first); returns true if any was new.
+    pub fn record<'a>(
+        &mut self,
+        latest: impl IntoIterator<Item = (&'a (String, String), &'a LineLive)>,
+        now_ms: u64,
+    ) -> bool {
+        let latest: Vec<_> = latest.into_iter().collect();
+        let unseen = latest
+            .iter()
+            .filter(|(key, _)| !self.lines.contains_key(*key))
+            .count();
+        let (per_line, spacing_ms) = self.allowance(self.lines.len() + unseen);
         let mut changed = false;
         for (key, live) in latest {
-            let ring = self.lines.entry(key.clone()).or_default();
+            let ring = match self.lines.get_mut(key) {
+                Some(ring) => ring,
+                None => self.lines.entry(key.clone()).or_default(),
+            };
             let m = &live.measurement;
             let keep = match ring.back() {
                 None => true,

@@ -16,7 +16,7 @@
 //!   the SLA thresholds to draw over them.
 //!
 //! ```text
-//!   sampler task (every 500 ms) ──reads──▶ Controller::lines/decisions/policy/agents
+//!   sampler task (every 500 ms) ──reads──▶ Controller::take_line_updates/decisions/policy/agents
 //!        │ records LineHistory             │
 //!        └──▶ watch<Fingerprint> ──▶ one SSE stream per open page ──▶ page refetches REST
 //! ```
@@ -72,10 +72,6 @@ struct Fingerprint {
 
 impl Fingerprint {
     fn of(controller: &Controller) -> Fingerprint {
-        let mut lines = DefaultHasher::new();
-        for (key, live) in controller.lines() {
-            (key, live.at_ms).hash(&mut lines);
-        }
         let mut decisions = DefaultHasher::new();
         for d in controller.decisions(None, None, 1) {
             (d.at_ms, d.site, d.class, d.to_line).hash(&mut decisions);
@@ -85,7 +81,7 @@ impl Fingerprint {
             .unwrap_or_default()
             .hash(&mut agents);
         Fingerprint {
-            lines: lines.finish(),
+            lines: controller.lines_seq(),
             decisions: decisions.finish(),
             policy: controller.policy().0.version,
             agents: agents.finish(),
@@ -141,11 +137,14 @@ async fn sample(dashboard: Arc<Dashboard>, controller: Controller, tx: watch::Se
         tokio::select! {
             _ = closing.wait_for(|closing| *closing) => break,
             _ = tick.tick() => {
+                // Only the updates since the last tick, taken without copying under the
+                // controller's lock (it used to copy every line's latest every tick).
+                let updates = controller.take_line_updates();
                 dashboard
                     .history
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .record(&controller.lines(), now_ms());
+                    .record(updates.iter().map(|(key, live)| (&**key, &**live)), now_ms());
                 if tx.receiver_count() <= 1 {
                     // Only the dashboard's own receiver: no page is open, skip the digest.
                     continue;
