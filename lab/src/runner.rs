@@ -161,6 +161,57 @@ pub async fn compare(file: &Path, prefix: &str, options: &RunOptions) -> anyhow:
     Ok(with)
 }
 
+/// Every run of a repeated scenario.
+#[derive(Debug, Default)]
+pub struct Repeated {
+    pub with: Vec<Report>,
+    pub without: Vec<Report>,
+}
+
+/// Runs the scenario `times` times with wansteer (unless `options.baseline`) and, with
+/// `compare`, as many times with steering off, alternating so both see the same machine.
+/// Each run has its own fresh prefix and lab; `logs_for(kind, i)` names where run `i`'s
+/// wansteer logs go. `done` is told of every finished run.
+pub async fn repeat(
+    file: &Path,
+    times: u32,
+    compare: bool,
+    options: &RunOptions,
+    logs_for: impl Fn(&str, u32) -> Option<std::path::PathBuf>,
+    mut done: impl FnMut(&str, u32, &Report),
+) -> anyhow::Result<Repeated> {
+    let mut runs = Repeated::default();
+    for i in 1..=times {
+        if !options.baseline {
+            let report = run_with(
+                file,
+                &lab::new_prefix(),
+                &RunOptions {
+                    baseline: false,
+                    logs: logs_for("with", i),
+                },
+            )
+            .await?;
+            done("with", i, &report);
+            runs.with.push(report);
+        }
+        if compare || options.baseline {
+            let report = run_with(
+                file,
+                &lab::new_prefix(),
+                &RunOptions {
+                    baseline: true,
+                    logs: logs_for("without", i),
+                },
+            )
+            .await?;
+            done("without", i, &report);
+            runs.without.push(report);
+        }
+    }
+    Ok(runs)
+}
+
 /// A scenario process and what to call it in events.
 struct Started {
     label: String,
