@@ -259,7 +259,7 @@ mod tests {
                     expected: 50,
                     lost,
                     loss: lost as f64 / 50.0,
-                    longest_gap_ms: 20.0 * (lost + 1) as f64,
+                    longest_gap_ms: 20.0 + 5.0 * lost as f64,
                     latency_ms: Some(10.0),
                     jitter_ms: 0.1,
                     mos: 4.4 - lost as f64 * 0.1,
@@ -339,7 +339,7 @@ mod tests {
                 max: 0.1
             }
         );
-        assert_eq!(wo.longest_gap_ms.median, 100.0);
+        assert_eq!(wo.longest_gap_ms.median, 40.0);
         assert!((wo.mos_min.median - 4.0).abs() < 1e-9);
         let before = s.phases.iter().find(|p| p.phase == "before").unwrap();
         assert_eq!(before.with.unwrap().loss.max, 0.0);
