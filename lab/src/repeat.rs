@@ -41,6 +41,8 @@ pub struct FigureSpread {
     pub mos_mean: Spread,
     /// Each run's lowest one-second MOS in the phase.
     pub mos_min: Spread,
+    /// Each run's worst one-second mean latency (runs where something arrived).
+    pub latency_worst_ms: Option<Spread>,
 }
 
 impl FigureSpread {
@@ -52,6 +54,12 @@ impl FigureSpread {
             longest_gap_ms: Spread::of(&pick(|f| f.longest_gap_ms))?,
             mos_mean: Spread::of(&pick(|f| f.mos_mean))?,
             mos_min: Spread::of(&pick(|f| f.mos_min))?,
+            latency_worst_ms: Spread::of(
+                &per_run
+                    .iter()
+                    .filter_map(|f| f.latency_worst_ms)
+                    .collect::<Vec<_>>(),
+            ),
         })
     }
 }
@@ -172,21 +180,28 @@ impl RepeatSummary {
         );
         let _ = writeln!(
             md,
-            "| call | phase | voice loss with / without | longest gap with / without | mean MOS with / without | lowest MOS with / without |\n|---|---|---|---|---|---|"
+            "| call | phase | voice loss with / without | longest gap with / without | worst second's latency with / without | mean MOS with / without | lowest MOS with / without |\n|---|---|---|---|---|---|---|"
         );
         let cell = |f: &Option<FigureSpread>, pick: fn(&FigureSpread) -> Spread, unit: Unit| {
             f.as_ref().map_or("-".to_string(), |f| unit.spread(pick(f)))
         };
+        let latency = |f: &Option<FigureSpread>| {
+            f.as_ref()
+                .and_then(|f| f.latency_worst_ms)
+                .map_or("-".to_string(), |s| Unit::LatencyMs.spread(s))
+        };
         for p in &self.phases {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+                "| {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
                 p.call,
                 p.phase,
                 cell(&p.with, |f| f.loss, Unit::Percent),
                 cell(&p.without, |f| f.loss, Unit::Percent),
                 cell(&p.with, |f| f.longest_gap_ms, Unit::Ms),
                 cell(&p.without, |f| f.longest_gap_ms, Unit::Ms),
+                latency(&p.with),
+                latency(&p.without),
                 cell(&p.with, |f| f.mos_mean, Unit::Mos),
                 cell(&p.without, |f| f.mos_mean, Unit::Mos),
                 cell(&p.with, |f| f.mos_min, Unit::Mos),
@@ -205,6 +220,7 @@ impl RepeatSummary {
 enum Unit {
     Percent,
     Ms,
+    LatencyMs,
     Mos,
 }
 
@@ -213,6 +229,7 @@ impl Unit {
         match self {
             Unit::Percent => format!("{:.2}%", v * 100.0),
             Unit::Ms => format!("{v:.0} ms"),
+            Unit::LatencyMs => format!("{v:.1} ms"),
             Unit::Mos => format!("{v:.2}"),
         }
     }
@@ -221,6 +238,7 @@ impl Unit {
         match self {
             Unit::Percent => format!("{:.2}", v * 100.0),
             Unit::Ms => format!("{v:.0}"),
+            Unit::LatencyMs => format!("{v:.1}"),
             Unit::Mos => format!("{v:.2}"),
         }
     }
@@ -349,6 +367,8 @@ mod tests {
             md.contains("| 2.00% (0.00–4.00) / 8.00% (6.00–10.00) |"),
             "{md}"
         );
+        assert_eq!(w.latency_worst_ms.unwrap().median, 10.0);
+        assert!(md.contains("| 10.0 ms / 10.0 ms |"), "{md}");
         assert!(
             md.contains("3 runs with wansteer (2 passed every expectation)"),
             "{md}"
