@@ -831,18 +831,26 @@ async fn run_repeated(
         ) => r?,
         _ = tokio::signal::ctrl_c() => bail!("interrupted; lab removed"),
     };
-    let summary = crate::repeat::summarize(&runs.with, &runs.without).context("no run finished")?;
+    for e in &runs.errors {
+        eprintln!("run not played: {e}");
+    }
+    let mut summary = crate::repeat::summarize(&runs.with, &runs.without)
+        .with_context(|| format!("no run finished: {}", runs.errors.join("; ")))?;
+    summary.errors = runs.errors;
     std::fs::write(dir.join("summary.json"), summary.to_json())?;
     let md = summary.to_markdown();
     std::fs::write(dir.join("summary.md"), &md)?;
     say!("{md}");
     say!("summary in {}", dir.join("summary.md").display());
-    // As for a single run: failing when wansteer's runs did not meet their expectations.
-    Ok(if summary.passed_with == summary.runs_with {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    // As for a single run: failing when wansteer's runs did not meet their expectations
+    // (or a run could not be played).
+    Ok(
+        if summary.passed_with == summary.runs_with && summary.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn line_or_err<'a>(state: &'a LabState, line: &str) -> anyhow::Result<&'a crate::topology::Line> {

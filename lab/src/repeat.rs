@@ -87,6 +87,8 @@ pub struct RepeatSummary {
     /// Each run's prefix, for finding its report.
     pub prefixes_with: Vec<String>,
     pub prefixes_without: Vec<String>,
+    /// Runs that could not be played, left out of the figures.
+    pub errors: Vec<String>,
     pub phases: Vec<PhaseSpread>,
 }
 
@@ -165,6 +167,7 @@ pub fn summarize(with: &[Report], without: &[Report]) -> Option<RepeatSummary> {
         passed_without: without.iter().filter(|r| r.passed).count(),
         prefixes_with: with.iter().map(|r| r.prefix.clone()).collect(),
         prefixes_without: without.iter().map(|r| r.prefix.clone()).collect(),
+        errors: Vec::new(),
         phases: out,
     })
 }
@@ -178,6 +181,9 @@ impl RepeatSummary {
             "Scenario `{}`: {} runs with wansteer ({} passed every expectation), {} without (steering off: static routes over each branch's first line, no QoS). Cells: median (min–max) over the runs.\n",
             self.scenario, self.runs_with, self.passed_with, self.runs_without
         );
+        for e in &self.errors {
+            let _ = writeln!(md, "Run not played, left out: {e}\n");
+        }
         let _ = writeln!(
             md,
             "| call | phase | voice loss with / without | longest gap with / without | worst second's latency with / without | mean MOS with / without | lowest MOS with / without |\n|---|---|---|---|---|---|---|"
