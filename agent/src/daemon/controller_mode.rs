@@ -56,6 +56,15 @@ pub fn worsens(transition: &HealthTransition) -> bool {
     rank(transition.to) > rank(transition.from) || transition.from == HealthState::Down
 }
 
+/// When a report asked for by a worsening transition at `now` goes out: at once, or
+/// [`EARLIEST_EXTRA_REPORT`] after the previous report if that was more recent.
+pub fn extra_report_at(
+    last_report: tokio::time::Instant,
+    now: tokio::time::Instant,
+) -> tokio::time::Instant {
+    now.max(last_report + EARLIEST_EXTRA_REPORT)
+}
+
 /// Reads an agent token: the file's first non-empty line, trimmed.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
@@ -336,8 +345,12 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 match report {
                     LineReport::Summary(summary) => log.emit(AgentEvent::Summary { summary }),
                     LineReport::Transition(transition) => {
-                        if worsens(&transition) && last_report.elapsed() >= EARLIEST_EXTRA_REPORT {
-                            tick.reset_immediately();
+                        if worsens(&transition) {
+                            // Too soon after the last report: send it as soon as allowed,
+                            // not on the next regular tick (up to a second later). A
+                            // withdrawn outage right after the outage, or a class's
+                            // breach right after it, must not wait.
+                            tick.reset_at(extra_report_at(last_report, tokio::time::Instant::now()));
                         }
                         on_transition(&dataplane, &log, &mut down, transition);
                     }
@@ -640,5 +653,14 @@ mod tests {
             worsens(&withdrawn),
             "a withdrawn outage is news for the controller at once"
         );
+    }
+
+    #[test]
+    fn a_transition_too_soon_after_a_report_is_sent_when_allowed_not_a_second_later() {
+        let last = tokio::time::Instant::now();
+        let soon = last + Duration::from_millis(110);
+        assert_eq!(extra_report_at(last, soon), last + EARLIEST_EXTRA_REPORT);
+        let later = last + Duration::from_millis(510);
+        assert_eq!(extra_report_at(last, later), later);
     }
 }
