@@ -444,6 +444,12 @@ impl ProbeTracker {
         own.into_iter().chain(history).fold(1.0, f64::max)
     }
 
+    /// Loss bounds of a window: Wilson, widened for bursts (round trip: a stateless
+    /// reflector cannot tell which way a probe was lost).
+    fn bounds(&self, lost: u32, probes: u32, runs: &mut LossRuns) -> stats::LossBounds {
+        stats::wilson_bursty(lost, probes, self.mean_burst(runs), Z95)
+    }
+
     fn index_of(&self, sequence: u32) -> Option<usize> {
         let front = self.records.front()?.sequence;
         let index = sequence.wrapping_sub(front) as usize;
@@ -545,7 +551,7 @@ impl ProbeTracker {
                 _ => pending += 1,
             }
         }
-        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
+        let bounds = self.bounds(lost, answered + lost, &mut runs);
         WindowSummary {
             window_ms: span.as_millis() as u64,
             probes: bounds.probes,
@@ -598,7 +604,7 @@ impl ProbeTracker {
                 _ => pending += 1,
             }
         }
-        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
+        let bounds = self.bounds(lost, answered + lost, &mut runs);
         let ms = |ns: f64| ns / 1e6;
         let jitter = |series: &[i64]| {
             (series.len() >= 2).then(|| ms(InterarrivalJitter::of(series.iter().copied())))
