@@ -118,8 +118,9 @@ struct Reply {
     rev_ns: i64,
     /// Arrived after the probe had become overdue (the outage timer counted it missing).
     overdue: bool,
-    /// Read right after a stall of our own process, for a probe sent before it: the
-    /// answer waited in the socket, so its RTT says nothing about the line.
+    /// Read right after a stall of our own process, for a probe sent before it (the answer
+    /// waited in our socket), or drained late and back to back from a queue at the far
+    /// end ([`drained`]): its RTT says nothing about the line's delay.
     stalled: bool,
 }
 
@@ -141,6 +142,7 @@ pub struct ProbeTracker {
     next_sequence: u32,
     highest_answered: Option<u32>,
     last_answer_at: Option<Duration>,
+    last_answer_sent_at: Option<Duration>,
     rtt_p99_ns: Option<i64>,
     last_rtt_ns: i64,
     settled_p99_ns: Option<i64>,
@@ -200,6 +202,7 @@ impl ProbeTracker {
             next_sequence: 0,
             highest_answered: None,
             last_answer_at: None,
+            last_answer_sent_at: None,
             rtt_p99_ns: None,
             last_rtt_ns: 0,
             settled_p99_ns: None,
@@ -281,6 +284,7 @@ impl ProbeTracker {
             return ReplyOutcome::Foreign;
         };
         let highest = self.highest_answered;
+        let previous = self.last_answer_at.zip(self.last_answer_sent_at);
         let record = &mut self.records[index];
         if record.sent_ntp != packet.sender_timestamp {
             self.counters.foreign += 1;
@@ -301,11 +305,13 @@ impl ProbeTracker {
             fwd_ns: packet.receive_timestamp.nanos_since(record.sent_ntp),
             rev_ns: now_ntp.nanos_since(packet.timestamp),
             overdue: waited >= settled_overdue,
-            stalled: record.sent_at < self.stall_end
-                && now.saturating_sub(self.stall_end) <= STALL_DRAIN,
+            stalled: (record.sent_at < self.stall_end
+                && now.saturating_sub(self.stall_end) <= STALL_DRAIN)
+                || (waited >= settled_overdue && drained(previous, record.sent_at, now)),
         };
         record.reply = Some(reply);
         let sequence = record.sequence;
+        let sent_at = record.sent_at;
         let reordered = highest.is_some_and(|h| seq_before(sequence, h));
         record.reordered = reordered;
         let late = now.saturating_sub(record.sent_at) >= loss_timeout;
@@ -324,6 +330,7 @@ impl ProbeTracker {
         }
         self.last_rtt_ns = reply.rtt_ns;
         self.last_answer_at = Some(now);
+        self.last_answer_sent_at = Some(sent_at);
         self.counters.answered += 1;
         self.counters.reordered += u64::from(reordered);
         self.counters.late += u64::from(late);
@@ -476,10 +483,7 @@ impl ProbeTracker {
             .iter()
             .rev()
             .take_while(|r| r.sent_at + span > now)
-            .filter(|r| {
-                r.reply
-                    .is_some_and(|a| a.overdue && !a.stalled && a.received_at <= now)
-            })
+            .filter(|r| r.reply.is_some_and(|a| a.overdue && a.received_at <= now))
             .count() as u32
     }
 
@@ -668,6 +672,17 @@ impl LossRuns {
         }
         self.run_len = 0;
     }
+}
+
+/// A late answer that came back to back with the previous one although its probe left
+/// well after (less than a quarter of the send gap between the arrivals): a queue somewhere
+/// (the far reflector not scheduled, a buffer released) let go of answers it held. Its RTT
+/// is that hold, not the line's delay; a delay step keeps the answers' spacing.
+fn drained(previous: Option<(Duration, Duration)>, sent_at: Duration, now: Duration) -> bool {
+    previous.is_some_and(|(answered_at, answer_sent_at)| {
+        let send_gap = sent_at.saturating_sub(answer_sent_at);
+        !send_gap.is_zero() && now.saturating_sub(answered_at) < send_gap / 4
+    })
 }
 
 /// `a` comes before `b` in serial-number arithmetic (RFC 1982), so wrap-around works.

@@ -858,3 +858,64 @@ fn a_two_percent_sla_sees_five_percent_loss_each_way_in_under_2_s_and_no_loss_we
         );
     }
 }
+
+#[test]
+fn a_stalled_reflector_at_the_far_end_is_neither_an_outage_nor_a_latency_breach() {
+    // The far agent (its reflector) is not scheduled for 300 ms: our probes keep leaving,
+    // their answers come back all at once when it runs again. The outage timer may fire
+    // (≈ 130 ms of silence is all a dead line gets), but the late answers withdraw it, and
+    // the drained answers' RTT (up to 300 ms) is the hold, not the line's delay: voice
+    // (200 ms RTT SLA) must not be moved on latency.
+    use wansteer_probes::sim::SimLine;
+    use wansteer_wire::report::LineReport;
+    let (from, to) = (secs(5), secs(5) + ms(300));
+    let mut monitor = LineMonitor::new(lab_line(), WALL_START).expect("valid config");
+    let mut line = SimLine::new(line(20), 9);
+    let mut in_flight: Vec<(Duration, Vec<u8>)> = Vec::new();
+    let mut transitions = Vec::new();
+    let mut keep = |reports: Vec<LineReport>| {
+        for report in reports {
+            if let LineReport::Transition(t) = report {
+                transitions.push(t);
+            }
+        }
+    };
+    let mut now = Duration::ZERO;
+    while now < to + secs(3) {
+        in_flight.sort_by_key(|(at, _)| *at);
+        while in_flight.first().is_some_and(|(at, _)| *at <= now) {
+            let (at, bytes) = in_flight.remove(0);
+            monitor.on_datagram(at, &bytes, true);
+            keep(monitor.poll(at));
+        }
+        let packet = monitor.on_send(now).encode();
+        let trip = line.trip(now, true);
+        if let Some(back) = trip.back_at {
+            // Held by the stalled reflector: answered when it runs again.
+            let back = if trip.at_reflector > from && trip.at_reflector < to {
+                to + ms(10)
+            } else {
+                back
+            };
+            in_flight.push((back, line.answer(&packet, &trip, WALL_START)));
+        }
+        keep(monitor.poll(now));
+        now += ms(15);
+    }
+    let voice: Vec<_> = transitions
+        .iter()
+        .filter(|t| t.sla == "voice" && t.elapsed_ms > 1000)
+        .collect();
+    assert!(
+        voice.iter().all(|t| !t
+            .reasons
+            .iter()
+            .any(|r| matches!(r, HealthReason::Rtt { breached: true, .. }))),
+        "no latency breach from a stalled reflector: {voice:?}"
+    );
+    let line_sla: Vec<_> = transitions.iter().filter(|t| t.sla == "line").collect();
+    assert!(
+        line_sla.last().is_none_or(|t| t.to == HealthState::Up),
+        "ends Up: {line_sla:?}"
+    );
+}
