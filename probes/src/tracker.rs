@@ -143,6 +143,7 @@ pub struct ProbeTracker {
     highest_answered: Option<u32>,
     last_answer_at: Option<Duration>,
     last_answer_sent_at: Option<Duration>,
+    last_answer_sequence: Option<u32>,
     rtt_p99_ns: Option<i64>,
     last_rtt_ns: i64,
     settled_p99_ns: Option<i64>,
@@ -203,6 +204,7 @@ impl ProbeTracker {
             highest_answered: None,
             last_answer_at: None,
             last_answer_sent_at: None,
+            last_answer_sequence: None,
             rtt_p99_ns: None,
             last_rtt_ns: 0,
             settled_p99_ns: None,
@@ -285,6 +287,20 @@ impl ProbeTracker {
         };
         let highest = self.highest_answered;
         let previous = self.last_answer_at.zip(self.last_answer_sent_at);
+        let waited_so_far = now.saturating_sub(self.records[index].sent_at);
+        let drained_now =
+            waited_so_far >= settled_overdue && drained(previous, self.records[index].sent_at, now);
+        if drained_now {
+            // The head of the drained queue came just before, spaced like a normal answer:
+            // its RTT is the hold too.
+            if let Some(head) = self
+                .last_answer_sequence
+                .and_then(|seq| self.index_of(seq))
+                .and_then(|i| self.records[i].reply.as_mut())
+            {
+                head.stalled = true;
+            }
+        }
         let record = &mut self.records[index];
         if record.sent_ntp != packet.sender_timestamp {
             self.counters.foreign += 1;
@@ -307,7 +323,7 @@ impl ProbeTracker {
             overdue: waited >= settled_overdue,
             stalled: (record.sent_at < self.stall_end
                 && now.saturating_sub(self.stall_end) <= STALL_DRAIN)
-                || (waited >= settled_overdue && drained(previous, record.sent_at, now)),
+                || drained_now,
         };
         record.reply = Some(reply);
         let sequence = record.sequence;
@@ -331,6 +347,7 @@ impl ProbeTracker {
         self.last_rtt_ns = reply.rtt_ns;
         self.last_answer_at = Some(now);
         self.last_answer_sent_at = Some(sent_at);
+        self.last_answer_sequence = Some(sequence);
         self.counters.answered += 1;
         self.counters.reordered += u64::from(reordered);
         self.counters.late += u64::from(late);

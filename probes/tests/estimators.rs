@@ -275,3 +275,26 @@ fn independent_loss_is_not_widened_as_if_it_came_in_bursts() {
     let bursty = stats::wilson_bursty(26, 267, 5.0, stats::Z95);
     assert!(bursty.lower < plain.lower - 0.02, "{bursty:?}");
 }
+
+#[test]
+fn after_a_stall_of_our_own_the_timers_restart_instead_of_counting_it_as_silence() {
+    // Probes every 15 ms, then this process is not scheduled from 45 ms to 400 ms: the
+    // answers to the probes sent before wait unread. At the first poll on waking, before
+    // the socket is read, they must be neither missing nor lost, and the silence starts
+    // at the wake-up.
+    let blind = |on_stall: bool| {
+        let mut b = Bench::new();
+        for i in 0..4 {
+            b.send(ms(15 * i));
+        }
+        if on_stall {
+            b.tracker.on_stall(ms(400));
+        }
+        b.tracker.evidence(ms(400), true)
+    };
+    let ev = blind(false);
+    assert!(ev.short.lost > 0 && ev.silent >= ms(400), "{ev:?}");
+    let ev = blind(true);
+    assert_eq!((ev.short.lost, ev.missing), (0, 0), "{ev:?}");
+    assert_eq!(ev.silent, Duration::ZERO);
+}

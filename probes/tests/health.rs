@@ -790,18 +790,10 @@ fn run_with_host_stall(stall_from: Duration, stall_to: Duration, detect: bool) -
 #[test]
 fn a_stall_of_this_host_is_not_taken_for_a_worse_line() {
     // 300 ms without being scheduled: the answers that waited in the socket meanwhile
-    // read as a 300 ms RTT spike; without stall detection that is a jitter breach for
-    // voice (a false move) — the failure this guards against.
+    // would read as a 300 ms RTT spike (a jitter breach for voice, a false move). The timer
+    // overshoot marks them (and restarts the timers: see the tracker test
+    // `after_a_stall_of_our_own_…`); read back to back, they are also a drained queue.
     let (from, to) = (secs(5), secs(5) + ms(300));
-    let blind = run_with_host_stall(from, to, false);
-    assert!(
-        blind
-            .transitions
-            .iter()
-            .any(|t| t.sla == "voice" && t.to != HealthState::Up),
-        "without stall detection: {:?}",
-        blind.transitions
-    );
     let seeing = run_with_host_stall(from, to, true);
     let after_start: Vec<_> = after(&seeing, 1000);
     assert!(
@@ -907,11 +899,11 @@ fn a_stalled_reflector_at_the_far_end_is_neither_an_outage_nor_a_latency_breach(
         .filter(|t| t.sla == "voice" && t.elapsed_ms > 1000)
         .collect();
     assert!(
-        voice.iter().all(|t| !t
-            .reasons
-            .iter()
-            .any(|r| matches!(r, HealthReason::Rtt { breached: true, .. }))),
-        "no latency breach from a stalled reflector: {voice:?}"
+        voice.iter().all(|t| !t.reasons.iter().any(|r| matches!(
+            r,
+            HealthReason::Rtt { breached: true, .. } | HealthReason::Jitter { breached: true, .. }
+        ))),
+        "no latency or jitter breach from a stalled reflector: {voice:?}"
     );
     let line_sla: Vec<_> = transitions.iter().filter(|t| t.sla == "line").collect();
     assert!(
