@@ -12,6 +12,9 @@
 //! Options:
 //! - `--pin`: the controller runs on CPU 0 and the generator on CPU 1 (the two share the
 //!   machine's 2 cores otherwise, and the generator's 10,000 agents starve the controller);
+//! - `--restart`: after the push, restart the controller gracefully (same port and state)
+//!   and measure how soon the agents are back; `--ignore-restart-hint` makes them back off
+//!   exponentially as before the `restarting` event;
 //! - `--full-parse`: each simulated agent decodes the whole rule set and checks its seal, as
 //!   a real agent does; by default it reads only `version` and `hash` from the event, since
 //!   a generator that does 10,000 agents' work on the controller's machine measures itself.
@@ -29,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tokio::sync::{Mutex, Semaphore, watch};
+use wansteer_agent::control::Backoff;
 use wansteer_agent::control::sse::SseDecoder;
 use wansteer_controller::audit::Retention;
 use wansteer_controller::auth::TokensFile;
@@ -37,7 +41,8 @@ use wansteer_controller::service::{Controller, ControllerConfig};
 use wansteer_policies::Policy;
 use wansteer_wire::ruleset::{ClassRoute, ClassSpec, LineSpec, RuleSet};
 use wansteer_wire::session::{
-    Ack, AckOutcome, EVENT_RULE_SET, LineHealth, LineMeasurement, Push, Register, Report,
+    Ack, AckOutcome, EVENT_RESTARTING, EVENT_RULE_SET, LineHealth, LineMeasurement, Push, Register,
+    Report, RuleSetId,
 };
 
 /// What a cheap simulated agent reads from a `rule-set` event.
@@ -200,8 +205,9 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: run the controller on 127.0.0.1:0 and write the port to DIR/port.
-async fn serve(dir: PathBuf) {
+/// Child mode: run the controller on 127.0.0.1 (the port in DIR/listen_port if there is
+/// one, else any) and write the port to DIR/port; shut down gracefully when `stop` fires.
+async fn serve(dir: PathBuf, stop: tokio::sync::oneshot::Receiver<()>) {
     let text = std::fs::read_to_string(dir.join("policy.yaml")).unwrap();
     let tokens = TokensFile::load(&dir.join("tokens.yaml")).unwrap();
     let config = ControllerConfig {
@@ -219,16 +225,32 @@ async fn serve(dir: PathBuf) {
     let controller = Controller::start(config, Box::new(FirstLine::default()))
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port: u16 = std::fs::read_to_string(dir.join("listen_port"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     std::fs::write(
         dir.join("port.tmp"),
         listener.local_addr().unwrap().port().to_string(),
     )
     .unwrap();
     std::fs::rename(dir.join("port.tmp"), dir.join("port")).unwrap();
-    wansteer_controller::api::serve(listener, controller, std::future::pending())
-        .await
-        .unwrap();
+    let closing = controller.clone();
+    tokio::spawn(async move {
+        let _ = stop.await;
+        // As on SIGTERM: push streams end with `restarting`, then the server stops.
+        closing.begin_shutdown();
+    });
+    let mut flag = controller.closing();
+    wansteer_controller::api::serve(listener, controller.clone(), async move {
+        let _ = flag.wait_for(|closing| *closing).await;
+    })
+    .await
+    .unwrap();
+    controller.close().unwrap();
 }
 
 /// Reports and acks in flight at most. The generator holds one push stream per agent, and
@@ -250,6 +272,8 @@ struct Stats {
     acks: AtomicU64,
     errors: AtomicU64,
     push_ms: Mutex<Vec<f64>>,
+    /// When agents got their push stream back after a controller restart.
+    reconnect_at: Mutex<Vec<Instant>>,
 }
 
 async fn agent(
@@ -263,28 +287,36 @@ async fn agent(
 ) {
     let full_parse = FULL_PARSE.load(Ordering::Relaxed);
     let site = format!("s{i}");
-    let connect = async {
-        let _permit = gate.acquire().await.unwrap();
-        let register = Register {
-            protocol: wansteer_wire::PROTOCOL_VERSION,
-            site: site.clone(),
-            agent_version: "loadgen".into(),
-            lines: vec![],
-            running: None,
-        };
-        http.post(format!("{base}/api/v1/agent/register"))
-            .bearer_auth(&token)
-            .json(&register)
-            .send()
-            .await?
-            .error_for_status()?;
-        http.get(format!("{base}/api/v1/agent/rules"))
-            .bearer_auth(&token)
-            .send()
-            .await?
-            .error_for_status()
+    let connect = |running: Option<RuleSetId>| {
+        let (http, base, token, site, gate) = (&http, &base, &token, &site, &gate);
+        async move {
+            let _permit = gate.acquire().await.unwrap();
+            let hash = running.as_ref().map(|r| r.hash.clone());
+            let register = Register {
+                protocol: wansteer_wire::PROTOCOL_VERSION,
+                site: site.clone(),
+                agent_version: "loadgen".into(),
+                lines: vec![],
+                running,
+            };
+            http.post(format!("{base}/api/v1/agent/register"))
+                .bearer_auth(token)
+                .json(&register)
+                .send()
+                .await?
+                .error_for_status()?;
+            let url = match hash {
+                Some(hash) => format!("{base}/api/v1/agent/rules?hash={hash}"),
+                None => format!("{base}/api/v1/agent/rules"),
+            };
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await?
+                .error_for_status()
+        }
     };
-    let response = match connect.await {
+    let response = match connect(None).await {
         Ok(response) => response,
         Err(error) => {
             if stats.errors.fetch_add(1, Ordering::Relaxed) < 5 {
@@ -345,8 +377,38 @@ async fn agent(
     }
     let mut stream = response.bytes_stream();
     let mut decoder = SseDecoder::new();
-    while let Some(Ok(chunk)) = stream.next().await {
+    let mut running: Option<RuleSetId> = None;
+    let mut restart_window: Option<Duration> = None;
+    loop {
+        let Some(Ok(chunk)) = stream.next().await else {
+            // The controller went away: reconnect as the agent's client does.
+            if !RESTARTS.load(Ordering::Relaxed) {
+                return;
+            }
+            let mut backoff = Backoff::default();
+            if let Some(window) = restart_window.take()
+                && !IGNORE_HINT.load(Ordering::Relaxed)
+            {
+                backoff.expect_restart(window);
+            }
+            loop {
+                tokio::time::sleep(backoff.next_delay()).await;
+                if let Ok(response) = connect(running.clone()).await {
+                    stats.reconnect_at.lock().await.push(Instant::now());
+                    stream = response.bytes_stream();
+                    decoder = SseDecoder::new();
+                    break;
+                }
+            }
+            continue;
+        };
         for event in decoder.feed(&chunk) {
+            if event.event == EVENT_RESTARTING {
+                if let Ok(Push::Restarting(r)) = Push::decode(&event.event, &event.data) {
+                    restart_window = Some(Duration::from_millis(r.reconnect_within_ms));
+                }
+                continue;
+            }
             let rule_set = if full_parse {
                 let Ok(Push::RuleSet(rule_set)) = Push::decode(&event.event, &event.data) else {
                     continue;
@@ -365,6 +427,10 @@ async fn agent(
                 };
                 head
             };
+            running = Some(RuleSetId {
+                version: rule_set.version,
+                hash: rule_set.hash.clone(),
+            });
             let changed = *changed_at.borrow();
             if rule_set.version == 1 {
                 stats.have_v1.fetch_add(1, Ordering::Relaxed);
@@ -431,11 +497,35 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Starts the controller child (the child exits when its stdin closes, so it never outlives
+/// this process).
+fn spawn_controller(root: &Path, pin: bool) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = if pin {
+        let mut command = std::process::Command::new("taskset");
+        command.args(["-c", "0"]).arg(&exe);
+        command
+    } else {
+        std::process::Command::new(&exe)
+    };
+    command
+        .args(["serve", root.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// `--full-parse`: simulated agents decode and check whole rule sets.
 static FULL_PARSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--restart`: agents reconnect when their stream ends (the controller is restarted).
+static RESTARTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--ignore-restart-hint`: agents back off exponentially even after `restarting`.
+static IGNORE_HINT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
     FULL_PARSE.store(full_parse, Ordering::Relaxed);
+    RESTARTS.store(flag("--restart"), Ordering::Relaxed);
+    IGNORE_HINT.store(flag("--ignore-restart-hint"), Ordering::Relaxed);
     let dir = tempfile::tempdir().unwrap();
     let root: &Path = dir.path();
     std::fs::write(root.join("policy.yaml"), policy(agents, false)).unwrap();
@@ -446,19 +536,7 @@ async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
     let viewer = tokens.api[1].token.clone();
 
     // The child exits when its stdin closes, so it never outlives this process.
-    let exe = std::env::current_exe().unwrap();
-    let mut command = if pin {
-        let mut command = std::process::Command::new("taskset");
-        command.args(["-c", "0"]).arg(&exe);
-        command
-    } else {
-        std::process::Command::new(&exe)
-    };
-    let mut child = command
-        .args(["serve", root.to_str().unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_controller(root, pin);
     println!(
         "generator: {} parse of pushes, {}",
         if full_parse {
@@ -614,8 +692,64 @@ async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
         rss_kib(child.id(), "VmRSS:") / 1024,
         rss_kib(child.id(), "VmHWM:") / 1024
     );
-    child.kill().unwrap();
+    if RESTARTS.load(Ordering::Relaxed) {
+        restart(root, &mut child, pin, &stats, received).await;
+    }
+    child.kill().ok();
     child.wait().unwrap();
+}
+
+/// Restarts the controller gracefully on the same port and state, and measures how soon
+/// the agents are back.
+async fn restart(
+    root: &Path,
+    child: &mut std::process::Child,
+    pin: bool,
+    stats: &Stats,
+    agents: usize,
+) {
+    let port = std::fs::read_to_string(root.join("port")).unwrap();
+    std::fs::write(root.join("listen_port"), &port).unwrap();
+    std::fs::remove_file(root.join("port")).unwrap();
+    let stopping = Instant::now();
+    drop(child.stdin.take());
+    let _ = tokio::task::block_in_place(|| child.wait());
+    let stopped_after = stopping.elapsed();
+    *child = spawn_controller(root, pin);
+    wait_for("the restarted controller", Duration::from_secs(120), || {
+        root.join("port").exists()
+    })
+    .await;
+    let up = Instant::now();
+    println!(
+        "restart: old controller stopped in {:.2} s, new one listening {:.2} s after the stop began; agents {}",
+        stopped_after.as_secs_f64(),
+        (up - stopping).as_secs_f64(),
+        if IGNORE_HINT.load(Ordering::Relaxed) {
+            "ignore the restart hint (exponential backoff)"
+        } else {
+            "follow the restart hint"
+        }
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while stats.reconnect_at.lock().await.len() < agents && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut back: Vec<f64> = stats
+        .reconnect_at
+        .lock()
+        .await
+        .iter()
+        .map(|at| at.saturating_duration_since(up).as_secs_f64() * 1000.0)
+        .collect();
+    back.sort_by(f64::total_cmp);
+    println!(
+        "agents back after the controller was: {}/{agents}; p50 {:.0} ms, p99 {:.0} ms, last {:.0} ms",
+        back.len(),
+        percentile(&back, 50.0),
+        percentile(&back, 99.0),
+        back.last().copied().unwrap_or(f64::NAN)
+    );
 }
 
 fn main() {
@@ -626,11 +760,15 @@ fn main() {
     }
     let runtime = tokio::runtime::Runtime::new().unwrap();
     if args.get(1).map(String::as_str) == Some("serve") {
-        std::thread::spawn(|| {
+        // The parent closing our stdin (or dying) stops us, gracefully.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
             let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+            let _ = stop_tx.send(());
+            std::thread::sleep(Duration::from_secs(30));
             std::process::exit(0);
         });
-        runtime.block_on(serve(PathBuf::from(&args[2])));
+        runtime.block_on(serve(PathBuf::from(&args[2]), stop_rx));
         return;
     }
     let agents = arg("--agents", 1000) as usize;

@@ -123,9 +123,41 @@ enum LabCommand {
         /// Run with wansteer, then again with steering off; the report compares them.
         #[arg(long)]
         compare: bool,
+        /// Run the scenario N times (each with its own lab; with --compare, N times with
+        /// and N without, alternating) and summarize voice loss, longest gap and MOS per
+        /// phase as median (min–max). Writes DIR/with-I/, DIR/without-I/ and
+        /// DIR/summary.{md,json}.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
     },
     /// Check a scenario file (and its topology) without running it.
     Check { file: PathBuf },
+    /// Measurement accuracy: inject a grid of delay, jitter and loss on a lab line and
+    /// compare what wansteer's probes measure (RTT, RFC 3550 jitter, loss with its 95%
+    /// interval) with what was injected. Builds and removes its own one-line lab.
+    BenchMeasurement {
+        /// Probe sessions per grid point.
+        #[arg(long, default_value_t = 3)]
+        repetitions: usize,
+        /// Probes per session.
+        #[arg(long, default_value_t = 500)]
+        probes: u64,
+        /// Time between probes (the agent's default is 20ms).
+        #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+        interval: Duration,
+        /// Three points (delay, jitter, loss) instead of the full grid.
+        #[arg(long)]
+        quick: bool,
+        /// Prober and reflector at real-time priority (as the emulator runs): the
+        /// estimators' accuracy without the host's scheduling delays.
+        #[arg(long)]
+        realtime: bool,
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Print JSON (rows and every session's sample) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// DNS lookups against a local dnsmasq (real client bytes for DPI).
     #[command(subcommand)]
     Dns(DnsCommand),
@@ -529,7 +561,14 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             prefix,
             baseline,
             compare,
+            repeat,
         } => {
+            if repeat > 1 {
+                if prefix.is_some() {
+                    bail!("--prefix names one run; repeated runs each get a fresh prefix");
+                }
+                return run_repeated(&file, &report, repeat, baseline, compare).await;
+            }
             let prefix = match prefix {
                 Some(p) => {
                     valid_prefix(&p)?;
@@ -582,6 +621,58 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 scenario.traffic.len(),
                 scenario.expect.len()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::BenchMeasurement {
+            repetitions,
+            probes,
+            interval,
+            quick,
+            realtime,
+            prefix,
+            json,
+        } => {
+            let prefix = match prefix {
+                Some(p) => {
+                    valid_prefix(&p)?;
+                    p
+                }
+                None => lab::new_prefix(),
+            };
+            if repetitions == 0 || probes < 50 || interval.is_zero() {
+                bail!("need at least 1 repetition, 50 probes and an interval above zero");
+            }
+            let options = crate::accuracy::Options {
+                grid: if quick {
+                    crate::accuracy::quick_grid()
+                } else {
+                    crate::accuracy::full_grid()
+                },
+                repetitions,
+                probes,
+                interval,
+                prefix,
+                realtime,
+            };
+            let outcome = tokio::select! {
+                o = crate::accuracy::run(&options, |line| eprintln!("{line}")) => o?,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted; lab removed"),
+            };
+            if json {
+                say!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                say!(
+                    "{} probes every {:.0} ms per session, {repetitions} sessions per point{}\n",
+                    probes,
+                    interval.as_secs_f64() * 1e3,
+                    if realtime {
+                        ", prober and reflector at real-time priority"
+                    } else {
+                        ""
+                    }
+                );
+                say!("{}", crate::accuracy::render(&outcome.rows));
+            }
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Dns(DnsCommand::Serve {
@@ -688,6 +779,78 @@ pub async fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             baseline,
         } => emulate(&namespace, &line, &socket, &baseline).await,
     }
+}
+
+/// `lab run --repeat N`: every run's report in its own directory, the summary beside them.
+async fn run_repeated(
+    file: &Path,
+    dir: &Path,
+    times: u32,
+    baseline: bool,
+    compare: bool,
+) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let options = crate::runner::RunOptions {
+        baseline,
+        logs: None,
+    };
+    let run_dir = |kind: &str, i: u32| dir.join(format!("{kind}-{i}"));
+    let runs = tokio::select! {
+        r = crate::runner::repeat(
+            file,
+            times,
+            compare,
+            &options,
+            |kind, i| Some(run_dir(kind, i).join("logs")),
+            |kind, i, result| {
+                let d = run_dir(kind, i);
+                let written = std::fs::create_dir_all(&d)
+                    .and_then(|_| std::fs::write(d.join("report.json"), result.to_json()))
+                    .and_then(|_| std::fs::write(d.join("report.md"), result.to_markdown()))
+                    .and_then(|_| std::fs::write(d.join("plot.svg"), result.to_svg()));
+                if let Err(e) = written {
+                    eprintln!("cannot write {}: {e}", d.display());
+                }
+                let failed: Vec<&str> = result
+                    .expectations
+                    .iter()
+                    .filter(|e| !e.passed)
+                    .map(|e| e.text.as_str())
+                    .collect();
+                eprintln!(
+                    "run {i}/{times} {kind} wansteer ({}): {}; report in {}",
+                    result.prefix,
+                    if failed.is_empty() {
+                        "every expectation passed".to_string()
+                    } else {
+                        format!("failed: {}", failed.join("; "))
+                    },
+                    d.display()
+                );
+            },
+        ) => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; lab removed"),
+    };
+    for e in &runs.errors {
+        eprintln!("run not played: {e}");
+    }
+    let mut summary = crate::repeat::summarize(&runs.with, &runs.without)
+        .with_context(|| format!("no run finished: {}", runs.errors.join("; ")))?;
+    summary.errors = runs.errors;
+    std::fs::write(dir.join("summary.json"), summary.to_json())?;
+    let md = summary.to_markdown();
+    std::fs::write(dir.join("summary.md"), &md)?;
+    say!("{md}");
+    say!("summary in {}", dir.join("summary.md").display());
+    // As for a single run: failing when wansteer's runs did not meet their expectations
+    // (or a run could not be played).
+    Ok(
+        if summary.passed_with == summary.runs_with && summary.errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn line_or_err<'a>(state: &'a LabState, line: &str) -> anyhow::Result<&'a crate::topology::Line> {

@@ -7,6 +7,7 @@
 //! Unsafe code is limited to the few system calls std does not wrap: `setns` (enter a
 //! namespace), AF_PACKET socket options, `prctl` timer slack, `kill`, `clock_gettime`.
 
+pub mod accuracy;
 pub mod apps;
 pub mod bulk;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod echo;
 pub mod emulator;
 pub mod lab;
 pub mod netns;
+pub mod repeat;
 pub mod report;
 pub mod runner;
 pub mod scenario;

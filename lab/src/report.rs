@@ -102,26 +102,55 @@ pub fn figures(seconds: &[IntervalReport], start: f64, end: f64) -> Option<Phase
     }
     let expected: u64 = secs.iter().map(|r| r.expected).sum();
     let lost: u64 = secs.iter().map(|r| r.lost).sum();
-    let gap_in_window = seconds
-        .iter()
-        .flat_map(|r| &r.gaps)
-        .filter(|g| g.start < end && g.start + g.ms / 1e3 > start)
-        .map(|g| g.ms);
     Some(PhaseFigures {
         loss: if expected == 0 {
             1.0
         } else {
             lost as f64 / expected as f64
         },
-        longest_gap_ms: secs
-            .iter()
-            .map(|r| r.longest_gap_ms)
-            .chain(gap_in_window)
-            .fold(0.0, f64::max),
+        longest_gap_ms: longest_silence_ms(seconds, start, end),
         latency_worst_ms: secs.iter().filter_map(|r| r.latency_ms).reduce(f64::max),
         mos_mean: secs.iter().map(|r| r.mos).sum::<f64>() / secs.len() as f64,
         mos_min: secs.iter().map(|r| r.mos).fold(f64::INFINITY, f64::min),
     })
+}
+
+/// Gaps at most this long are not recorded with their start, only in per-second figures
+/// (the voice receiver's threshold).
+const UNRECORDED_GAP_MS: f64 = 60.0;
+
+/// The longest silence of the voice stream in `[start, end)`, ms. A recorded gap counts
+/// whole in the window that holds its middle (an outage that starts a few ms before a phase
+/// ends belongs to the next phase, not to both) and otherwise only for its part inside the
+/// window. Runs of seconds without a packet stand for a silence the stream never came back
+/// from; shorter gaps come from the per-second figures of seconds where no recorded gap
+/// ended (those seconds' figures hold the recorded gap itself).
+pub fn longest_silence_ms(seconds: &[IntervalReport], start: f64, end: f64) -> f64 {
+    let recorded = seconds.iter().flat_map(|r| &r.gaps).map(|g| {
+        let (from, to) = (g.start, g.start + g.ms / 1e3);
+        let middle = (from + to) / 2.0;
+        if middle >= start && middle < end {
+            g.ms
+        } else {
+            ((to.min(end) - from.max(start)) * 1e3).max(0.0)
+        }
+    });
+    let inside = || seconds.iter().filter(|r| r.t >= start && r.t < end);
+    let mut silent_runs = Vec::new();
+    let mut run = 0.0;
+    for r in inside() {
+        if r.received == 0 {
+            run += (r.t + 1.0).min(end) - r.t;
+        } else {
+            silent_runs.push(run * 1e3);
+            run = 0.0;
+        }
+    }
+    silent_runs.push(run * 1e3);
+    let short = inside()
+        .filter(|r| r.gaps.is_empty())
+        .map(|r| r.longest_gap_ms.min(UNRECORDED_GAP_MS));
+    recorded.chain(silent_runs).chain(short).fold(0.0, f64::max)
 }
 
 /// Side by side, per call and phase (the phases of the run with wansteer; both runs played
@@ -645,6 +674,48 @@ mod tests {
             steering: Default::default(),
             comparison: None,
         }
+    }
+
+    #[test]
+    fn a_silence_counts_in_a_phase_only_for_its_part_inside() {
+        // 50 packets/s; the line dies at 5.0 s (last packet 4.99 s), back at 11.01 s.
+        let seconds: Vec<IntervalReport> = (0..16)
+            .map(|t| {
+                let silent = (5..11).contains(&t);
+                IntervalReport {
+                    t: t as f64,
+                    received: if silent { 0 } else { 50 },
+                    expected: 50,
+                    lost: if silent { 50 } else { 0 },
+                    loss: if silent { 1.0 } else { 0.0 },
+                    // As the receiver reports: the whole gap in the second it ends.
+                    longest_gap_ms: match t {
+                        5..=10 => 1000.0,
+                        11 => 6020.0,
+                        _ => 20.0,
+                    },
+                    latency_ms: (!silent).then_some(10.0),
+                    jitter_ms: 0.1,
+                    mos: if silent { 1.0 } else { 4.4 },
+                    gaps: if t == 11 {
+                        vec![crate::voice::Gap {
+                            start: 4.99,
+                            ms: 6020.0,
+                        }]
+                    } else {
+                        vec![]
+                    },
+                }
+            })
+            .collect();
+        let gap = |a, b| longest_silence_ms(&seconds, a, b);
+        assert!((gap(0.0, 5.0) - 20.0).abs() < 1e-6, "{}", gap(0.0, 5.0));
+        assert!((gap(5.0, 11.0) - 6020.0).abs() < 1e-6, "{}", gap(5.0, 11.0));
+        assert!((gap(11.0, 16.0) - 20.0).abs() < 1e-6, "{}", gap(11.0, 16.0));
+        assert!((gap(0.0, 16.0) - 6020.0).abs() < 1e-6, "{}", gap(0.0, 16.0));
+        // A silence the stream never came back from (no gap recorded): its silent seconds.
+        let cut: Vec<IntervalReport> = seconds[..11].to_vec();
+        assert!((longest_silence_ms(&cut, 5.0, 11.0) - 6000.0).abs() < 1e-6);
     }
 
     #[test]

@@ -161,6 +161,66 @@ pub async fn compare(file: &Path, prefix: &str, options: &RunOptions) -> anyhow:
     Ok(with)
 }
 
+/// Every run of a repeated scenario.
+#[derive(Debug, Default)]
+pub struct Repeated {
+    pub with: Vec<Report>,
+    pub without: Vec<Report>,
+    /// Runs that could not be played (`with 2: cannot start the controller: …`); the
+    /// others are still summarized.
+    pub errors: Vec<String>,
+}
+
+/// Runs the scenario `times` times with wansteer (unless `options.baseline`) and, with
+/// `compare`, as many times with steering off, alternating so both see the same machine.
+/// Each run has its own fresh prefix and lab; `logs_for(kind, i)` names where run `i`'s
+/// wansteer logs go. `done` is told of every finished run. A run that fails to play is
+/// recorded in [`Repeated::errors`] and the next one starts; a scenario file that does
+/// not load stops everything at once.
+pub async fn repeat(
+    file: &Path,
+    times: u32,
+    compare: bool,
+    options: &RunOptions,
+    logs_for: impl Fn(&str, u32) -> Option<std::path::PathBuf>,
+    mut done: impl FnMut(&str, u32, &Report),
+) -> anyhow::Result<Repeated> {
+    load(file)?;
+    let mut runs = Repeated::default();
+    let mut kinds = Vec::new();
+    if !options.baseline {
+        kinds.push(("with", false));
+    }
+    if compare || options.baseline {
+        kinds.push(("without", true));
+    }
+    for i in 1..=times {
+        for &(kind, baseline) in &kinds {
+            let played = run_with(
+                file,
+                &lab::new_prefix(),
+                &RunOptions {
+                    baseline,
+                    logs: logs_for(kind, i),
+                },
+            )
+            .await;
+            match played {
+                Ok(report) => {
+                    done(kind, i, &report);
+                    if baseline {
+                        runs.without.push(report);
+                    } else {
+                        runs.with.push(report);
+                    }
+                }
+                Err(e) => runs.errors.push(format!("{kind} {i}: {e:#}")),
+            }
+        }
+    }
+    Ok(runs)
+}
+
 /// A scenario process and what to call it in events.
 struct Started {
     label: String,

@@ -9,9 +9,15 @@
 //!   `startup_answers` consecutive answers without a breach (≈0.5 s at 20 probes/s), not
 //!   after the recovery hold-down, which is for lines that failed. Only once: a line that
 //!   fails afterwards recovers the slow way.
+//! - A `Down` that late answers disprove is withdrawn at once: when the answers that end
+//!   it (`answers_to_leave_down` of them) are answers to probes the outage timer had
+//!   counted missing, the line was slow (a delay step, a stalled host), not dead. The machine goes back to where it
+//!   was before the outage (or `Degraded` if the slow answers break the SLA), without the
+//!   hold-down, and the flap penalty the outage added is taken back.
 //! - `Degraded` the moment the evidence *confidently* breaks the SLA: the Wilson lower
-//!   bound of loss above the limit (short or long window), median RTT or RFC 3550 jitter
-//!   above their limits over the short window.
+//!   bound of loss above the limit (short or long window), median RTT over the short window
+//!   or over the newest answers (a level shift shows within ≈ 15 probes), or RFC 3550
+//!   jitter over the short window above their limits.
 //! - Back to `Up` only after a whole hold-down in which every check stayed inside the
 //!   hysteresis band (`recover_margin` × limit, long-window loss estimate), and only when
 //!   flap dampening (penalty, half-life, reuse threshold) does not suppress the line.
@@ -229,6 +235,18 @@ pub struct LineHealth {
     penalty: f64,
     penalty_at: Duration,
     suppressed: bool,
+    /// While `Down` by an outage: what to go back to if late answers disprove it.
+    before_outage: Option<Withdrawable>,
+}
+
+/// What an outage changed, to undo it when late answers show the line was only slow.
+#[derive(Debug, Clone, Copy)]
+struct Withdrawable {
+    state: HealthState,
+    penalty: f64,
+    suppressed: bool,
+    clean_since: Option<Duration>,
+    at: Duration,
 }
 
 impl LineHealth {
@@ -244,6 +262,7 @@ impl LineHealth {
             penalty: 0.0,
             penalty_at: Duration::ZERO,
             suppressed: false,
+            before_outage: None,
         }
     }
 
@@ -272,8 +291,26 @@ impl LineHealth {
         self.decay(ev.now);
         let outage =
             ev.missing >= self.config.outage_probes && ev.silent >= self.config.min_silence;
+        if self.state == HealthState::Down
+            && !outage
+            && let Some(before) = self.before_outage
+            && ev.late > 0
+        {
+            // Answers to probes counted missing are coming in: the line may only be slow.
+            if ev.late >= self.config.answers_to_leave_down {
+                return Some(self.withdraw_outage(ev, before));
+            }
+            return None;
+        }
         let (to, reasons) = match self.state {
             HealthState::Up | HealthState::Degraded if outage => {
+                self.before_outage = Some(Withdrawable {
+                    state: self.state,
+                    penalty: self.penalty,
+                    suppressed: self.suppressed,
+                    clean_since: self.clean_since,
+                    at: ev.now,
+                });
                 (HealthState::Down, vec![self.outage_reason(ev)])
             }
             HealthState::Up => {
@@ -343,6 +380,40 @@ impl LineHealth {
         Some(self.transition(ev.now, to, reasons))
     }
 
+    /// Late answers disprove the outage: back to the state before it (or `Degraded` when
+    /// the slow answers break the SLA), its flap penalty taken back.
+    fn withdraw_outage(&mut self, ev: &Evidence, before: Withdrawable) -> HealthTransition {
+        self.before_outage = None;
+        let breaches = self.breaches(ev);
+        let to = if breaches.is_empty() {
+            before.state
+        } else {
+            HealthState::Degraded
+        };
+        let mut reasons = vec![HealthReason::Answering { answered: ev.late }];
+        reasons.extend(breaches);
+        let from = self.state;
+        let half_life = self.config.dampening.half_life.as_secs_f64();
+        let since_down = ev.now.saturating_sub(before.at).as_secs_f64();
+        self.penalty = before.penalty * 0.5f64.powf(since_down / half_life);
+        self.suppressed = before.suppressed;
+        self.clean_since = if to == before.state {
+            before.clean_since
+        } else {
+            None
+        };
+        self.state = to;
+        HealthTransition {
+            line: self.line.clone(),
+            sla: self.sla.name.clone(),
+            at_unix_ms: 0,
+            elapsed_ms: ev.now.as_millis() as u64,
+            from,
+            to,
+            reasons,
+        }
+    }
+
     fn transition(
         &mut self,
         now: Duration,
@@ -350,6 +421,9 @@ impl LineHealth {
         reasons: Vec<HealthReason>,
     ) -> HealthTransition {
         let from = self.state;
+        if to != HealthState::Down {
+            self.before_outage = None;
+        }
         // Every failure counts, also a Degraded line going Down again: a line that keeps
         // dropping out while suppressed stays suppressed.
         if from == HealthState::Up || to == HealthState::Down {
@@ -408,7 +482,7 @@ impl LineHealth {
                 break;
             }
         }
-        if let Some((p50, limit)) = self.rtt(&ev.short)
+        if let Some((p50, limit)) = self.rtt_judged(ev)
             && p50 > limit
         {
             reasons.push(self.rtt_reason(&ev.short, p50, limit, true));
@@ -430,7 +504,7 @@ impl LineHealth {
             && ev.missing == 0;
         let rtt_ok = self.sla.rtt_limit.is_none()
             || self
-                .rtt(&ev.short)
+                .rtt_judged(ev)
                 .is_some_and(|(p50, limit)| p50 <= limit * m);
         let jitter_ok = self.sla.jitter_limit.is_none()
             || self
@@ -442,13 +516,31 @@ impl LineHealth {
     /// The evidence for a recovery, as reasons with `breached: false`.
     fn within(&self, ev: &Evidence) -> Vec<HealthReason> {
         let mut reasons = vec![self.loss_reason(&ev.long, self.sla.loss_limit, false)];
-        if let Some((p50, limit)) = self.rtt(&ev.short) {
+        if let Some((p50, limit)) = self.rtt_judged(ev) {
             reasons.push(self.rtt_reason(&ev.short, p50, limit, false));
         }
         if let Some((jitter, limit)) = self.jitter(&ev.short) {
             reasons.push(self.jitter_reason(&ev.short, jitter, limit, false));
         }
         reasons
+    }
+
+    /// (median RTT, limit) in ms: the higher of the short window's median and the newest
+    /// answers' median (each with enough samples), so a step up shows within a few probes
+    /// while a step down waits for the short window.
+    fn rtt_judged(&self, ev: &Evidence) -> Option<(f64, f64)> {
+        let short = self.rtt(&ev.short);
+        let recent = ev
+            .recent_rtt_p50_ms
+            .filter(|_| ev.recent_rtt_samples >= self.config.min_rtt_samples);
+        match (short, recent) {
+            (Some((p50, limit)), Some(newest)) => Some((p50.max(newest), limit)),
+            (None, Some(newest)) => {
+                let limit = self.sla.rtt_limit?.as_secs_f64() * 1e3;
+                Some((newest, limit))
+            }
+            (short, None) => short,
+        }
     }
 
     /// (median RTT, limit) in ms when there is a limit and enough samples.

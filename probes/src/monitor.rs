@@ -137,12 +137,36 @@ impl LineMonitor {
         self.tracker.on_datagram(now, ntp, bytes)
     }
 
+    /// A timer the driver set for `scheduled` fired at `now`. Much later than asked (more
+    /// than a probe interval and 10 ms) means this process was not scheduled: a host
+    /// stall, not the line's silence — see [`ProbeTracker::on_stall`]. Returns whether it
+    /// was taken for a stall.
+    pub fn on_timer(&mut self, scheduled: Duration, now: Duration) -> bool {
+        let tolerance = self.config.interval + Duration::from_millis(10);
+        let stalled = now.saturating_sub(scheduled) > tolerance;
+        if stalled {
+            self.tracker.on_stall(now);
+        }
+        stalled
+    }
+
+    /// Scheduling stalls of this process seen so far.
+    pub fn stalls(&self) -> u64 {
+        self.tracker.stalls()
+    }
+
     /// Evaluates health at `now`; returns transitions and, when due, a summary.
     pub fn poll(&mut self, now: Duration) -> Vec<LineReport> {
         self.last_poll = self.last_poll.max(now);
         let summary_due = now >= self.next_summary;
         let evidence = self.tracker.evidence(now, summary_due);
         let mut reports = self.judge(&evidence);
+        if !reports.is_empty() && !summary_due {
+            // A transition goes out with fresh figures: whoever acts on it (the controller)
+            // should not decide on a summary up to a second old.
+            let fresh = self.tracker.evidence(now, true);
+            reports.push(LineReport::Summary(Box::new(self.summary(&fresh))));
+        }
         if summary_due {
             reports.push(LineReport::Summary(Box::new(self.summary(&evidence))));
             while self.next_summary <= now {
@@ -160,8 +184,7 @@ impl LineMonitor {
 
     /// The next instant `poll` has something to decide: the outage timer or a summary.
     pub fn next_wakeup(&self) -> Duration {
-        let silence =
-            self.tracker.last_answer_at().unwrap_or_default() + self.config.health.min_silence;
+        let silence = self.tracker.silent_since() + self.config.health.min_silence;
         [
             Some(self.next_summary),
             self.tracker.next_overdue(self.last_poll),
@@ -221,6 +244,7 @@ impl LineMonitor {
                 .collect(),
             short: evidence.short.clone(),
             long: evidence.long.clone(),
+            recent_rtt_ms: evidence.recent_rtt_p50_ms,
             counters: self.tracker.counters(),
         }
     }

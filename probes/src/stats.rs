@@ -65,19 +65,24 @@ pub fn wilson(lost: u32, probes: u32, z: f64) -> LossBounds {
 /// Wilson interval corrected for bursty loss.
 ///
 /// Losses that come in runs are not independent: with mean run length `B` the variance
-/// of the loss ratio grows by the design effect `D = 2B − 1` (a two-state Markov chain,
-/// lag-1 correlation `1 − 1/B`). The interval is computed for `n / D` independent
+/// of the loss ratio grows by the design effect `D = (1 + ρ)/(1 − ρ)` of a two-state
+/// Markov chain with lag-1 correlation ρ (≈ `2B − 1` at low loss). The interval is computed for `n / D` independent
 /// probes at the observed ratio, and never narrower than the plain Wilson interval.
 /// With isolated losses (`B = 1`) this is [`wilson`]. `B` comes from the caller: the
 /// window's own runs, or the line's recent history when the window shows too few.
 pub fn wilson_bursty(lost: u32, probes: u32, mean_burst: f64, z: f64) -> LossBounds {
     let plain = wilson(lost, probes, z);
-    let design_effect = 2.0 * mean_burst - 1.0;
+    // Lag-1 correlation of a two-state Markov chain with loss ratio p and mean run B:
+    // ρ = P(loss | loss) − P(loss | kept) = (1 − 1/B) − p / ((1 − p)·B). Independent loss
+    // has B = 1/(1 − p) and ρ = 0 (no widening); `2B − 1` alone would widen 9.75% iid
+    // loss by 22% and slow every brownout decision.
+    let p = plain.ratio;
+    let rho = (1.0 - 1.0 / mean_burst) - p / ((1.0 - p).max(1e-9) * mean_burst);
+    let design_effect = (1.0 + rho) / (1.0 - rho).max(1e-9);
     if probes == 0 || !design_effect.is_finite() || design_effect <= 1.0 {
         return plain;
     }
     let n = f64::from(probes) / design_effect;
-    let p = plain.ratio;
     let z2 = z * z;
     let denom = 1.0 + z2 / n;
     let centre = p + z2 / (2.0 * n);

@@ -173,6 +173,9 @@ pub async fn run_sender<T: ProbeTransport>(
             }
             _ = sleep_until(next_send), if send_due => {
                 let now = start.elapsed();
+                if monitor.on_timer(next_send - start, now) {
+                    tracing::debug!(late_ms = (now - (next_send - start)).as_millis() as u64, "prober was not scheduled: host stall discounted");
+                }
                 let packet = monitor.on_send(now);
                 if let Err(error) = transport.send(&packet.encode()).await {
                     tracing::debug!(%error, "probe send failed");
@@ -190,7 +193,9 @@ pub async fn run_sender<T: ProbeTransport>(
                 reports_out.extend(monitor.poll(now));
             }
             _ = sleep_until(wake) => {
-                reports_out = monitor.poll(start.elapsed());
+                let now = start.elapsed();
+                monitor.on_timer(wake - start, now);
+                reports_out = monitor.poll(now);
             }
             _ = sleep_until(finish_at.unwrap_or(start)), if finish_at.is_some() => {
                 let summary = monitor.summary_now(start.elapsed());

@@ -6,6 +6,13 @@
 //! the echoed transmit timestamp, so replies of another session or replays of old ones
 //! are counted and dropped instead of polluting the estimates. A probe is declared lost
 //! once it is older than an RTT-adaptive timeout; a late answer still counts as received.
+//!
+//! A delay step (the line gets slower, it does not die) first looks like silence. The
+//! timeouts follow the RTT up at once (fast attack on every answer, slow decay with the
+//! long window's p99), answers that arrive after their probe was already overdue are
+//! counted as `late` (the health machine withdraws an outage they disprove), and latency
+//! is also judged on the newest answers (`recent_rtt_p50_ms`), not only on the 2 s
+//! window's median, which needs a second of slow answers before it moves.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -31,6 +38,14 @@ pub struct TrackerConfig {
     pub overdue_margin: Duration,
     /// Overdue timeout used before any RTT is known.
     pub initial_overdue: Duration,
+    /// Latency is also judged on the median of this many newest answers (a level shift
+    /// shows within this many probes; at 15 ms, 15 answers are ≈ 225 ms).
+    #[serde(default = "default_recent_rtt_samples")]
+    pub recent_rtt_samples: u32,
+}
+
+fn default_recent_rtt_samples() -> u32 {
+    15
 }
 
 impl Default for TrackerConfig {
@@ -42,6 +57,7 @@ impl Default for TrackerConfig {
             max_loss_timeout: Duration::from_secs(2),
             overdue_margin: Duration::from_millis(5),
             initial_overdue: Duration::from_secs(1),
+            recent_rtt_samples: default_recent_rtt_samples(),
         }
     }
 }
@@ -82,6 +98,16 @@ pub struct Evidence {
     pub answered_run: u32,
     /// Time since the last answer (since start when none yet).
     pub silent: Duration,
+    /// Probes sent within the short window that were answered after they had become
+    /// overdue: the line was slow, not dead. Enough of them disprove an outage.
+    #[serde(default)]
+    pub late: u32,
+    /// Median RTT (ms) of the newest `recent_rtt_samples` answers, and how many there are.
+    #[serde(default)]
+    pub recent_rtt_p50_ms: Option<f64>,
+    /// How many answers `recent_rtt_p50_ms` is the median of.
+    #[serde(default)]
+    pub recent_rtt_samples: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +116,12 @@ struct Reply {
     rtt_ns: i64,
     fwd_ns: i64,
     rev_ns: i64,
+    /// Arrived after the probe had become overdue (the outage timer counted it missing).
+    overdue: bool,
+    /// Read right after a stall of our own process, for a probe sent before it (the answer
+    /// waited in our socket), or drained late and back to back from a queue at the far
+    /// end ([`drained`]): its RTT says nothing about the line's delay.
+    stalled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -110,10 +142,19 @@ pub struct ProbeTracker {
     next_sequence: u32,
     highest_answered: Option<u32>,
     last_answer_at: Option<Duration>,
+    last_answer_sent_at: Option<Duration>,
+    last_answer_sequence: Option<u32>,
     rtt_p99_ns: Option<i64>,
+    last_rtt_ns: i64,
+    settled_p99_ns: Option<i64>,
+    stall_end: Duration,
+    counters_stalls: u64,
     counters: ProbeCounters,
     history: BurstHistory,
 }
+
+/// Answers read this soon after a stall of our own process waited in the socket.
+const STALL_DRAIN: Duration = Duration::from_millis(10);
 
 /// Loss runs longer than this many probes are outages (the missed-probe timer's
 /// business), not bursts: they are left out of the burstiness estimate.
@@ -162,7 +203,13 @@ impl ProbeTracker {
             next_sequence: 0,
             highest_answered: None,
             last_answer_at: None,
+            last_answer_sent_at: None,
+            last_answer_sequence: None,
             rtt_p99_ns: None,
+            last_rtt_ns: 0,
+            settled_p99_ns: None,
+            stall_end: Duration::ZERO,
+            counters_stalls: 0,
             counters: ProbeCounters::default(),
             history: BurstHistory::default(),
         }
@@ -230,11 +277,30 @@ impl ProbeTracker {
             return ReplyOutcome::Malformed;
         };
         let loss_timeout = self.loss_timeout();
+        // "Late" is judged against the settled timeout (the long window's p99), not the
+        // one the fast attack just raised: every probe the outage timer counted missing
+        // during a delay step is late, not only the first two answers.
+        let settled_overdue = self.overdue_for(self.settled_p99_ns);
         let Some(index) = self.index_of(packet.sender_sequence) else {
             self.counters.foreign += 1;
             return ReplyOutcome::Foreign;
         };
         let highest = self.highest_answered;
+        let previous = self.last_answer_at.zip(self.last_answer_sent_at);
+        let waited_so_far = now.saturating_sub(self.records[index].sent_at);
+        let drained_now =
+            waited_so_far >= settled_overdue && drained(previous, self.records[index].sent_at, now);
+        if drained_now {
+            // The head of the drained queue came just before, spaced like a normal answer:
+            // its RTT is the hold too.
+            if let Some(head) = self
+                .last_answer_sequence
+                .and_then(|seq| self.index_of(seq))
+                .and_then(|i| self.records[i].reply.as_mut())
+            {
+                head.stalled = true;
+            }
+        }
         let record = &mut self.records[index];
         if record.sent_ntp != packet.sender_timestamp {
             self.counters.foreign += 1;
@@ -247,22 +313,41 @@ impl ProbeTracker {
         }
         // RTT from our monotonic clock, minus the reflector's turnaround (T3 − T2).
         let turnaround = packet.timestamp.nanos_since(packet.receive_timestamp);
-        let elapsed = now.saturating_sub(record.sent_at).as_nanos() as i64;
+        let waited = now.saturating_sub(record.sent_at);
+        let elapsed = waited.as_nanos() as i64;
         let reply = Reply {
             received_at: now,
             rtt_ns: (elapsed - turnaround.max(0)).max(0),
             fwd_ns: packet.receive_timestamp.nanos_since(record.sent_ntp),
             rev_ns: now_ntp.nanos_since(packet.timestamp),
+            overdue: waited >= settled_overdue,
+            stalled: (record.sent_at < self.stall_end
+                && now.saturating_sub(self.stall_end) <= STALL_DRAIN)
+                || drained_now,
         };
         record.reply = Some(reply);
         let sequence = record.sequence;
+        let sent_at = record.sent_at;
         let reordered = highest.is_some_and(|h| seq_before(sequence, h));
         record.reordered = reordered;
         let late = now.saturating_sub(record.sent_at) >= loss_timeout;
         if !reordered {
             self.highest_answered = Some(sequence);
         }
+        // Fast attack: two answers in a row slower than the p99 (a level shift, not one
+        // outlier) raise the timeouts at once, so the probes behind them, as slow, are not
+        // counted missing; the long window's p99 brings them down again.
+        if let Some(p99) = self.rtt_p99_ns
+            && !reply.stalled
+            && reply.rtt_ns > p99
+            && self.last_rtt_ns > p99
+        {
+            self.rtt_p99_ns = Some(reply.rtt_ns.min(self.last_rtt_ns));
+        }
+        self.last_rtt_ns = reply.rtt_ns;
         self.last_answer_at = Some(now);
+        self.last_answer_sent_at = Some(sent_at);
+        self.last_answer_sequence = Some(sequence);
         self.counters.answered += 1;
         self.counters.reordered += u64::from(reordered);
         self.counters.late += u64::from(late);
@@ -283,6 +368,7 @@ impl ProbeTracker {
             let long = self.window(now, self.config.long_window);
             if let Some(rtt) = &long.rtt_ms {
                 self.rtt_p99_ns = Some((rtt.p99 * 1e6) as i64);
+                self.settled_p99_ns = self.rtt_p99_ns;
             }
             long
         } else {
@@ -290,14 +376,18 @@ impl ProbeTracker {
         };
         let short = self.window(now, self.config.short_window);
         let (missing, answered_run) = self.runs(now);
-        let silent = now.saturating_sub(self.last_answer_at.unwrap_or_default());
+        let silent = now.saturating_sub(self.silent_since());
+        let (recent_rtt_p50_ms, recent_rtt_samples) = self.recent_rtt(now);
         Evidence {
             now,
+            late: self.late_answers(now),
             short,
             long,
             missing,
             answered_run,
             silent,
+            recent_rtt_p50_ms,
+            recent_rtt_samples,
         }
     }
 
@@ -309,7 +399,7 @@ impl ProbeTracker {
             .iter()
             .rev()
             .take_while(|r| r.reply.is_none())
-            .map(|r| r.sent_at + overdue)
+            .map(|r| r.sent_at.max(self.stall_end) + overdue)
             .take_while(|&deadline| deadline > after)
             .last()
     }
@@ -317,6 +407,30 @@ impl ProbeTracker {
     /// When the last answer arrived.
     pub fn last_answer_at(&self) -> Option<Duration> {
         self.last_answer_at
+    }
+
+    /// Our own process was not scheduled until `end` (a timer fired that late): replies
+    /// that came in meanwhile wait unread in the socket. Silence, overdue and loss timers
+    /// restart at `end` for the probes sent before it, so a stall of this host is not
+    /// taken for silence of the line.
+    pub fn on_stall(&mut self, end: Duration) {
+        self.stall_end = self.stall_end.max(end);
+        self.counters_stalls += 1;
+    }
+
+    /// Scheduling stalls seen so far.
+    pub fn stalls(&self) -> u64 {
+        self.counters_stalls
+    }
+
+    /// Where the silence is counted from: the last answer, or the end of our last stall.
+    pub fn silent_since(&self) -> Duration {
+        self.last_answer_at.unwrap_or_default().max(self.stall_end)
+    }
+
+    /// How long a probe has waited for its answer while we were able to read it.
+    fn waited(&self, r: &ProbeRecord, now: Duration) -> Duration {
+        now.saturating_sub(r.sent_at.max(self.stall_end))
     }
 
     /// Timeout after which an unanswered probe is lost.
@@ -332,7 +446,11 @@ impl ProbeTracker {
 
     /// Timeout after which an unanswered probe counts towards an outage.
     pub fn overdue_after(&self) -> Duration {
-        match self.rtt_p99_ns {
+        self.overdue_for(self.rtt_p99_ns)
+    }
+
+    fn overdue_for(&self, rtt_p99_ns: Option<i64>) -> Duration {
+        match rtt_p99_ns {
             Some(p99) => {
                 Duration::from_nanos(p99.max(0) as u64 * 5 / 4) + self.config.overdue_margin
             }
@@ -348,6 +466,12 @@ impl ProbeTracker {
         let own = (runs.runs >= 2).then(|| f64::from(runs.lost) / f64::from(runs.runs));
         let history = self.history.mean_burst();
         own.into_iter().chain(history).fold(1.0, f64::max)
+    }
+
+    /// Loss bounds of a window: Wilson, widened for bursts (round trip: a stateless
+    /// reflector cannot tell which way a probe was lost).
+    fn bounds(&self, lost: u32, probes: u32, runs: &mut LossRuns) -> stats::LossBounds {
+        stats::wilson_bursty(lost, probes, self.mean_burst(runs), Z95)
     }
 
     fn index_of(&self, sequence: u32) -> Option<usize> {
@@ -369,6 +493,38 @@ impl ProbeTracker {
         }
     }
 
+    /// Answers that came after their probe was overdue, among probes of the short window.
+    fn late_answers(&self, now: Duration) -> u32 {
+        let span = self.config.short_window;
+        self.records
+            .iter()
+            .rev()
+            .take_while(|r| r.sent_at + span > now)
+            .filter(|r| r.reply.is_some_and(|a| a.overdue && a.received_at <= now))
+            .count() as u32
+    }
+
+    /// Median RTT (ms) of the newest answers (by arrival), with their count.
+    fn recent_rtt(&self, now: Duration) -> (Option<f64>, u32) {
+        let want = self.config.recent_rtt_samples as usize;
+        let span = self.config.short_window;
+        let mut newest: Vec<(Duration, i64)> = self
+            .records
+            .iter()
+            .rev()
+            .take_while(|r| r.sent_at + span > now)
+            .filter_map(|r| r.reply)
+            .filter(|a| a.received_at <= now && !a.stalled)
+            .map(|a| (a.received_at, a.rtt_ns))
+            .collect();
+        newest.sort_unstable_by_key(|&(at, _)| std::cmp::Reverse(at));
+        newest.truncate(want);
+        let mut rtts: Vec<i64> = newest.into_iter().map(|(_, rtt)| rtt).collect();
+        let count = rtts.len() as u32;
+        let p50 = stats::delay_stats(&mut rtts).map(|d| d.p50 as f64 / 1e6);
+        (p50, count)
+    }
+
     /// (newest run of overdue unanswered probes, newest run of answered probes).
     fn runs(&self, now: Duration) -> (u32, u32) {
         let overdue = self.overdue_after();
@@ -376,7 +532,7 @@ impl ProbeTracker {
         for r in self.records.iter().rev() {
             match r.reply {
                 Some(_) => break,
-                None if now.saturating_sub(r.sent_at) >= overdue => missing += 1,
+                None if self.waited(r, now) >= overdue => missing += 1,
                 None => {}
             }
         }
@@ -385,7 +541,7 @@ impl ProbeTracker {
         for r in self.records.iter().rev() {
             match r.reply {
                 Some(_) => answered += 1,
-                None if now.saturating_sub(r.sent_at) >= loss_timeout => break,
+                None if self.waited(r, now) >= loss_timeout => break,
                 None => {}
             }
         }
@@ -409,14 +565,14 @@ impl ProbeTracker {
                     answered += 1;
                     runs.push(false);
                 }
-                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                _ if self.waited(r, now) >= loss_timeout => {
                     lost += 1;
                     runs.push(true);
                 }
                 _ => pending += 1,
             }
         }
-        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
+        let bounds = self.bounds(lost, answered + lost, &mut runs);
         WindowSummary {
             window_ms: span.as_millis() as u64,
             probes: bounds.probes,
@@ -435,6 +591,7 @@ impl ProbeTracker {
     pub fn window(&self, now: Duration, span: Duration) -> WindowSummary {
         let loss_timeout = self.loss_timeout();
         let mut lost = 0u32;
+        let mut answered = 0u32;
         let mut pending = 0u32;
         let mut runs = LossRuns::default();
         let mut reordered = 0u32;
@@ -451,20 +608,24 @@ impl ProbeTracker {
             match r.reply {
                 Some(reply) if reply.received_at <= now => {
                     runs.push(false);
-                    rtt.push(reply.rtt_ns);
-                    fwd.push(reply.fwd_ns);
-                    rev.push(reply.rev_ns);
+                    answered += 1;
+                    // An answer read late because we were not scheduled has no RTT worth
+                    // the name: it counts as answered, not as a delay sample.
+                    if !reply.stalled {
+                        rtt.push(reply.rtt_ns);
+                        fwd.push(reply.fwd_ns);
+                        rev.push(reply.rev_ns);
+                    }
                     reordered += u32::from(r.reordered);
                 }
-                _ if now.saturating_sub(r.sent_at) >= loss_timeout => {
+                _ if self.waited(r, now) >= loss_timeout => {
                     lost += 1;
                     runs.push(true);
                 }
                 _ => pending += 1,
             }
         }
-        let answered = rtt.len() as u32;
-        let bounds = stats::wilson_bursty(lost, answered + lost, self.mean_burst(&mut runs), Z95);
+        let bounds = self.bounds(lost, answered + lost, &mut runs);
         let ms = |ns: f64| ns / 1e6;
         let jitter = |series: &[i64]| {
             (series.len() >= 2).then(|| ms(InterarrivalJitter::of(series.iter().copied())))
@@ -528,6 +689,17 @@ impl LossRuns {
         }
         self.run_len = 0;
     }
+}
+
+/// A late answer that came back to back with the previous one although its probe left
+/// well after (less than a quarter of the send gap between the arrivals): a queue somewhere
+/// (the far reflector not scheduled, a buffer released) let go of answers it held. Its RTT
+/// is that hold, not the line's delay; a delay step keeps the answers' spacing.
+fn drained(previous: Option<(Duration, Duration)>, sent_at: Duration, now: Duration) -> bool {
+    previous.is_some_and(|(answered_at, answer_sent_at)| {
+        let send_gap = sent_at.saturating_sub(answer_sent_at);
+        !send_gap.is_zero() && now.saturating_sub(answered_at) < send_gap / 4
+    })
 }
 
 /// `a` comes before `b` in serial-number arithmetic (RFC 1982), so wrap-around works.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use wansteer_probes::packet::{ErrorEstimate, NtpTimestamp, ReflectorPacket};
-use wansteer_probes::stats::{InterarrivalJitter, Z95, delay_stats, pdv, wilson};
+use wansteer_probes::stats::{self, InterarrivalJitter, Z95, delay_stats, pdv, wilson};
 use wansteer_probes::tracker::{ProbeTracker, ReplyOutcome, TrackerConfig};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -260,4 +260,41 @@ fn bursty_loss_widens_the_interval_by_the_design_effect() {
     );
     // A clean window on a line known to lose in bursts is not proof of a clean line.
     assert!(wilson_bursty(0, 600, 10.0, Z95).upper > 0.05);
+}
+
+#[test]
+fn independent_loss_is_not_widened_as_if_it_came_in_bursts() {
+    // 9.75% independent loss (5% each way) has mean run 1/(1 − p) = 1.108 probes: that is
+    // no burstiness at all, so the interval must be the plain Wilson one. The old design
+    // effect 2B − 1 = 1.22 widened it and slowed brownout decisions.
+    let p = 0.0975;
+    let plain = stats::wilson(26, 267, stats::Z95);
+    let iid = stats::wilson_bursty(26, 267, 1.0 / (1.0 - p), stats::Z95);
+    assert!(close(iid.lower, plain.lower, 1e-3), "{iid:?} vs {plain:?}");
+    // Real bursts still widen it.
+    let bursty = stats::wilson_bursty(26, 267, 5.0, stats::Z95);
+    assert!(bursty.lower < plain.lower - 0.02, "{bursty:?}");
+}
+
+#[test]
+fn after_a_stall_of_our_own_the_timers_restart_instead_of_counting_it_as_silence() {
+    // Probes every 15 ms, then this process is not scheduled from 45 ms to 400 ms: the
+    // answers to the probes sent before wait unread. At the first poll on waking, before
+    // the socket is read, they must be neither missing nor lost, and the silence starts
+    // at the wake-up.
+    let blind = |on_stall: bool| {
+        let mut b = Bench::new();
+        for i in 0..4 {
+            b.send(ms(15 * i));
+        }
+        if on_stall {
+            b.tracker.on_stall(ms(400));
+        }
+        b.tracker.evidence(ms(400), true)
+    };
+    let ev = blind(false);
+    assert!(ev.short.lost > 0 && ev.silent >= ms(400), "{ev:?}");
+    let ev = blind(true);
+    assert_eq!((ev.short.lost, ev.missing), (0, 0), "{ev:?}");
+    assert_eq!(ev.silent, Duration::ZERO);
 }

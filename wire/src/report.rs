@@ -56,6 +56,10 @@ pub struct LineSummary {
     pub short: WindowSummary,
     /// Long window (fine SLA evidence, recovery).
     pub long: WindowSummary,
+    /// Median RTT of the newest answers (≈ 15), ms: a step in delay shows here within a
+    /// few probes, in the short window's median only after half of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_rtt_ms: Option<f64>,
     /// Counters since the prober started.
     pub counters: ProbeCounters,
 }

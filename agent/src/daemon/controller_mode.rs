@@ -51,7 +51,18 @@ pub fn worsens(transition: &HealthTransition) -> bool {
         HealthState::Degraded => 1,
         HealthState::Down => 2,
     };
-    rank(transition.to) > rank(transition.from)
+    // Out of `Down` too: a withdrawn outage (late answers: the line is slow, not dead) or
+    // answers again — the controller should not go on planning around a dead line.
+    rank(transition.to) > rank(transition.from) || transition.from == HealthState::Down
+}
+
+/// When a report asked for by a worsening transition at `now` goes out: at once, or
+/// [`EARLIEST_EXTRA_REPORT`] after the previous report if that was more recent.
+pub fn extra_report_at(
+    last_report: tokio::time::Instant,
+    now: tokio::time::Instant,
+) -> tokio::time::Instant {
+    now.max(last_report + EARLIEST_EXTRA_REPORT)
 }
 
 /// Reads an agent token: the file's first non-empty line, trimmed.
@@ -100,7 +111,13 @@ pub fn measurement(summary: &LineSummary) -> LineMeasurement {
     };
     LineMeasurement {
         line: summary.line.clone(),
-        rtt_ms: summary.short.rtt_ms.map_or(0.0, |r| r.p50),
+        // The newest answers' median too: a delay step shows in ≈ 15 probes, in the short
+        // window's median only after a second; a drop waits for the window (recover slowly).
+        rtt_ms: summary
+            .short
+            .rtt_ms
+            .map_or(0.0, |r| r.p50)
+            .max(summary.recent_rtt_ms.unwrap_or(0.0)),
         loss_percent: loss_window.loss.ratio * 100.0,
         loss_bounds_percent: Some((
             loss_window.loss.lower * 100.0,
@@ -328,8 +345,12 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 match report {
                     LineReport::Summary(summary) => log.emit(AgentEvent::Summary { summary }),
                     LineReport::Transition(transition) => {
-                        if worsens(&transition) && last_report.elapsed() >= EARLIEST_EXTRA_REPORT {
-                            tick.reset_immediately();
+                        if worsens(&transition) {
+                            // Too soon after the last report: send it as soon as allowed,
+                            // not on the next regular tick (up to a second later). A
+                            // withdrawn outage right after the outage, or a class's
+                            // breach right after it, must not wait.
+                            tick.reset_at(extra_report_at(last_report, tokio::time::Instant::now()));
                         }
                         on_transition(&dataplane, &log, &mut down, transition);
                     }
@@ -409,7 +430,7 @@ fn on_transition(
 ) {
     let text = transition.to_string();
     let line = transition.line.clone();
-    let (from, to, is_line_sla) = (transition.from, transition.to, transition.sla == LINE_SLA);
+    let (to, is_line_sla) = (transition.to, transition.sla == LINE_SLA);
     log.emit(AgentEvent::Health {
         transition,
         text: text.clone(),
@@ -419,11 +440,9 @@ fn on_transition(
             line: line.clone(),
             up: false,
         }
-    } else if is_line_sla
-        && to == HealthState::Up
-        && from != HealthState::Down
-        && down.remove(&line)
-    {
+    } else if is_line_sla && to == HealthState::Up && down.remove(&line) {
+        // Up after a hold-down, or straight from `Down` when late answers withdrew the
+        // outage (the line was slow, not dead).
         LineEvent {
             line: line.clone(),
             up: true,
@@ -542,6 +561,7 @@ mod tests {
             ],
             short: window(short_loss, 40),
             long: window(long_loss, 600),
+            recent_rtt_ms: None,
             counters: Default::default(),
         }
     }
@@ -627,5 +647,20 @@ mod tests {
         let mut deeper = transition("mpls", "voice", HealthState::Down);
         deeper.from = HealthState::Degraded;
         assert!(worsens(&deeper));
+        let mut withdrawn = transition("mpls", LINE_SLA, HealthState::Up);
+        withdrawn.from = HealthState::Down;
+        assert!(
+            worsens(&withdrawn),
+            "a withdrawn outage is news for the controller at once"
+        );
+    }
+
+    #[test]
+    fn a_transition_too_soon_after_a_report_is_sent_when_allowed_not_a_second_later() {
+        let last = tokio::time::Instant::now();
+        let soon = last + Duration::from_millis(110);
+        assert_eq!(extra_report_at(last, soon), last + EARLIEST_EXTRA_REPORT);
+        let later = last + Duration::from_millis(510);
+        assert_eq!(extra_report_at(last, later), later);
     }
 }

@@ -302,7 +302,7 @@ impl Loop<'_> {
                 );
                 let line = transition.line.clone();
                 let is_line_sla = transition.sla == LINE_SLA;
-                let (from, to) = (transition.from, transition.to);
+                let to = transition.to;
                 self.log.emit(AgentEvent::Health {
                     transition,
                     text: text.clone(),
@@ -311,9 +311,10 @@ impl Loop<'_> {
                     // Any SLA machine seeing the outage is the line's outage: fail over first,
                     // before any per-class move.
                     self.failover(dataplane, &line, &text);
-                } else if is_line_sla && to == HealthState::Up && from != HealthState::Down {
-                    // Proven again for a whole hold-down: the data plane's own hold-down
-                    // (standalone fail-back) starts now.
+                } else if is_line_sla && to == HealthState::Up {
+                    // Proven again for a whole hold-down, or straight from `Down` when late
+                    // answers withdrew the outage (slow, not dead): the data plane's own
+                    // hold-down (standalone fail-back) starts now.
                     if self.down.remove(&line) {
                         let event = LineEvent { line, up: true };
                         if let Err(error) =
