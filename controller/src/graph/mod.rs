@@ -5,8 +5,10 @@
 //! internet that broadband, LTE and satellite lines share) is a node too, and every WAN line
 //! is an edge from its site to its cloud. A tunnel between two sites is then two line edges
 //! meeting in one cloud: its latency and jitter are the sum of both lines' and its loss
-//! compounds, `1 - (1 - a)(1 - b)`. A `LineMeasurement` therefore describes one line's
-//! segment between its site and the cloud; the integrator attributes probe results to lines.
+//! compounds, `1 - (1 - a)(1 - b)`, when each `LineMeasurement` describes one line's access
+//! into the cloud. When one of the two lines is a point-to-point link to the other's site,
+//! both agents probe that same tunnel end to end, and the planner takes the worse of the two
+//! measurements instead of adding them.
 //! MPLS only connects a branch to hubs and DCs; branch-to-branch tunnels run over the
 //! internet cloud. A hub or DC line that is a point-to-point link to one branch (its policy
 //! `site:`, or a name `<site>-<name>`) reaches only that site: a tunnel needs neither line's
@@ -81,6 +83,15 @@ pub struct Quality {
 }
 
 impl Quality {
+    /// Two measurements of one path (from its two ends): the worse figure of each.
+    pub fn worst(self, other: Quality) -> Quality {
+        Quality {
+            latency_ms: self.latency_ms.max(other.latency_ms),
+            jitter_ms: self.jitter_ms.max(other.jitter_ms),
+            loss: self.loss.max(other.loss),
+        }
+    }
+
     /// The quality of two segments in series: latency and jitter add, loss compounds.
     pub fn then(self, next: Quality) -> Quality {
         Quality {

@@ -26,13 +26,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use wansteer_policies::Policy;
 use wansteer_policies::model::SiteKind;
 use wansteer_wire::ruleset::{ClassRoute, ClassSpec, RuleSet};
 
-use crate::compile::{SiteInput, class_specs, compile_site};
+use crate::compile::{
+    RouteCandidate, RouteOrigin, SiteInput, class_specs, compile_site, pick_routes,
+};
 use crate::graph::{
     At, Cloud, GraphError, LineChange, LineId, LineMeasurement, LinkGraph, Quality, SiteId,
 };
@@ -1153,6 +1154,21 @@ impl Planner {
         !(self.graph.line(a).cloud == Cloud::Mpls && branch(x) && branch(y))
     }
 
+    /// The quality of the tunnel from line `a` to line `b`. Each agent probes its line's far
+    /// end, so when either line is a point-to-point link to the other's site (a hub line's
+    /// `site:`), both ends measure the same tunnel: the worse of the two views counts, not
+    /// their sum, which counted its latency twice. Between two lines open to their whole
+    /// cloud each measurement covers one access into the cloud, and the two add.
+    fn tunnel_quality(&self, a: LineId, b: LineId) -> Quality {
+        let (from, to) = (self.graph.line(a), self.graph.line(b));
+        let (seen_from, seen_to) = (self.graph.quality(a), self.graph.quality(b));
+        if from.reaches == Some(to.site) || to.reaches == Some(from.site) {
+            seen_from.worst(seen_to)
+        } else {
+            seen_from.then(seen_to)
+        }
+    }
+
     fn path_info(&self, lines: &[LineId], via: Option<SiteId>) -> PathInfo {
         let mut key = PathKey {
             lines: [0; 4],
@@ -1161,8 +1177,10 @@ impl Planner {
         key.lines[..lines.len()].copy_from_slice(lines);
         let mut quality = Quality::default();
         let mut cost = 0.0;
+        for tunnel in lines.chunks(2) {
+            quality = quality.then(self.tunnel_quality(tunnel[0], tunnel[1]));
+        }
         for &line in lines {
-            quality = quality.then(self.graph.quality(line));
             cost += self.graph.line(line).cost;
         }
         PathInfo {
@@ -1626,7 +1644,7 @@ impl Planner {
         for &site in sites {
             let site_name = &self.graph.sites[site as usize].name;
             let mut loads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            let mut routes: BTreeMap<(usize, IpNet), (f64, ClassRoute)> = BTreeMap::new();
+            let mut routes: Vec<RouteCandidate> = Vec::new();
             let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
             let transit = self.transit[site as usize].iter().copied();
             for commodity in own.iter().copied().chain(transit) {
@@ -1677,11 +1695,16 @@ impl Planner {
                         .map(|&l| self.graph.line(l).name.clone())
                         .collect()
                 };
-                let weight = if is_own { f64::INFINITY } else { state.demand };
+                let origin = if is_own {
+                    RouteOrigin::Own
+                } else {
+                    RouteOrigin::Transit {
+                        demand_bps: state.demand,
+                    }
+                };
                 let route_text = state.route_text.as_deref().unwrap_or("no usable path");
                 let dst = self.pairs[state.pair].dst;
                 for &prefix in &self.graph.sites[dst as usize].lan {
-                    let entry = routes.entry((state.class, prefix));
                     let candidate = ClassRoute {
                         class: self.classes[state.class].name.clone(),
                         destination: prefix,
@@ -1696,16 +1719,10 @@ impl Planner {
                             )
                         },
                     };
-                    match entry {
-                        std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert((weight, candidate));
-                        }
-                        std::collections::btree_map::Entry::Occupied(mut o) => {
-                            if weight > o.get().0 {
-                                o.insert((weight, candidate));
-                            }
-                        }
-                    }
+                    routes.push(RouteCandidate {
+                        route: candidate,
+                        origin,
+                    });
                 }
             }
             let Some(mut ruleset) = compile_site(SiteInput {
@@ -1713,7 +1730,7 @@ impl Planner {
                 specs: &self.specs,
                 site: site_name,
                 line_loads: loads,
-                routes: routes.into_values().map(|(_, r)| r).collect(),
+                routes: pick_routes(routes),
                 previous: self.rulesets[site as usize].as_ref(),
                 hold_rates: self.rates_held[site as usize],
             }) else {
