@@ -346,6 +346,7 @@ mod tests {
             short: window(0.10, 40),
             long: window(0.05, long_probes),
             counters: Default::default(),
+            recent_rtt_ms: None,
         }
     }
 
