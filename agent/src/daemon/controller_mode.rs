@@ -43,6 +43,48 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// (up to a second later), but never sooner than this after the previous report.
 const EARLIEST_EXTRA_REPORT: Duration = Duration::from_millis(250);
 
+/// A line's outage goes into reports only once it has lasted this long. The agent routes
+/// around the line at once anyway; but a +100 ms delay step silences the probes past the
+/// outage timer for 0.1–0.2 s before late answers withdraw the outage, and a controller
+/// told at once moved classes off a slow but living line and back again.
+pub const OUTAGE_CONFIRM: Duration = Duration::from_millis(300);
+
+/// Outages not yet confirmed, kept out of reports (pure: time comes in).
+#[derive(Debug, Default)]
+pub struct UnconfirmedOutages {
+    since: BTreeMap<String, tokio::time::Instant>,
+}
+
+impl UnconfirmedOutages {
+    /// Takes a transition; true when it withdraws an outage the controller never heard of
+    /// (the line must be used again at once: no rule set will say so).
+    pub fn on_transition(
+        &mut self,
+        transition: &HealthTransition,
+        now: tokio::time::Instant,
+    ) -> bool {
+        if transition.to == HealthState::Down {
+            self.since.entry(transition.line.clone()).or_insert(now);
+            return false;
+        }
+        if transition.sla != LINE_SLA || transition.from != HealthState::Down {
+            return false;
+        }
+        self.since
+            .remove(&transition.line)
+            .is_some_and(|since| now.duration_since(since) < OUTAGE_CONFIRM)
+    }
+
+    /// When a report due at `now` may go out, if it must wait for an outage to confirm.
+    pub fn hold_until(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.since
+            .values()
+            .map(|since| *since + OUTAGE_CONFIRM)
+            .filter(|confirmed| *confirmed > now)
+            .max()
+    }
+}
+
 /// Whether a transition makes a line worse (for the line itself or for one class's SLA):
 /// the controller should see the figures behind it now, not on the next tick.
 pub fn worsens(transition: &HealthTransition) -> bool {
@@ -335,6 +377,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let mut last_report = tokio::time::Instant::now();
     let mut builder = ReportBuilder::default();
     let mut down = std::collections::BTreeSet::new();
+    let mut outages = UnconfirmedOutages::default();
     let result = loop {
         tokio::select! {
             _ = terminate.recv() => break Ok(()),
@@ -345,6 +388,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 match report {
                     LineReport::Summary(summary) => log.emit(AgentEvent::Summary { summary }),
                     LineReport::Transition(transition) => {
+                        let withdrawn = outages.on_transition(&transition, tokio::time::Instant::now());
                         if worsens(&transition) {
                             // Too soon after the last report: send it as soon as allowed,
                             // not on the next regular tick (up to a second later). A
@@ -352,7 +396,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                             // breach right after it, must not wait.
                             tick.reset_at(extra_report_at(last_report, tokio::time::Instant::now()));
                         }
-                        on_transition(&dataplane, &log, &mut down, transition);
+                        on_transition(&dataplane, &log, &mut down, transition, withdrawn);
                     }
                 }
             }
@@ -368,6 +412,10 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
                 }
             }
             _ = tick.tick() => {
+                if let Some(until) = outages.hold_until(tokio::time::Instant::now()) {
+                    tick.reset_at(until);
+                    continue;
+                }
                 last_report = tokio::time::Instant::now();
                 let mut report = builder.take(&site, super::run::wall_clock().as_millis() as u64);
                 let rule_set = dataplane.lock().ok().and_then(|d| d.ruleset().cloned());
@@ -421,12 +469,14 @@ async fn htb_counters(netns: Option<&str>, rule_set: &RuleSet) -> PerLineClass {
     counters
 }
 
-/// Local fast failover on a line's outage; a line up again waits for the controller's word.
+/// Local fast failover on a line's outage; a line up again waits for the controller's word,
+/// unless its outage was `withdrawn` before the controller heard of it.
 fn on_transition(
     dataplane: &Mutex<Dataplane>,
     log: &EventLog,
     down: &mut std::collections::BTreeSet<String>,
     transition: HealthTransition,
+    withdrawn: bool,
 ) {
     let text = transition.to_string();
     let line = transition.line.clone();
@@ -435,6 +485,20 @@ fn on_transition(
         transition,
         text: text.clone(),
     });
+    if withdrawn && down.remove(&line) {
+        let Ok(mut dataplane) = dataplane.lock() else {
+            return;
+        };
+        match dataplane.withdraw_outage(&line) {
+            Ok(_) => {
+                tracing::info!(%line, "outage withdrawn before it was reported; line used again")
+            }
+            Err(error) => log.emit(AgentEvent::Error {
+                text: format!("line {line} back after a withdrawn outage: {error:#}"),
+            }),
+        }
+        return;
+    }
     let event = if to == HealthState::Down && down.insert(line.clone()) {
         LineEvent {
             line: line.clone(),
@@ -653,6 +717,29 @@ mod tests {
             worsens(&withdrawn),
             "a withdrawn outage is news for the controller at once"
         );
+    }
+
+    #[test]
+    fn an_outage_is_reported_only_once_confirmed_and_a_quick_withdrawal_never() {
+        let start = tokio::time::Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut outages = UnconfirmedOutages::default();
+        assert_eq!(outages.hold_until(at(0)), None);
+        let mut down = transition("mpls", LINE_SLA, HealthState::Down);
+        down.from = HealthState::Up;
+        assert!(!outages.on_transition(&down, at(0)));
+        // Reports wait until the outage has lasted OUTAGE_CONFIRM.
+        assert_eq!(outages.hold_until(at(50)), Some(at(0) + OUTAGE_CONFIRM));
+        // Late answers withdraw it within the window: never reported, used again at once.
+        let mut back = transition("mpls", LINE_SLA, HealthState::Up);
+        back.from = HealthState::Down;
+        assert!(outages.on_transition(&back, at(120)));
+        assert_eq!(outages.hold_until(at(130)), None);
+
+        // A real outage: confirmed after the window; its recovery waits for the controller.
+        assert!(!outages.on_transition(&down, at(1000)));
+        assert_eq!(outages.hold_until(at(1000) + OUTAGE_CONFIRM), None);
+        assert!(!outages.on_transition(&back, at(5000)));
     }
 
     #[test]

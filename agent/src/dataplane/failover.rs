@@ -105,6 +105,16 @@ impl FailoverState {
             .min()
     }
 
+    /// The outage of `line` was withdrawn before anyone else heard of it (late answers: the
+    /// line was slow, not dead, and the controller was never told it was down): use it
+    /// again at once, since no rule set from the controller will ever say so.
+    pub fn withdraw(&mut self, line: &str) -> Option<FailoverChange> {
+        self.recovering.remove(line);
+        self.avoided
+            .remove(line)
+            .then(|| FailoverChange::Restore(line.to_string()))
+    }
+
     /// The controller pushed a new rule set: lines that are up again are used as it says;
     /// lines still down stay avoided.
     pub fn on_controller_rules(&mut self) -> Vec<FailoverChange> {
@@ -122,6 +132,23 @@ impl FailoverState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_withdrawn_outage_is_used_again_at_once_even_with_a_controller() {
+        let mut state = FailoverState::with_controller();
+        let now = Instant::now();
+        assert_eq!(
+            state.on_event(&down("mpls"), now),
+            Some(FailoverChange::Avoid("mpls".into()))
+        );
+        assert_eq!(
+            state.withdraw("mpls"),
+            Some(FailoverChange::Restore("mpls".into()))
+        );
+        assert!(state.avoided().is_empty());
+        // Nothing to give back for a line that was never avoided.
+        assert_eq!(state.withdraw("inet"), None);
+    }
 
     fn down(line: &str) -> LineEvent {
         LineEvent {

@@ -795,6 +795,15 @@ impl Dataplane {
         }
     }
 
+    /// A line's outage was withdrawn before the controller heard of it: route over it again
+    /// now (see [`FailoverState::withdraw`]).
+    pub fn withdraw_outage(&mut self, line: &str) -> Result<ApplyReport, DataplaneError> {
+        match self.failover.withdraw(line) {
+            Some(_) if self.ruleset.is_some() => self.reroute(),
+            _ => Ok(ApplyReport::default()),
+        }
+    }
+
     /// Standalone fail-back of lines whose hold-down ran out.
     pub fn on_tick(&mut self, now: tokio::time::Instant) -> Result<ApplyReport, DataplaneError> {
         if self.failover.on_tick(now).is_empty() || self.ruleset.is_none() {
