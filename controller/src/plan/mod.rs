@@ -26,14 +26,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use wansteer_policies::Policy;
 use wansteer_policies::model::SiteKind;
 use wansteer_wire::ruleset::{ClassRoute, ClassSpec, RuleSet};
 
-use crate::compile::{
-    RouteCandidate, RouteOrigin, SiteInput, class_specs, compile_site, pick_routes,
-};
+use crate::compile::{SiteInput, class_specs, compile_site};
 use crate::graph::{
     At, Cloud, GraphError, LineChange, LineId, LineMeasurement, LinkGraph, Quality, SiteId,
 };
@@ -1644,7 +1643,7 @@ impl Planner {
         for &site in sites {
             let site_name = &self.graph.sites[site as usize].name;
             let mut loads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            let mut routes: Vec<RouteCandidate> = Vec::new();
+            let mut routes: BTreeMap<(usize, IpNet), (f64, ClassRoute)> = BTreeMap::new();
             let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
             let transit = self.transit[site as usize].iter().copied();
             for commodity in own.iter().copied().chain(transit) {
@@ -1695,16 +1694,14 @@ impl Planner {
                         .map(|&l| self.graph.line(l).name.clone())
                         .collect()
                 };
-                let origin = if is_own {
-                    RouteOrigin::Own
-                } else {
-                    RouteOrigin::Transit {
-                        demand_bps: state.demand,
-                    }
-                };
+                // The site's own route wins over its transit routes (compile::pick_routes
+                // would let transit win, but restore after a restart reads a hub's own
+                // placement from its route, which then flips back: see #7's note).
+                let weight = if is_own { f64::INFINITY } else { state.demand };
                 let route_text = state.route_text.as_deref().unwrap_or("no usable path");
                 let dst = self.pairs[state.pair].dst;
                 for &prefix in &self.graph.sites[dst as usize].lan {
+                    let entry = routes.entry((state.class, prefix));
                     let candidate = ClassRoute {
                         class: self.classes[state.class].name.clone(),
                         destination: prefix,
@@ -1719,10 +1716,16 @@ impl Planner {
                             )
                         },
                     };
-                    routes.push(RouteCandidate {
-                        route: candidate,
-                        origin,
-                    });
+                    match entry {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert((weight, candidate));
+                        }
+                        std::collections::btree_map::Entry::Occupied(mut o) => {
+                            if weight > o.get().0 {
+                                o.insert((weight, candidate));
+                            }
+                        }
+                    }
                 }
             }
             let Some(mut ruleset) = compile_site(SiteInput {
@@ -1730,7 +1733,7 @@ impl Planner {
                 specs: &self.specs,
                 site: site_name,
                 line_loads: loads,
-                routes: pick_routes(routes),
+                routes: routes.into_values().map(|(_, r)| r).collect(),
                 previous: self.rulesets[site as usize].as_ref(),
                 hold_rates: self.rates_held[site as usize],
             }) else {
