@@ -266,10 +266,9 @@ impl Unit {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
-    use crate::report::{CallRecord, Event, windows};
+    use crate::report::{Event, one_call_report};
     use crate::voice::IntervalReport;
 
     /// A 6 s run: `lost` packets of 50 lost in each of seconds 2 and 3 (the impairment).
@@ -300,28 +299,8 @@ mod tests {
             })
             .collect();
         Report {
-            scenario: "s".into(),
-            topology: "bank".into(),
             prefix: format!("wl{lost:04}"),
-            duration_s: 6.0,
-            passed,
-            expectations: vec![],
-            impairments: windows(&events, 6.0),
-            events,
-            voice: BTreeMap::from([(
-                "call".to_string(),
-                CallRecord {
-                    from: "br1-pc1".into(),
-                    to: "dc-dc1".into(),
-                    seconds,
-                    summary: None,
-                },
-            )]),
-            bulk: BTreeMap::new(),
-            lines: vec![],
-            mode: crate::steer::Mode::Controller,
-            steering: Default::default(),
-            comparison: None,
+            ..one_call_report(seconds, events, passed)
         }
     }
 

@@ -549,6 +549,40 @@ pub fn windows(events: &[Event], end: f64) -> Vec<ImpairmentWindow> {
     out
 }
 
+/// A 6 s report of one call `br1-pc1 → dc-dc1` with these seconds and events, for tests
+/// of what is computed from reports (here and in `repeat`).
+#[cfg(test)]
+pub(crate) fn one_call_report(
+    seconds: Vec<crate::voice::IntervalReport>,
+    events: Vec<Event>,
+    passed: bool,
+) -> Report {
+    Report {
+        scenario: "s".into(),
+        topology: "bank".into(),
+        prefix: "wl0001".into(),
+        duration_s: 6.0,
+        passed,
+        expectations: vec![],
+        impairments: windows(&events, 6.0),
+        events,
+        voice: BTreeMap::from([(
+            "call".to_string(),
+            CallRecord {
+                from: "br1-pc1".into(),
+                to: "dc-dc1".into(),
+                seconds,
+                summary: None,
+            },
+        )]),
+        bulk: BTreeMap::new(),
+        lines: vec![],
+        mode: crate::steer::Mode::Controller,
+        steering: Default::default(),
+        comparison: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,30 +684,7 @@ mod tests {
             ev(2.0, "impair", "br1-mpls: loss 5%"),
             ev(4.0, "clear", "br1-mpls: back"),
         ];
-        Report {
-            scenario: "s".into(),
-            topology: "bank".into(),
-            prefix: "wl0001".into(),
-            duration_s: 6.0,
-            passed: true,
-            expectations: vec![],
-            events: impair.to_vec(),
-            impairments: windows(&impair, 6.0),
-            voice: BTreeMap::from([(
-                "call".to_string(),
-                CallRecord {
-                    from: "br1-pc1".into(),
-                    to: "dc-dc1".into(),
-                    seconds,
-                    summary: None,
-                },
-            )]),
-            bulk: BTreeMap::new(),
-            lines: vec![],
-            mode: crate::steer::Mode::Controller,
-            steering: Default::default(),
-            comparison: None,
-        }
+        one_call_report(seconds, impair.to_vec(), true)
     }
 
     #[test]
