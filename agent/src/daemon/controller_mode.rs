@@ -63,11 +63,16 @@ impl UnconfirmedOutages {
         transition: &HealthTransition,
         now: tokio::time::Instant,
     ) -> bool {
+        // The line's own state machine says when the line is down and up again; the
+        // per-class ones follow it.
+        if transition.sla != LINE_SLA {
+            return false;
+        }
         if transition.to == HealthState::Down {
             self.since.entry(transition.line.clone()).or_insert(now);
             return false;
         }
-        if transition.sla != LINE_SLA || transition.from != HealthState::Down {
+        if transition.from != HealthState::Down {
             return false;
         }
         self.since
