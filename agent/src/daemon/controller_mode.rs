@@ -336,7 +336,12 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
         FailoverState::with_controller(),
     )));
 
-    let probes = Probes::start(&plan, args.netns.as_deref(), args.reflect)?;
+    let probes = Probes::start(
+        &plan,
+        args.netns.as_deref(),
+        args.reflect,
+        args.probe_priority,
+    )?;
     let mut line_reports = probes.reports;
     log.emit(AgentEvent::Ready {
         lines: plan

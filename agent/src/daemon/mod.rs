@@ -25,6 +25,7 @@ pub mod dpi;
 pub mod events;
 pub mod metrics;
 pub mod plan;
+pub mod probe_thread;
 pub mod steering;
 
 pub mod controller_mode;

@@ -21,6 +21,7 @@ use super::events::{AgentEvent, EventLog};
 use super::metrics::AgentMetrics;
 use super::netns;
 use super::plan::{LINE_SLA, SitePlan, plan_site, sla_score, steer_routes};
+use super::probe_thread::{ProbePriority, ProbeThread};
 use super::steering::{HealthBoard, Steering};
 use crate::dataplane::standalone::compile_policy;
 use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
@@ -54,6 +55,15 @@ pub struct DaemonArgs {
     /// Where the STAMP reflector listens for the far agents' probes.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:862")]
     pub reflect: SocketAddr,
+    /// Scheduling of the thread that sends and reflects probes: `realtime` (SCHED_FIFO when
+    /// permitted, so a busy host's late wake-ups do not read as jitter or outages) or `normal`.
+    #[arg(
+        long,
+        value_name = "PRIORITY",
+        default_value = "realtime",
+        env = "WANSTEER_PROBE_PRIORITY"
+    )]
+    pub probe_priority: ProbePriority,
     /// Recovery (long) window of the probes, e.g. `10s` (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
     pub long_window: Option<Duration>,
@@ -170,7 +180,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         let classes = plan.groups.iter().map(|g| g.lines.class.as_str());
         metrics.declare(plan.probes.iter().map(|p| p.line.as_str()), classes);
     }
-    let probes = Probes::start(&plan, netns, args.reflect)?;
+    let probes = Probes::start(&plan, netns, args.reflect, args.probe_priority)?;
     let reflect = args.reflect;
     let mut reports = probes.reports;
     log.emit(AgentEvent::Ready {
@@ -500,11 +510,12 @@ pub(super) struct Probes {
     pub tasks: ProbeTasks,
 }
 
-/// Handles to stop the probe tasks.
+/// Handles to stop the probe tasks, and the thread they run on.
 pub(super) struct ProbeTasks {
     stop_reflector: oneshot::Sender<()>,
     reflector: tokio::task::JoinHandle<()>,
     senders: Vec<tokio::task::AbortHandle>,
+    thread: ProbeThread,
 }
 
 impl ProbeTasks {
@@ -514,17 +525,22 @@ impl ProbeTasks {
             sender.abort();
         }
         let _ = self.reflector.await;
+        drop(self.thread);
     }
 }
 
 impl Probes {
     /// Starts the STAMP reflector on `reflect` and one prober per line of `plan`, with
-    /// their sockets in namespace `netns` (or here).
+    /// their sockets in namespace `netns` (or here), on a probe thread of `priority`.
     pub fn start(
         plan: &SitePlan,
         netns: Option<&str>,
         reflect: SocketAddr,
+        priority: ProbePriority,
     ) -> anyhow::Result<Probes> {
+        let thread = ProbeThread::start(priority).context("cannot start the probe thread")?;
+        // Sockets made from here on are driven by the probe thread's reactor.
+        let entered = thread.enter();
         let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
             let socket = std::net::UdpSocket::bind(reflect)?;
             socket.set_nonblocking(true)?;
@@ -533,7 +549,7 @@ impl Probes {
         .with_context(|| format!("cannot listen on {reflect} for probes"))?;
         let (stop_reflector, reflector_stopped) = oneshot::channel::<()>();
         let reflector = UdpSocket::from_std(reflector)?;
-        let reflector_task = tokio::spawn(async move {
+        let reflector_task = thread.handle().spawn(async move {
             if let Err(error) = run_reflector(reflector, async move {
                 let _ = reflector_stopped.await;
             })
@@ -561,17 +577,21 @@ impl Probes {
                 .map_err(|e| anyhow::anyhow!("line {}: {e}", probe.line))?;
             let transport = UdpTransport::new(UdpSocket::from_std(socket.into())?, probe.reflector);
             senders.push(
-                tokio::spawn(run_sender(monitor, transport, None, reports_in.clone()))
+                thread
+                    .handle()
+                    .spawn(run_sender(monitor, transport, None, reports_in.clone()))
                     .abort_handle(),
             );
         }
         drop(reports_in);
+        drop(entered);
         Ok(Probes {
             reports,
             tasks: ProbeTasks {
                 stop_reflector,
                 reflector: reflector_task,
                 senders,
+                thread,
             },
         })
     }
