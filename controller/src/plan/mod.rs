@@ -51,6 +51,12 @@ pub const CANDIDATES_PER_PAIR: usize = 24;
 const INCREMENTAL_SHARE: f64 = 0.25;
 /// Carried demand this close to the demand counts as carried (bits per second).
 const CARRIED_SLACK: f64 = 1.0;
+/// After a restart, how long the lines of a site whose agent has not reported again count
+/// as known rather than "not measured yet". Until the agent is back, their being unmeasured
+/// says only that the controller was away: ranking them as unknown would move classes off
+/// paths through that site (and reorder backups) and back once it reports — churn pushed to
+/// every agent. A site still silent after this is treated as unknown.
+pub const RESUME_GRACE: Duration = Duration::from_secs(30);
 
 /// Measured demand of one class from one site to another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +280,19 @@ pub struct Planner {
     /// Per site: resumed from a stored rule set and not heard from since, so its measured
     /// demand is unknown and its HTB rates stay as they were.
     rates_held: Vec<bool>,
+    /// After [`Planner::resume`]: the end of [`RESUME_GRACE`] (set by the first solve after
+    /// it), and whether it is still running at the current solve.
+    resume_grace: ResumeGrace,
+}
+
+/// See [`RESUME_GRACE`].
+#[derive(Debug, Clone, Copy, Default)]
+enum ResumeGrace {
+    #[default]
+    None,
+    /// Resumed, not solved since.
+    Pending,
+    Until(At),
 }
 
 impl Planner {
@@ -310,6 +329,7 @@ impl Planner {
             lowest_level_on_arc: Vec::new(),
             totals: (0.0, 0.0),
             rates_held: vec![false; graph.sites.len()],
+            resume_grace: ResumeGrace::None,
             graph,
             policy,
         };
@@ -421,6 +441,7 @@ impl Planner {
                 next.rates_held[id as usize] = *held;
             }
         }
+        next.resume_grace = self.resume_grace;
         next.restore_rulesets(self.rulesets.iter().flatten().cloned());
         *self = next;
     }
@@ -479,6 +500,7 @@ impl Planner {
             }
         }
         self.restore_rulesets(rulesets);
+        self.resume_grace = ResumeGrace::Pending;
     }
 
     /// A site's agent reported: its measured demand is known again, so its HTB rates follow
@@ -488,6 +510,8 @@ impl Planner {
             && std::mem::take(&mut self.rates_held[id as usize])
         {
             self.pending_sites.insert(id);
+            // Its lines no longer count as known by the resume grace: re-read them.
+            self.dirty_lines.extend(self.graph.lines_of_site(id));
         }
     }
 
@@ -607,6 +631,20 @@ impl Planner {
         if self.rebuild_pending {
             self.build_commodities();
             self.rebuild_pending = false;
+        }
+        if let ResumeGrace::Pending = self.resume_grace {
+            // When the grace ends, the lines of sites still silent are re-read as unknown.
+            let until = now + RESUME_GRACE;
+            self.resume_grace = ResumeGrace::Until(until);
+            for (site, _) in self.rates_held.iter().enumerate().filter(|(_, h)| **h) {
+                let lines = self.graph.lines_of_site(site as SiteId);
+                self.line_revisits.entry(until).or_default().extend(lines);
+            }
+        }
+        if let ResumeGrace::Until(until) = self.resume_grace
+            && now >= until
+        {
+            self.resume_grace = ResumeGrace::None;
         }
         for line in self.graph.decay(now) {
             self.dirty_lines.insert(line);
@@ -1188,10 +1226,17 @@ impl Planner {
             quality,
             cost,
             score: score(quality),
-            unmeasured: lines
-                .iter()
-                .any(|&line| self.graph.line(line).quality.is_none()),
+            unmeasured: lines.iter().any(|&line| self.unmeasured(line)),
         }
+    }
+
+    /// No measurement of the line yet, and not one of a site resumed after a restart whose
+    /// agent has yet to report again (see [`RESUME_GRACE`]).
+    fn unmeasured(&self, line: LineId) -> bool {
+        let line = self.graph.line(line);
+        line.quality.is_none()
+            && !(matches!(self.resume_grace, ResumeGrace::Until(_))
+                && self.rates_held[line.site as usize])
     }
 
     /// Preference key of a path for a class: lower is better. A path with a line not yet
@@ -1477,7 +1522,7 @@ impl Planner {
             info.key
                 .lines()
                 .iter()
-                .filter(|&&l| self.graph.line(l).quality.is_none())
+                .filter(|&&l| self.unmeasured(l))
                 .map(|&l| self.names.labels[l as usize].clone())
                 .collect()
         } else {
