@@ -107,7 +107,14 @@ impl Planning for SolverPlanning {
             };
             if let Err(error) = planner.update_measurement(measurement) {
                 warn!(site = %report.site, line = %line.line, %error, "measurement ignored");
+                continue;
             }
+            planner.note_loss_ratio(
+                &report.site,
+                &line.line,
+                (line.loss_percent / 100.0).clamp(0.0, 1.0),
+                at,
+            );
         }
         for demand in &report.demand {
             // Demand without a destination site cannot be placed on a path; agents that

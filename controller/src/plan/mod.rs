@@ -283,6 +283,11 @@ pub struct Planner {
     /// After [`Planner::resume`]: the end of [`RESUME_GRACE`] (set by the first solve after
     /// it), and whether it is still running at the current solve.
     resume_grace: ResumeGrace,
+    /// Per (line, class): when the line alone last broke the class's SLA. A class returns
+    /// to such a line only once it has met the SLA for the hold-down (the policy's "how long
+    /// a line must stay healthy before classes move back to it"), so loss hovering around an
+    /// SLA does not move the class back and forth every hold-down.
+    sla_breaches: HashMap<(LineId, usize), At>,
 }
 
 /// See [`RESUME_GRACE`].
@@ -330,6 +335,7 @@ impl Planner {
             totals: (0.0, 0.0),
             rates_held: vec![false; graph.sites.len()],
             resume_grace: ResumeGrace::None,
+            sla_breaches: HashMap::new(),
             graph,
             policy,
         };
@@ -558,6 +564,13 @@ impl Planner {
         if change != LineChange::None {
             self.dirty_lines.insert(line);
         }
+        if let Some(quality) = self.graph.line(line).quality {
+            for (class, rules) in self.classes.iter().enumerate() {
+                if !rules.sla.met_by(quality) {
+                    self.sla_breaches.insert((line, class), m.at);
+                }
+            }
+        }
         if change == LineChange::Health {
             if let Some(at) = self.graph.settles_at(line) {
                 self.line_revisits.entry(at).or_default().insert(line);
@@ -567,6 +580,23 @@ impl Planner {
             }
         }
         Ok(change)
+    }
+
+    /// Records a line's measured loss ratio as it is, beside the judged figure
+    /// [`Planner::update_measurement`] steers on (the lower bound of its 95% interval). A
+    /// class leaves a line when the line *surely* breaks its SLA, but returns only after
+    /// the ratio itself has stayed within it for the hold-down: with loss near an SLA the
+    /// lower bound dips under the limit often, the ratio rarely, so the two give the
+    /// hysteresis band that keeps the class from moving back and forth.
+    pub fn note_loss_ratio(&mut self, site: &str, line: &str, loss: f64, at: At) {
+        let Some(line) = self.graph.line_id(site, line) else {
+            return;
+        };
+        for (class, rules) in self.classes.iter().enumerate() {
+            if rules.sla.loss.is_some_and(|limit| loss > limit) {
+                self.sla_breaches.insert((line, class), at);
+            }
+        }
     }
 
     /// Records the measured demand of one class between two sites.
@@ -1269,6 +1299,22 @@ impl Planner {
         )
     }
 
+    /// When the lines of `info` will have met `class`'s SLA for the hold-down, if one of
+    /// them broke it more recently than that (see `sla_breaches`).
+    fn recovering_until(&self, class: usize, info: &PathInfo, now: At) -> Option<At> {
+        if self.sla_breaches.is_empty() {
+            return None;
+        }
+        let hold_down = self.graph.timers().hold_down.0;
+        info.key
+            .lines()
+            .iter()
+            .filter_map(|&line| self.sla_breaches.get(&(line, class)))
+            .map(|&at| at + hold_down)
+            .filter(|&until| until > now)
+            .max()
+    }
+
     fn unsettled_at(&self, info: &PathInfo, now: At) -> bool {
         info.unmeasured
             || info
@@ -1374,11 +1420,18 @@ impl Planner {
                 // Degraded incumbents (no SLA-compliant path) move freely towards less bad,
                 // and so do incumbents on a line nobody has measured yet towards a measured one.
                 let leaves_unknown = incumbent.unmeasured && !best_info.unmeasured;
-                if !degraded && !leaves_unknown && (held || !(preferred || better_enough)) {
+                let recovering = self.recovering_until(state.class, &best_info, now);
+                if !degraded
+                    && !leaves_unknown
+                    && (held || recovering.is_some() || !(preferred || better_enough))
+                {
                     let kept = feasible.remove(position);
                     feasible.insert(0, kept);
                     if held && (preferred || better_enough) {
                         let at = state.placed_at + hold_down;
+                        self.revisits.entry(at).or_default().insert(commodity);
+                    }
+                    if let Some(at) = recovering.filter(|_| preferred || better_enough) {
                         self.revisits.entry(at).or_default().insert(commodity);
                     }
                 }
