@@ -127,3 +127,29 @@ fn the_loss_ratio_not_its_lower_bound_decides_the_return() {
     // The last ratio over 1% is at 17.5 s: back at 19.5 s.
     assert_eq!(moves, ["0 -->mpls", "10000 mpls->inet", "19500 inet->mpls"]);
 }
+
+#[test]
+fn each_new_breach_after_a_return_doubles_the_wait() {
+    // A line that keeps breaking voice's SLA after voice came back: the wait before the
+    // next return doubles (2 s, 4 s, 8 s) instead of a move every hold-down.
+    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
+    let mut planner = Planner::new(policy);
+    let mut moves = Vec::new();
+    for at_ms in (0..=30_000).step_by(500) {
+        let loss = if [10_000, 13_000, 18_000].contains(&at_ms) { 0.015 } else { 0.0 };
+        report(&mut planner, at_ms, loss);
+        moves.extend(voice_moves(&mut planner, at_ms));
+    }
+    assert_eq!(
+        moves,
+        [
+            "0 -->mpls",
+            "10000 mpls->inet",
+            "12000 inet->mpls",
+            "13000 mpls->inet",
+            "17000 inet->mpls",
+            "18000 mpls->inet",
+            "26000 inet->mpls"
+        ]
+    );
+}

@@ -287,7 +287,51 @@ pub struct Planner {
     /// to such a line only once it has met the SLA for the hold-down (the policy's "how long
     /// a line must stay healthy before classes move back to it"), so loss hovering around an
     /// SLA does not move the class back and forth every hold-down.
-    sla_breaches: HashMap<(LineId, usize), At>,
+    sla_breaches: HashMap<(LineId, usize), SlaBreach>,
+}
+
+/// A line breaking one class's SLA, again and again: each breach after the line had
+/// recovered is a new episode, and each episode doubles the time the line must then meet
+/// the SLA before the class returns (route-flap dampening for SLA moves), up to the policy's
+/// `max_suppress`. A line quiet for ten times its current wait starts over.
+#[derive(Debug, Clone, Copy)]
+struct SlaBreach {
+    last: At,
+    episodes: u32,
+}
+
+impl SlaBreach {
+    /// How long the line must meet the SLA after `last` before the class returns.
+    fn wait(&self, hold_down: Duration, cap: Duration) -> Duration {
+        hold_down
+            .saturating_mul(1 << self.episodes.clamp(1, 16).saturating_sub(1))
+            .min(cap.max(hold_down))
+    }
+
+    fn record(
+        entry: Option<&mut SlaBreach>,
+        at: At,
+        hold_down: Duration,
+        cap: Duration,
+    ) -> Option<SlaBreach> {
+        match entry {
+            None => Some(SlaBreach {
+                last: at,
+                episodes: 1,
+            }),
+            Some(breach) => {
+                let quiet = at.saturating_sub(breach.last);
+                let wait = breach.wait(hold_down, cap);
+                if quiet > wait.saturating_mul(10) {
+                    breach.episodes = 1;
+                } else if quiet > wait {
+                    breach.episodes = breach.episodes.saturating_add(1).min(16);
+                }
+                breach.last = breach.last.max(at);
+                None
+            }
+        }
+    }
 }
 
 /// See [`RESUME_GRACE`].
@@ -567,7 +611,13 @@ impl Planner {
         if let Some(quality) = self.graph.line(line).quality {
             for (class, rules) in self.classes.iter().enumerate() {
                 if !rules.sla.met_by(quality) {
-                    self.sla_breaches.insert((line, class), m.at);
+                    record_breach(
+                        &mut self.sla_breaches,
+                        self.graph.timers(),
+                        line,
+                        class,
+                        m.at,
+                    );
                 }
             }
         }
@@ -594,7 +644,7 @@ impl Planner {
         };
         for (class, rules) in self.classes.iter().enumerate() {
             if rules.sla.loss.is_some_and(|limit| loss > limit) {
-                self.sla_breaches.insert((line, class), at);
+                record_breach(&mut self.sla_breaches, self.graph.timers(), line, class, at);
             }
         }
     }
@@ -1305,12 +1355,13 @@ impl Planner {
         if self.sla_breaches.is_empty() {
             return None;
         }
-        let hold_down = self.graph.timers().hold_down.0;
+        let timers = self.graph.timers();
+        let (hold_down, cap) = (timers.hold_down.0, timers.dampening.max_suppress.0);
         info.key
             .lines()
             .iter()
             .filter_map(|&line| self.sla_breaches.get(&(line, class)))
-            .map(|&at| at + hold_down)
+            .map(|breach| breach.last + breach.wait(hold_down, cap))
             .filter(|&until| until > now)
             .max()
     }
@@ -1871,4 +1922,18 @@ fn via_of(route: &ClassRoute) -> Option<&str> {
         .strip_prefix(" via ")?
         .split_once(": ")?;
     Some(hub)
+}
+
+/// Records that `line` broke `class`'s SLA at `at` (see [`SlaBreach`]).
+fn record_breach(
+    breaches: &mut HashMap<(LineId, usize), SlaBreach>,
+    timers: &wansteer_policies::model::Timers,
+    line: LineId,
+    class: usize,
+    at: At,
+) {
+    let (hold_down, cap) = (timers.hold_down.0, timers.dampening.max_suppress.0);
+    if let Some(new) = SlaBreach::record(breaches.get_mut(&(line, class)), at, hold_down, cap) {
+        breaches.insert((line, class), new);
+    }
 }
