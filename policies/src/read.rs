@@ -487,7 +487,9 @@ mod tests {
             both::<f64>(text);
             both::<String>(text);
         }
-        for text in ["1.5", ".inf", "-3", "'3'", "\"x\"", "true", "~", "''", "null"] {
+        for text in [
+            "1.5", ".inf", "-3", "'3'", "\"x\"", "true", "~", "''", "null",
+        ] {
             both::<f64>(text);
             both::<Option<String>>(text);
             both::<Option<f64>>(text);
