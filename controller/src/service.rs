@@ -1178,6 +1178,9 @@ impl Controller {
             };
         }
         let at = Instant::now();
+        // Send first, then the metrics: at 10,000 sites their label lookups took as long
+        // as the sends, and every agent after the first waited for them.
+        let mut replaced = Vec::with_capacity(fresh.len());
         for pushed in fresh {
             let rule_set = pushed.rule_set.clone();
             let site = rule_set.site.clone();
@@ -1189,24 +1192,30 @@ impl Controller {
                     latency_seen: false,
                 },
             );
-            self.shared
-                .metrics
-                .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
-            let id = RuleSetId::of(&rule_set);
-            if let Some(live) = state.agents.get(&site) {
-                let now = drift(Some(&id), Some(&live.record));
-                self.shared.metrics.on_agent_state(
-                    &site,
-                    live.record.applied.as_ref().map(|a| a.version),
-                    now.is_drift(),
-                );
-            }
             state
                 .channels
                 .entry(site.clone())
                 .or_insert_with(|| watch::Sender::new(None))
                 .send_replace(Some(pushed));
+            replaced.push((old.map(|o| o.rule_set), rule_set));
             sites.push(site);
+        }
+        // Agents' drift, still under the lock: an ack (which takes it) must not be
+        // overtaken by this older view of the agent.
+        for (_, rule_set) in &replaced {
+            if let Some(live) = state.agents.get(&rule_set.site) {
+                let now = drift(Some(&RuleSetId::of(rule_set)), Some(&live.record));
+                self.shared.metrics.on_agent_state(
+                    &rule_set.site,
+                    live.record.applied.as_ref().map(|a| a.version),
+                    now.is_drift(),
+                );
+            }
+        }
+        drop(state);
+        // Placement and version gauges only this (planner) task writes: outside the lock.
+        for (old, rule_set) in &replaced {
+            self.shared.metrics.on_published(old.as_deref(), rule_set);
         }
         Ok(sites)
     }
