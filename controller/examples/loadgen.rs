@@ -478,6 +478,29 @@ async fn reports_total(http: &reqwest::Client, base: &str, viewer: &str) -> u64 
         .unwrap_or(0.0) as u64
 }
 
+/// The controller's `wansteer_policy_change_phase_seconds`: where the last policy change
+/// spent its time before the sends, e.g. `check 412 ms, plan 60 ms, …`.
+async fn policy_phases(http: &reqwest::Client, base: &str, viewer: &str) -> String {
+    let scrape = http.get(format!("{base}/metrics")).bearer_auth(viewer);
+    let text = match scrape.send().await {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => return format!("metrics scrape failed: {error}"),
+    };
+    ["check", "plan", "prepare", "commit", "send"]
+        .iter()
+        .map(|phase| {
+            let prefix = format!("wansteer_policy_change_phase_seconds{{phase=\"{phase}\"}} ");
+            let seconds = text
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix.as_str()))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(f64::NAN);
+            format!("{phase} {:.0} ms", seconds * 1000.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -682,6 +705,8 @@ async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
         "  of which: first agent had v2 at {first:.0} ms (PUT answered at {put_ms:.0} ms); fan-out from the first to the 99th percentile {:.0} ms",
         percentile(&latencies, 99.0) - first
     );
+    let phases = policy_phases(&admin_http, &base, &viewer).await;
+    println!("  controller's steps before the sends: {phases}");
     wait_for("acks", Duration::from_secs(30), || {
         stats.acks.load(Ordering::Relaxed) - acks_before >= received as u64
     })

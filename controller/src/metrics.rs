@@ -48,6 +48,7 @@ pub struct Metrics {
     reports: IntCounter,
     auth_refused: IntCounterVec,
     policy_version: IntGauge,
+    policy_phase: GaugeVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -172,6 +173,11 @@ impl Metrics {
                 IntGauge::new("wansteer_policy_version", "Version of the policy in force.")
                     .expect("valid metric"),
             ),
+            policy_phase: gauge(
+                "wansteer_policy_change_phase_seconds",
+                "Time the last policy change spent in each step before its rule sets were sent: check, plan, prepare (hash and JSON), commit (durable), send.",
+                &["phase"],
+            ),
             registry,
         }
     }
@@ -265,6 +271,13 @@ impl Metrics {
 
     pub fn set_policy_version(&self, version: u64) {
         self.policy_version.set(version as i64);
+    }
+
+    /// How long the latest policy change spent in `phase` (see the metric's help).
+    pub fn policy_phase(&self, phase: &str, took: std::time::Duration) {
+        self.policy_phase
+            .with_label_values(&[phase])
+            .set(took.as_secs_f64());
     }
 
     /// Quantile of push latency is not exposed by Prometheus histograms; the count is.

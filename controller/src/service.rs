@@ -636,9 +636,11 @@ impl Controller {
         let _one_at_a_time = self.shared.apply_lock.lock().await;
         // Checking and diffing a policy of thousands of sites takes a while: off the
         // runtime's workers, and the diff outside the state lock (reports keep flowing).
+        let started = Instant::now();
         let checked =
-            off_runtime(|| wansteer_policies::check_source_with(file, text, &self.shared.check))
-                .map_err(ApplyError::Invalid)?;
+            off_runtime(|| wansteer_policies::check_source_with(file, text, &self.shared.check));
+        self.shared.metrics.policy_phase("check", started.elapsed());
+        let checked = checked.map_err(ApplyError::Invalid)?;
         let (previous, current) = {
             let state = self.state();
             (state.policy.record.clone(), state.policy.policy.clone())
@@ -1122,6 +1124,7 @@ impl Controller {
     ) -> Result<Vec<String>, String> {
         // Hash outside the lock: with thousands of sites this is the expensive part. A rule
         // set the planner sealed for this site already carries its content hash.
+        let started = Instant::now();
         let hashed: Vec<(RuleSet, String)> = chunk
             .into_iter()
             .map(|(site, mut rule_set)| {
@@ -1152,6 +1155,7 @@ impl Controller {
             return Ok(Vec::new());
         }
         let fresh: Vec<Pushed> = fresh.into_iter().map(Pushed::new).collect();
+        let prepared = Instant::now();
         let records = fresh
             .iter()
             .map(|p| (p.rule_set.site.as_str(), p.json.as_ref()));
@@ -1164,6 +1168,7 @@ impl Controller {
             tracing::error!(%error, "cannot record rule sets; not publishing them");
             return Err(error.to_string());
         }
+        let committed = Instant::now();
         let mut sites = Vec::with_capacity(fresh.len());
         let mut state = self.state();
         if let Some((record, policy)) = policy {
@@ -1178,6 +1183,9 @@ impl Controller {
             };
         }
         let at = Instant::now();
+        // Send first, then the metrics: at 10,000 sites their label lookups took as long
+        // as the sends, and every agent after the first waited for them.
+        let mut replaced = Vec::with_capacity(fresh.len());
         for pushed in fresh {
             let rule_set = pushed.rule_set.clone();
             let site = rule_set.site.clone();
@@ -1189,24 +1197,36 @@ impl Controller {
                     latency_seen: false,
                 },
             );
-            self.shared
-                .metrics
-                .on_published(old.as_ref().map(|o| o.rule_set.as_ref()), &rule_set);
-            let id = RuleSetId::of(&rule_set);
-            if let Some(live) = state.agents.get(&site) {
-                let now = drift(Some(&id), Some(&live.record));
-                self.shared.metrics.on_agent_state(
-                    &site,
-                    live.record.applied.as_ref().map(|a| a.version),
-                    now.is_drift(),
-                );
-            }
             state
                 .channels
                 .entry(site.clone())
                 .or_insert_with(|| watch::Sender::new(None))
                 .send_replace(Some(pushed));
+            replaced.push((old.map(|o| o.rule_set), rule_set));
             sites.push(site);
+        }
+        if policy.is_some() {
+            let metrics = &self.shared.metrics;
+            metrics.policy_phase("prepare", prepared - started);
+            metrics.policy_phase("commit", committed - prepared);
+            metrics.policy_phase("send", committed.elapsed());
+        }
+        // Agents' drift, still under the lock: an ack (which takes it) must not be
+        // overtaken by this older view of the agent.
+        for (_, rule_set) in &replaced {
+            if let Some(live) = state.agents.get(&rule_set.site) {
+                let now = drift(Some(&RuleSetId::of(rule_set)), Some(&live.record));
+                self.shared.metrics.on_agent_state(
+                    &rule_set.site,
+                    live.record.applied.as_ref().map(|a| a.version),
+                    now.is_drift(),
+                );
+            }
+        }
+        drop(state);
+        // Placement and version gauges only this (planner) task writes: outside the lock.
+        for (old, rule_set) in &replaced {
+            self.shared.metrics.on_published(old.as_deref(), rule_set);
         }
         Ok(sites)
     }
@@ -1404,8 +1424,10 @@ impl PlannerTask {
         };
         let planner = &mut self.planner;
         let result = off_runtime(|| {
+            let started = Instant::now();
             planner.on_policy(&policy);
             let plan = planner.plan(now_ms());
+            shared.metrics.policy_phase("plan", started.elapsed());
             Controller { shared }.publish(plan, record.version, Some((&record, &policy)))
         });
         match result {

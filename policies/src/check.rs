@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::model::Policy;
+use crate::read;
 use crate::schema;
 use crate::source::Node;
 use crate::source::{self, Pos};
@@ -129,8 +130,10 @@ pub fn check_source_with(
         })
         .collect();
     let policy = if diagnostics.is_empty() {
-        // The file is structurally sound: read it exactly as every other reader will.
-        match yaml_serde::from_str::<Policy>(text) {
+        // The file is structurally sound: read the model from the tree already parsed
+        // (as `yaml_serde` would read the text). Should the two readers disagree, read the
+        // text exactly as every other reader will, for its verdict and its location.
+        match read::from_tree::<Policy>(&root).or_else(|_| yaml_serde::from_str::<Policy>(text)) {
             Ok(policy) => Some(policy),
             Err(error) => {
                 let (line, column) = error
@@ -347,6 +350,22 @@ classes:
             ),
             "{messages:?}"
         );
+    }
+
+    #[test]
+    fn a_number_the_shape_walk_passes_but_yaml_reads_as_text_is_refused_where_written() {
+        // `010` passes the walk's whole-number check, but YAML 1.2 reads it as text; the
+        // second parse of the text used to find this. The model is now read from the tree,
+        // which must refuse it the same way, with the same words and place.
+        let text = POLICY.replace("priority: 2", "priority: 010");
+        let errors = check_source("p.yaml", &text).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!((errors[0].line, errors[0].column), (8, 15));
+        assert_eq!(
+            errors[0].message,
+            "classes[0].priority: invalid type: string \"010\", expected u8 at line 8 column 15"
+        );
+        assert_eq!(errors[0].severity, Severity::Error);
     }
 
     #[test]

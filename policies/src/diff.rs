@@ -5,6 +5,7 @@
 //! Pure: two policies in, a list of changes out, in file order (sites, then classes, then
 //! timers). Sites and classes are matched by name, lines by name within their site.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -167,9 +168,20 @@ fn describe_site(site: &Site) -> String {
     )
 }
 
+/// Sites by name, the first of a name winning as in [`Policy::site`]: one lookup per site
+/// instead of a scan of every site (10^8 comparisons for 10,000 sites).
+fn sites_by_name(policy: &Policy) -> HashMap<&str, &Site> {
+    let mut by_name = HashMap::with_capacity(policy.sites.len());
+    for site in &policy.sites {
+        by_name.entry(site.name.as_str()).or_insert(site);
+    }
+    by_name
+}
+
 fn sites(changes: &mut Changes, old: &Policy, new: &Policy) {
+    let (old_sites, new_sites) = (sites_by_name(old), sites_by_name(new));
     for site in &old.sites {
-        if new.site(&site.name).is_none() {
+        if !new_sites.contains_key(site.name.as_str()) {
             changes.push(
                 Area::Sites,
                 Kind::Removed,
@@ -183,7 +195,7 @@ fn sites(changes: &mut Changes, old: &Policy, new: &Policy) {
     }
     for site in &new.sites {
         let subject = format!("site {}", site.name);
-        let Some(before) = old.site(&site.name) else {
+        let Some(&before) = old_sites.get(site.name.as_str()) else {
             changes.push(Area::Sites, Kind::Added, subject, describe_site(site));
             continue;
         };

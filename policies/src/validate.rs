@@ -11,7 +11,7 @@
 //! from [`latency_floor`]. A loss bound so tight that proving a line meets it takes more than
 //! ten minutes of probes is a warning.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -63,6 +63,7 @@ pub fn validate(
         policy,
         locate,
         known_apps,
+        site_names: policy.sites.iter().map(|site| site.name.as_str()).collect(),
         findings: Vec::new(),
     };
     checker.sites();
@@ -79,6 +80,9 @@ struct Checker<'a> {
     policy: &'a Policy,
     locate: &'a dyn Locate,
     known_apps: Option<&'a [String]>,
+    /// Every site's name, for lines that name the site they reach (one lookup per line,
+    /// not a scan of every site: a hub with a line per branch made that quadratic).
+    site_names: HashSet<&'a str>,
     findings: Vec<Finding>,
 }
 
@@ -313,8 +317,8 @@ impl Checker<'_> {
         let path = format!("sites[{s}].lines[{l}]");
         self.name(format!("{path}.name"), "line", &line.name);
         if let Some(reaches) = &line.site {
-            let names: Vec<&str> = self.policy.sites.iter().map(|s| s.name.as_str()).collect();
-            if !names.contains(&reaches.as_str()) {
+            if !self.site_names.contains(reaches.as_str()) {
+                let names: Vec<&str> = self.policy.sites.iter().map(|s| s.name.as_str()).collect();
                 let hint = match crate::suggest::closest(reaches, names.iter().copied()) {
                     Some(near) => format!("did you mean `{near}`?"),
                     None => format!("write one of {}", crate::suggest::list(&names)),
@@ -560,12 +564,14 @@ impl Checker<'_> {
         }
     }
 
-    /// Every line name and transport in the policy.
+    /// Every line name and transport in the policy, each once, in the order first written.
     fn line_words(policy: &Policy) -> (Vec<&str>, Vec<&str>) {
         let mut names: Vec<&str> = Vec::new();
+        // Hub lines are often named per branch (`br7-mpls`): a set, not a scan per line.
+        let mut named: HashSet<&str> = HashSet::new();
         let mut transports: Vec<&str> = Vec::new();
         for line in policy.sites.iter().flat_map(|site| &site.lines) {
-            if !names.contains(&line.name.as_str()) {
+            if named.insert(&line.name) {
                 names.push(&line.name);
             }
             if !transports.contains(&line.transport.as_str()) {
@@ -578,6 +584,7 @@ impl Checker<'_> {
     fn steering(&mut self) {
         let policy = self.policy;
         let (names, transports) = Self::line_words(policy);
+        let known_names: HashSet<&str> = names.iter().copied().collect();
         for (c, class) in policy.classes.iter().enumerate() {
             let path = format!("classes[{c}].steering");
             for (list, verb, entries) in [
@@ -587,8 +594,8 @@ impl Checker<'_> {
                 let mut seen: Vec<&str> = Vec::new();
                 for (e, entry) in entries.iter().enumerate() {
                     let entry_path = format!("{path}.{list}[{e}]");
-                    let known =
-                        names.contains(&entry.as_str()) || transports.contains(&entry.as_str());
+                    let known = known_names.contains(entry.as_str())
+                        || transports.contains(&entry.as_str());
                     if !known {
                         let candidates = names
                             .iter()
@@ -597,7 +604,7 @@ impl Checker<'_> {
                             .chain(Transport::ALL.iter().map(|t| t.as_str()));
                         let near = suggest::closest(entry, candidates);
                         let mut hint = format!("lines are {}", suggest::list(&names));
-                        if transports.iter().any(|t| !names.contains(t)) {
+                        if transports.iter().any(|t| !known_names.contains(t)) {
                             hint.push_str(&format!(
                                 "; transports are {}",
                                 suggest::list(&transports)
