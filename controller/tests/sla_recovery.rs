@@ -136,7 +136,11 @@ fn each_new_breach_after_a_return_doubles_the_wait() {
     let mut planner = Planner::new(policy);
     let mut moves = Vec::new();
     for at_ms in (0..=30_000).step_by(500) {
-        let loss = if [10_000, 13_000, 18_000].contains(&at_ms) { 0.015 } else { 0.0 };
+        let loss = if [10_000, 13_000, 18_000].contains(&at_ms) {
+            0.015
+        } else {
+            0.0
+        };
         report(&mut planner, at_ms, loss);
         moves.extend(voice_moves(&mut planner, at_ms));
     }

@@ -497,6 +497,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever plain or quoted scalar the tree reader accepts, it reads as yaml_serde.
+        #[test]
+        fn any_scalar_reads_as_yaml_serde_reads_it(
+            text in "[-+0-9a-fA-FxXoObB._~eEinfINFnaNtrulsTRULSyYwW_:]{1,10}",
+            quote in 0u8..3,
+        ) {
+            let text = match quote {
+                0 => text,
+                1 => format!("'{text}'"),
+                _ => format!("\"{text}\""),
+            };
+            if let Ok(Some(_)) = crate::source::parse(&text) {
+                both::<u8>(&text);
+                both::<u32>(&text);
+                both::<i64>(&text);
+                both::<f64>(&text);
+                both::<bool>(&text);
+                both::<String>(&text);
+                both::<Option<String>>(&text);
+                both::<Option<f64>>(&text);
+            }
+        }
+    }
+
     #[test]
     fn leading_zeros_are_text_not_numbers() {
         // `yaml_serde` refuses `010` as a whole number; reading the tree must too, or a
