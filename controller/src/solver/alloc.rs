@@ -141,6 +141,8 @@ struct Work<'a> {
     /// Per commodity, the number of the last trial that saved its flows.
     stamp: Vec<u32>,
     trials: u32,
+    /// Path-arc visits the rebalancing of short levels may still spend in this allocation.
+    balance_budget: usize,
 }
 
 /// The flows of the commodities a trial touched, as they were, and every path change it
@@ -162,6 +164,7 @@ impl<'a> Work<'a> {
             chain_budget: 0,
             stamp: vec![0; commodities.len()],
             trials: 0,
+            balance_budget: BALANCE_BUDGET,
         }
     }
 
@@ -332,9 +335,11 @@ fn allocate_level_full(work: &mut Work, members: &[usize], allocation: &mut Allo
 const BALANCE_MAX_COMMODITIES: usize = 50_000;
 /// Share of each arc the balance leaves free (the top-up passes fill it afterwards).
 const BALANCE_MARGIN: f64 = 1e-4;
-/// Path-arc visits one rebalance may spend (a sweep visits every involved path's arcs a few
-/// times).
-const BALANCE_MAX_VISITS: usize = 60_000_000;
+/// Path-arc visits one balance may spend (a sweep visits every involved path's arcs a few
+/// times), and all the balances of one allocation together: ≈ 10 ns each, so the
+/// rebalancing adds at most ≈ 0.5 s to a full solve, whatever the number of short levels.
+const BALANCE_MAX_VISITS: usize = 25_000_000;
+const BALANCE_BUDGET: usize = 50_000_000;
 
 /// The level and every higher level holding flow are balanced (see [`super::balance`]):
 /// higher levels shift between their own candidate paths keeping their amounts, the level
@@ -402,7 +407,13 @@ fn rebalance(work: &mut Work, members: &[usize], allocation: &mut Allocation) {
     for capped in [false, true] {
         let mut blocks = start.clone();
         let cap = capped.then_some(bound.as_slice());
-        balance::balance(paths, &target, cap, &mut blocks, BALANCE_MAX_VISITS);
+        let allowed = BALANCE_MAX_VISITS.min(work.balance_budget);
+        let spent = balance::balance(paths, &target, cap, &mut blocks, allowed);
+        work.balance_budget -= spent.min(work.balance_budget);
+        if spent == 0 {
+            // Not one sweep left in the budget.
+            return;
+        }
         if !higher_within(paths, &bound, &mut blocks) {
             continue;
         }
