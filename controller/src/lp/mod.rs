@@ -33,6 +33,33 @@ pub fn solve(
     paths: &Paths,
     commodities: &[Commodity],
 ) -> Result<Allocation, LpError> {
+    solve_fixing(capacity, paths, commodities, Fixing::LevelTotal)
+}
+
+/// The same lexicographic LP with each higher-level *commodity* held at what it carried,
+/// not just each level's total: the strict priority the allocator keeps (no commodity of a
+/// higher class gives up demand so that a lower class fits), so a tighter reference for it.
+/// A diagnostic (`examples/solver_levels.rs`); the benchmark's reference stays [`solve`].
+pub fn solve_strict(
+    capacity: &[f64],
+    paths: &Paths,
+    commodities: &[Commodity],
+) -> Result<Allocation, LpError> {
+    solve_fixing(capacity, paths, commodities, Fixing::PerCommodity)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Fixing {
+    LevelTotal,
+    PerCommodity,
+}
+
+fn solve_fixing(
+    capacity: &[f64],
+    paths: &Paths,
+    commodities: &[Commodity],
+    fixing: Fixing,
+) -> Result<Allocation, LpError> {
     let mut levels: BTreeMap<u8, Vec<usize>> = BTreeMap::new();
     for (index, commodity) in commodities.iter().enumerate() {
         if commodity.demand > 0.0 && !commodity.paths.is_empty() {
@@ -53,8 +80,16 @@ pub fn solve(
     for (&level, members) in &levels {
         let (carried, flows) =
             solve_level(level, capacity, paths, commodities, members, &fixed, scale)?;
+        match fixing {
+            Fixing::LevelTotal => fixed.push((members.clone(), carried)),
+            Fixing::PerCommodity => {
+                for &index in members {
+                    let own: f64 = flows[index].iter().map(|f| f.1).sum::<f64>() / scale;
+                    fixed.push((vec![index], own));
+                }
+            }
+        }
         allocation.flows = flows;
-        fixed.push((members.clone(), carried));
     }
     allocation.residual = capacity.to_vec();
     for flows in &allocation.flows {
@@ -178,6 +213,46 @@ mod tests {
         let greedy = allocate(&[10.0, 4.0], &paths, &commodities);
         let greedy_total = greedy.carried(0) + greedy.carried(1);
         assert!(greedy_total <= total + 1e-6);
+    }
+
+    #[test]
+    fn strict_reference_holds_each_higher_commodity_and_never_beats_the_level_total_one() {
+        // A and B (level 0) share arc 0; A goes on over arc 1, where C (level 1) needs all
+        // of it. The level-0 optimum carries 10 in any split of A and B; the reference
+        // fixing only the total may then give it all to B so C fits.
+        let mut paths = Paths::new();
+        let a = paths.push(&[0, 1]);
+        let b = paths.push(&[0, 2]);
+        let c = paths.push(&[1]);
+        let commodities = vec![
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![a],
+            },
+            Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![b],
+            },
+            Commodity {
+                level: 1,
+                demand: 10.0,
+                paths: vec![c],
+            },
+        ];
+        let capacity = [10.0, 10.0, 10.0];
+        let total = solve(&capacity, &paths, &commodities).unwrap();
+        let strict = solve_strict(&capacity, &paths, &commodities).unwrap();
+        assert!((total.carried(2) - 10.0).abs() < 1e-6, "C gets arc 1 whole");
+        for lp in [&total, &strict] {
+            assert!((lp.carried(0) + lp.carried(1) - 10.0).abs() < 1e-6);
+            assert!(lp.residual.iter().all(|&r| r >= -1e-6));
+        }
+        // Whatever split the level-0 LP chose, the strict reference kept it: C gets what
+        // A left of arc 1.
+        assert!((strict.carried(2) - (10.0 - strict.carried(0))).abs() < 1e-6);
+        assert!(strict.carried(2) <= total.carried(2) + 1e-6);
     }
 
     #[test]

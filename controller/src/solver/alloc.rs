@@ -21,10 +21,20 @@
 //!    level or a higher one off the full arcs, put it back on paths avoiding them, let the
 //!    short ones use the room; kept only when the level gains and no higher level loses).
 //!    Moves are logged and taken back exactly when they do not gain, so the allocation is
-//!    never copied.
+//!    never copied;
+//! 5. still in a full solve, a level left short is *rebalanced* (`super::balance`): the
+//!    level and every higher level holding flow are balanced under a capacity penalty —
+//!    higher levels shift between their own candidate paths keeping their amounts, the level
+//!    takes what the balance gives it — then put back in place (higher levels first, exactly
+//!    their amounts), topped up by the fill and repair passes, and kept only when the level
+//!    carries more and no higher commodity carries less. This is how the wholesale reroutes
+//!    of higher classes the LP makes are found; it runs on problems of up to
+//!    `BALANCE_MAX_COMMODITIES` commodities, with a bounded number of sweeps.
 //!
 //! This is the same path-based formulation the LP reference solves exactly (`crate::lp`),
 //! so the two are compared on the same candidates.
+
+use super::balance;
 
 /// Index of a path in [`Paths`].
 pub type PathId = u32;
@@ -131,6 +141,8 @@ struct Work<'a> {
     /// Per commodity, the number of the last trial that saved its flows.
     stamp: Vec<u32>,
     trials: u32,
+    /// Path-arc visits the rebalancing of short levels may still spend in this allocation.
+    balance_budget: usize,
 }
 
 /// The flows of the commodities a trial touched, as they were, and every path change it
@@ -152,6 +164,7 @@ impl<'a> Work<'a> {
             chain_budget: 0,
             stamp: vec![0; commodities.len()],
             trials: 0,
+            balance_budget: BALANCE_BUDGET,
         }
     }
 
@@ -313,6 +326,248 @@ fn allocate_level_full(work: &mut Work, members: &[usize], allocation: &mut Allo
         }
     }
     improve(work, &short, allocation);
+    rebalance(work, members, allocation);
+}
+
+/// Commodities (of every level) above which a short level is not rebalanced: the balance
+/// sweeps them all, and the 10,000-site network's shortfall is structural (dead lines,
+/// oversubscribed branch lines) anyway.
+const BALANCE_MAX_COMMODITIES: usize = 50_000;
+/// Share of each arc the balance leaves free (the top-up passes fill it afterwards).
+const BALANCE_MARGIN: f64 = 1e-4;
+/// Path-arc visits one balance may spend (a sweep visits every involved path's arcs a few
+/// times), and all the balances of one allocation together: ≈ 10 ns each, so the
+/// rebalancing adds at most ≈ 0.5 s to a full solve, whatever the number of short levels.
+const BALANCE_MAX_VISITS: usize = 25_000_000;
+const BALANCE_BUDGET: usize = 50_000_000;
+
+/// The level and every higher level holding flow are balanced (see [`super::balance`]):
+/// higher levels shift between their own candidate paths keeping their amounts, the level
+/// takes what the balance gives it; what the balance leaves over capacity is taken from
+/// the level, then the fill and repair passes top it up. Kept only when the level carries
+/// more and no higher commodity carries less.
+fn rebalance(work: &mut Work, members: &[usize], allocation: &mut Allocation) {
+    let (paths, commodities) = (work.paths, work.commodities);
+    let Some(&first) = members.first() else {
+        return;
+    };
+    if commodities.len() > BALANCE_MAX_COMMODITIES {
+        return;
+    }
+    let level = commodities[first].level;
+    if members
+        .iter()
+        .all(|&i| remaining(commodities, allocation, i) <= TINY)
+    {
+        return;
+    }
+    let involved: Vec<usize> = (0..commodities.len())
+        .filter(|&i| {
+            let c = &commodities[i];
+            !c.paths.is_empty()
+                && c.demand > 0.0
+                && (c.level == level || (c.level < level && allocation.carried(i) > TINY))
+        })
+        .collect();
+    // Capacity the involved commodities have between them.
+    let mut bound = allocation.residual.clone();
+    let mut start: Vec<balance::Block> = Vec::with_capacity(involved.len());
+    for &i in &involved {
+        let c = &commodities[i];
+        let mut x = vec![0.0; c.paths.len()];
+        for &(path, amount) in &allocation.flows[i] {
+            if let Some(k) = c.paths.iter().position(|&p| p == path) {
+                x[k] += amount;
+            }
+            for &arc in paths.arcs(path) {
+                bound[arc as usize] += amount;
+            }
+        }
+        let free = c.level == level;
+        let carried: f64 = x.iter().sum();
+        start.push(balance::Block {
+            paths: &c.paths,
+            x,
+            unserved: if free {
+                (c.demand - carried).max(0.0)
+            } else {
+                0.0
+            },
+            free,
+        });
+    }
+    let before_level = carried_by(allocation, members);
+    let before: Vec<f64> = involved.iter().map(|&i| allocation.carried(i)).collect();
+    // Balanced a little under capacity, so what the level is left over it mostly falls
+    // within it. First with the higher levels free to go over an arc on their own in
+    // passing (it converges best); when they end a hair over where they cannot be shifted
+    // back, again with each of their moves capped at an arc's capacity.
+    let target: Vec<f64> = bound.iter().map(|&b| b * (1.0 - BALANCE_MARGIN)).collect();
+    let mut placed = false;
+    for capped in [false, true] {
+        let mut blocks = start.clone();
+        let cap = capped.then_some(bound.as_slice());
+        let allowed = BALANCE_MAX_VISITS.min(work.balance_budget);
+        let spent = balance::balance(paths, &target, cap, &mut blocks, allowed);
+        work.balance_budget -= spent.min(work.balance_budget);
+        if spent == 0 {
+            // Not one sweep left in the budget.
+            return;
+        }
+        if !higher_within(paths, &bound, &mut blocks) {
+            continue;
+        }
+        work.start_trial();
+        if place_balanced(work, allocation, &involved, &blocks, &before) {
+            placed = true;
+            break;
+        }
+        work.revert_trial(allocation);
+    }
+    if !placed {
+        return;
+    }
+    let short: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| remaining(commodities, allocation, i) > TINY)
+        .collect();
+    fill(work, &short, allocation, false);
+    repair_rounds(work, &short, allocation, REPAIR_ROUNDS);
+    let kept_higher = involved
+        .iter()
+        .zip(&before)
+        .all(|(&i, &was)| commodities[i].level == level || allocation.carried(i) >= was - TINY);
+    let feasible = allocation.residual.iter().all(|&r| r >= -TINY);
+    if kept_higher && feasible && carried_by(allocation, members) > before_level + TINY {
+        work.keep_trial();
+    } else {
+        work.revert_trial(allocation);
+    }
+}
+
+/// Puts the balanced flows in place of the involved commodities' flows (inside the
+/// caller's trial): higher levels first, each back to its own amount — the balance's split
+/// where the arcs have room, the rest on its paths in order, then repair moves if that is
+/// not enough; then the level, where the arcs have room. False when a higher commodity
+/// does not get its amount back.
+fn place_balanced(
+    work: &mut Work,
+    allocation: &mut Allocation,
+    involved: &[usize],
+    blocks: &[balance::Block],
+    before: &[f64],
+) -> bool {
+    let (paths, commodities) = (work.paths, work.commodities);
+    for &i in involved {
+        work.remove_all(allocation, i);
+    }
+    let mut unplaced: Vec<usize> = Vec::new();
+    for free in [false, true] {
+        for (slot, &i) in involved.iter().enumerate() {
+            if blocks[slot].free != free {
+                continue;
+            }
+            for (k, &path) in commodities[i].paths.iter().enumerate() {
+                let amount = blocks[slot].x[k].min(bottleneck(paths, path, &allocation.residual));
+                if amount > TINY {
+                    work.add(allocation, i, path, amount);
+                }
+            }
+            if free {
+                continue;
+            }
+            for &path in &commodities[i].paths {
+                let need = before[slot] - allocation.carried(i);
+                if need <= TINY {
+                    break;
+                }
+                let amount = need.min(bottleneck(paths, path, &allocation.residual));
+                if amount > TINY {
+                    work.add(allocation, i, path, amount);
+                }
+            }
+            if allocation.carried(i) < before[slot] - TINY {
+                unplaced.push(slot);
+            }
+        }
+        if !free && !unplaced.is_empty() {
+            work.ensure_users(allocation);
+            let mut stuck = vec![false; allocation.residual.len()];
+            for &slot in &unplaced {
+                repair(work, &mut stuck, involved[slot], allocation);
+            }
+            if unplaced
+                .iter()
+                .any(|&slot| allocation.carried(involved[slot]) < before[slot] - TINY)
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Where the higher levels' balanced flows alone go over `bound` on some arc (by a hair:
+/// the balance is a penalty method), shifts the excess onto those commodities' other
+/// paths where the higher levels leave room (the level being solved gives way there when
+/// the flows are placed). False when some arc cannot be brought back.
+fn higher_within(paths: &Paths, bound: &[f64], blocks: &mut [balance::Block]) -> bool {
+    let mut load = vec![0.0; bound.len()];
+    let mut crossing: Vec<Vec<(u32, u32)>> = vec![Vec::new(); bound.len()];
+    for (b, block) in blocks.iter().enumerate() {
+        if block.free {
+            continue;
+        }
+        for (k, &path) in block.paths.iter().enumerate() {
+            for &arc in paths.arcs(path) {
+                load[arc as usize] += block.x[k];
+                crossing[arc as usize].push((b as u32, k as u32));
+            }
+        }
+    }
+    // A hair under the bound, so rounding cannot leave an arc over.
+    let limit = |arc: usize| bound[arc] * (1.0 - 1e-12);
+    for arc in 0..bound.len() {
+        for &(b, k) in &crossing[arc] {
+            let block = &mut blocks[b as usize];
+            for other in 0..block.paths.len() {
+                let over = load[arc] - limit(arc);
+                let from = block.x[k as usize];
+                if over <= 0.0 || from <= 0.0 {
+                    break;
+                }
+                let (from_arcs, to_arcs) = (
+                    paths.arcs(block.paths[k as usize]),
+                    paths.arcs(block.paths[other]),
+                );
+                if to_arcs.contains(&(arc as u32)) {
+                    continue;
+                }
+                let spare = to_arcs
+                    .iter()
+                    .filter(|a| !from_arcs.contains(a))
+                    .map(|&a| limit(a as usize) - load[a as usize])
+                    .fold(f64::INFINITY, f64::min);
+                let amount = over.min(from).min(spare);
+                if amount <= 0.0 {
+                    continue;
+                }
+                block.x[k as usize] -= amount;
+                block.x[other] += amount;
+                for &a in from_arcs {
+                    load[a as usize] -= amount;
+                }
+                for &a in to_arcs {
+                    load[a as usize] += amount;
+                }
+            }
+        }
+        if load[arc] > bound[arc] + TINY * 1e-3 {
+            return false;
+        }
+    }
+    true
 }
 
 /// The short commodities and the commodities of their level holding flow on full arcs
@@ -984,6 +1239,64 @@ mod tests {
             allocation.carried(2)
         );
         assert!(allocation.residual.iter().all(|&r| r >= -1e-9));
+    }
+
+    /// A chain of four voice flows, each able to step one arc along (A from arc 0 to 1, B
+    /// from 1 to 2, C from 2 to 3, D from 3 to the free arc 4), and a lower class that can
+    /// only use arc 0. Every voice flow must move at once for the lower class to fit —
+    /// what the LP does; one or two chained moves, or ripping one flow up, cannot.
+    fn chain_instance() -> (Vec<f64>, Paths, Vec<Commodity>) {
+        let mut paths = Paths::new();
+        let mut commodities = Vec::new();
+        for arc in 0..4u32 {
+            let stay = paths.push(&[arc]);
+            let step = paths.push(&[arc + 1]);
+            commodities.push(Commodity {
+                level: 0,
+                demand: 10.0,
+                paths: vec![stay, step],
+            });
+        }
+        let only = paths.push(&[0]);
+        commodities.push(Commodity {
+            level: 1,
+            demand: 10.0,
+            paths: vec![only],
+        });
+        (vec![10.0; 5], paths, commodities)
+    }
+
+    #[test]
+    fn higher_level_moves_wholesale_so_a_lower_one_fits() {
+        let (capacity, paths, commodities) = chain_instance();
+        let lp = crate::lp::solve(&capacity, &paths, &commodities).expect("LP solves");
+        assert!(
+            (lp.carried(4) - 10.0).abs() < 1e-6,
+            "LP gives the lower class all of arc 0"
+        );
+        let allocation = allocate(&capacity, &paths, &commodities);
+        for voice in 0..4 {
+            assert!(
+                (allocation.carried(voice) - 10.0).abs() < 1e-9,
+                "voice flow {voice} carries {}",
+                allocation.carried(voice)
+            );
+        }
+        let lower = allocation.carried(4);
+        assert!(lower >= 10.0 * (1.0 - 1e-3), "lower class carries {lower}");
+        assert!(allocation.residual.iter().all(|&r| r >= -1e-9));
+    }
+
+    #[test]
+    fn balance_never_takes_from_a_higher_level() {
+        // The chain with the free arc gone: voice cannot make room, so the lower class
+        // stays out and voice keeps all it carried.
+        let (mut capacity, paths, commodities) = chain_instance();
+        capacity[4] = 0.0;
+        let allocation = allocate(&capacity, &paths, &commodities);
+        let voice: f64 = (0..4).map(|i| allocation.carried(i)).sum();
+        assert!((voice - 40.0).abs() < 1e-9, "voice carries {voice}");
+        assert!(allocation.carried(4).abs() < 1e-9);
     }
 
     #[test]
