@@ -114,33 +114,11 @@ fn a_restart_keeps_the_hub_hop_of_a_placement() {
     );
 }
 
-// Voice prefers MPLS: from b1 to b2 it goes b1/mpls > hub > b2/mpls; the direct internet
-// tunnel b1/inet > b2/inet also meets its SLA.
-const MPLS_FIRST: &str = r#"
-sites:
-  - name: b1
-    kind: branch
-    lan: [10.1.0.0/24]
-    lines:
-      - { name: mpls, transport: mpls, interface: wan0, up: 20mbit, down: 20mbit }
-      - { name: inet, transport: internet, interface: wan1, up: 50mbit, down: 50mbit }
-  - name: b2
-    kind: branch
-    lan: [10.2.0.0/24]
-    lines:
-      - { name: mpls, transport: mpls, interface: wan0, up: 20mbit, down: 20mbit }
-      - { name: inet, transport: internet, interface: wan1, up: 50mbit, down: 50mbit }
-  - name: hub
-    kind: hub
-    lines:
-      - { name: mpls, transport: mpls, interface: wan0, up: 1gbit, down: 1gbit }
-      - { name: inet, transport: internet, interface: wan1, up: 1gbit, down: 1gbit }
-classes:
-  - name: voice
-    priority: 1
-    sla: { latency: 100ms, loss: 1%, jitter: 30ms }
-    steering: { prefer: [mpls] }
-"#;
+/// The same network with voice preferring MPLS: from b1 to b2 it goes b1/mpls > hub >
+/// b2/mpls; the direct internet tunnel b1/inet > b2/inet also meets its SLA.
+fn mpls_first() -> String {
+    POLICY.replace("prefer: [inet]", "prefer: [mpls]")
+}
 
 /// What the controller takes from the agents' reports: each site's lines, and b1's voice
 /// demand towards b2.
@@ -176,7 +154,7 @@ fn report_from(planner: &mut Planner, sites: &[&str], at: Duration) {
 /// Plans b1's voice to b2 before a restart, then resumes a new planner from its rule sets;
 /// also returns the rule sets published before.
 fn restarted_with_voice_via_the_hub() -> (Planner, Vec<RuleSet>) {
-    let policy: Policy = yaml_serde::from_str(MPLS_FIRST).unwrap();
+    let policy: Policy = yaml_serde::from_str(&mpls_first()).unwrap();
     let mut before = Planner::new(policy.clone());
     report_from(&mut before, &["b1", "b2", "hub"], Duration::ZERO);
     let plan = before.plan(Duration::ZERO);
