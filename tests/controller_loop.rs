@@ -455,8 +455,27 @@ fn the_controller_decides_and_the_agents_apply_and_report() {
     );
 
     // br1's agent restarts: the kernel keeps its rules meanwhile, and the new agent adopts
-    // them and syncs without a new version (no churn).
-    let settled = agent_row(&get(addr, "/api/v1/agents", &viewer).unwrap(), "br1");
+    // them and syncs without a new version (no churn). First the brownout's other moves
+    // (business, 2% SLA, leaves a little after voice) must be done: the version compared is
+    // one br1 has held, in sync, for 3 s.
+    let mut held: Option<(Value, Instant)> = None;
+    let settled = wait_for("br1's rule set to settle", Duration::from_secs(30), || {
+        let row = agent_row(&get(addr, "/api/v1/agents", &viewer).ok()?, "br1");
+        if !in_sync(&row) {
+            held = None;
+            return None;
+        }
+        match &held {
+            Some((published, since)) if *published == row["published"] => {
+                (since.elapsed() >= Duration::from_secs(3)).then_some(row)
+            }
+            _ => {
+                held = Some((row["published"].clone(), Instant::now()));
+                None
+            }
+        }
+    });
+    let br1_rules = get(addr, "/api/v1/sites/br1", &viewer).unwrap()["rule_set"].clone();
     {
         let old = &mut agents[1].0;
         old.kill().expect("agent killed");
