@@ -295,6 +295,15 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
     let token = read_token(&token_file)?;
     // The locally compiled rule set is not applied: the controller's is.
     let (plan, _) = load(&policy_path, &site, args.long_window)?;
+    // The reflector first: the far agents probe through it, and while it is away (an agent
+    // restart) they count this site's lines as dead and the controller moves traffic off
+    // them. Everything else the agent starts (DPI, metrics, the second policy read) can wait.
+    let probes = Probes::start(
+        &plan,
+        args.netns.as_deref(),
+        args.reflect,
+        args.probe_priority,
+    )?;
     let policy = wansteer_policies::check_file(&policy_path)
         .map_err(|_| anyhow::anyhow!("policy {} refused", policy_path.display()))?
         .policy;
@@ -336,12 +345,6 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
         FailoverState::with_controller(),
     )));
 
-    let probes = Probes::start(
-        &plan,
-        args.netns.as_deref(),
-        args.reflect,
-        args.probe_priority,
-    )?;
     let mut line_reports = probes.reports;
     log.emit(AgentEvent::Ready {
         lines: plan
