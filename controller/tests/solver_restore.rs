@@ -68,6 +68,14 @@ fn voice_to_b2(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// Every site's rule set, as a restarted controller reads them back from its store.
+fn rule_sets(planner: &Planner) -> Vec<RuleSet> {
+    ["b1", "b2", "hub"]
+        .iter()
+        .map(|site| planner.ruleset(site).unwrap().clone())
+        .collect()
+}
+
 const VIA_HUB: &str = "b1/inet > hub/inet > hub/mpls > b2/mpls";
 
 #[test]
@@ -85,10 +93,7 @@ fn a_restart_keeps_the_hub_hop_of_a_placement() {
         .unwrap();
     let plan = before.plan(Duration::ZERO);
     assert_eq!(voice_to_b2(&plan), [format!("Initial {VIA_HUB}")]);
-    let published: Vec<_> = ["b1", "b2", "hub"]
-        .iter()
-        .map(|site| before.ruleset(site).unwrap().clone())
-        .collect();
+    let published = rule_sets(&before);
 
     // The restarted controller plans once before any agent has reported (every line
     // unmeasured: the direct b1/inet > b2/inet tunnel would rank first), then again once
@@ -164,10 +169,7 @@ fn restarted_with_voice_via_the_hub() -> (Planner, Vec<RuleSet>) {
         placed[0].starts_with("Initial b1/mpls > hub/"),
         "{placed:?}"
     );
-    let published: Vec<_> = ["b1", "b2", "hub"]
-        .iter()
-        .map(|site| before.ruleset(site).unwrap().clone())
-        .collect();
+    let published = rule_sets(&before);
     let mut after = Planner::new(policy);
     after.resume(published.clone());
     assert_eq!(

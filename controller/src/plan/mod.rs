@@ -308,29 +308,17 @@ impl SlaBreach {
             .min(cap.max(hold_down))
     }
 
-    fn record(
-        entry: Option<&mut SlaBreach>,
-        at: At,
-        hold_down: Duration,
-        cap: Duration,
-    ) -> Option<SlaBreach> {
-        match entry {
-            None => Some(SlaBreach {
-                last: at,
-                episodes: 1,
-            }),
-            Some(breach) => {
-                let quiet = at.saturating_sub(breach.last);
-                let wait = breach.wait(hold_down, cap);
-                if quiet > wait.saturating_mul(10) {
-                    breach.episodes = 1;
-                } else if quiet > wait {
-                    breach.episodes = breach.episodes.saturating_add(1).min(16);
-                }
-                breach.last = breach.last.max(at);
-                None
-            }
+    /// Another breach at `at`: a new episode if the line had met the SLA for the wait,
+    /// a fresh start if it had been quiet for ten times that.
+    fn note(&mut self, at: At, hold_down: Duration, cap: Duration) {
+        let quiet = at.saturating_sub(self.last);
+        let wait = self.wait(hold_down, cap);
+        if quiet > wait.saturating_mul(10) {
+            self.episodes = 1;
+        } else if quiet > wait {
+            self.episodes = self.episodes.saturating_add(1).min(16);
         }
+        self.last = self.last.max(at);
     }
 }
 
@@ -1933,7 +1921,11 @@ fn record_breach(
     at: At,
 ) {
     let (hold_down, cap) = (timers.hold_down.0, timers.dampening.max_suppress.0);
-    if let Some(new) = SlaBreach::record(breaches.get_mut(&(line, class)), at, hold_down, cap) {
-        breaches.insert((line, class), new);
-    }
+    breaches
+        .entry((line, class))
+        .and_modify(|breach| breach.note(at, hold_down, cap))
+        .or_insert(SlaBreach {
+            last: at,
+            episodes: 1,
+        });
 }
