@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+mod allocator;
+
 use clap::{Parser, Subcommand};
 
 /// SD-WAN intelligent traffic steering: measure every WAN line, classify flows by
@@ -32,6 +34,9 @@ enum Command {
 fn known_apps() -> Vec<String> {
     wansteer_agent::classifier::catalogue::Catalogue::builtin().app_names()
 }
+
+#[global_allocator]
+static ALLOCATOR: allocator::ByRole = allocator::ByRole;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

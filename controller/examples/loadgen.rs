@@ -777,6 +777,11 @@ async fn restart(
     );
 }
 
+// mimalloc, as `wansteer controller` runs (src/allocator.rs), so the controller child
+// measures as shipped.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) != Some("serve") && flag("--pin") {

@@ -57,6 +57,10 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
+// mimalloc, as `wansteer controller` runs (src/allocator.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let branches: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(9_990);
