@@ -462,20 +462,26 @@ async fn agent(
     }
 }
 
-async fn reports_total(http: &reqwest::Client, base: &str, viewer: &str) -> u64 {
+/// `wansteer_reports_total` from one `/metrics` scrape, and how long the scrape took and
+/// how many bytes it carried.
+async fn reports_total(http: &reqwest::Client, base: &str, viewer: &str) -> (u64, Duration, usize) {
+    let started = Instant::now();
     let scrape = http.get(format!("{base}/metrics")).bearer_auth(viewer);
     let text = match scrape.send().await {
         Ok(response) => response.text().await.unwrap_or_default(),
         Err(error) => {
             eprintln!("metrics scrape failed: {error}");
-            return 0;
+            return (0, started.elapsed(), 0);
         }
     };
-    text.lines()
+    let took = started.elapsed();
+    let total = text
+        .lines()
         .find(|l| l.starts_with("wansteer_reports_total "))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+        .unwrap_or(0.0) as u64;
+    (total, took, text.len())
 }
 
 /// The controller's `wansteer_policy_change_phase_seconds`: where the last policy change
@@ -632,14 +638,19 @@ async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
 
     // Ingestion: reports per second accepted by the controller over the window.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = reports_total(&http, &base, &viewer).await;
+    let (before, _, _) = reports_total(&http, &base, &viewer).await;
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let after = reports_total(&http, &base, &viewer).await;
+    let (after, scrape_took, scrape_bytes) = reports_total(&http, &base, &viewer).await;
     let rate = (after - before) as f64 / window.elapsed().as_secs_f64();
     println!(
         "ingestion: {rate:.0} reports/s accepted (offered {agents}/s); agent-side failed reports so far: {}",
         stats.reports_failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "a /metrics scrape under load: {:.0} ms, {:.1} MB",
+        scrape_took.as_secs_f64() * 1000.0,
+        scrape_bytes as f64 / 1e6
     );
     println!(
         "controller RSS under load: {} MiB (peak {} MiB)",

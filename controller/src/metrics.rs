@@ -1,32 +1,195 @@
 //! Prometheus metrics served at `/metrics`: what each line measures, where each class runs,
 //! how often the planner moves classes, how long a push takes to be applied, and which rule
 //! set version each agent runs against the one published for it.
+//!
+//! Counters, the push histogram and the few fleet-wide gauges live in a `prometheus`
+//! registry. The per-line and per-site families (hundreds of thousands of series at 10,000
+//! sites) are written straight from the controller's live state at scrape time
+//! ([`write_fleet`]): held as `prometheus` gauges they cost every report a gauge update,
+//! every publish a label churn, and a scrape 1.3 s of CPU building, sorting and encoding
+//! one object per series (docs/benchmarks/controller.md).
+
+use std::fmt::Write as _;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder, core::Collector,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder, core::Collector,
 };
 use wansteer_wire::ruleset::RuleSet;
 use wansteer_wire::session::{LineHealth, LineMeasurement};
 
-/// The gauges of one line (see [`Metrics::line_gauges`]).
-#[derive(Debug, Clone)]
-pub struct LineGauges {
-    rtt: Gauge,
-    loss: Gauge,
-    jitter: Gauge,
-    health: [(LineHealth, IntGauge); LineHealth::ALL.len()],
+/// One line's latest measurement, as [`write_fleet`] renders it.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRow<'a> {
+    pub site: &'a str,
+    pub line: &'a str,
+    pub measurement: &'a LineMeasurement,
 }
 
-impl LineGauges {
-    /// Shows one measurement.
-    pub fn set(&self, m: &LineMeasurement) {
-        self.rtt.set(m.rtt_ms / 1000.0);
-        self.loss.set(m.loss_percent / 100.0);
-        self.jitter.set(m.jitter_ms / 1000.0);
-        for (state, gauge) in &self.health {
-            gauge.set(i64::from(*state == m.health));
+/// One site's published rule set and its agent, as [`write_fleet`] renders them.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteRow<'a> {
+    pub site: &'a str,
+    pub published: Option<&'a RuleSet>,
+    /// The site's agent, if one ever registered: the version it last applied, and whether
+    /// it drifts from the published rule set.
+    pub agent: Option<AgentRow>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct AgentRow {
+    pub applied_version: Option<u64>,
+    pub drift: bool,
+}
+
+/// Writes the per-line and per-site families in the text exposition format (0.0.4), rows
+/// in the order given. Label names are in alphabetical order, as the `prometheus` crate
+/// writes them.
+pub fn write_fleet(out: &mut String, lines: &[LineRow<'_>], sites: &[SiteRow<'_>]) {
+    type Value = fn(&LineMeasurement) -> f64;
+    let line_families: [(&str, &str, Value); 3] = [
+        (
+            "wansteer_line_rtt_seconds",
+            "Mean round-trip time of the line as last reported by its agent.",
+            |m| m.rtt_ms / 1000.0,
+        ),
+        (
+            "wansteer_line_loss_ratio",
+            "Packet loss of the line (0-1) as last reported by its agent.",
+            |m| m.loss_percent / 100.0,
+        ),
+        (
+            "wansteer_line_jitter_seconds",
+            "Jitter (delay variation) of the line as last reported by its agent.",
+            |m| m.jitter_ms / 1000.0,
+        ),
+    ];
+    for (name, help, value) in line_families {
+        header(out, name, help);
+        for row in lines {
+            sample(
+                out,
+                name,
+                &[("line", row.line), ("site", row.site)],
+                value(row.measurement),
+            );
         }
+    }
+    let name = "wansteer_line_health";
+    header(
+        out,
+        name,
+        "1 for the line's current health state, 0 for the others.",
+    );
+    for row in lines {
+        for state in LineHealth::ALL {
+            let on = row.measurement.health == state;
+            let labels = [
+                ("line", row.line),
+                ("site", row.site),
+                ("state", state.as_str()),
+            ];
+            sample(out, name, &labels, f64::from(u8::from(on)));
+        }
+    }
+
+    let name = "wansteer_class_placement";
+    header(
+        out,
+        name,
+        "1 when the class's traffic to the destination is placed on the line.",
+    );
+    let mut destination = String::new();
+    for (site, rule_set) in sites.iter().filter_map(|s| Some((s.site, s.published?))) {
+        for route in &rule_set.routes {
+            destination.clear();
+            let _ = write!(destination, "{}", route.destination);
+            let labels = [
+                ("class", route.class.as_str()),
+                ("destination", destination.as_str()),
+                ("line", route.primary.as_str()),
+                ("site", site),
+            ];
+            sample(out, name, &labels, 1.0);
+        }
+    }
+    let name = "wansteer_ruleset_published_version";
+    header(
+        out,
+        name,
+        "Version of the rule set the controller publishes for the site.",
+    );
+    for (site, rule_set) in sites.iter().filter_map(|s| Some((s.site, s.published?))) {
+        sample(out, name, &[("site", site)], rule_set.version as f64);
+    }
+    let name = "wansteer_agent_ruleset_version";
+    header(
+        out,
+        name,
+        "Version of the rule set the site's agent last acked as applied.",
+    );
+    for (site, agent) in sites.iter().filter_map(|s| Some((s.site, s.agent?))) {
+        let version = agent.applied_version.map_or(-1.0, |v| v as f64);
+        sample(out, name, &[("site", site)], version);
+    }
+    let name = "wansteer_agent_drift";
+    header(
+        out,
+        name,
+        "1 when the site's agent does not run the published rule set (behind or failed).",
+    );
+    for (site, agent) in sites.iter().filter_map(|s| Some((s.site, s.agent?))) {
+        sample(
+            out,
+            name,
+            &[("site", site)],
+            f64::from(u8::from(agent.drift)),
+        );
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+    out.push_str(name);
+    out.push('{');
+    for (i, (label, text)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(label);
+        out.push_str("=\"");
+        escape_label_value(out, text);
+        out.push('"');
+    }
+    out.push_str("} ");
+    write_value(out, value);
+    out.push('\n');
+}
+
+/// Label values escape `\`, `"` and line feeds; nothing else.
+fn escape_label_value(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut String, value: f64) {
+    if value.is_nan() {
+        out.push_str("NaN");
+    } else if value == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if value == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{value}");
     }
 }
 
@@ -34,16 +197,8 @@ impl LineGauges {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Registry,
-    line_rtt: GaugeVec,
-    line_loss: GaugeVec,
-    line_jitter: GaugeVec,
-    line_health: IntGaugeVec,
-    class_placement: IntGaugeVec,
     decisions: IntCounterVec,
     push_latency: Histogram,
-    published_version: IntGaugeVec,
-    agent_version: IntGaugeVec,
-    agent_drift: IntGaugeVec,
     agents_connected: IntGauge,
     reports: IntCounter,
     auth_refused: IntCounterVec,
@@ -73,38 +228,7 @@ impl Metrics {
                 GaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
             )
         };
-        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
-            register(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
         Metrics {
-            line_rtt: gauge(
-                "wansteer_line_rtt_seconds",
-                "Mean round-trip time of the line as last reported by its agent.",
-                &["site", "line"],
-            ),
-            line_loss: gauge(
-                "wansteer_line_loss_ratio",
-                "Packet loss of the line (0-1) as last reported by its agent.",
-                &["site", "line"],
-            ),
-            line_jitter: gauge(
-                "wansteer_line_jitter_seconds",
-                "Jitter (delay variation) of the line as last reported by its agent.",
-                &["site", "line"],
-            ),
-            line_health: int_gauge(
-                "wansteer_line_health",
-                "1 for the line's current health state, 0 for the others.",
-                &["site", "line", "state"],
-            ),
-            class_placement: int_gauge(
-                "wansteer_class_placement",
-                "1 when the class's traffic to the destination is placed on the line.",
-                &["site", "class", "destination", "line"],
-            ),
             decisions: register(
                 &registry,
                 IntCounterVec::new(
@@ -128,21 +252,6 @@ impl Metrics {
                     ]),
                 )
                 .expect("valid metric"),
-            ),
-            published_version: int_gauge(
-                "wansteer_ruleset_published_version",
-                "Version of the rule set the controller publishes for the site.",
-                &["site"],
-            ),
-            agent_version: int_gauge(
-                "wansteer_agent_ruleset_version",
-                "Version of the rule set the site's agent last acked as applied.",
-                &["site"],
-            ),
-            agent_drift: int_gauge(
-                "wansteer_agent_drift",
-                "1 when the site's agent does not run the published rule set (behind or failed).",
-                &["site"],
             ),
             agents_connected: register(
                 &registry,
@@ -182,71 +291,14 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = Vec::new();
+    /// The registry's families in the text exposition format, appended to `out` (the
+    /// fleet's come from [`write_fleet`]).
+    pub fn render_into(&self, out: &mut String) {
+        let mut text = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&self.registry.gather(), &mut text)
             .expect("text encoding cannot fail");
-        String::from_utf8(out).expect("the text format is UTF-8")
-    }
-
-    pub fn on_measurement(&self, site: &str, m: &LineMeasurement) {
-        self.line_gauges(site, &m.line).set(m);
-    }
-
-    /// The gauges of one line, looked up once: a report then sets them without hashing
-    /// label values (ten thousand agents report twenty thousand lines a second).
-    pub fn line_gauges(&self, site: &str, line: &str) -> LineGauges {
-        let labels = [site, line];
-        LineGauges {
-            rtt: self.line_rtt.with_label_values(&labels),
-            loss: self.line_loss.with_label_values(&labels),
-            jitter: self.line_jitter.with_label_values(&labels),
-            health: LineHealth::ALL.map(|state| {
-                (
-                    state,
-                    self.line_health
-                        .with_label_values(&[site, line, state.as_str()]),
-                )
-            }),
-        }
-    }
-
-    /// Replaces the site's placements with those of a newly published rule set.
-    pub fn on_published(&self, old: Option<&RuleSet>, new: &RuleSet) {
-        if let Some(old) = old {
-            for route in &old.routes {
-                let _ = self.class_placement.remove_label_values(&[
-                    old.site.as_str(),
-                    route.class.as_str(),
-                    &route.destination.to_string(),
-                    route.primary.as_str(),
-                ]);
-            }
-        }
-        for route in &new.routes {
-            self.class_placement
-                .with_label_values(&[
-                    new.site.as_str(),
-                    route.class.as_str(),
-                    &route.destination.to_string(),
-                    route.primary.as_str(),
-                ])
-                .set(1);
-        }
-        self.published_version
-            .with_label_values(&[new.site.as_str()])
-            .set(new.version as i64);
-    }
-
-    pub fn on_agent_state(&self, site: &str, applied_version: Option<u64>, drift: bool) {
-        self.agent_version
-            .with_label_values(&[site])
-            .set(applied_version.map_or(-1, |v| v as i64));
-        self.agent_drift
-            .with_label_values(&[site])
-            .set(i64::from(drift));
+        out.push_str(std::str::from_utf8(&text).expect("the text format is UTF-8"));
     }
 
     pub fn on_decision(&self, site: &str, class: &str) {
@@ -283,5 +335,125 @@ impl Metrics {
     /// Quantile of push latency is not exposed by Prometheus histograms; the count is.
     pub fn pushes_applied(&self) -> u64 {
         self.push_latency.get_sample_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measurement(line: &str, health: LineHealth) -> LineMeasurement {
+        LineMeasurement {
+            line: line.into(),
+            rtt_ms: 12.5,
+            loss_percent: 2.0,
+            loss_bounds_percent: None,
+            jitter_ms: 0.25,
+            samples: 100,
+            health,
+        }
+    }
+
+    fn rule_set(site: &str, version: u64) -> RuleSet {
+        let routes = vec![wansteer_wire::ruleset::ClassRoute {
+            class: "voice".into(),
+            destination: "10.1.0.0/16".parse().unwrap(),
+            primary: "mpls".into(),
+            backups: vec!["inet".into()],
+            reason: String::new(),
+        }];
+        RuleSet {
+            site: site.into(),
+            version,
+            hash: String::new(),
+            classes: vec![],
+            default_class: "default".into(),
+            lines: vec![],
+            routes,
+        }
+    }
+
+    #[test]
+    fn fleet_families_carry_each_line_and_site() {
+        let m = measurement("mpls", LineHealth::Degraded);
+        let published = rule_set("br1", 3);
+        let mut out = String::new();
+        write_fleet(
+            &mut out,
+            &[LineRow {
+                site: "br1",
+                line: "mpls",
+                measurement: &m,
+            }],
+            &[
+                SiteRow {
+                    site: "br1",
+                    published: Some(&published),
+                    agent: Some(AgentRow {
+                        applied_version: Some(2),
+                        drift: true,
+                    }),
+                },
+                SiteRow {
+                    site: "br2",
+                    published: None,
+                    agent: Some(AgentRow {
+                        applied_version: None,
+                        drift: false,
+                    }),
+                },
+            ],
+        );
+        for expected in [
+            "wansteer_line_rtt_seconds{line=\"mpls\",site=\"br1\"} 0.0125\n",
+            "wansteer_line_loss_ratio{line=\"mpls\",site=\"br1\"} 0.02\n",
+            "wansteer_line_jitter_seconds{line=\"mpls\",site=\"br1\"} 0.00025\n",
+            "wansteer_line_health{line=\"mpls\",site=\"br1\",state=\"degraded\"} 1\n",
+            "wansteer_line_health{line=\"mpls\",site=\"br1\",state=\"up\"} 0\n",
+            "wansteer_class_placement{class=\"voice\",destination=\"10.1.0.0/16\",line=\"mpls\",site=\"br1\"} 1\n",
+            "wansteer_ruleset_published_version{site=\"br1\"} 3\n",
+            "wansteer_agent_ruleset_version{site=\"br1\"} 2\n",
+            "wansteer_agent_ruleset_version{site=\"br2\"} -1\n",
+            "wansteer_agent_drift{site=\"br1\"} 1\n",
+            "wansteer_agent_drift{site=\"br2\"} 0\n",
+            "# TYPE wansteer_line_health gauge\n",
+        ] {
+            assert!(out.contains(expected), "missing {expected:?} in\n{out}");
+        }
+        assert!(!out.contains("published_version{site=\"br2\"}"));
+        // One HELP and one TYPE line per family, even with no rows.
+        assert_eq!(out.matches("# TYPE ").count(), 8);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = measurement("a\"b\\c\nd", LineHealth::Up);
+        let mut out = String::new();
+        write_fleet(
+            &mut out,
+            &[LineRow {
+                site: "br1",
+                line: &m.line,
+                measurement: &m,
+            }],
+            &[],
+        );
+        assert!(out.contains(r#"wansteer_line_loss_ratio{line="a\"b\\c\nd",site="br1"} 0.02"#));
+        assert_eq!(out.lines().filter(|l| l.contains("a\\\"b")).count(), 7);
+    }
+
+    #[test]
+    fn values_outside_the_reals_use_the_format_words() {
+        for (value, text) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (1.0, "1"),
+            (0.5, "0.5"),
+        ] {
+            let mut out = String::new();
+            write_value(&mut out, value);
+            assert_eq!(out, text);
+        }
     }
 }
