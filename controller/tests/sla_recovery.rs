@@ -157,3 +157,71 @@ fn each_new_breach_after_a_return_doubles_the_wait() {
         ]
     );
 }
+
+/// [`POLICY`] with one more class, or with voice's loss bound changed.
+fn changed_policy(voice_loss: &str) -> Policy {
+    let text = POLICY
+        .replace(
+            "loss: 1%, jitter: 30ms",
+            &format!("loss: {voice_loss}, jitter: 30ms"),
+        )
+        .replace(
+            "timers:",
+            "  - name: bulk\n    priority: 6\n    steering: { prefer: [internet] }\ntimers:",
+        );
+    yaml_serde::from_str(&text).unwrap()
+}
+
+/// Breaches at 10 s and 13 s (the second episode doubles the wait to 4 s), a policy change
+/// at 14 s, clean from then on: voice's moves.
+fn moves_across_a_policy_change(new_policy: Policy) -> Vec<String> {
+    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
+    let mut planner = Planner::new(policy);
+    let mut moves = Vec::new();
+    let mut new_policy = Some(new_policy);
+    for at_ms in (0..=24_000).step_by(500) {
+        if at_ms == 14_000 {
+            planner.replace_policy(new_policy.take().unwrap());
+        }
+        let loss = if [10_000, 13_000].contains(&at_ms) {
+            0.015
+        } else {
+            0.0
+        };
+        report(&mut planner, at_ms, loss);
+        moves.extend(voice_moves(&mut planner, at_ms));
+    }
+    moves
+}
+
+#[test]
+fn a_policy_change_keeps_the_breach_history_of_a_class_whose_sla_it_kept() {
+    // Adding a class does not reset voice's dampening: the second episode's 4 s wait after
+    // 13 s still holds, so voice returns at 17 s, not at 15 s.
+    assert_eq!(
+        moves_across_a_policy_change(changed_policy("1%")),
+        [
+            "0 -->mpls",
+            "10000 mpls->inet",
+            "12000 inet->mpls",
+            "13000 mpls->inet",
+            "17000 inet->mpls"
+        ]
+    );
+}
+
+#[test]
+fn a_changed_sla_starts_the_breach_history_over() {
+    // Under a 2% loss bound the 1.5% of 13 s was no breach: voice returns once its own
+    // placement is past the hold-down (15 s), not after the doubled wait.
+    assert_eq!(
+        moves_across_a_policy_change(changed_policy("2%")),
+        [
+            "0 -->mpls",
+            "10000 mpls->inet",
+            "12000 inet->mpls",
+            "13000 mpls->inet",
+            "15000 inet->mpls"
+        ]
+    );
+}

@@ -479,6 +479,22 @@ impl Planner {
                 next.rates_held[id as usize] = *held;
             }
         }
+        // A line that broke a class's SLA broke it under the new policy too when the class's
+        // SLA did not change: its breach history (and the doubled wait) stays. A changed SLA
+        // starts over, judged by the new bounds.
+        for (&(line, class), breach) in &self.sla_breaches {
+            let Some(line) = line_map[line as usize] else {
+                continue;
+            };
+            let old = &self.classes[class];
+            let same = next
+                .classes
+                .iter()
+                .position(|c| c.name == old.name && c.sla == old.sla);
+            if let Some(class) = same {
+                next.sla_breaches.insert((line, class), *breach);
+            }
+        }
         next.resume_grace = self.resume_grace;
         next.restore_rulesets(self.rulesets.iter().flatten().cloned());
         *self = next;
