@@ -25,56 +25,37 @@ static CONTROLLER: AtomicBool = AtomicBool::new(false);
 #[derive(Debug)]
 pub struct ByRole;
 
+/// The allocator this process uses.
+fn chosen() -> &'static dyn GlobalAlloc {
+    if CONTROLLER.load(Ordering::Relaxed) {
+        &MiMalloc
+    } else {
+        &System
+    }
+}
+
 // SAFETY: each call forwards to one of two sound allocators; which one is fixed before the
 // first allocation, so a block is always reallocated and freed by the allocator that gave it.
 unsafe impl GlobalAlloc for ByRole {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe {
-            if controller() {
-                MiMalloc.alloc(layout)
-            } else {
-                System.alloc(layout)
-            }
-        }
+        unsafe { chosen().alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe {
-            if controller() {
-                MiMalloc.alloc_zeroed(layout)
-            } else {
-                System.alloc_zeroed(layout)
-            }
-        }
+        unsafe { chosen().alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded with the caller's guarantees; the same allocator made `ptr`.
-        unsafe {
-            if controller() {
-                MiMalloc.dealloc(ptr, layout)
-            } else {
-                System.dealloc(ptr, layout)
-            }
-        }
+        unsafe { chosen().dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees; the same allocator made `ptr`.
-        unsafe {
-            if controller() {
-                MiMalloc.realloc(ptr, layout, new_size)
-            } else {
-                System.realloc(ptr, layout, new_size)
-            }
-        }
+        unsafe { chosen().realloc(ptr, layout, new_size) }
     }
-}
-
-fn controller() -> bool {
-    CONTROLLER.load(Ordering::Relaxed)
 }
 
 /// Whether a command line runs the controller: `wansteer controller …`.

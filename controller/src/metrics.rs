@@ -113,38 +113,34 @@ pub fn write_fleet(out: &mut String, lines: &[LineRow<'_>], sites: &[SiteRow<'_>
             sample(out, name, &labels, 1.0);
         }
     }
-    let name = "wansteer_ruleset_published_version";
-    header(
-        out,
-        name,
-        "Version of the rule set the controller publishes for the site.",
-    );
-    for (site, rule_set) in sites.iter().filter_map(|s| Some((s.site, s.published?))) {
-        sample(out, name, &[("site", site)], rule_set.version as f64);
-    }
-    let name = "wansteer_agent_ruleset_version";
-    header(
-        out,
-        name,
-        "Version of the rule set the site's agent last acked as applied.",
-    );
-    for (site, agent) in sites.iter().filter_map(|s| Some((s.site, s.agent?))) {
-        let version = agent.applied_version.map_or(-1.0, |v| v as f64);
-        sample(out, name, &[("site", site)], version);
-    }
-    let name = "wansteer_agent_drift";
-    header(
-        out,
-        name,
-        "1 when the site's agent does not run the published rule set (behind or failed).",
-    );
-    for (site, agent) in sites.iter().filter_map(|s| Some((s.site, s.agent?))) {
-        sample(
-            out,
-            name,
-            &[("site", site)],
-            f64::from(u8::from(agent.drift)),
-        );
+    type SiteValue = fn(&SiteRow<'_>) -> Option<f64>;
+    let site_families: [(&str, &str, SiteValue); 3] = [
+        (
+            "wansteer_ruleset_published_version",
+            "Version of the rule set the controller publishes for the site.",
+            |s| s.published.map(|r| r.version as f64),
+        ),
+        (
+            "wansteer_agent_ruleset_version",
+            "Version of the rule set the site's agent last acked as applied.",
+            |s| {
+                s.agent
+                    .map(|a| a.applied_version.map_or(-1.0, |v| v as f64))
+            },
+        ),
+        (
+            "wansteer_agent_drift",
+            "1 when the site's agent does not run the published rule set (behind or failed).",
+            |s| s.agent.map(|a| f64::from(u8::from(a.drift))),
+        ),
+    ];
+    for (name, help, value) in site_families {
+        header(out, name, help);
+        for row in sites {
+            if let Some(value) = value(row) {
+                sample(out, name, &[("site", row.site)], value);
+            }
+        }
     }
 }
 
