@@ -196,6 +196,33 @@ fn arg(name: &str, default: u64) -> u64 {
 /// its open-files limit, and opening the file later fails (RSS read as 0).
 static STATUS: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
 
+/// The child's CPU time so far (user + system), from `/proc/PID/stat`; opened once, like
+/// [`rss_kib`]'s file, so a generator short of file descriptors can still read it.
+fn cpu_seconds(pid: u32) -> f64 {
+    use std::io::{Read, Seek};
+    static STAT: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> = std::sync::OnceLock::new();
+    let stat = STAT.get_or_init(|| {
+        std::sync::Mutex::new(std::fs::File::open(format!("/proc/{pid}/stat")).unwrap())
+    });
+    let mut text = String::new();
+    let mut file = stat.lock().unwrap();
+    if file.rewind().is_err() || file.read_to_string(&mut text).is_err() {
+        return 0.0;
+    }
+    // Fields after the command name (which may hold spaces): utime and stime are the
+    // 12th and 13th of them.
+    let after_name = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     use std::io::{Read, Seek};
     let status = STATUS.get_or_init(|| {
@@ -732,11 +759,15 @@ async fn generate(agents: usize, seconds: u64, pin: bool, full_parse: bool) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (before, _, _) = reports_total(&http, &base, &viewer).await;
     let window = Instant::now();
+    let cpu_before = cpu_seconds(child.id());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let cpu_share = (cpu_seconds(child.id()) - cpu_before) / window.elapsed().as_secs_f64();
     let (after, scrape_took, scrape_bytes) = reports_total(&http, &base, &viewer).await;
     let rate = (after - before) as f64 / window.elapsed().as_secs_f64();
     println!(
-        "ingestion: {rate:.0} reports/s accepted (offered {agents}/s); agent-side failed reports so far: {}",
+        "ingestion: {rate:.0} reports/s accepted (offered {agents}/s), controller CPU {:.0}% of a core ({:.1} µs per report); agent-side failed reports so far: {}",
+        cpu_share * 100.0,
+        cpu_share * 1e6 / rate.max(1.0),
         stats.reports_failed.load(Ordering::Relaxed)
     );
     println!(
