@@ -40,6 +40,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/policy"),
     ("put", "/api/v1/policy"),
     ("get", "/api/v1/policy/versions"),
+    ("get", "/api/v1/policy/versions/{version}"),
+    ("post", "/api/v1/policy/rollback"),
     ("post", "/api/v1/policy/validate"),
     ("post", "/api/v1/policy/diff"),
     ("post", "/api/v1/agent/register"),
@@ -72,6 +74,8 @@ pub fn router(controller: Controller) -> Router {
         .route("/api/v1/agents", get(agents))
         .route("/api/v1/policy", get(policy).put(apply_policy))
         .route("/api/v1/policy/versions", get(policy_versions))
+        .route("/api/v1/policy/versions/{version}", get(policy_version))
+        .route("/api/v1/policy/rollback", post(rollback_policy))
         .route("/api/v1/policy/validate", post(validate_policy))
         .route("/api/v1/policy/diff", post(diff_policy))
         .route("/api/v1/agent/register", post(agent_register))
@@ -513,6 +517,51 @@ async fn policy_versions(
         })
         .collect();
     Ok(Json(Value::Array(versions)))
+}
+
+async fn policy_version(
+    caller: Caller,
+    State(controller): State<Controller>,
+    Path(version): Path<u64>,
+) -> Result<Json<Value>, ApiError> {
+    caller.viewer()?;
+    let record = controller.policy_version(version).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no policy version {version}"),
+        )
+    })?;
+    Ok(Json(json!(record)))
+}
+
+#[derive(Debug, Deserialize)]
+struct RollbackQuery {
+    /// The recorded version whose text becomes the policy again.
+    version: u64,
+}
+
+/// Applies an earlier version's text again, as a new version: checked against today's
+/// rules (a text that no longer passes is refused, and nothing changes), recorded and
+/// audited like any change, by the caller.
+async fn rollback_policy(
+    caller: Caller,
+    State(controller): State<Controller>,
+    Query(query): Query<RollbackQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.user(Role::Admin)?.to_string();
+    let earlier = controller.policy_version(query.version).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no policy version {}", query.version),
+        )
+    })?;
+    let applied = controller
+        .apply_policy(&earlier.file, &earlier.text, &who)
+        .await?;
+    let mut body = json!(applied);
+    body["warnings"] = diagnostics_json(&applied.warnings);
+    body["rolled_back_to"] = json!(query.version);
+    Ok(Json(body))
 }
 
 #[derive(Debug, Deserialize)]

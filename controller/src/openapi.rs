@@ -86,6 +86,25 @@ pub fn document() -> Value {
     );
     diff["requestBody"] = yaml_body();
     diff["parameters"] = json!([file_param()]);
+    let mut version = op(
+        "One recorded policy version, text included.",
+        "policy",
+        viewer,
+        ok_json("The version.", reference("PolicyVersion")),
+    );
+    version["parameters"] = json!([{ "name": "version", "in": "path", "required": true, "schema": { "type": "integer" } }]);
+    version["responses"]["404"] = json!({ "description": "No such version." });
+    let mut rollback = op(
+        "Apply an earlier version's text again, as a new version: checked against today's rules (refused with its diagnostics, nothing changed, when it no longer passes), recorded and audited like any change.",
+        "policy",
+        admin,
+        with_invalid(ok_json(
+            "Applied, with `rolled_back_to` (unchanged when the text is the one in force).",
+            reference("Applied"),
+        )),
+    );
+    rollback["parameters"] = json!([{ "name": "version", "in": "query", "required": true, "schema": { "type": "integer" } }]);
+    rollback["responses"]["404"] = json!({ "description": "No such version." });
     let mut decisions = op(
         "Steering decisions, newest last, each with its reason and measurements.",
         "steering",
@@ -183,7 +202,9 @@ pub fn document() -> Value {
                 "get": op("The policy in force (text, version, who, changes).", "policy", viewer, ok_json("The policy.", reference("PolicyVersion"))),
                 "put": apply,
             },
-            "/api/v1/policy/versions": { "get": op("Every policy version, oldest first.", "policy", viewer, ok_json("Versions.", array_of("PolicyVersion"))) },
+            "/api/v1/policy/versions": { "get": op("Every policy version, oldest first, without its text (see /api/v1/policy/versions/{version}).", "policy", viewer, ok_json("Versions.", array_of("PolicyVersion"))) },
+            "/api/v1/policy/versions/{version}": { "get": version },
+            "/api/v1/policy/rollback": { "post": rollback },
             "/api/v1/policy/validate": { "post": validate },
             "/api/v1/policy/diff": { "post": diff },
             "/api/v1/agent/register": { "post": register },

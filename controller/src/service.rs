@@ -644,8 +644,27 @@ impl Controller {
     }
 
     /// Every recorded policy version, oldest first.
+    /// Every recorded policy version, oldest first, without their texts (at 10,000 sites a
+    /// text is megabytes; [`Controller::policy_version`] gives one in full).
     pub fn policy_history(&self) -> Vec<PolicyVersion> {
-        self.state().history.clone()
+        self.state()
+            .history
+            .iter()
+            .map(|v| PolicyVersion {
+                version: v.version,
+                file: v.file.clone(),
+                text: String::new(),
+                by: v.by.clone(),
+                at_ms: v.at_ms,
+                changes: v.changes.clone(),
+            })
+            .collect()
+    }
+
+    /// One recorded policy version, text included.
+    pub fn policy_version(&self, version: u64) -> Option<PolicyVersion> {
+        let state = self.state();
+        state.history.iter().find(|v| v.version == version).cloned()
     }
 
     /// Checks a policy text without changing anything; returns the changes it would make.

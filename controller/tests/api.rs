@@ -680,3 +680,118 @@ async fn metrics_need_a_viewer_token_unless_public_and_openapi_stays_public() {
     assert_eq!(status, 200, "--metrics-public serves without a token");
     public.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_rolls_the_policy_back_to_an_earlier_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), POLICY, tokens(), 0).await;
+    let (status, _) = server
+        .send(
+            Method::PUT,
+            "/api/v1/policy",
+            Some(server.admin()),
+            policy_with_video(),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The listing leaves the texts out; one version gives its text.
+    let (_, versions) = server
+        .get("/api/v1/policy/versions", Some(server.viewer()))
+        .await;
+    let listed: Vec<(u64, bool)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["version"].as_u64().unwrap(), v.get("text").is_some()))
+        .collect();
+    assert_eq!(listed, [(1, false), (2, false)]);
+    let (status, first) = server
+        .get("/api/v1/policy/versions/1", Some(server.viewer()))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(first["text"], POLICY);
+    let (status, _) = server
+        .get("/api/v1/policy/versions/9", Some(server.viewer()))
+        .await;
+    assert_eq!(status, 404);
+
+    // Viewers may not roll back; an unknown version changes nothing.
+    let rollback = |version: u64| format!("/api/v1/policy/rollback?version={version}");
+    let (status, _) = server
+        .send(
+            Method::POST,
+            &rollback(1),
+            Some(server.viewer()),
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .send(
+            Method::POST,
+            &rollback(9),
+            Some(server.admin()),
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
+    assert_eq!(policy["version"], 2);
+
+    // Back to version 1's text, recorded as version 3 by the admin; video is gone again.
+    let (status, applied) = server
+        .send(
+            Method::POST,
+            &rollback(1),
+            Some(server.admin()),
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 200, "{applied}");
+    assert_eq!(
+        (
+            applied["version"].clone(),
+            applied["changed"].clone(),
+            applied["rolled_back_to"].clone()
+        ),
+        (json!(3), json!(true), json!(1))
+    );
+    assert!(
+        applied["changes"][0]
+            .as_str()
+            .is_some_and(|c| c.starts_with("- class video")),
+        "{applied}"
+    );
+    let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
+    assert_eq!(
+        (
+            policy["version"].clone(),
+            policy["by"].clone(),
+            policy["text"].clone()
+        ),
+        (json!(3), json!("admin"), json!(POLICY))
+    );
+    let (_, classes) = server.get("/api/v1/classes", Some(server.viewer())).await;
+    assert!(
+        !classes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "video")
+    );
+    // Rolling back to the text in force is no change.
+    let (status, again) = server
+        .send(
+            Method::POST,
+            &rollback(1),
+            Some(server.admin()),
+            String::new(),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (again["version"].clone(), again["changed"].clone()),
+        (json!(3), json!(false))
+    );
+}
