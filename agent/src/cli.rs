@@ -18,6 +18,9 @@ enum AgentCommand {
     Classify(crate::classifier::cli::ClassifyArgs),
     /// Remove everything wansteer installed (nft table, ip rules, routes, qdiscs), nothing else.
     Cleanup(crate::dataplane::cli::CleanupArgs),
+    /// Answer the far ends' STAMP probes for this site on their own, outliving agent
+    /// restarts (run the agent with `--reflect off`).
+    Reflector(crate::daemon::reflector::ReflectorArgs),
 }
 
 /// Runs `wansteer agent …`.
@@ -25,6 +28,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(AgentCommand::Classify(args)) => crate::classifier::cli::run(args).await,
         Some(AgentCommand::Cleanup(args)) => crate::dataplane::cli::run_cleanup(args).await,
+        Some(AgentCommand::Reflector(args)) => crate::daemon::reflector::run(args).await,
         None => crate::daemon::run(args.daemon).await,
     }
 }

@@ -418,6 +418,20 @@ async fn play(
                     )
                 }
             },
+            Action::StopAgent(site) => match steer.as_deref_mut() {
+                None => ("skipped", format!("stop agent {site}: steering is off")),
+                Some(steer) => {
+                    steer.stop_agent(&site)?;
+                    ("agent", format!("agent {site} killed (SIGKILL), left down"))
+                }
+            },
+            Action::StartAgent(site) => match steer.as_deref_mut() {
+                None => ("skipped", format!("start agent {site}: steering is off")),
+                Some(steer) => {
+                    steer.start_stopped_agent(&site)?;
+                    ("agent", format!("agent {site} started again"))
+                }
+            },
             Action::ApplyPolicy(p) => match steer.as_deref_mut() {
                 None => ("skipped", format!("policy {}: steering is off", p.name)),
                 Some(steer) => {

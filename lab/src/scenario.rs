@@ -127,6 +127,13 @@ pub struct Step {
     /// Site whose agent is killed (SIGKILL) and started again.
     #[serde(default)]
     pub restart_agent: Option<String>,
+    /// Site whose agent is killed (SIGKILL) and stays down until a `start_agent` step: an
+    /// upgrade, or a crash with the service manager's restart delay.
+    #[serde(default)]
+    pub stop_agent: Option<String>,
+    /// Site whose agent, stopped by `stop_agent`, is started again.
+    #[serde(default)]
+    pub start_agent: Option<String>,
     /// Take a line down and up again every `every` until `until`.
     #[serde(default)]
     pub flap: Option<Flap>,
@@ -169,6 +176,8 @@ pub enum Action {
     Clear(String),
     Controller(ControllerAction),
     RestartAgent(String),
+    StopAgent(String),
+    StartAgent(String),
     ApplyPolicy(PolicyStep),
 }
 
@@ -185,6 +194,10 @@ impl Scenario {
                 out.push((step.at, Action::Controller(c)));
             } else if let Some(site) = &step.restart_agent {
                 out.push((step.at, Action::RestartAgent(site.clone())));
+            } else if let Some(site) = &step.stop_agent {
+                out.push((step.at, Action::StopAgent(site.clone())));
+            } else if let Some(site) = &step.start_agent {
+                out.push((step.at, Action::StartAgent(site.clone())));
             } else if let Some(p) = &step.apply_policy {
                 out.push((step.at, Action::ApplyPolicy(p.clone())));
             } else if let Some(f) = &step.flap {
@@ -479,13 +492,15 @@ impl Scenario {
                 step.clear.is_some(),
                 step.controller.is_some(),
                 step.restart_agent.is_some(),
+                step.stop_agent.is_some(),
+                step.start_agent.is_some(),
                 step.flap.is_some(),
                 step.apply_policy.is_some(),
             ];
             if actions.iter().filter(|a| **a).count() != 1 {
                 return Err(fail(
                     "at:",
-                    "each timeline step needs exactly one of `impair`, `clear`, `controller`, `restart_agent`, `flap`, `apply_policy`".into(),
+                    "each timeline step needs exactly one of `impair`, `clear`, `controller`, `restart_agent`, `stop_agent`, `start_agent`, `flap`, `apply_policy`".into(),
                 ));
             }
             let line = match (&step.impair, &step.clear, &step.flap) {
@@ -510,7 +525,14 @@ impl Scenario {
                     format!("unknown line `{line}` (lines: {})", lines.join(", ")),
                 ));
             }
-            if let Some(site) = &step.restart_agent {
+            let agent_step = [
+                ("restart_agent", &step.restart_agent),
+                ("stop_agent", &step.stop_agent),
+                ("start_agent", &step.start_agent),
+            ]
+            .into_iter()
+            .find_map(|(key, site)| Some((key, site.as_ref()?)));
+            if let Some((key, site)) = agent_step {
                 if !sites.contains(site) {
                     return Err(fail(
                         site,
@@ -519,8 +541,8 @@ impl Scenario {
                 }
                 if !steered {
                     return Err(fail(
-                        "restart_agent",
-                        "`restart_agent` needs `wansteer: {mode: controller|standalone}`".into(),
+                        key,
+                        format!("`{key}` needs `wansteer: {{mode: controller|standalone}}`"),
                     ));
                 }
             }

@@ -108,6 +108,9 @@ pub struct Steer {
     routers: Vec<(String, String)>,
     controller: Option<ControllerRun>,
     agents: BTreeMap<String, Child>,
+    /// Each site's STAMP reflector, apart from its agent so that it outlives the agent's
+    /// restarts (`restart_agent` leaves it running).
+    reflectors: BTreeMap<String, Child>,
     restarts: u32,
     tx: mpsc::UnboundedSender<(String, Value)>,
     pub observed: Arc<Mutex<Observed>>,
@@ -155,6 +158,7 @@ impl Steer {
                 .collect(),
             controller: None,
             agents: BTreeMap::new(),
+            reflectors: BTreeMap::new(),
             restarts: 0,
             tx,
             observed: Arc::default(),
@@ -250,6 +254,16 @@ impl Steer {
             .find(|(s, _)| s == site)
             .map(|(_, ns)| ns.clone())
             .with_context(|| format!("no site router `{site}`"))?;
+        if self.reflectors.is_empty() {
+            // Every site's reflector before the first agent: they run independently of the
+            // agents, as their own service would, so no agent starts probing a far end
+            // that is not answering yet.
+            for (router, router_ns) in &self.routers {
+                let log = self.dir.join(format!("reflector-{router}.log"));
+                let reflector = crate::demo::start_reflector(&self.exe, router_ns, &log)?;
+                self.reflectors.insert(router.clone(), reflector);
+            }
+        }
         let log = if self.restarts == 0 {
             self.dir.join(format!("agent-{site}.log"))
         } else {
@@ -270,14 +284,30 @@ impl Steer {
     }
 
     /// Kills an agent the hard way (SIGKILL: nothing cleaned up, as in a crash or an OOM
-    /// kill) and starts a new one, which must adopt the kernel state it finds.
+    /// kill) and starts a new one, which must adopt the kernel state it finds. The site's
+    /// reflector keeps answering meanwhile.
     pub fn restart_agent(&mut self, site: &str) -> anyhow::Result<()> {
+        self.stop_agent(site)?;
+        self.start_stopped_agent(site)
+    }
+
+    /// Kills an agent (SIGKILL) and leaves it down; its kernel state and its site's
+    /// reflector stay.
+    pub fn stop_agent(&mut self, site: &str) -> anyhow::Result<()> {
         let mut old = self
             .agents
             .remove(site)
-            .with_context(|| format!("no agent for site `{site}`"))?;
+            .with_context(|| format!("no agent running for site `{site}`"))?;
         let _ = old.kill();
         let _ = old.wait();
+        Ok(())
+    }
+
+    /// Starts a new agent for a site whose agent was stopped.
+    pub fn start_stopped_agent(&mut self, site: &str) -> anyhow::Result<()> {
+        if self.agents.contains_key(site) {
+            bail!("the agent of `{site}` is still running: stop it first");
+        }
         self.restarts += 1;
         self.start_agent(site)
     }
@@ -410,6 +440,10 @@ impl Drop for Steer {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for reflector in self.reflectors.values_mut() {
+            let _ = reflector.kill();
+            let _ = reflector.wait();
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod steering;
 pub mod controller_mode;
 pub mod demand;
 mod netns;
+pub mod reflector;
 mod run;
 
 pub use run::{DaemonArgs, run};

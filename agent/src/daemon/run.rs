@@ -22,6 +22,7 @@ use super::metrics::AgentMetrics;
 use super::netns;
 use super::plan::{LINE_SLA, SitePlan, plan_site, sla_score, steer_routes};
 use super::probe_thread::{ProbePriority, ProbeThread};
+use super::reflector::{self, ReflectAt};
 use super::steering::{HealthBoard, Steering};
 use crate::dataplane::standalone::compile_policy;
 use crate::dataplane::{Dataplane, FailoverState, Kernel, LineEvent};
@@ -52,9 +53,11 @@ pub struct DaemonArgs {
     /// Apply the policy once and exit (no probes, no steering).
     #[arg(long)]
     pub once: bool,
-    /// Where the STAMP reflector listens for the far agents' probes.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:862")]
-    pub reflect: SocketAddr,
+    /// Where the STAMP reflector listens for the far agents' probes, or `off` when a
+    /// separate `wansteer agent reflector` answers for this site (it then outlives agent
+    /// restarts, so the far ends do not see the site's lines die while the agent restarts).
+    #[arg(long, value_name = "ADDR|off", default_value = "0.0.0.0:862")]
+    pub reflect: ReflectAt,
     /// Scheduling of the thread that sends and reflects probes: `realtime` (SCHED_FIFO when
     /// permitted, so a busy host's late wake-ups do not read as jitter or outages) or `normal`.
     #[arg(
@@ -512,19 +515,21 @@ pub(super) struct Probes {
 
 /// Handles to stop the probe tasks, and the thread they run on.
 pub(super) struct ProbeTasks {
-    stop_reflector: oneshot::Sender<()>,
-    reflector: tokio::task::JoinHandle<()>,
+    /// The agent's own reflector (none with `--reflect off`).
+    reflector: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     senders: Vec<tokio::task::AbortHandle>,
     thread: ProbeThread,
 }
 
 impl ProbeTasks {
     pub async fn stop(self) {
-        let _ = self.stop_reflector.send(());
         for sender in &self.senders {
             sender.abort();
         }
-        let _ = self.reflector.await;
+        if let Some((stop, task)) = self.reflector {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         drop(self.thread);
     }
 }
@@ -535,29 +540,29 @@ impl Probes {
     pub fn start(
         plan: &SitePlan,
         netns: Option<&str>,
-        reflect: SocketAddr,
+        reflect: ReflectAt,
         priority: ProbePriority,
     ) -> anyhow::Result<Probes> {
         let thread = ProbeThread::start(priority).context("cannot start the probe thread")?;
         // Sockets made from here on are driven by the probe thread's reactor.
         let entered = thread.enter();
-        let reflector = netns::run_in(netns, || -> std::io::Result<std::net::UdpSocket> {
-            let socket = std::net::UdpSocket::bind(reflect)?;
-            socket.set_nonblocking(true)?;
-            Ok(socket)
-        })?
-        .with_context(|| format!("cannot listen on {reflect} for probes"))?;
-        let (stop_reflector, reflector_stopped) = oneshot::channel::<()>();
-        let reflector = UdpSocket::from_std(reflector)?;
-        let reflector_task = thread.handle().spawn(async move {
-            if let Err(error) = run_reflector(reflector, async move {
-                let _ = reflector_stopped.await;
-            })
-            .await
-            {
-                tracing::error!(%error, "the STAMP reflector stopped");
+        let reflector = match reflect {
+            ReflectAt::Off => None,
+            ReflectAt::Here(listen) => {
+                let socket = reflector::bind(netns, listen)?;
+                let (stop, stopped) = oneshot::channel::<()>();
+                let task = thread.handle().spawn(async move {
+                    if let Err(error) = run_reflector(socket, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    {
+                        tracing::error!(%error, "the STAMP reflector stopped");
+                    }
+                });
+                Some((stop, task))
             }
-        });
+        };
 
         let (reports_in, reports) = mpsc::unbounded_channel();
         let mut senders = Vec::new();
@@ -588,8 +593,7 @@ impl Probes {
         Ok(Probes {
             reports,
             tasks: ProbeTasks {
-                stop_reflector,
-                reflector: reflector_task,
+                reflector,
                 senders,
                 thread,
             },

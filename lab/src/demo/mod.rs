@@ -102,6 +102,7 @@ struct Running {
     plan: Plan,
     emulators: Vec<Emulator>,
     agents: Vec<(String, Child)>,
+    reflectors: Vec<Child>,
     controller: Option<Child>,
 }
 
@@ -122,6 +123,10 @@ impl Drop for Running {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for reflector in &mut self.reflectors {
+            let _ = reflector.kill();
+            let _ = reflector.wait();
         }
         for emulator in self.emulators.drain(..) {
             emulator.stop();
@@ -151,7 +156,21 @@ fn v4_of(plan: &Plan, node: &str) -> anyhow::Result<(String, IpAddr)> {
     Ok((ns.name.clone(), addr))
 }
 
+/// Starts `wansteer agent reflector` for the router in namespace `ns`: the site's STAMP
+/// reflector as its own process, as `dist/systemd/wansteer-reflector.service` runs it, so
+/// an agent restart does not look like the site's lines dying to the far ends.
+pub fn start_reflector(exe: &Path, ns: &str, log: &Path) -> anyhow::Result<Child> {
+    Command::new(exe)
+        .args(["agent", "reflector", "--netns", ns])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log)?)
+        .spawn()
+        .with_context(|| format!("cannot start the reflector in {ns}"))
+}
+
 /// Starts `wansteer agent` for `site` inside namespace `ns`; its JSON events go to `tx`.
+/// The site's reflector runs apart ([`start_reflector`]): the agent has `--reflect off`.
 pub fn start_agent(
     exe: &Path,
     policy: &Path,
@@ -183,6 +202,8 @@ pub fn start_agent(
         .args([
             "--site",
             site,
+            "--reflect",
+            "off",
             "--json",
             "--summaries",
             "--long-window",
@@ -240,6 +261,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plan: plan.clone(),
         emulators: Vec::new(),
         agents: Vec::new(),
+        reflectors: Vec::new(),
         controller: None,
     };
     let state = LabState {
@@ -276,6 +298,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(demo_controller)
     };
     let (agent_tx, mut agent_rx) = mpsc::unbounded_channel();
+    // Every site's reflector first: they run apart from the agents (as their own service
+    // would), so no agent starts probing a far end that is not answering yet.
+    for ns in plan.namespaces.iter().filter(|n| n.role == Role::Router) {
+        let log = args.report.join(format!("reflector-{}.log", ns.node));
+        running
+            .reflectors
+            .push(start_reflector(&exe, &ns.name, &log)?);
+    }
     for ns in plan.namespaces.iter().filter(|n| n.role == Role::Router) {
         let log = args.report.join(format!("agent-{}.log", ns.node));
         let child = start_agent(
