@@ -176,7 +176,9 @@ fn a_teams_tls_flow_is_marked_with_its_class_and_metrics_scrape_clean() {
         netns: Some(lab.site.clone()),
         once: false,
         reflect: "0.0.0.0:862".parse().unwrap(),
-        probe_priority: wansteer_agent::daemon::probe_thread::ProbePriority::Realtime,
+        probe: wansteer_agent::daemon::probe_thread::ProbePriorityArg {
+            probe_priority: wansteer_agent::daemon::probe_thread::ProbePriority::Realtime,
+        },
         long_window: None,
         json: true,
         summaries: false,

@@ -685,14 +685,7 @@ async fn metrics_need_a_viewer_token_unless_public_and_openapi_stays_public() {
 async fn an_admin_rolls_the_policy_back_to_an_earlier_version() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), POLICY, tokens(), 0).await;
-    let (status, _) = server
-        .send(
-            Method::PUT,
-            "/api/v1/policy",
-            Some(server.admin()),
-            policy_with_video(),
-        )
-        .await;
+    let (status, _) = server.put_policy(policy_with_video()).await;
     assert_eq!(status, 200);
 
     // The listing leaves the texts out; one version gives its text.
@@ -717,37 +710,15 @@ async fn an_admin_rolls_the_policy_back_to_an_earlier_version() {
     assert_eq!(status, 404);
 
     // Viewers may not roll back; an unknown version changes nothing.
-    let rollback = |version: u64| format!("/api/v1/policy/rollback?version={version}");
-    let (status, _) = server
-        .send(
-            Method::POST,
-            &rollback(1),
-            Some(server.viewer()),
-            String::new(),
-        )
-        .await;
+    let (status, _) = server.rollback(1, server.viewer()).await;
     assert_eq!(status, 403);
-    let (status, _) = server
-        .send(
-            Method::POST,
-            &rollback(9),
-            Some(server.admin()),
-            String::new(),
-        )
-        .await;
+    let (status, _) = server.rollback(9, server.admin()).await;
     assert_eq!(status, 404);
     let (_, policy) = server.get("/api/v1/policy", Some(server.viewer())).await;
     assert_eq!(policy["version"], 2);
 
     // Back to version 1's text, recorded as version 3 by the admin; video is gone again.
-    let (status, applied) = server
-        .send(
-            Method::POST,
-            &rollback(1),
-            Some(server.admin()),
-            String::new(),
-        )
-        .await;
+    let (status, applied) = server.rollback(1, server.admin()).await;
     assert_eq!(status, 200, "{applied}");
     assert_eq!(
         (
@@ -781,14 +752,7 @@ async fn an_admin_rolls_the_policy_back_to_an_earlier_version() {
             .any(|c| c["name"] == "video")
     );
     // Rolling back to the text in force is no change.
-    let (status, again) = server
-        .send(
-            Method::POST,
-            &rollback(1),
-            Some(server.admin()),
-            String::new(),
-        )
-        .await;
+    let (status, again) = server.rollback(1, server.admin()).await;
     assert_eq!(status, 200);
     assert_eq!(
         (again["version"].clone(), again["changed"].clone()),

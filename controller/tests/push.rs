@@ -109,14 +109,7 @@ async fn agent_applies_pushes_acks_and_drift_shows() {
     assert_eq!(server.agent_row("hub").await["drift"], "never_connected");
 
     // A policy change pushes v2 to the connected agent.
-    let (status, _) = server
-        .send(
-            Method::PUT,
-            "/api/v1/policy",
-            Some(server.admin()),
-            policy_with_video(),
-        )
-        .await;
+    let (status, _) = server.put_policy(policy_with_video()).await;
     assert_eq!(status, 200);
     let v2 = agent.next_applied().await;
     assert_eq!(v2.version, 2);

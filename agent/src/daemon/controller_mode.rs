@@ -302,7 +302,7 @@ pub async fn run(args: DaemonArgs, controller: String) -> anyhow::Result<ExitCod
         &plan,
         args.netns.as_deref(),
         args.reflect,
-        args.probe_priority,
+        args.probe.probe_priority,
     )?;
     let policy = wansteer_policies::check_file(&policy_path)
         .map_err(|_| anyhow::anyhow!("policy {} refused", policy_path.display()))?

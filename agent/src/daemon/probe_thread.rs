@@ -28,6 +28,20 @@ pub enum ProbePriority {
     Normal,
 }
 
+/// `--probe-priority`, the same for the agent and its stand-alone reflector.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ProbePriorityArg {
+    /// Scheduling of the thread that sends and reflects probes: `realtime` (SCHED_FIFO when
+    /// permitted, so a busy host's late wake-ups do not read as jitter or outages) or `normal`.
+    #[arg(
+        long,
+        value_name = "PRIORITY",
+        default_value = "realtime",
+        env = "WANSTEER_PROBE_PRIORITY"
+    )]
+    pub probe_priority: ProbePriority,
+}
+
 /// What the thread got from the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheduling {

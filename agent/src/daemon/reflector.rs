@@ -17,7 +17,7 @@ use tokio::net::UdpSocket;
 use wansteer_probes::tasks::run_reflector;
 
 use super::netns;
-use super::probe_thread::{ProbePriority, ProbeThread};
+use super::probe_thread::{ProbePriorityArg, ProbeThread};
 
 /// Where the agent's own STAMP reflector listens, or `off` when a separate
 /// `wansteer agent reflector` answers for the site.
@@ -68,21 +68,15 @@ pub struct ReflectorArgs {
     /// Where to listen for the far ends' probes.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:862")]
     pub listen: SocketAddr,
-    /// Scheduling of the reflector's thread, as the agent's `--probe-priority`: a late
-    /// answer reads as jitter at the far end.
-    #[arg(
-        long,
-        value_name = "PRIORITY",
-        default_value = "realtime",
-        env = "WANSTEER_PROBE_PRIORITY"
-    )]
-    pub probe_priority: ProbePriority,
+    /// As the agent's: a late answer reads as jitter at the far end.
+    #[command(flatten)]
+    pub probe: ProbePriorityArg,
 }
 
 /// Runs the reflector until SIGTERM or SIGINT.
 pub async fn run(args: ReflectorArgs) -> anyhow::Result<ExitCode> {
     let thread =
-        ProbeThread::start(args.probe_priority).context("cannot start the probe thread")?;
+        ProbeThread::start(args.probe.probe_priority).context("cannot start the probe thread")?;
     let socket = {
         // The socket's readiness is driven by the probe thread's reactor.
         let _entered = thread.enter();

@@ -21,7 +21,7 @@ use super::events::{AgentEvent, EventLog};
 use super::metrics::AgentMetrics;
 use super::netns;
 use super::plan::{LINE_SLA, SitePlan, plan_site, sla_score, steer_routes};
-use super::probe_thread::{ProbePriority, ProbeThread};
+use super::probe_thread::{ProbePriority, ProbePriorityArg, ProbeThread};
 use super::reflector::{self, ReflectAt};
 use super::steering::{HealthBoard, Steering};
 use crate::dataplane::standalone::compile_policy;
@@ -58,15 +58,8 @@ pub struct DaemonArgs {
     /// restarts, so the far ends do not see the site's lines die while the agent restarts).
     #[arg(long, value_name = "ADDR|off", default_value = "0.0.0.0:862")]
     pub reflect: ReflectAt,
-    /// Scheduling of the thread that sends and reflects probes: `realtime` (SCHED_FIFO when
-    /// permitted, so a busy host's late wake-ups do not read as jitter or outages) or `normal`.
-    #[arg(
-        long,
-        value_name = "PRIORITY",
-        default_value = "realtime",
-        env = "WANSTEER_PROBE_PRIORITY"
-    )]
-    pub probe_priority: ProbePriority,
+    #[command(flatten)]
+    pub probe: ProbePriorityArg,
     /// Recovery (long) window of the probes, e.g. `10s` (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = parse_seconds)]
     pub long_window: Option<Duration>,
@@ -183,7 +176,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         let classes = plan.groups.iter().map(|g| g.lines.class.as_str());
         metrics.declare(plan.probes.iter().map(|p| p.line.as_str()), classes);
     }
-    let probes = Probes::start(&plan, netns, args.reflect, args.probe_priority)?;
+    let probes = Probes::start(&plan, netns, args.reflect, args.probe.probe_priority)?;
     let reflect = args.reflect;
     let mut reports = probes.reports;
     log.emit(AgentEvent::Ready {

@@ -340,6 +340,24 @@ impl Running {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// PUTs a policy text as the admin.
+    pub async fn put_policy(&self, text: String) -> (u16, Value) {
+        self.send(
+            reqwest::Method::PUT,
+            "/api/v1/policy",
+            Some(self.admin()),
+            text,
+        )
+        .await
+    }
+
+    /// Asks for a rollback to `version` with `token`.
+    pub async fn rollback(&self, version: u64, token: &str) -> (u16, Value) {
+        let path = format!("/api/v1/policy/rollback?version={version}");
+        self.send(reqwest::Method::POST, &path, Some(token), String::new())
+            .await
+    }
+
     /// Stops serving and releases the state directory.
     pub async fn stop(self) {
         self.controller.close().unwrap();
