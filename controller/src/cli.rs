@@ -158,7 +158,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         closing.begin_shutdown();
     })
     .await?;
-    controller.close()?;
+    controller.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -23,7 +23,15 @@ pub trait Planning: Send + 'static {
     /// The rule sets a previous process published (called once at start, after the first
     /// [`Planning::on_policy`]): a planner that keeps placements resumes from them, so a
     /// restart re-publishes the same content instead of re-placing every class.
-    fn restore(&mut self, _rule_sets: &[RuleSet]) {}
+    ///
+    /// `memory` is what [`Planning::memory_if_changed`] last returned in that process.
+    fn restore(&mut self, _rule_sets: &[RuleSet], _memory: Option<&str>) {}
+    /// What the planner knows beyond the rule sets and should keep across a restart (line
+    /// flap penalties, hold-downs, SLA breach history), as JSON; `None` when it did not
+    /// change since the last call. `now_ms` is wall-clock milliseconds since the epoch.
+    fn memory_if_changed(&mut self, _now_ms: u64) -> Option<String> {
+        None
+    }
 }
 
 /// What one planning round produced.

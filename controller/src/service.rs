@@ -286,6 +286,11 @@ type PolicyDone = oneshot::Sender<Result<Vec<String>, String>>;
 /// and metrics (the planner is behind, and the next report supersedes it anyway).
 const PLANNER_REPORT_QUEUE: usize = 65_536;
 
+/// How often the planner's line memory is written when it changed. A crash loses at most
+/// this much of it (a clean stop writes it last thing); a breach still going on is noted
+/// again by the next report anyway.
+const MEMORY_SAVE_INTERVAL: Duration = Duration::from_secs(5);
+
 struct Shared {
     state: Mutex<State>,
     /// Swapped whole on reload; requests hold the one they started with.
@@ -302,6 +307,8 @@ struct Shared {
     check: CheckOptions,
     /// Set once at shutdown: push streams and the planner task end.
     closing: watch::Sender<bool>,
+    /// Set by the planner task once it has stopped and written its memory.
+    planner_stopped: watch::Sender<bool>,
     /// Agent records waiting for the registry writer, by site (latest wins).
     pending_agents: Mutex<BTreeMap<String, AgentRecord>>,
     agents_dirty: tokio::sync::Notify,
@@ -369,6 +376,7 @@ impl Controller {
         let mut published = BTreeMap::new();
         let mut channels = HashMap::new();
         let restored = loaded.rule_sets.clone();
+        let memory = loaded.planner_memory.clone();
         for rule_set in loaded.rule_sets {
             let pushed = Pushed::new(rule_set);
             let rule_set = pushed.rule_set.clone();
@@ -438,6 +446,7 @@ impl Controller {
             metrics_public: config.metrics_public,
             check: config.check.clone(),
             closing: watch::Sender::new(false),
+            planner_stopped: watch::Sender::new(false),
             pending_agents: Mutex::new(BTreeMap::new()),
             agents_dirty: tokio::sync::Notify::new(),
         });
@@ -452,7 +461,7 @@ impl Controller {
         };
         let (first_tx, first_plan) = oneshot::channel();
         let startup = startup_record.map(|record| (record, first_tx));
-        tokio::spawn(task.run(planner_rx, reports_rx, restored, plan_now, startup));
+        tokio::spawn(task.run(planner_rx, reports_rx, restored, memory, plan_now, startup));
         tokio::spawn(registry_writer(
             Arc::downgrade(&controller.shared),
             controller.closing(),
@@ -628,7 +637,25 @@ impl Controller {
         self.shared.closing.subscribe()
     }
 
-    /// Shuts down and releases the store, durably; call before exiting.
+    /// Shuts down: ends the push streams, lets the planner write its line memory (waiting
+    /// at most a few seconds for it), then releases the store durably. What `wansteer
+    /// controller` does on SIGTERM.
+    pub async fn shutdown(&self) -> Result<(), crate::store::StoreError> {
+        self.begin_shutdown();
+        let mut stopped = self.shared.planner_stopped.subscribe();
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            stopped.wait_for(|stopped| *stopped),
+        )
+        .await;
+        if waited.is_err() {
+            tracing::warn!("the planner did not stop in time; its latest line memory is lost");
+        }
+        off_runtime(|| self.close())
+    }
+
+    /// Shuts down and releases the store, durably, without waiting for the planner (its
+    /// line memory is as of its last periodic write).
     pub fn close(&self) -> Result<(), crate::store::StoreError> {
         self.begin_shutdown();
         self.flush_agents();
@@ -1360,12 +1387,13 @@ impl PlannerTask {
         mut control: mpsc::Receiver<PlannerInput>,
         mut reports: mpsc::Receiver<Box<Report>>,
         restored: Vec<RuleSet>,
+        memory: Option<String>,
         plan_now: bool,
         startup: Option<(PolicyVersion, PolicyDone)>,
     ) {
         self.planner.on_policy(&self.policy);
-        if !restored.is_empty() {
-            self.planner.restore(&restored);
+        if !restored.is_empty() || memory.is_some() {
+            self.planner.restore(&restored, memory.as_deref());
         }
         match startup {
             Some((record, done)) => {
@@ -1381,6 +1409,8 @@ impl PlannerTask {
         let mut closing = self.closing.clone();
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut memory_tick = tokio::time::interval(MEMORY_SAVE_INTERVAL);
+        memory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -1410,6 +1440,7 @@ impl PlannerTask {
                     dirty = false;
                     self.plan();
                 }
+                _ = memory_tick.tick() => self.save_memory(),
                 report = reports.recv() => {
                     let Some(report) = report else { break };
                     self.planner.on_report(&report);
@@ -1425,6 +1456,26 @@ impl PlannerTask {
                 }
             }
         }
+        self.save_memory();
+        if let Some(shared) = self.controller.upgrade() {
+            shared.planner_stopped.send_replace(true);
+        }
+    }
+
+    /// Writes the planner's line memory when it changed.
+    fn save_memory(&mut self) {
+        let Some(shared) = self.controller.upgrade() else {
+            return;
+        };
+        let planner = &mut self.planner;
+        off_runtime(|| {
+            let Some(json) = planner.memory_if_changed(now_ms()) else {
+                return;
+            };
+            if let Err(error) = shared.store.save_planner_memory(&json) {
+                tracing::warn!(%error, "cannot record the planner's line memory");
+            }
+        });
     }
 
     /// Plans and publishes under the policy in force.

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use tracing::warn;
+use tracing::{info, warn};
 use wansteer_policies::Policy;
 use wansteer_wire::session::{self, Report};
 
 use crate::graph::{self, LineMeasurement};
-use crate::plan::{ClassDemand, Decision, Planner};
+use crate::plan::{ClassDemand, Decision, Planner, PlannerMemory};
 use crate::planning::{DecisionRecord, Plan, Planning};
 
 /// The SLA-aware solver of [`crate::plan`], driven by the service.
@@ -134,10 +134,32 @@ impl Planning for SolverPlanning {
         }
     }
 
-    fn restore(&mut self, rule_sets: &[wansteer_wire::ruleset::RuleSet]) {
-        if let Some(planner) = &mut self.planner {
-            planner.resume(rule_sets.iter().cloned());
+    fn restore(&mut self, rule_sets: &[wansteer_wire::ruleset::RuleSet], memory: Option<&str>) {
+        let Some(planner) = &mut self.planner else {
+            return;
+        };
+        planner.resume(rule_sets.iter().cloned());
+        let Some(json) = memory else { return };
+        match serde_json::from_str::<PlannerMemory>(json) {
+            Ok(memory) => {
+                planner.restore_memory(&memory);
+                info!(
+                    lines = memory.lines.len(),
+                    sla_breaches = memory.sla_breaches.len(),
+                    "line memory restored"
+                );
+            }
+            // Only history is lost: lines are judged afresh from the next reports.
+            Err(error) => warn!(%error, "stored line memory unreadable; starting without it"),
         }
+    }
+
+    fn memory_if_changed(&mut self, now_ms: u64) -> Option<String> {
+        let memory = self
+            .planner
+            .as_mut()?
+            .memory_if_changed(Duration::from_millis(now_ms))?;
+        Some(serde_json::to_string(&memory).expect("planner memory serialises"))
     }
 
     fn plan(&mut self, now_ms: u64) -> Plan {
@@ -251,6 +273,70 @@ classes:
             .expect("the move is recorded as a decision");
         assert_eq!(moved.from_line.as_deref(), Some("mpls"));
         assert!(moved.reason.contains("loss"), "{}", moved.reason);
+    }
+
+    #[test]
+    fn line_memory_survives_its_json_and_unreadable_memory_only_loses_history() {
+        let policy = wansteer_policies::check_source("p.yaml", POLICY)
+            .unwrap()
+            .policy;
+        let mut planning = SolverPlanning::new();
+        planning.on_policy(&policy);
+        let up = session::LineHealth::Up;
+        let down = session::LineHealth::Down;
+        for (at_ms, mpls) in [(1_000, up), (2_000, down), (3_000, up), (4_000, down)] {
+            for site in ["dc", "b1"] {
+                planning.on_report(&report(
+                    site,
+                    at_ms,
+                    vec![line("mpls", 0.0, mpls), line("inet", 0.0, up)],
+                ));
+            }
+        }
+        let plan = planning.plan(4_000);
+        let json = planning
+            .memory_if_changed(4_000)
+            .expect("the flaps are news");
+        assert_eq!(planning.memory_if_changed(4_100), None, "nothing new since");
+        let rule_sets: Vec<_> = plan.rule_sets.into_values().collect();
+
+        let mut restored = SolverPlanning::new();
+        restored.on_policy(&policy);
+        restored.restore(&rule_sets, Some(&json));
+        let memory: PlannerMemory = serde_json::from_str(&json).unwrap();
+        let again = restored
+            .planner
+            .as_ref()
+            .unwrap()
+            .memory(Duration::from_millis(4_000));
+        assert_eq!(
+            again.lines, memory.lines,
+            "both mpls lines, down, penalised"
+        );
+        assert_eq!(memory.lines.len(), 2, "{memory:?}");
+        assert!(
+            memory
+                .lines
+                .iter()
+                .all(|l| l.health == graph::LineHealth::Down)
+        );
+
+        let mut fresh = SolverPlanning::new();
+        fresh.on_policy(&policy);
+        fresh.restore(&rule_sets, Some("{not json"));
+        let memory = fresh
+            .planner
+            .as_ref()
+            .unwrap()
+            .memory(Duration::from_millis(4_000));
+        assert!(memory.lines.is_empty() && memory.sla_breaches.is_empty());
+        // The placements still resumed: voice stays where it was.
+        let replanned = fresh.plan(4_100);
+        assert!(
+            replanned.decisions.is_empty(),
+            "resumed without the memory: {:?}",
+            replanned.decisions
+        );
     }
 
     #[test]

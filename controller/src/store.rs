@@ -20,6 +20,9 @@ const RULE_SETS: TableDefinition<&str, &str> = TableDefinition::new("rule_sets")
 const AGENTS: TableDefinition<&str, &str> = TableDefinition::new("agents");
 const DECISIONS: TableDefinition<u64, &str> = TableDefinition::new("decisions");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The planner's line memory (see `Planning::memory_if_changed`), one JSON value.
+const PLANNER_MEMORY: TableDefinition<&str, &str> = TableDefinition::new("planner_memory");
+const PLANNER_MEMORY_KEY: &str = "memory";
 /// Key in [`META`]: the policy version the stored rule sets were compiled from.
 const RULE_SETS_POLICY: &str = "rule_sets_policy_version";
 
@@ -103,6 +106,8 @@ pub struct Loaded {
     /// The policy version the stored rule sets were compiled from (none in a store written
     /// before this was recorded).
     pub rule_sets_policy: Option<u64>,
+    /// What the planner last wrote of its memory (opaque JSON).
+    pub planner_memory: Option<String>,
 }
 
 /// The redb file; closed explicitly at shutdown so a successor can open it at once.
@@ -127,6 +132,8 @@ impl Store {
             txn.open_table(AGENTS).map_err(err("create tables"))?;
             txn.open_table(DECISIONS).map_err(err("create tables"))?;
             txn.open_table(META).map_err(err("create tables"))?;
+            txn.open_table(PLANNER_MEMORY)
+                .map_err(err("create tables"))?;
         }
         txn.commit().map_err(err("create tables"))?;
         Ok(Store {
@@ -213,6 +220,12 @@ impl Store {
                 .get(RULE_SETS_POLICY)
                 .map_err(err("load meta"))?
                 .map(|v| v.value());
+            loaded.planner_memory = txn
+                .open_table(PLANNER_MEMORY)
+                .map_err(err("load planner memory"))?
+                .get(PLANNER_MEMORY_KEY)
+                .map_err(err("load planner memory"))?
+                .map(|v| v.value().to_string());
             Ok(loaded)
         })
     }
@@ -314,6 +327,24 @@ impl Store {
                     .map_err(err("save agent"))?;
             }
             txn.commit().map_err(err("save agent"))
+        })
+    }
+
+    /// Replaces the planner's memory (without fsync; made durable at close).
+    pub fn save_planner_memory(&self, json: &str) -> Result<(), StoreError> {
+        self.with_db("save planner memory", |db| {
+            let mut txn = db.begin_write().map_err(err("save planner memory"))?;
+            txn.set_durability(Durability::None)
+                .map_err(err("save planner memory"))?;
+            {
+                let mut table = txn
+                    .open_table(PLANNER_MEMORY)
+                    .map_err(err("save planner memory"))?;
+                table
+                    .insert(PLANNER_MEMORY_KEY, json)
+                    .map_err(err("save planner memory"))?;
+            }
+            txn.commit().map_err(err("save planner memory"))
         })
     }
 

@@ -356,3 +356,56 @@ async fn a_policy_change_is_recorded_with_its_change_list_across_a_restart() {
     assert_eq!(history[1].changes, applied.changes);
     controller.close().unwrap();
 }
+
+/// [`POLICY`] with a one-second hold-down, so a test can outwait it.
+fn short_hold_down_policy() -> String {
+    format!("{POLICY}timers: {{ hold_down: 1s }}\n")
+}
+
+async fn both_report_mpls(controller: &Controller, mpls: LineHealth) {
+    for site in ["dc", "b1"] {
+        let mut report = report(site, (0.0, 0.5));
+        report.lines[0].health = mpls;
+        controller.report(site, report).await.unwrap();
+    }
+    controller.settle().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_keeps_a_flapping_line_suppressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = short_hold_down_policy();
+    let start = || async {
+        start_with(dir.path(), &policy, Box::new(SolverPlanning::new()))
+            .await
+            .expect("controller starts")
+    };
+    let controller = start().await;
+    both_report_mpls(&controller, LineHealth::Up).await;
+    assert_eq!(voice_line(&controller.published()), "mpls");
+    // mpls fails three times in a row: penalty ≈ 3000 over the default suppress limit of
+    // 2000, so it stays out of use until the penalty has halved twice (minutes).
+    for _ in 0..3 {
+        both_report_mpls(&controller, LineHealth::Down).await;
+        both_report_mpls(&controller, LineHealth::Up).await;
+    }
+    assert_eq!(voice_line(&controller.published()), "inet");
+    controller.shutdown().await.unwrap();
+    drop(controller);
+
+    let controller = start().await;
+    // Well past the one-second hold-down of the restored placement and of mpls's last
+    // recovery: a controller that forgot the flaps would move voice back now.
+    for _ in 0..8 {
+        both_report_mpls(&controller, LineHealth::Up).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    both_report_mpls(&controller, LineHealth::Up).await;
+    assert_eq!(
+        voice_line(&controller.published()),
+        "inet",
+        "mpls is still suppressed after the restart: {:?}",
+        controller.decisions(None, None, 5)
+    );
+    controller.shutdown().await.unwrap();
+}

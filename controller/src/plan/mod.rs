@@ -20,6 +20,7 @@
 //! the capacity the others leave; it falls back to a full solve when the change is broad or
 //! the re-placed demand no longer fits. Time is an input: nothing here reads a clock.
 
+mod memory;
 mod reason;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -39,6 +40,7 @@ use crate::graph::{
 use crate::solver::alloc::{self, Allocation, Commodity, PathId, Paths};
 use crate::solver::sla::{Metric, SlaBounds, score};
 
+pub use memory::{LineMemory, PlannerMemory, SlaBreachMemory};
 pub use reason::{Breach, Evidence, Name, Reason, ReasonDetail, ReasonKind, RouteReason};
 
 /// Policies with at most this many sites get routes between every pair of sites.
@@ -288,6 +290,9 @@ pub struct Planner {
     /// a line must stay healthy before classes move back to it"), so loss hovering around an
     /// SLA does not move the class back and forth every hold-down.
     sla_breaches: HashMap<(LineId, usize), SlaBreach>,
+    /// Line memory (penalties, hold-downs, SLA breaches) changed since it was last taken
+    /// by [`Planner::memory_if_changed`].
+    memory_changed: bool,
 }
 
 /// A line breaking one class's SLA, again and again: each breach after the line had
@@ -368,6 +373,7 @@ impl Planner {
             rates_held: vec![false; graph.sites.len()],
             resume_grace: ResumeGrace::None,
             sla_breaches: HashMap::new(),
+            memory_changed: false,
             graph,
             policy,
         };
@@ -496,6 +502,7 @@ impl Planner {
             }
         }
         next.resume_grace = self.resume_grace;
+        next.memory_changed = true;
         next.restore_rulesets(self.rulesets.iter().flatten().cloned());
         *self = next;
     }
@@ -612,9 +619,13 @@ impl Planner {
         if change != LineChange::None {
             self.dirty_lines.insert(line);
         }
+        if change == LineChange::Health {
+            self.memory_changed = true;
+        }
         if let Some(quality) = self.graph.line(line).quality {
             for (class, rules) in self.classes.iter().enumerate() {
                 if !rules.sla.met_by(quality) {
+                    self.memory_changed = true;
                     record_breach(
                         &mut self.sla_breaches,
                         self.graph.timers(),
@@ -648,6 +659,7 @@ impl Planner {
         };
         for (class, rules) in self.classes.iter().enumerate() {
             if rules.sla.loss.is_some_and(|limit| loss > limit) {
+                self.memory_changed = true;
                 record_breach(&mut self.sla_breaches, self.graph.timers(), line, class, at);
             }
         }
@@ -732,6 +744,7 @@ impl Planner {
         }
         for line in self.graph.decay(now) {
             self.dirty_lines.insert(line);
+            self.memory_changed = true;
         }
         let due_lines: Vec<At> = self
             .line_revisits
