@@ -717,14 +717,22 @@ function diagnosticsList(diagnostics) {
 function policyView() {
   mount(["policy"], async () => {
     const [active, versions] = await Promise.all([api("/api/v1/policy"), api("/api/v1/policy/versions")]);
+    const admin = state.me && state.me.role === "admin";
+    // An admin may bring back any earlier version: it is loaded into the editor with its
+    // diff against the active policy, and applied only after that preview.
+    const rollbackCell = (v) => admin && v.version !== active.version ?
+      h("td", {}, h("button", { type: "button", class: "rollback", "data-version": v.version,
+        onclick: () => document.getElementById("upload").loadVersion(v.version) }, "Roll back…")) :
+      admin ? h("td", { class: "muted" }, "active") : null;
     const versionTable = h("table", { id: "versions" },
-      h("thead", {}, h("tr", {}, ["Version", "When", "By", "Changes"].map((x) => h("th", {}, x)))),
+      h("thead", {}, h("tr", {}, ["Version", "When", "By", "Changes"].concat(admin ? [""] : [])
+        .map((x) => h("th", {}, x)))),
       h("tbody", {}, versions.slice().reverse().map((v) => h("tr", {},
         h("td", {}, "v" + v.version), h("td", {}, fmtTime(v.at_ms)), h("td", {}, v.by),
-        h("td", {}, h("ul", {}, v.changes.map((c) => h("li", {}, c))))))));
+        h("td", {}, h("ul", {}, v.changes.map((c) => h("li", {}, c)))), rollbackCell(v)))));
     const parts = [h("h1", {}, `Policy v${active.version}`),
       h("p", { class: "muted" }, `${active.file}, applied ${fmtTime(active.at_ms)} by ${active.by}`)];
-    if (state.me && state.me.role === "admin") {
+    if (admin) {
       // Keep what the admin is editing across live refreshes.
       const old = document.getElementById("policy-text");
       parts.push(uploadCard(old ? old.value : active.text, active.file));
@@ -747,15 +755,24 @@ function uploadCard(text, file) {
   const name = h("input", { id: "policy-file", value: file, "aria-label": "file name" });
   const apply = h("button", { id: "apply", type: "button", disabled: true }, "Apply");
   let previewed = null;
-  area.addEventListener("input", () => { apply.disabled = true; previewed = null; });
+  // The earlier version loaded for a rollback, while the editor still holds its text.
+  let rollback = null;
+  const edited = () => {
+    apply.disabled = true;
+    previewed = null;
+    if (rollback && area.value !== rollback.text) {
+      rollback = null;
+      apply.textContent = "Apply";
+    }
+  };
+  area.addEventListener("input", edited);
   const picker = h("input", { type: "file", id: "policy-upload", accept: ".yaml,.yml,text/yaml" });
   picker.addEventListener("change", async () => {
     const f = picker.files[0];
     if (!f) return;
     area.value = await f.text();
     name.value = f.name;
-    apply.disabled = true;
-    previewed = null;
+    edited();
   });
   const send = async (method, path) => api(path + "?file=" + encodeURIComponent(name.value || "policy.yaml"),
     { method, body: area.value, headers: { "Content-Type": "application/yaml" } });
@@ -786,18 +803,37 @@ function uploadCard(text, file) {
   apply.addEventListener("click", async () => {
     if (previewed !== area.value) return;
     try {
-      const r = await send("PUT", "/api/v1/policy");
-      result.replaceChildren(h("p", { class: "ok" }, r.changed ? `Applied: now v${r.version}.` : "Unchanged."));
+      const back = rollback && area.value === rollback.text ? rollback.version : null;
+      const r = back !== null ?
+        await api(`/api/v1/policy/rollback?version=${back}`, { method: "POST" }) :
+        await send("PUT", "/api/v1/policy");
+      result.replaceChildren(h("p", { class: "ok" }, !r.changed ? "Unchanged." :
+        back !== null ? `Rolled back to v${back}: now v${r.version}.` : `Applied: now v${r.version}.`));
       apply.disabled = true;
+      rollback = null;
+      apply.textContent = "Apply";
       scheduleRefresh();
     } catch (e) { fail(e); }
   });
-  return h("div", { class: "card", id: "upload" }, h("h2", {}, "Change the policy"),
+  const card = h("div", { class: "card", id: "upload" }, h("h2", {}, "Change the policy"),
     h("p", { class: "muted" }, "Validate, preview the diff, then apply. A policy with errors changes nothing."),
     h("div", {}, "Load a file: ", picker, " name: ", name), area,
     h("div", {}, h("button", { id: "validate", type: "button", onclick: validate }, "Validate"),
       h("button", { id: "diff-button", type: "button", onclick: diff }, "Preview diff"), apply),
     result);
+  card.loadVersion = async (version) => {
+    try {
+      const v = await api(`/api/v1/policy/versions/${version}`);
+      area.value = v.text;
+      name.value = v.file;
+      edited();
+      rollback = { version, text: v.text };
+      apply.textContent = `Roll back to v${version}`;
+      await diff();
+      area.scrollIntoView({ block: "nearest" });
+    } catch (e) { fail(e); }
+  };
+  return card;
 }
 
 // ----- start -----

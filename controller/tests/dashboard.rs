@@ -874,6 +874,62 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
         .await;
     assert_eq!(running.controller.policy().0.version, 2);
     driver.screenshot("policy-admin-applied").await;
+
+    // Rolling back: v1's row loads it into the editor with its diff against v2; applying
+    // makes it v3, with v1's text.
+    driver
+        .wait_for(
+            "v1's rollback button",
+            "document.querySelector('#versions button.rollback[data-version=\"1\"]')",
+        )
+        .await;
+    driver
+        .click("#versions button.rollback[data-version=\"1\"]")
+        .await;
+    let undone = driver
+        .wait_for(
+            "the rollback's diff",
+            "(d => d && [...d.querySelectorAll('.del')].map(x => x.textContent).join('|'))(document.getElementById('textdiff'))",
+        )
+        .await;
+    assert!(
+        undone
+            .as_str()
+            .unwrap()
+            .contains("- name: examplebank-wan-2"),
+        "the rollback previews what it undoes: {undone}"
+    );
+    assert_eq!(
+        driver
+            .js(
+                "return document.getElementById('apply').textContent;",
+                json!([])
+            )
+            .await,
+        "Roll back to v1"
+    );
+    driver.screenshot("policy-admin-rollback").await;
+    driver.click("#apply").await;
+    driver
+        .wait_for(
+            "the rollback in the history",
+            "document.querySelectorAll('#versions tbody tr').length === 3",
+        )
+        .await;
+    let (record, _) = running.controller.policy();
+    assert_eq!(record.version, 3);
+    assert_eq!(record.text, BANK, "v3 is v1's text again");
+    assert!(
+        driver
+            .wait_for(
+                "the rollback's confirmation",
+                "(p => p && p.textContent)(document.querySelector('#policy-result .ok'))",
+            )
+            .await
+            .as_str()
+            .unwrap()
+            .contains("Rolled back to v1: now v3"),
+    );
     driver.assert_no_console_errors("policy (admin)").await;
 
     // Events as an admin: the audit log's policy changes and the refused sign-in.
