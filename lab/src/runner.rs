@@ -396,6 +396,16 @@ async fn play(
                         steer.kill_controller()?;
                         ("controller", "controller killed (SIGKILL)".to_string())
                     }
+                    ControllerAction::Stop => {
+                        steer.stop_controller().await?;
+                        (
+                            "controller",
+                            format!(
+                                "controller stopped cleanly (SIGTERM; exited after {:.2} s)",
+                                start.elapsed().as_secs_f64() - t
+                            ),
+                        )
+                    }
                     ControllerAction::Restart => {
                         steer.restart_controller().await?;
                         (

@@ -121,7 +121,7 @@ pub struct Step {
     /// Line to put back to its topology figures.
     #[serde(default)]
     pub clear: Option<String>,
-    /// `kill` (SIGKILL) or `restart` the controller.
+    /// `kill` (SIGKILL), `stop` (SIGTERM, a clean shutdown) or `restart` the controller.
     #[serde(default)]
     pub controller: Option<ControllerAction>,
     /// Site whose agent is killed (SIGKILL) and started again.
@@ -146,6 +146,8 @@ pub struct Step {
 #[serde(rename_all = "snake_case")]
 pub enum ControllerAction {
     Kill,
+    /// SIGTERM: the controller shuts down cleanly (an upgrade), writing its state.
+    Stop,
     Restart,
 }
 

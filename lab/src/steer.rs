@@ -324,6 +324,31 @@ impl Steer {
         Ok(())
     }
 
+    /// Stops the controller cleanly (SIGTERM, as systemd does for an upgrade) and waits for
+    /// it to exit (SIGKILL after 15 s); the agents keep their rules.
+    pub async fn stop_controller(&mut self) -> anyhow::Result<()> {
+        let c = self
+            .controller
+            .as_mut()
+            .context("no controller in this mode (wansteer: {mode: controller})")?;
+        let mut child = c.child.take().context("the controller is not running")?;
+        // SAFETY: kill has no memory effects; the pid is our own child's, not reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            child.wait()
+        })
+        .await??;
+        if !status.success() {
+            bail!("the controller did not stop cleanly: {status}");
+        }
+        Ok(())
+    }
+
     /// Starts the controller again on the same address and store.
     pub async fn restart_controller(&mut self) -> anyhow::Result<()> {
         let c = self
@@ -331,7 +356,7 @@ impl Steer {
             .as_mut()
             .context("no controller in this mode (wansteer: {mode: controller})")?;
         if c.child.is_some() {
-            bail!("the controller is still running: kill it first");
+            bail!("the controller is still running: kill or stop it first");
         }
         let (exe, policy, dir) = (self.exe.clone(), self.policy.clone(), self.dir.clone());
         let (state, listen) = (c.state.clone(), c.listen.clone());
