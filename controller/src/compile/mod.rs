@@ -126,32 +126,38 @@ pub struct RouteCandidate {
     pub origin: RouteOrigin,
 }
 
-/// A site has one route per (class, destination prefix), which its own traffic and the
-/// traffic it forwards for others share (the data plane steers by class mark and
-/// destination, not by where a packet came from). Picks it:
+/// Whether a route of origin `new` displaces one of origin `held` for the same (class,
+/// destination prefix) at a site. A site has one route per (class, destination prefix),
+/// which its own traffic and the traffic it forwards for others share (the data plane
+/// steers by class mark and destination, not by where a packet came from):
 ///
-/// - a transit route wins over the site's own: its out-line was chosen against the class's
-///   SLA *after* the first leg to the hub, so it also meets the SLA for the hub's own traffic
-///   (latency and jitter only add along a path and loss only compounds), while the hub's own
-///   choice may break the SLA of traffic that already spent most of its budget;
+/// - a transit route carrying demand wins over the site's own: its out-line was chosen
+///   against the class's SLA *after* the first leg to the hub, so it also meets the SLA
+///   for the hub's own traffic (latency and jitter only add along a path and loss only
+///   compounds), while the hub's own choice may break the SLA of traffic that already
+///   spent most of its budget;
 /// - among transit routes, the one carrying the most demand;
-/// - ties keep the first candidate given.
-///
-/// Returns the routes sorted by (class, destination).
-pub fn pick_routes(candidates: impl IntoIterator<Item = RouteCandidate>) -> Vec<ClassRoute> {
+/// - a transit route with no demand does not displace the site's own (a branch pair that
+///   exchanges nothing must not move the hub's traffic off its preferred line);
+/// - ties keep what is held.
+pub fn outranks(new: RouteOrigin, held: RouteOrigin) -> bool {
     fn rank(origin: RouteOrigin) -> (u8, f64) {
         match origin {
-            RouteOrigin::Own => (0, 0.0),
-            RouteOrigin::Transit { demand_bps } => (
-                1,
-                if demand_bps.is_finite() {
-                    demand_bps
-                } else {
-                    0.0
-                },
-            ),
+            RouteOrigin::Transit { demand_bps } if demand_bps.is_finite() && demand_bps > 0.0 => {
+                (2, demand_bps)
+            }
+            RouteOrigin::Own => (1, 0.0),
+            RouteOrigin::Transit { .. } => (0, 0.0),
         }
     }
+    let (new, held) = (rank(new), rank(held));
+    new.0 > held.0 || (new.0 == held.0 && new.1 > held.1)
+}
+
+/// Picks each (class, destination prefix)'s route among a site's candidates (see
+/// [`outranks`]); ties keep the first candidate given. Returns the routes sorted by
+/// (class, destination).
+pub fn pick_routes(candidates: impl IntoIterator<Item = RouteCandidate>) -> Vec<ClassRoute> {
     let mut picked: BTreeMap<(String, ipnet::IpNet), RouteCandidate> = BTreeMap::new();
     for candidate in candidates {
         let key = (candidate.route.class.clone(), candidate.route.destination);
@@ -160,8 +166,7 @@ pub fn pick_routes(candidates: impl IntoIterator<Item = RouteCandidate>) -> Vec<
                 slot.insert(candidate);
             }
             std::collections::btree_map::Entry::Occupied(mut slot) => {
-                let (held, new) = (rank(slot.get().origin), rank(candidate.origin));
-                if new.0 > held.0 || (new.0 == held.0 && new.1 > held.1) {
+                if outranks(candidate.origin, slot.get().origin) {
                     slot.insert(candidate);
                 }
             }
@@ -304,8 +309,18 @@ mod tests {
                 .collect();
             assert_eq!(primaries, [("bulk", "br2-mpls"), ("voice", "br2-inet")]);
         }
-        // With no transit for a prefix, the site's own route stands.
-        assert_eq!(pick_routes([own.clone()]), vec![own.route]);
+        // With no transit for a prefix, the site's own route stands; so it does against a
+        // transit route that carries nothing.
+        assert_eq!(pick_routes([own.clone()]), vec![own.route.clone()]);
+        let idle = RouteCandidate {
+            route: route("voice", "10.2.0.0/24", "br2-lte"),
+            origin: RouteOrigin::Transit { demand_bps: 0.0 },
+        };
+        assert_eq!(
+            pick_routes([idle.clone(), own.clone()]),
+            vec![own.route.clone()]
+        );
+        assert_eq!(pick_routes([own.clone(), idle]), vec![own.route]);
     }
 
     #[test]
@@ -407,18 +422,128 @@ classes:
         }
     }
 
-    /// br1's internet line loses 5%, so br1's voice for br2 goes through the DC. br2's mpls
-    /// is slow (40 ms one way at each end): fine for the DC's own voice to br2 (80 ms ≤ 100
-    /// ms, and mpls is preferred), too slow after br1's 40 ms first leg (120 ms). br2's
-    /// internet (20 ms) carries br1's voice within the SLA (60 ms).
+    /// br1's internet line loses 5%, so br1's voice for br2 goes through the DC. The DC's
+    /// mpls tunnel to br2 is slow (80 ms one way): fine for the DC's own voice to br2 (≤ 100
+    /// ms, and mpls is preferred), too slow after br1's 30 ms first leg (110 ms). The
+    /// internet tunnel to br2 (10 ms) carries br1's voice within the SLA (40 ms).
     fn planned_dc_route_to_br2() -> (String, String) {
+        let planner = planned_slow_mpls_to_br2();
+        let route = |site: &str| {
+            planner
+                .ruleset(site)
+                .unwrap()
+                .routes
+                .iter()
+                .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
+                .unwrap()
+                .primary
+                .clone()
+        };
+        (route("br1"), route("dc"))
+    }
+
+    fn planned_slow_mpls_to_br2() -> Planner {
+        let policy = yaml_serde::from_str(POLICY).unwrap();
+        let mut planner = Planner::new(policy);
+        measure_all(&mut planner, true);
+        planner.plan(Duration::from_secs(1));
+        planner
+    }
+
+    /// The slow-mpls measurements, and with `demand` voice from the DC and br1 to br2.
+    fn measure_all(planner: &mut Planner, demand: bool) {
+        for (site, line, rtt, loss) in [
+            ("dc", "br1-mpls", 60, 0.0),
+            ("dc", "br2-mpls", 160, 0.0),
+            ("dc", "br2-inet", 20, 0.0),
+            ("br1", "mpls", 60, 0.0),
+            ("br1", "inet", 20, 0.05),
+            ("br2", "mpls", 160, 0.0),
+            ("br2", "inet", 20, 0.0),
+        ] {
+            planner
+                .update_measurement(measure(site, line, rtt, loss))
+                .unwrap();
+        }
+        if !demand {
+            return;
+        }
+        for (src, dst) in [("dc", "br2"), ("br1", "br2")] {
+            planner
+                .update_demand(ClassDemand {
+                    site: src.into(),
+                    class: "voice".into(),
+                    destination: dst.into(),
+                    bps: 1e6,
+                })
+                .unwrap();
+        }
+    }
+
+    /// After a restart the DC's route to br2 is br1's transit route, which says nothing of
+    /// where the DC's own voice was: resuming must move nothing and push nothing, before
+    /// the agents' demand is known again and after.
+    #[test]
+    fn a_restart_after_a_transit_route_won_moves_nothing() {
+        let before = planned_slow_mpls_to_br2();
+        let published: Vec<_> = ["dc", "br1", "br2"]
+            .iter()
+            .map(|site| before.ruleset(site).unwrap().clone())
+            .collect();
+        let mut after = Planner::new(yaml_serde::from_str(POLICY).unwrap());
+        after.resume(published.clone());
+        // Nothing heard yet: the DC's route stays br1's transit route.
+        after.plan(Duration::from_secs(100));
+        let dc_voice = after
+            .ruleset("dc")
+            .unwrap()
+            .routes
+            .iter()
+            .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
+            .unwrap()
+            .clone();
+        assert_eq!(dc_voice.primary, "br2-inet", "{dc_voice:?}");
+        // The measurements are back, then the demand: nothing changes.
+        measure_all(&mut after, false);
+        let plan = after.plan(Duration::from_secs(101));
+        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+        measure_all(&mut after, true);
+        let plan = after.plan(Duration::from_secs(102));
+        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+        for ruleset in &published {
+            assert_eq!(
+                after.ruleset(&ruleset.site).unwrap().hash,
+                ruleset.hash,
+                "{} is as before the restart",
+                ruleset.site
+            );
+        }
+    }
+
+    /// The DC's one route to br2 for voice carries its own voice and br1's: the transit
+    /// route wins, since its out-line meets the SLA after br1's first leg too.
+    #[test]
+    fn the_dc_forwards_br1s_voice_on_the_line_its_transit_path_was_chosen_for() {
+        let (br1, dc) = planned_dc_route_to_br2();
+        assert_eq!(br1, "mpls", "br1's voice goes through the DC");
+        assert_eq!(
+            dc, "br2-inet",
+            "the DC's route for br2 must be the transit path's out-line (40 ms), not its \
+             own preferred br2-mpls (110 ms end to end for br1's voice)"
+        );
+    }
+
+    /// The same network with a fast mpls tunnel to br2 (40 ms): br1's voice would meet its
+    /// SLA on the DC's own route (70 ms), so the DC keeps its own preferred line for both.
+    #[test]
+    fn the_dc_keeps_its_own_route_when_the_transit_traffic_meets_its_sla_on_it() {
         let policy = yaml_serde::from_str(POLICY).unwrap();
         let mut planner = Planner::new(policy);
         for (site, line, rtt, loss) in [
-            ("dc", "br1-mpls", 40, 0.0),
+            ("dc", "br1-mpls", 60, 0.0),
             ("dc", "br2-mpls", 80, 0.0),
             ("dc", "br2-inet", 20, 0.0),
-            ("br1", "mpls", 40, 0.0),
+            ("br1", "mpls", 60, 0.0),
             ("br1", "inet", 20, 0.05),
             ("br2", "mpls", 80, 0.0),
             ("br2", "inet", 20, 0.0),
@@ -438,34 +563,24 @@ classes:
                 .unwrap();
         }
         planner.plan(Duration::from_secs(1));
-        let br1 = planner.ruleset("br1").unwrap();
-        let br1_voice = br1
+        let dc_voice = planner
+            .ruleset("dc")
+            .unwrap()
             .routes
             .iter()
             .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
-            .unwrap();
-        let dc = planner.ruleset("dc").unwrap();
-        let dc_voice = dc
+            .unwrap()
+            .clone();
+        assert_eq!(dc_voice.primary, "br2-mpls", "{dc_voice:?}");
+        assert!(!dc_voice.reason.starts_with("transit"), "{dc_voice:?}");
+        let br1_voice = planner
+            .ruleset("br1")
+            .unwrap()
             .routes
             .iter()
             .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
-            .unwrap();
-        (br1_voice.primary.clone(), dc_voice.primary.clone())
-    }
-
-    /// Fails today: `plan::Planner::compile` still weighs the hub's own route above any
-    /// transit route (its `weight = if is_own { f64::INFINITY } …`), so br1's voice leaves
-    /// the DC on br2-mpls and arrives after 120 ms. Passes once the planner merges a site's
-    /// routes with [`super::pick_routes`] (the planner is not this module's to change).
-    #[test]
-    #[ignore = "needs plan::Planner::compile to merge routes with compile::pick_routes, and restore to tell a hub's own placement from its transit route"]
-    fn the_dc_forwards_br1s_voice_on_the_line_its_transit_path_was_chosen_for() {
-        let (br1, dc) = planned_dc_route_to_br2();
-        assert_eq!(br1, "mpls", "br1's voice goes through the DC");
-        assert_eq!(
-            dc, "br2-inet",
-            "the DC's route for br2 must be the transit path's out-line (60 ms), not its \
-             own preferred br2-mpls (120 ms end to end for br1's voice)"
-        );
+            .unwrap()
+            .clone();
+        assert!(br1_voice.reason.contains("via dc"), "{br1_voice:?}");
     }
 }

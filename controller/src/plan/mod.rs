@@ -33,7 +33,7 @@ use wansteer_policies::Policy;
 use wansteer_policies::model::SiteKind;
 use wansteer_wire::ruleset::{ClassRoute, ClassSpec, RuleSet};
 
-use crate::compile::{SiteInput, class_specs, compile_site};
+use crate::compile::{RouteOrigin, SiteInput, class_specs, compile_site, outranks};
 use crate::graph::{
     At, Cloud, GraphError, LineChange, LineId, LineMeasurement, LinkGraph, Quality, SiteId,
 };
@@ -42,6 +42,10 @@ use crate::solver::sla::{Metric, SlaBounds, score};
 
 pub use memory::{LineMemory, PlannerMemory, SlaBreachMemory};
 pub use reason::{Breach, Evidence, Name, Reason, ReasonDetail, ReasonKind, RouteReason};
+
+/// How a hub's route forwarded for another site begins its reason (`transit for br1: …`):
+/// after a restart it tells a transit route from the hub's own placement.
+const TRANSIT_REASON_PREFIX: &str = "transit for ";
 
 /// Policies with at most this many sites get routes between every pair of sites.
 pub const FULL_MESH_UP_TO: usize = 64;
@@ -215,8 +219,11 @@ struct CommodityState {
 /// A class's path as read back from the rule sets a previous process published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Restored {
-    /// The line the class left the source on (the route's primary).
-    first: LineId,
+    /// The line the class left the source on (the route's primary); `None` when the
+    /// site's route is one it forwards for another site (a hub whose transit route won),
+    /// so its own placement is unknown: the first plan takes its best path as the
+    /// incumbent, silently — the restart moved nothing.
+    first: Option<LineId>,
     /// The hub or DC the path went through (named by the route's reason), if any.
     via: Option<SiteId>,
     /// The hub's line towards the destination (its rule set's route for the class), if known.
@@ -537,10 +544,18 @@ impl Planner {
                         .find(|r| r.class == route.class && r.destination == route.destination)?;
                     self.graph.line_id(hub_name, &hub_route.primary)
                 });
-                let restored = Restored {
-                    first: line,
-                    via,
-                    hub_out,
+                let restored = if route.reason.starts_with(TRANSIT_REASON_PREFIX) {
+                    Restored {
+                        first: None,
+                        via: None,
+                        hub_out: None,
+                    }
+                } else {
+                    Restored {
+                        first: Some(line),
+                        via,
+                        hub_out,
+                    }
                 };
                 for &pair in &self.pairs_of_site[src as usize] {
                     let pair = &self.pairs[pair];
@@ -1808,11 +1823,14 @@ impl Planner {
         let class_count = self.policy.classes.len();
         for &site in sites {
             let site_name = &self.graph.sites[site as usize].name;
-            let mut loads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            let mut routes: BTreeMap<(usize, IpNet), (f64, ClassRoute)> = BTreeMap::new();
+            // One route per (class, destination prefix), for the site's own traffic and what
+            // it forwards for others alike: see [`crate::compile::outranks`].
+            let mut routes: BTreeMap<(usize, IpNet), (RouteOrigin, usize, ClassRoute)> =
+                BTreeMap::new();
             let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
             let transit = self.transit[site as usize].iter().copied();
-            for commodity in own.iter().copied().chain(transit) {
+            let contributing: Vec<usize> = own.iter().copied().chain(transit).collect();
+            for &commodity in &contributing {
                 let state = &self.commodities[commodity];
                 let Some(chosen) = state.chosen else { continue };
                 let is_own = self.pairs[state.pair].src == site;
@@ -1822,22 +1840,6 @@ impl Planner {
                 } else {
                     chosen.key.lines[2]
                 };
-                if let Some(allocation) = allocation {
-                    for &(path, amount) in &allocation.flows[commodity] {
-                        let key = self.infos[path as usize].key;
-                        let on = if is_own {
-                            key.lines[0]
-                        } else if key.len == 4 {
-                            key.lines[2]
-                        } else {
-                            continue;
-                        };
-                        let name = &self.graph.line(on).name;
-                        loads
-                            .entry(name.clone())
-                            .or_insert_with(|| vec![0.0; class_count])[state.class] += amount;
-                    }
-                }
                 let backups: Vec<String> = if is_own {
                     state
                         .backups
@@ -1860,10 +1862,13 @@ impl Planner {
                         .map(|&l| self.graph.line(l).name.clone())
                         .collect()
                 };
-                // The site's own route wins over its transit routes (compile::pick_routes
-                // would let transit win, but restore after a restart reads a hub's own
-                // placement from its route, which then flips back: see #7's note).
-                let weight = if is_own { f64::INFINITY } else { state.demand };
+                let origin = if is_own {
+                    RouteOrigin::Own
+                } else {
+                    RouteOrigin::Transit {
+                        demand_bps: state.demand,
+                    }
+                };
                 let route_text = state.route_text.as_deref().unwrap_or("no usable path");
                 let dst = self.pairs[state.pair].dst;
                 for &prefix in &self.graph.sites[dst as usize].lan {
@@ -1877,20 +1882,61 @@ impl Planner {
                             route_text.to_string()
                         } else {
                             format!(
-                                "transit for {}: {route_text}",
+                                "{TRANSIT_REASON_PREFIX}{}: {route_text}",
                                 self.graph.sites[self.pairs[state.pair].src as usize].name,
                             )
                         },
                     };
                     match entry {
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert((weight, candidate));
+                            v.insert((origin, commodity, candidate));
                         }
                         std::collections::btree_map::Entry::Occupied(mut o) => {
-                            if weight > o.get().0 {
-                                o.insert((weight, candidate));
+                            let (held, holder, _) = o.get();
+                            let displaces = if *held == RouteOrigin::Own {
+                                self.transit_displaces_own(site, *holder, commodity, prefix)
+                            } else {
+                                outranks(origin, *held)
+                            };
+                            if displaces {
+                                o.insert((origin, commodity, candidate));
                             }
                         }
+                    }
+                }
+            }
+            // The load of each line by class, for HTB: where the allocation put each
+            // commodity, except that a commodity whose route lost to another's goes
+            // wherever the winning route sends it.
+            let mut loads: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            if let Some(allocation) = allocation {
+                for &commodity in &contributing {
+                    let state = &self.commodities[commodity];
+                    if state.chosen.is_none() {
+                        continue;
+                    }
+                    let is_own = self.pairs[state.pair].src == site;
+                    let dst = self.pairs[state.pair].dst;
+                    let winner = self.graph.sites[dst as usize]
+                        .lan
+                        .first()
+                        .and_then(|prefix| routes.get(&(state.class, *prefix)))
+                        .filter(|(_, won, _)| *won != commodity)
+                        .and_then(|(_, _, route)| self.graph.line_id(site_name, &route.primary));
+                    for &(path, amount) in &allocation.flows[commodity] {
+                        let key = self.infos[path as usize].key;
+                        let on = if is_own {
+                            key.lines[0]
+                        } else if key.len == 4 {
+                            key.lines[2]
+                        } else {
+                            continue;
+                        };
+                        let on = winner.unwrap_or(on);
+                        let name = &self.graph.line(on).name;
+                        loads
+                            .entry(name.clone())
+                            .or_insert_with(|| vec![0.0; class_count])[state.class] += amount;
                     }
                 }
             }
@@ -1899,7 +1945,7 @@ impl Planner {
                 specs: &self.specs,
                 site: site_name,
                 line_loads: loads,
-                routes: routes.into_values().map(|(_, r)| r).collect(),
+                routes: routes.into_values().map(|(_, _, r)| r).collect(),
                 previous: self.rulesets[site as usize].as_ref(),
                 hold_rates: self.rates_held[site as usize],
             }) else {
@@ -1916,11 +1962,91 @@ impl Planner {
     }
 }
 
+impl Planner {
+    /// Whether the traffic of `transit` (through the hub that is the source of `own`, same
+    /// class and destination) meets its class's SLA when the hub forwards it on `own`'s
+    /// path instead of the out-line chosen for it; `None` when a line of that path has no
+    /// measurement to tell.
+    fn own_route_serves(&self, own: usize, transit: usize) -> Option<bool> {
+        let (own, transit) = (&self.commodities[own], &self.commodities[transit]);
+        let (Some(own_path), Some(transit_path)) = (own.chosen, transit.chosen) else {
+            return Some(false);
+        };
+        let (own_key, transit_key) = (own_path.key, transit_path.key);
+        if own_key.len != 2 || transit_key.len != 4 {
+            return Some(false);
+        }
+        if own_key.lines[0] == transit_key.lines[2] {
+            return Some(true);
+        }
+        let hub = self.pairs[own.pair].src;
+        let lines = [
+            transit_key.lines[0],
+            transit_key.lines[1],
+            own_key.lines[0],
+            own_key.lines[1],
+        ];
+        if lines.iter().any(|&l| self.graph.line(l).quality.is_none()) {
+            return None;
+        }
+        let rerouted = self.path_info(&lines, Some(hub));
+        Some(self.classes[transit.class].sla.met_by(rerouted.quality))
+    }
+
+    /// Whether the route at `site` (a hub) for `transit`'s traffic to `prefix` displaces the
+    /// hub's own route (`own`) for the same class and prefix. The hub's own route stands
+    /// where the traffic it forwards meets its SLA on it too: no reason to move the hub's
+    /// own. Otherwise a transit route carrying demand wins ([`outranks`]). Not knowing —
+    /// lines unmeasured or the source's demand unknown since a restart — the route in
+    /// force stands.
+    fn transit_displaces_own(
+        &self,
+        site: SiteId,
+        own: usize,
+        transit: usize,
+        prefix: IpNet,
+    ) -> bool {
+        let state = &self.commodities[transit];
+        let src = self.pairs[state.pair].src;
+        let serves = self.own_route_serves(own, transit);
+        match serves {
+            Some(serves) if !self.rates_held[src as usize] => {
+                !serves
+                    && outranks(
+                        RouteOrigin::Transit {
+                            demand_bps: state.demand,
+                        },
+                        RouteOrigin::Own,
+                    )
+            }
+            _ => {
+                let class = &self.classes[state.class].name;
+                let for_src = format!(
+                    "{TRANSIT_REASON_PREFIX}{}:",
+                    self.graph.sites[src as usize].name
+                );
+                self.rulesets[site as usize]
+                    .as_ref()
+                    .is_some_and(|ruleset| {
+                        ruleset.routes.iter().any(|r| {
+                            &r.class == class
+                                && r.destination == prefix
+                                && r.reason.starts_with(&for_src)
+                        })
+                    })
+            }
+        }
+    }
+}
+
 impl Restored {
     /// Whether a candidate is the restored path: same first line; with `strictness` ≥ 1
     /// also the same hub (or none); with 2 also the hub's out-line when it is known.
     fn matches(&self, info: &PathInfo, strictness: u8) -> bool {
-        info.key.first() == self.first
+        let Some(first) = self.first else {
+            return true;
+        };
+        info.key.first() == first
             && (strictness < 1 || info.via == self.via)
             && (strictness < 2
                 || self
