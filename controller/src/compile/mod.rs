@@ -526,6 +526,26 @@ classes:
     fn the_dc_forwards_br1s_voice_on_the_line_its_transit_path_was_chosen_for() {
         let (br1, dc) = planned_dc_route_to_br2();
         assert_eq!(br1, "mpls", "br1's voice goes through the DC");
+        // HTB follows: the DC's own voice for br2 leaves on br2-inet with br1's, so that
+        // line's voice rate covers both (2 Mbit/s), and voice is as idle on br2-mpls as a
+        // class nobody uses.
+        let planner = planned_slow_mpls_to_br2();
+        let rate = |line: &str, class: &str| {
+            planner
+                .ruleset("dc")
+                .unwrap()
+                .lines
+                .iter()
+                .find(|l| l.name == line)
+                .unwrap()
+                .shares
+                .iter()
+                .find(|s| s.class == class)
+                .unwrap()
+                .rate_bps
+        };
+        assert!(rate("br2-inet", "voice") >= 2_000_000);
+        assert_eq!(rate("br2-mpls", "voice"), rate("br2-mpls", "default"));
         assert_eq!(
             dc, "br2-inet",
             "the DC's route for br2 must be the transit path's out-line (40 ms), not its \

@@ -1825,8 +1825,12 @@ impl Planner {
             let site_name = &self.graph.sites[site as usize].name;
             // One route per (class, destination prefix), for the site's own traffic and what
             // it forwards for others alike: see [`crate::compile::outranks`].
-            let mut routes: BTreeMap<(usize, IpNet), (RouteOrigin, usize, ClassRoute)> =
+            // Per (class, prefix): the winning route, whose commodity it is and its line.
+            let mut routes: BTreeMap<(usize, IpNet), (RouteOrigin, usize, LineId, ClassRoute)> =
                 BTreeMap::new();
+            let mut in_force = TransitInForce::default();
+            // Whether two commodities ever competed for one route (only at hubs and DCs).
+            let mut contested = false;
             let own = by_src.get(&site).map(Vec::as_slice).unwrap_or(&[]);
             let transit = self.transit[site as usize].iter().copied();
             let contributing: Vec<usize> = own.iter().copied().chain(transit).collect();
@@ -1889,17 +1893,24 @@ impl Planner {
                     };
                     match entry {
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            v.insert((origin, commodity, candidate));
+                            v.insert((origin, commodity, line, candidate));
                         }
                         std::collections::btree_map::Entry::Occupied(mut o) => {
-                            let (held, holder, _) = o.get();
+                            contested = true;
+                            let (held, holder, _, _) = o.get();
                             let displaces = if *held == RouteOrigin::Own {
-                                self.transit_displaces_own(site, *holder, commodity, prefix)
+                                self.transit_displaces_own(
+                                    site,
+                                    *holder,
+                                    commodity,
+                                    prefix,
+                                    &mut in_force,
+                                )
                             } else {
                                 outranks(origin, *held)
                             };
                             if displaces {
-                                o.insert((origin, commodity, candidate));
+                                o.insert((origin, commodity, line, candidate));
                             }
                         }
                     }
@@ -1917,12 +1928,12 @@ impl Planner {
                     }
                     let is_own = self.pairs[state.pair].src == site;
                     let dst = self.pairs[state.pair].dst;
-                    let winner = self.graph.sites[dst as usize]
-                        .lan
-                        .first()
+                    let winner = contested
+                        .then(|| self.graph.sites[dst as usize].lan.first())
+                        .flatten()
                         .and_then(|prefix| routes.get(&(state.class, *prefix)))
-                        .filter(|(_, won, _)| *won != commodity)
-                        .and_then(|(_, _, route)| self.graph.line_id(site_name, &route.primary));
+                        .filter(|(_, won, _, _)| *won != commodity)
+                        .map(|(_, _, line, _)| *line);
                     for &(path, amount) in &allocation.flows[commodity] {
                         let key = self.infos[path as usize].key;
                         let on = if is_own {
@@ -1945,7 +1956,7 @@ impl Planner {
                 specs: &self.specs,
                 site: site_name,
                 line_loads: loads,
-                routes: routes.into_values().map(|(_, _, r)| r).collect(),
+                routes: routes.into_values().map(|(_, _, _, r)| r).collect(),
                 previous: self.rulesets[site as usize].as_ref(),
                 hold_rates: self.rates_held[site as usize],
             }) else {
@@ -2005,37 +2016,59 @@ impl Planner {
         own: usize,
         transit: usize,
         prefix: IpNet,
+        in_force: &mut TransitInForce,
     ) -> bool {
         let state = &self.commodities[transit];
         let src = self.pairs[state.pair].src;
-        let serves = self.own_route_serves(own, transit);
-        match serves {
-            Some(serves) if !self.rates_held[src as usize] => {
-                !serves
-                    && outranks(
-                        RouteOrigin::Transit {
-                            demand_bps: state.demand,
-                        },
-                        RouteOrigin::Own,
-                    )
-            }
-            _ => {
-                let class = &self.classes[state.class].name;
-                let for_src = format!(
-                    "{TRANSIT_REASON_PREFIX}{}:",
-                    self.graph.sites[src as usize].name
-                );
-                self.rulesets[site as usize]
-                    .as_ref()
-                    .is_some_and(|ruleset| {
-                        ruleset.routes.iter().any(|r| {
-                            &r.class == class
-                                && r.destination == prefix
-                                && r.reason.starts_with(&for_src)
-                        })
-                    })
-            }
+        let carries = outranks(
+            RouteOrigin::Transit {
+                demand_bps: state.demand,
+            },
+            RouteOrigin::Own,
+        );
+        if !self.rates_held[src as usize] && !carries {
+            return false;
         }
+        match self.own_route_serves(own, transit) {
+            Some(serves) if !self.rates_held[src as usize] => !serves,
+            _ => in_force.source(self, site, state.class, prefix) == Some(src),
+        }
+    }
+}
+
+/// Per (class, prefix): the site a hub's rule set in force forwards for, where its route
+/// is a transit route. Read from the rule set once per compile, and only if asked: after a
+/// restart a hub's rule set may hold a route per branch and class.
+#[derive(Debug, Default)]
+struct TransitInForce {
+    by_route: Option<HashMap<(usize, IpNet), SiteId>>,
+}
+
+impl TransitInForce {
+    fn source(
+        &mut self,
+        planner: &Planner,
+        site: SiteId,
+        class: usize,
+        prefix: IpNet,
+    ) -> Option<SiteId> {
+        let by_route = self.by_route.get_or_insert_with(|| {
+            let Some(ruleset) = planner.rulesets[site as usize].as_ref() else {
+                return HashMap::new();
+            };
+            ruleset
+                .routes
+                .iter()
+                .filter_map(|route| {
+                    let rest = route.reason.strip_prefix(TRANSIT_REASON_PREFIX)?;
+                    let (name, _) = rest.split_once(':')?;
+                    let src = planner.graph.site_id(name)?;
+                    let class = planner.classes.iter().position(|c| c.name == route.class)?;
+                    Some(((class, route.destination), src))
+                })
+                .collect()
+        });
+        by_route.get(&(class, prefix)).copied()
     }
 }
 
