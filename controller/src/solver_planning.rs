@@ -238,13 +238,19 @@ classes:
         })
     }
 
-    #[test]
-    fn reported_loss_moves_voice_off_the_line_and_says_why() {
+    /// [`POLICY`], and a planner under it.
+    fn planning() -> (Policy, SolverPlanning) {
         let policy = wansteer_policies::check_source("p.yaml", POLICY)
             .unwrap()
             .policy;
         let mut planning = SolverPlanning::new();
         planning.on_policy(&policy);
+        (policy, planning)
+    }
+
+    #[test]
+    fn reported_loss_moves_voice_off_the_line_and_says_why() {
+        let (_, mut planning) = planning();
         let up = session::LineHealth::Up;
         for site in ["dc", "b1"] {
             planning.on_report(&report(
@@ -277,11 +283,7 @@ classes:
 
     #[test]
     fn line_memory_survives_its_json_and_unreadable_memory_only_loses_history() {
-        let policy = wansteer_policies::check_source("p.yaml", POLICY)
-            .unwrap()
-            .policy;
-        let mut planning = SolverPlanning::new();
-        planning.on_policy(&policy);
+        let (policy, mut planning) = planning();
         let up = session::LineHealth::Up;
         let down = session::LineHealth::Down;
         for (at_ms, mpls) in [(1_000, up), (2_000, down), (3_000, up), (4_000, down)] {
@@ -341,11 +343,7 @@ classes:
 
     #[test]
     fn voice_stays_while_the_loss_interval_still_admits_its_sla() {
-        let policy = wansteer_policies::check_source("p.yaml", POLICY)
-            .unwrap()
-            .policy;
-        let mut planning = SolverPlanning::new();
-        planning.on_policy(&policy);
+        let (_, mut planning) = planning();
         let up = session::LineHealth::Up;
         for site in ["dc", "b1"] {
             planning.on_report(&report(
@@ -394,11 +392,7 @@ classes:
 
     #[test]
     fn a_fresh_deployment_routes_on_unmeasured_lines_and_says_they_are_not_measured() {
-        let policy = wansteer_policies::check_source("p.yaml", POLICY)
-            .unwrap()
-            .policy;
-        let mut planning = SolverPlanning::new();
-        planning.on_policy(&policy);
+        let (_, mut planning) = planning();
         // Agents connected but have not probed yet: zeros and no samples.
         let mut silent = line("mpls", 0.0, session::LineHealth::Unknown);
         silent.rtt_ms = 0.0;
@@ -437,11 +431,7 @@ classes:
 
     #[test]
     fn a_measured_line_meeting_the_sla_ranks_before_an_unmeasured_preferred_one() {
-        let policy = wansteer_policies::check_source("p.yaml", POLICY)
-            .unwrap()
-            .policy;
-        let mut planning = SolverPlanning::new();
-        planning.on_policy(&policy);
+        let (_, mut planning) = planning();
         let up = session::LineHealth::Up;
         planning.on_report(&report(
             "dc",

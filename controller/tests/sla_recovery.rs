@@ -132,20 +132,8 @@ fn the_loss_ratio_not_its_lower_bound_decides_the_return() {
 fn each_new_breach_after_a_return_doubles_the_wait() {
     // A line that keeps breaking voice's SLA after voice came back: the wait before the
     // next return doubles (2 s, 4 s, 8 s) instead of a move every hold-down.
-    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
-    let mut planner = Planner::new(policy);
-    let mut moves = Vec::new();
-    for at_ms in (0..=30_000).step_by(500) {
-        let loss = if [10_000, 13_000, 18_000].contains(&at_ms) {
-            0.015
-        } else {
-            0.0
-        };
-        report(&mut planner, at_ms, loss);
-        moves.extend(voice_moves(&mut planner, at_ms));
-    }
     assert_eq!(
-        moves,
+        moves_with_breaches(30_000, &[10_000, 13_000, 18_000], |_, _| {}),
         [
             "0 -->mpls",
             "10000 mpls->inet",
@@ -175,15 +163,28 @@ fn changed_policy(voice_loss: &str) -> Policy {
 /// Breaches at 10 s and 13 s (the second episode doubles the wait to 4 s), a policy change
 /// at 14 s, clean from then on: voice's moves.
 fn moves_across_a_policy_change(new_policy: Policy) -> Vec<String> {
-    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
-    let mut planner = Planner::new(policy);
-    let mut moves = Vec::new();
     let mut new_policy = Some(new_policy);
-    for at_ms in (0..=24_000).step_by(500) {
+    moves_with_breaches(24_000, &[10_000, 13_000], |planner, at_ms| {
         if at_ms == 14_000 {
             planner.replace_policy(new_policy.take().unwrap());
         }
-        let loss = if [10_000, 13_000].contains(&at_ms) {
+    })
+}
+
+/// Voice's moves, a round of reports and a plan every 500 ms up to `until_ms`, mpls
+/// breaking voice's SLA (1.5% loss) at the times in `breaches` and clean otherwise;
+/// `before_round` may change the planner before each round.
+fn moves_with_breaches(
+    until_ms: u64,
+    breaches: &[u64],
+    mut before_round: impl FnMut(&mut Planner, u64),
+) -> Vec<String> {
+    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
+    let mut planner = Planner::new(policy);
+    let mut moves = Vec::new();
+    for at_ms in (0..=until_ms).step_by(500) {
+        before_round(&mut planner, at_ms);
+        let loss = if breaches.contains(&at_ms) {
             0.015
         } else {
             0.0
@@ -247,22 +248,11 @@ fn restart(before: &Planner, at_ms: u64, keep_memory: bool) -> Planner {
 /// Voice's moves with mpls breaking its SLA at 10, 13 and 18 s (third episode: an 8 s
 /// wait, back at 26 s) and the controller restarted at 19 s.
 fn moves_across_a_restart(keep_memory: bool) -> Vec<String> {
-    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
-    let mut planner = Planner::new(policy);
-    let mut moves = Vec::new();
-    for at_ms in (0..=30_000).step_by(500) {
+    moves_with_breaches(30_000, &[10_000, 13_000, 18_000], |planner, at_ms| {
         if at_ms == 19_000 {
-            planner = restart(&planner, at_ms, keep_memory);
+            *planner = restart(planner, at_ms, keep_memory);
         }
-        let loss = if [10_000, 13_000, 18_000].contains(&at_ms) {
-            0.015
-        } else {
-            0.0
-        };
-        report(&mut planner, at_ms, loss);
-        moves.extend(voice_moves(&mut planner, at_ms));
-    }
-    moves
+    })
 }
 
 #[test]

@@ -383,6 +383,7 @@ mod hub_routes {
 
     use crate::graph::{LineHealth, LineMeasurement};
     use crate::plan::{ClassDemand, Planner};
+    use wansteer_wire::ruleset::ClassRoute;
 
     const POLICY: &str = r#"
 sites:
@@ -422,43 +423,20 @@ classes:
         }
     }
 
-    /// br1's internet line loses 5%, so br1's voice for br2 goes through the DC. The DC's
-    /// mpls tunnel to br2 is slow (80 ms one way): fine for the DC's own voice to br2 (≤ 100
-    /// ms, and mpls is preferred), too slow after br1's 30 ms first leg (110 ms). The
-    /// internet tunnel to br2 (10 ms) carries br1's voice within the SLA (40 ms).
-    fn planned_dc_route_to_br2() -> (String, String) {
-        let planner = planned_slow_mpls_to_br2();
-        let route = |site: &str| {
-            planner
-                .ruleset(site)
-                .unwrap()
-                .routes
-                .iter()
-                .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
-                .unwrap()
-                .primary
-                .clone()
-        };
-        (route("br1"), route("dc"))
-    }
-
-    fn planned_slow_mpls_to_br2() -> Planner {
-        let policy = yaml_serde::from_str(POLICY).unwrap();
-        let mut planner = Planner::new(policy);
-        measure_all(&mut planner, true);
-        planner.plan(Duration::from_secs(1));
-        planner
-    }
-
-    /// The slow-mpls measurements, and with `demand` voice from the DC and br1 to br2.
-    fn measure_all(planner: &mut Planner, demand: bool) {
+    /// br1's internet line loses 5%, so br1's voice for br2 goes through the DC. With
+    /// `mpls_rtt_ms` 160 the DC's mpls tunnel to br2 is slow (80 ms one way): fine for the
+    /// DC's own voice to br2 (≤ 100 ms, and mpls is preferred), too slow after br1's 30 ms
+    /// first leg (110 ms), while the internet tunnel to br2 (10 ms) carries br1's voice
+    /// within the SLA (40 ms). With 80 (40 ms one way) both fit on mpls. With `demand`,
+    /// 1 Mbit/s of voice from the DC and from br1 to br2.
+    fn measure_all(planner: &mut Planner, mpls_rtt_ms: u64, demand: bool) {
         for (site, line, rtt, loss) in [
             ("dc", "br1-mpls", 60, 0.0),
-            ("dc", "br2-mpls", 160, 0.0),
+            ("dc", "br2-mpls", mpls_rtt_ms, 0.0),
             ("dc", "br2-inet", 20, 0.0),
             ("br1", "mpls", 60, 0.0),
             ("br1", "inet", 20, 0.05),
-            ("br2", "mpls", 160, 0.0),
+            ("br2", "mpls", mpls_rtt_ms, 0.0),
             ("br2", "inet", 20, 0.0),
         ] {
             planner
@@ -480,56 +458,40 @@ classes:
         }
     }
 
-    /// After a restart the DC's route to br2 is br1's transit route, which says nothing of
-    /// where the DC's own voice was: resuming must move nothing and push nothing, before
-    /// the agents' demand is known again and after.
-    #[test]
-    fn a_restart_after_a_transit_route_won_moves_nothing() {
-        let before = planned_slow_mpls_to_br2();
-        let published: Vec<_> = ["dc", "br1", "br2"]
-            .iter()
-            .map(|site| before.ruleset(site).unwrap().clone())
-            .collect();
-        let mut after = Planner::new(yaml_serde::from_str(POLICY).unwrap());
-        after.resume(published.clone());
-        // Nothing heard yet: the DC's route stays br1's transit route.
-        after.plan(Duration::from_secs(100));
-        let dc_voice = after
-            .ruleset("dc")
+    fn planned(mpls_rtt_ms: u64) -> Planner {
+        let mut planner = Planner::new(yaml_serde::from_str(POLICY).unwrap());
+        measure_all(&mut planner, mpls_rtt_ms, true);
+        planner.plan(Duration::from_secs(1));
+        planner
+    }
+
+    /// `site`'s voice route to br2's LAN.
+    fn voice_to_br2(planner: &Planner, site: &str) -> ClassRoute {
+        planner
+            .ruleset(site)
             .unwrap()
             .routes
             .iter()
             .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
             .unwrap()
-            .clone();
-        assert_eq!(dc_voice.primary, "br2-inet", "{dc_voice:?}");
-        // The measurements are back, then the demand: nothing changes.
-        measure_all(&mut after, false);
-        let plan = after.plan(Duration::from_secs(101));
-        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
-        measure_all(&mut after, true);
-        let plan = after.plan(Duration::from_secs(102));
-        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
-        for ruleset in &published {
-            assert_eq!(
-                after.ruleset(&ruleset.site).unwrap().hash,
-                ruleset.hash,
-                "{} is as before the restart",
-                ruleset.site
-            );
-        }
+            .clone()
     }
 
     /// The DC's one route to br2 for voice carries its own voice and br1's: the transit
     /// route wins, since its out-line meets the SLA after br1's first leg too.
     #[test]
     fn the_dc_forwards_br1s_voice_on_the_line_its_transit_path_was_chosen_for() {
-        let (br1, dc) = planned_dc_route_to_br2();
-        assert_eq!(br1, "mpls", "br1's voice goes through the DC");
+        let planner = planned(160);
+        assert_eq!(voice_to_br2(&planner, "br1").primary, "mpls", "via the DC");
+        assert_eq!(
+            voice_to_br2(&planner, "dc").primary,
+            "br2-inet",
+            "the DC's route for br2 must be the transit path's out-line (40 ms), not its \
+             own preferred br2-mpls (110 ms end to end for br1's voice)"
+        );
         // HTB follows: the DC's own voice for br2 leaves on br2-inet with br1's, so that
         // line's voice rate covers both (2 Mbit/s), and voice is as idle on br2-mpls as a
         // class nobody uses.
-        let planner = planned_slow_mpls_to_br2();
         let rate = |line: &str, class: &str| {
             planner
                 .ruleset("dc")
@@ -546,61 +508,49 @@ classes:
         };
         assert!(rate("br2-inet", "voice") >= 2_000_000);
         assert_eq!(rate("br2-mpls", "voice"), rate("br2-mpls", "default"));
-        assert_eq!(
-            dc, "br2-inet",
-            "the DC's route for br2 must be the transit path's out-line (40 ms), not its \
-             own preferred br2-mpls (110 ms end to end for br1's voice)"
-        );
     }
 
-    /// The same network with a fast mpls tunnel to br2 (40 ms): br1's voice would meet its
-    /// SLA on the DC's own route (70 ms), so the DC keeps its own preferred line for both.
+    /// With a fast mpls tunnel to br2 br1's voice would meet its SLA on the DC's own route
+    /// (70 ms), so the DC keeps its own preferred line for both.
     #[test]
     fn the_dc_keeps_its_own_route_when_the_transit_traffic_meets_its_sla_on_it() {
-        let policy = yaml_serde::from_str(POLICY).unwrap();
-        let mut planner = Planner::new(policy);
-        for (site, line, rtt, loss) in [
-            ("dc", "br1-mpls", 60, 0.0),
-            ("dc", "br2-mpls", 80, 0.0),
-            ("dc", "br2-inet", 20, 0.0),
-            ("br1", "mpls", 60, 0.0),
-            ("br1", "inet", 20, 0.05),
-            ("br2", "mpls", 80, 0.0),
-            ("br2", "inet", 20, 0.0),
-        ] {
-            planner
-                .update_measurement(measure(site, line, rtt, loss))
-                .unwrap();
-        }
-        for (src, dst) in [("dc", "br2"), ("br1", "br2")] {
-            planner
-                .update_demand(ClassDemand {
-                    site: src.into(),
-                    class: "voice".into(),
-                    destination: dst.into(),
-                    bps: 1e6,
-                })
-                .unwrap();
-        }
-        planner.plan(Duration::from_secs(1));
-        let dc_voice = planner
-            .ruleset("dc")
-            .unwrap()
-            .routes
-            .iter()
-            .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
-            .unwrap()
-            .clone();
+        let planner = planned(80);
+        let dc_voice = voice_to_br2(&planner, "dc");
         assert_eq!(dc_voice.primary, "br2-mpls", "{dc_voice:?}");
         assert!(!dc_voice.reason.starts_with("transit"), "{dc_voice:?}");
-        let br1_voice = planner
-            .ruleset("br1")
-            .unwrap()
-            .routes
-            .iter()
-            .find(|r| r.class == "voice" && r.destination.to_string() == "10.2.0.0/24")
-            .unwrap()
-            .clone();
+        let br1_voice = voice_to_br2(&planner, "br1");
         assert!(br1_voice.reason.contains("via dc"), "{br1_voice:?}");
+    }
+
+    /// After a restart the DC's route to br2 is br1's transit route, which says nothing of
+    /// where the DC's own voice was: resuming must move nothing and push nothing, before
+    /// the agents' demand is known again and after.
+    #[test]
+    fn a_restart_after_a_transit_route_won_moves_nothing() {
+        let before = planned(160);
+        let published: Vec<_> = ["dc", "br1", "br2"]
+            .iter()
+            .map(|site| before.ruleset(site).unwrap().clone())
+            .collect();
+        let mut after = Planner::new(yaml_serde::from_str(POLICY).unwrap());
+        after.resume(published.clone());
+        // Nothing heard yet: the DC's route stays br1's transit route.
+        after.plan(Duration::from_secs(100));
+        assert_eq!(voice_to_br2(&after, "dc").primary, "br2-inet");
+        // The measurements are back, then the demand: nothing changes.
+        measure_all(&mut after, 160, false);
+        let plan = after.plan(Duration::from_secs(101));
+        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+        measure_all(&mut after, 160, true);
+        let plan = after.plan(Duration::from_secs(102));
+        assert!(plan.decisions.is_empty(), "{:?}", plan.decisions);
+        for ruleset in &published {
+            assert_eq!(
+                after.ruleset(&ruleset.site).unwrap().hash,
+                ruleset.hash,
+                "{} is as before the restart",
+                ruleset.site
+            );
+        }
     }
 }
