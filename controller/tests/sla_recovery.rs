@@ -34,6 +34,11 @@ timers: { hold_down: 2s }
 
 /// One round of reports at `at_ms`: br's mpls line loses `mpls_loss`, everything else is clean.
 fn report(planner: &mut Planner, at_ms: u64, mpls_loss: f64) {
+    report_health(planner, at_ms, mpls_loss, LineHealth::Up);
+}
+
+/// [`report`], with br's mpls line in health `mpls_health`.
+fn report_health(planner: &mut Planner, at_ms: u64, mpls_loss: f64, mpls_health: LineHealth) {
     let at = Duration::from_millis(at_ms);
     for site in ["br", "dc"] {
         for line in ["mpls", "inet"] {
@@ -49,7 +54,11 @@ fn report(planner: &mut Planner, at_ms: u64, mpls_loss: f64) {
                     rtt: Duration::from_millis(20),
                     loss,
                     jitter: Duration::from_millis(1),
-                    health: LineHealth::Up,
+                    health: if (site, line) == ("br", "mpls") {
+                        mpls_health
+                    } else {
+                        LineHealth::Up
+                    },
                     at,
                 })
                 .unwrap();
@@ -230,7 +239,12 @@ fn a_changed_sla_starts_the_breach_history_over() {
 /// How a restart at 19 s carries the line memory across: the planner of a new process
 /// resumes from the old one's rule sets, and from its memory when `keep_memory`.
 fn restart(before: &Planner, at_ms: u64, keep_memory: bool) -> Planner {
-    let policy: Policy = yaml_serde::from_str(POLICY).unwrap();
+    restart_under(POLICY, before, at_ms, keep_memory)
+}
+
+/// [`restart`] under the policy `text`.
+fn restart_under(text: &str, before: &Planner, at_ms: u64, keep_memory: bool) -> Planner {
+    let policy: Policy = yaml_serde::from_str(text).unwrap();
     let mut after = Planner::new(policy);
     after.resume(
         ["br", "dc"]
@@ -289,49 +303,15 @@ fn moves_across_a_restart_after_flaps(keep_memory: bool) -> Vec<String> {
     let mut moves = Vec::new();
     for at_ms in (0..=40_000).step_by(500) {
         if at_ms == 12_000 {
-            let mut after = Planner::new(yaml_serde::from_str(&text).unwrap());
-            after.resume(
-                ["br", "dc"]
-                    .iter()
-                    .map(|site| planner.ruleset(site).unwrap().clone()),
-            );
-            if keep_memory {
-                after.restore_memory(&planner.memory(Duration::from_millis(at_ms)));
-            }
-            planner = after;
+            planner = restart_under(&text, &planner, at_ms, keep_memory);
         }
         let down = [5_000, 6_000, 7_000].contains(&at_ms);
-        let at = Duration::from_millis(at_ms);
-        for (site, line) in [
-            ("br", "mpls"),
-            ("br", "inet"),
-            ("dc", "mpls"),
-            ("dc", "inet"),
-        ] {
-            planner
-                .update_measurement(LineMeasurement {
-                    site: site.into(),
-                    line: line.into(),
-                    rtt: Duration::from_millis(20),
-                    loss: 0.0,
-                    jitter: Duration::from_millis(1),
-                    health: if down && (site, line) == ("br", "mpls") {
-                        LineHealth::Down
-                    } else {
-                        LineHealth::Up
-                    },
-                    at,
-                })
-                .unwrap();
-        }
-        planner
-            .update_demand(ClassDemand {
-                site: "br".into(),
-                class: "voice".into(),
-                destination: "dc".into(),
-                bps: 100_000.0,
-            })
-            .unwrap();
+        let health = if down {
+            LineHealth::Down
+        } else {
+            LineHealth::Up
+        };
+        report_health(&mut planner, at_ms, 0.0, health);
         moves.extend(voice_moves(&mut planner, at_ms));
     }
     moves
