@@ -883,8 +883,13 @@ async fn an_operator_sees_the_network_live_and_a_viewer_cannot_change_the_policy
             "document.querySelector('#versions button.rollback[data-version=\"1\"]')",
         )
         .await;
+    // Found and clicked in one script: the history is redrawn on every live refresh, so a
+    // WebDriver element found a moment earlier may already be gone.
     driver
-        .click("#versions button.rollback[data-version=\"1\"]")
+        .js(
+            "document.querySelector('#versions button.rollback[data-version=\"1\"]').click();",
+            json!([]),
+        )
         .await;
     let undone = driver
         .wait_for(
