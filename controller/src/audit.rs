@@ -9,7 +9,7 @@
 //! (PCI DSS 10.3). [`read`] gives the live file's entries back to the API.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -99,10 +99,18 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// How much of the audit file [`read`] takes in at a time, from the end backwards.
+const READ_CHUNK: usize = 1 << 20;
+
 /// The live audit file's entries that pass `filter`, oldest first. Rotated files are not
 /// read: they are for archiving. A line that is not JSON (a torn write) is skipped.
+///
+/// The file is read from its end backwards and reading stops once `limit` entries passed:
+/// the newest are what a caller asks for, and a live file may hold tens of MiB of
+/// decisions behind them.
 pub fn read(path: &Path, filter: &AuditFilter) -> io::Result<Vec<serde_json::Value>> {
-    let file = match File::open(path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
@@ -113,31 +121,68 @@ pub fn read(path: &Path, filter: &AuditFilter) -> io::Result<Vec<serde_json::Val
         .kind
         .as_ref()
         .map(|kind| format!("\"kind\":\"{kind}\""));
-    let mut kept = std::collections::VecDeque::new();
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        if tag.as_ref().is_some_and(|tag| !line.contains(tag.as_str())) {
-            continue;
+    let mut kept = Vec::new();
+    if filter.limit == 0 {
+        return Ok(kept);
+    }
+    let mut take = |line: &[u8]| -> bool {
+        let Ok(line) = std::str::from_utf8(line) else {
+            return false;
+        };
+        if line.trim().is_empty() || tag.as_ref().is_some_and(|tag| !line.contains(tag.as_str())) {
+            return false;
         }
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            return false;
         };
         if let Some(kind) = &filter.kind
             && entry["kind"].as_str() != Some(kind)
         {
-            continue;
+            return false;
         }
         if let Some(since) = filter.since_ms
             && entry["at_ms"].as_u64().is_none_or(|at| at < since)
         {
-            continue;
+            return false;
         }
-        kept.push_back(entry);
-        if kept.len() > filter.limit {
-            kept.pop_front();
+        kept.push(entry);
+        kept.len() == filter.limit
+    };
+    let mut end = file.seek(SeekFrom::End(0))?;
+    // The start of the chunk read last, which may begin in the middle of a line.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    while end > 0 {
+        let start = end.saturating_sub(READ_CHUNK as u64);
+        let len = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..len])?;
+        end = start;
+        let mut buf = chunk[..len].to_vec();
+        buf.extend_from_slice(&tail);
+        // Every line after the first newline is whole; what precedes it continues in the
+        // previous chunk (unless this is the start of the file).
+        let mut lines = buf.rsplit(|&b| b == b'\n');
+        let mut first = lines.next_back();
+        if start == 0 {
+            for line in lines.chain(first.take()) {
+                if take(line) {
+                    kept.reverse();
+                    return Ok(kept);
+                }
+            }
+            break;
         }
+        for line in lines {
+            if take(line) {
+                kept.reverse();
+                return Ok(kept);
+            }
+        }
+        tail = first.unwrap_or_default().to_vec();
     }
-    Ok(kept.into())
+    kept.reverse();
+    Ok(kept)
 }
 
 impl std::fmt::Debug for Queued {
@@ -408,6 +453,60 @@ mod tests {
             .len(),
             5
         );
+    }
+
+    #[test]
+    fn reading_backwards_across_chunks_keeps_every_line_whole_and_in_order() {
+        // Lines of varying length over several read chunks, so lines straddle chunk
+        // boundaries; every seventh a policy change, the rest decisions.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let mut text = String::new();
+        let mut n = 0u64;
+        while text.len() < 3 * READ_CHUNK + 12_345 {
+            let kind = if n.is_multiple_of(7) {
+                "policy_change"
+            } else {
+                "decision"
+            };
+            let pad = "x".repeat((n * 37 % 300) as usize);
+            text.push_str(&format!(
+                "{{\"kind\":\"{kind}\",\"at_ms\":{n},\"pad\":\"{pad}\"}}\n"
+            ));
+            n += 1;
+        }
+        std::fs::write(&path, &text).unwrap();
+        let at = |entries: Vec<serde_json::Value>| -> Vec<u64> {
+            entries
+                .iter()
+                .map(|e| e["at_ms"].as_u64().unwrap())
+                .collect()
+        };
+        let filter = |kind: Option<&str>, limit: usize| AuditFilter {
+            since_ms: None,
+            kind: kind.map(String::from),
+            limit,
+        };
+        assert_eq!(
+            at(read(&path, &filter(None, usize::MAX)).unwrap()),
+            (0..n).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            at(read(&path, &filter(None, 5)).unwrap()),
+            (n - 5..n).collect::<Vec<_>>()
+        );
+        let changes: Vec<u64> = (0..n).filter(|i| i.is_multiple_of(7)).collect();
+        assert_eq!(
+            at(read(&path, &filter(Some("policy_change"), usize::MAX)).unwrap()),
+            changes
+        );
+        assert_eq!(
+            at(read(&path, &filter(Some("policy_change"), 3)).unwrap()),
+            changes[changes.len() - 3..]
+        );
+        // Without a newline at the end, the last line still counts.
+        std::fs::write(&path, text.trim_end()).unwrap();
+        assert_eq!(at(read(&path, &filter(None, 1)).unwrap()), [n - 1]);
     }
 
     #[tokio::test]
